@@ -1,0 +1,43 @@
+"""gato_jax: a JAX/Flax reimplementation of DeepMind's Gato.
+
+Exact pins for a set that installs together live in requirements.txt; the ranges here are what
+the code needs, for users who install gato_jax into an environment of their own.
+"""
+
+import setuptools
+
+setuptools.setup(
+    name="gato_jax",
+    version="0.1.0",
+    description="A JAX/Flax reimplementation of Gato (Reed et al., 2022, A Generalist Agent).",
+    packages=setuptools.find_packages(include=["gato_jax", "gato_jax.*"]),
+    package_data={"gato_jax.tokenizer": ["assets/*.model"]},
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "jaxlib>=0.10,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "ml-collections>=1.1",
+        "absl-py>=2.1",
+        "numpy>=2.0",
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-text>=2.21,<2.22",
+        "tensorflow-datasets>=4.9.10",
+        "seqio==0.0.20",
+        "sentencepiece>=0.2",
+        "gymnax==1.0.1",
+        "dm-control==1.0.50",
+        # dm-control 1.0.50 breaks with mujoco 4.0; see requirements.txt.
+        "mujoco>=3.17,<4",
+    ],
+    extras_require={
+        "cuda": ["jax[cuda12]==0.10.2"],
+        "tpu": ["jax[tpu]==0.10.2"],
+        "test": ["pytest>=9"],
+        # metaworld 3.1.1 pins mujoco==3.3.0, which dm-control 1.0.50 (mujoco>=3.17) rejects:
+        # install it in an environment of its own, without dm-control (README, "Optional extras").
+        "metaworld": ["metaworld==3.1.1"],
+    },
+)
