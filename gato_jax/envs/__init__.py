@@ -1,0 +1,1 @@
+"""Environment adapters, one module per domain; each imports its simulator only when used."""
