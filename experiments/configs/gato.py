@@ -1,0 +1,84 @@
+r"""Gato configs: `gato.py:SIZE[,PRESET...]`, one knob for the model size.
+
+SIZE is one of tiny, small, 79m, 364m, 1.18b (gato_jax.model.config.SIZES). Presets adjust the
+recipe: `smoke` (a few tiny steps for tests), `quickstart` (the CPU demo).
+
+  python tools/model_summary.py --config=experiments/configs/gato.py:79m
+  python tools/bench/train_step.py --config=experiments/configs/gato.py:small \
+      --config.train.batch_size=8 --config.mesh.shape=1,1,1
+"""
+
+import ml_collections
+
+from gato_jax.model.config import SIZES
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  size, *presets = [part.strip() for part in arg.split(",") if part.strip()] or ["tiny"]
+  if size not in SIZES:
+    raise ValueError(f"unknown size {size!r} in config arg {arg!r}; sizes: {sorted(SIZES)}")
+  config = ml_collections.ConfigDict()
+  config.arg = arg  # What produced this config, for logs.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.size = size  # Row of the size table; the fields below override it.
+  config.model.stochastic_depth = 0.1  # Per-residual-branch skip probability (training only).
+  config.model.dropout = 0.0  # Residual-branch dropout (training only).
+  config.model.dtype = SIZES[size].get("dtype", "bfloat16")  # Activation/matmul dtype.
+  config.model.param_dtype = "float32"  # Parameters and optimizer state.
+  config.model.scan_layers = True  # Scan over layers: compile time flat in depth.
+  config.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  config.model.attention_impl = ml_collections.config_dict.placeholder(str)  # None | xla | cudnn
+  config.model.max_decode_length = 1024  # Key/value cache length when acting.
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.peak_learning_rate = 1e-4  # After warm-up.
+  config.optimizer.initial_learning_rate = 1e-7  # Warm-up start.
+  config.optimizer.warmup_steps = 15_000  # Linear warm-up length.
+  config.optimizer.decay_steps = 1_000_000  # Cosine schedule length (warm-up included).
+  config.optimizer.decay_factor = 10.0  # Final lr = peak / decay_factor.
+  config.optimizer.b1 = 0.9  # Adam beta1.
+  config.optimizer.b2 = 0.95  # Adam beta2.
+  config.optimizer.eps = 1e-8  # Adam epsilon.
+  config.optimizer.weight_decay = 0.1  # Decoupled, on matrices and tables only.
+  config.optimizer.grad_clip_norm = 1.0  # Global-norm clipping.
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 512  # Global sequences per step.
+  config.train.seq_len = 1024  # Tokens per sequence (the context).
+  config.train.max_patches = 256  # Patch slots per sequence in a batch.
+  config.train.steps = 1_000_000  # Total optimiser steps.
+  config.train.seed = 0  # Parameter init and step RNG.
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices.
+  config.mesh.rules = "fsdp"  # Logical-axis rules preset: data_parallel | fsdp | fsdp_tensor
+  config.mesh.multi_host = False  # Call jax.distributed.initialize() at start.
+
+  for preset in presets:
+    _apply_preset(config, preset)
+  return config
+
+
+def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
+  if preset == "smoke":
+    config.train.batch_size = 8
+    config.train.seq_len = 64
+    config.train.max_patches = 8
+    config.train.steps = 4
+    config.optimizer.warmup_steps = 2
+    config.optimizer.decay_steps = 10
+    config.optimizer.peak_learning_rate = 1e-3
+    config.mesh.shape = (2, 2, 2)
+    config.mesh.rules = "fsdp_tensor"
+  elif preset == "quickstart":
+    config.train.batch_size = 16
+    config.train.seq_len = 256
+    config.train.max_patches = 32
+    config.train.steps = 600
+    config.optimizer.warmup_steps = 50
+    config.optimizer.decay_steps = 600
+    config.optimizer.peak_learning_rate = 1e-3
+    config.model.stochastic_depth = 0.0
+  else:
+    raise ValueError(f"unknown preset {preset!r}; presets: smoke, quickstart")

@@ -1,0 +1,155 @@
+"""Cached autoregressive decoding: prefill a context, then emit action tokens one at a time.
+
+The paper's agent keeps past keys and values ("Transformer-XL memory") and decodes as many action
+tokens as the action spec needs, each with its logits masked to that token's valid id range
+(GATO_SPEC.md, Evaluation). Each function below is jitted once per input shape: a rollout of
+fixed batch size compiles one prefill per observation length and one action decoder.
+
+Contexts are left-padded (segment id 0), so every row's newest token is the last column; padding
+never attends to or is attended by real tokens.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gato_jax.model.config import ModelConfig
+from gato_jax.model.gato import Gato, dummy_batch
+from gato_jax.model.inputs import Batch
+from gato_jax.tokenizer import specs as token_specs
+from gato_jax.tokenizer.constants import NO_LOCAL_POSITION, TokenKind
+from gato_jax.tokenizer.timestep import decode_action as detokenize_action
+
+
+def init_cache(model_config: ModelConfig, batch_size: int):
+  """An empty key/value cache for `batch_size` rows of `max_decode_length` tokens."""
+  model = Gato(model_config)
+  shapes = jax.eval_shape(
+      lambda: model.init({"params": jax.random.key(0)}, dummy_batch(batch_size, 1, 0, model_config),
+                         decode=True))["cache"]
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.unbox(shapes))
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def prefill(params, cache, batch: Batch, *, model: Gato):
+  """Appends `batch`'s tokens to the cache; returns (float32 logits [B, T, V], new cache)."""
+  logits, variables = model.apply({"params": params, "cache": cache}, batch, decode=True,
+                                  mutable=["cache"])
+  return logits, variables["cache"]
+
+
+def mask_to_range(logits, low, high):
+  """Logits outside [low, high) set to -inf-like, so only valid ids can be produced."""
+  ids = jnp.arange(logits.shape[-1])
+  return jnp.where((ids >= low) & (ids < high), logits, -1e9)
+
+
+def sample(logits, rng, temperature: float):
+  """Greedy when temperature == 0, else a draw from softmax(logits / temperature)."""
+  if temperature == 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+
+
+def _single_token_batch(ids, patch_dim: int) -> Batch:
+  """A length-1 Batch holding just-decoded action tokens (value ids, no local position)."""
+  b = ids.shape[0]
+  return Batch(
+      tokens=ids[:, None],
+      kinds=jnp.full((b, 1), TokenKind.VALUE, jnp.int32),
+      local_positions=jnp.full((b, 1), NO_LOCAL_POSITION, jnp.int32),
+      loss_mask=jnp.zeros((b, 1), bool),
+      segment_ids=jnp.ones((b, 1), jnp.int32),
+      patches=jnp.zeros((b, 0, patch_dim), jnp.float32),
+      patch_rows=jnp.zeros((b, 0, 2), jnp.float32),
+      patch_cols=jnp.zeros((b, 0, 2), jnp.float32),
+  )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "temperature"))
+def decode_tokens(params, cache, last_logits, id_ranges, rng, *, model: Gato, temperature: float):
+  """Decodes one token per row of `id_ranges` ([N, 2] valid [low, high) ranges).
+
+  Each sampled token is fed back, so on return the cache holds the whole action and the next
+  observation can be appended directly.
+
+  Returns:
+    (ids int32 [B, N], cache)
+  """
+
+  def step(carry, xs):
+    cache, logits = carry
+    (low, high), token_rng = xs
+    ids = sample(mask_to_range(logits, low, high), token_rng, temperature)  # [B]
+    new_logits, cache = prefill(params, cache, _single_token_batch(ids, model.config.patch_dim),
+                                model=model)
+    return (cache, new_logits[:, -1]), ids
+
+  rngs = jax.random.split(rng, id_ranges.shape[0])
+  (cache, _), ids = jax.lax.scan(step, (cache, last_logits), ((id_ranges[:, 0], id_ranges[:, 1]), rngs))
+  return ids.T, cache
+
+
+class CachedDecoder:
+  """Keeps a batch of agents' caches and their length on the host, to act step by step.
+
+  Args:
+    model_config: the model's config (its `max_decode_length` sizes the cache).
+    params: the model parameters (unboxed).
+    batch_size: rows decoded together (e.g. parallel rollouts).
+  """
+
+  def __init__(self, model_config: ModelConfig, params, batch_size: int):
+    self.model = Gato(model_config)
+    self.params = params
+    self.batch_size = batch_size
+    self.reset()
+
+  def reset(self) -> None:
+    self.cache = init_cache(self.model.config, self.batch_size)
+    self.length = 0
+
+  def _reserve(self, num_tokens: int) -> None:
+    limit = self.model.config.max_decode_length
+    if self.length + num_tokens > limit:
+      raise ValueError(
+          f"the cache holds {self.length} of {limit} tokens and cannot take {num_tokens} more;"
+          " trim the context (drop old timesteps) and reset"
+      )
+    self.length += num_tokens
+
+  def append(self, batch: Batch):
+    """Adds context tokens (a prompt, an observation ending with `|`); returns last logits [B, V]."""
+    if batch.tokens.shape[0] != self.batch_size:
+      raise ValueError(f"batch has {batch.tokens.shape[0]} rows, the decoder {self.batch_size}")
+    self._reserve(batch.tokens.shape[1])
+    logits, self.cache = prefill(self.params, self.cache, batch, model=self.model)
+    return logits[:, -1]
+
+  def decode(self, last_logits, action_spec: Any, rng=None, temperature: float = 0.0):
+    """Decodes one action per row after `append`ed context ending with the separator.
+
+    Returns:
+      (action tree with leading batch dimension, int32 action ids [B, num_action_tokens])
+    """
+    id_ranges = jnp.asarray(token_specs.action_token_id_ranges(action_spec))
+    self._reserve(id_ranges.shape[0])
+    rng = jax.random.key(0) if rng is None else rng
+    ids, self.cache = decode_tokens(self.params, self.cache, last_logits, id_ranges, rng,
+                                    model=self.model, temperature=float(temperature))
+    return detokenize_action(np.asarray(ids), action_spec), ids
+
+
+def decode_action(model_config: ModelConfig, params, context: Batch, action_spec: Any, rng=None,
+                  temperature: float = 0.0):
+  """One-shot: prefill a left-padded `context` ending with `|` and decode the action after it.
+
+  Returns:
+    (detokenised action tree with leading batch dimension, int32 ids [B, num_action_tokens])
+  """
+  decoder = CachedDecoder(model_config, params, context.tokens.shape[0])
+  return decoder.decode(decoder.append(context), action_spec, rng, temperature)

@@ -1,0 +1,77 @@
+"""Gato: embeddings, the causal decoder, and logits over the shared token table.
+
+Applied as a pure function: `Gato(cfg).init(rngs, batch)` returns the variables and
+`Gato(cfg).apply(variables, batch, train=..., rngs=...)` the logits; decoding adds the mutable
+"cache" collection (see gato_jax.inference).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gato_jax.model.config import ModelConfig
+from gato_jax.model.embeddings import Embedder
+from gato_jax.model.inputs import Batch
+from gato_jax.model.transformer import Decoder
+from gato_jax.tokenizer.constants import TokenKind, VOCAB_SIZE, padded_vocab_size
+
+
+class Gato(nn.Module):
+  config: ModelConfig
+
+  @property
+  def vocab_size(self) -> int:
+    return padded_vocab_size(self.config.vocab_multiple)
+
+  @nn.compact
+  def __call__(self, batch: Batch, train: bool = False, decode: bool = False):
+    """Returns float32 logits [B, T, padded vocab]; rows past the real vocabulary are -inf-like.
+
+    Args:
+      batch: the inputs; position t's logits predict the token at t + 1.
+      train: enables stochastic depth, dropout and sampled patch positions (needs the
+        "dropout" and "patch_positions" rngs).
+      decode: reads and extends the key/value cache (mutable "cache" collection).
+    """
+    cfg = self.config
+    embedder = Embedder(cfg, self.vocab_size, name="embedder")
+    x = embedder(batch, train)
+    x = Decoder(cfg, train, decode, name="decoder")(x, batch.segment_ids)
+    x = nn.LayerNorm(
+        dtype=jnp.dtype(cfg.dtype), param_dtype=cfg.param_dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name="final_norm")(x)
+    logits = embedder.logits(x)
+    # Padding rows of the table are never targets; mask them so no probability leaks there.
+    valid = jnp.arange(self.vocab_size) < VOCAB_SIZE
+    return jnp.where(valid, logits, -1e9)
+
+
+def dummy_batch(batch_size: int = 1, seq_len: int = 8, num_patches: int = 0,
+                config: ModelConfig | None = None) -> Batch:
+  """A shape-only batch for `init` and `eval_shape`."""
+  patch_dim = config.patch_dim if config is not None else 16 * 16 * 3
+  zeros = lambda *shape, dtype=np.int32: np.zeros(shape, dtype)
+  return Batch(
+      tokens=zeros(batch_size, seq_len),
+      kinds=np.full((batch_size, seq_len), TokenKind.VALUE, np.int32),
+      local_positions=zeros(batch_size, seq_len),
+      loss_mask=zeros(batch_size, seq_len, dtype=bool),
+      segment_ids=np.ones((batch_size, seq_len), np.int32),
+      patches=zeros(batch_size, num_patches, patch_dim, dtype=np.float32),
+      patch_rows=zeros(batch_size, num_patches, 2, dtype=np.float32),
+      patch_cols=zeros(batch_size, num_patches, 2, dtype=np.float32),
+  )
+
+
+def init_variables(config: ModelConfig, rng, batch: Batch | None = None):
+  """Boxed (logically annotated) parameters; the batch needs a patch for the ResNet to exist."""
+  batch = batch if batch is not None else dummy_batch(num_patches=1, config=config)
+  return Gato(config).init({"params": rng}, batch, train=False)
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(x.shape, dtype=np.int64) for x in jax.tree.leaves(tree)))
+

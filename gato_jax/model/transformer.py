@@ -1,0 +1,160 @@
+"""The pre-norm causal decoder: attention with a key/value cache, MLP, stochastic depth.
+
+Attention runs through `jax.nn.dot_product_attention`, so on GPU cuDNN's fused kernel serves it
+when `attention_impl="cudnn"`. In decoding mode each layer keeps a cache of keys, values and
+segment ids in the "cache" collection; a call with n tokens writes them at the cache index and
+attends to everything cached so far, which serves prefill (n = context) and single steps alike.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gato_jax.model.config import ModelConfig
+from gato_jax.model.embeddings import ACT, dense_init
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+  decode: bool = False
+
+  @nn.compact
+  def __call__(self, x, segment_ids):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    def projection(name):
+      # [B, T, E] x [E, H, Dh] -> [B, T, H, Dh]
+      kernel = self.param(name, nn.with_logical_partitioning(
+          nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
+                                           out_axis=(1, 2)), ("embed", "heads", "kv")),
+                          (cfg.width, cfg.num_heads, cfg.head_dim), cfg.param_dtype)
+      return jnp.einsum("bte,ehd->bthd", x.astype(dtype), kernel.astype(dtype))
+
+    q, k, v = projection("query"), projection("key"), projection("value")
+    act_heads = ("act_batch", "act_len", "act_heads", None)
+    q, k, v = (nn.with_logical_constraint(a, act_heads) for a in (q, k, v))
+
+    if self.decode:
+      batch, length = x.shape[:2]
+      cache_shape = (batch, cfg.max_decode_length, cfg.num_heads, cfg.head_dim)
+      cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, dtype)
+      cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, dtype)
+      cached_segments = self.variable(
+          "cache", "segment_ids", jnp.zeros, (batch, cfg.max_decode_length), jnp.int32)
+      cache_index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+      index = cache_index.value
+      k = jax.lax.dynamic_update_slice(cached_key.value, k.astype(dtype), (0, index, 0, 0))
+      v = jax.lax.dynamic_update_slice(cached_value.value, v.astype(dtype), (0, index, 0, 0))
+      key_segments = jax.lax.dynamic_update_slice(cached_segments.value, segment_ids, (0, index))
+      if not self.is_initializing():
+        cached_key.value, cached_value.value = k, v
+        cached_segments.value = key_segments
+        cache_index.value = index + length
+      # Query i sits at absolute position index + i; keys beyond it are not yet (validly) cached.
+      query_pos = index + jnp.arange(length)
+      causal = jnp.arange(cfg.max_decode_length)[None, :] <= query_pos[:, None]  # [T, S]
+      same_segment = segment_ids[:, :, None] == key_segments[:, None, :]  # [B, T, S]
+      mask = (causal[None] & same_segment)[:, None]  # [B, 1, T, S]
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
+    elif cfg.attention_impl == "cudnn":
+      # cuDNN's fused kernel takes lengths, not arbitrary masks: one right-padded segment per row.
+      lengths = jnp.sum(segment_ids > 0, axis=-1).astype(jnp.int32)
+      out = jax.nn.dot_product_attention(
+          q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+          implementation="cudnn")
+    else:
+      # Packed sequences never attend across segments; padding (segment 0) attends to padding.
+      mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # [B, 1, T, T]
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
+                                         implementation=cfg.attention_impl)
+    out = nn.with_logical_constraint(out, act_heads)
+    # [B, T, H, Dh] x [H, Dh, E] -> [B, T, E]
+    kernel = self.param("out", nn.with_logical_partitioning(
+        nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
+                                         out_axis=2), ("heads", "kv", "embed")),
+                        (cfg.num_heads, cfg.head_dim, cfg.width), cfg.param_dtype)
+    return jnp.einsum("bthd,hde->bte", out, kernel.astype(dtype))
+
+
+class Mlp(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    h = nn.Dense(cfg.mlp_dim, dtype=dtype, param_dtype=cfg.param_dtype,
+                 kernel_init=dense_init(("embed", "mlp")), name="up")(x)
+    h = nn.with_logical_constraint(nn.gelu(h), ("act_batch", "act_len", "act_mlp"))
+    return nn.Dense(cfg.width, dtype=dtype, param_dtype=cfg.param_dtype,
+                    kernel_init=dense_init(("mlp", "embed")), name="down")(h)
+
+
+class Block(nn.Module):
+  """x + drop(attention(norm(x))), then x + drop(mlp(norm(x)))."""
+
+  config: ModelConfig
+  train: bool = False
+  decode: bool = False
+
+  def _residual(self, x, branch):
+    cfg = self.config
+    if self.train and cfg.dropout:
+      branch = nn.Dropout(cfg.dropout, deterministic=False)(branch)
+    if self.train and cfg.stochastic_depth:
+      # Stochastic depth: the whole branch is skipped per example, survivors scaled up so the
+      # expected residual matches evaluation, where every branch runs.
+      keep = 1.0 - cfg.stochastic_depth
+      mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, 1))
+      branch = jnp.where(mask, branch / keep, 0)
+    return nn.with_logical_constraint(x + branch.astype(x.dtype), ACT)
+
+  @nn.compact
+  def __call__(self, x, segment_ids):
+    cfg = self.config
+    norm = lambda name: nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), param_dtype=cfg.param_dtype,
+                                     scale_init=nn.with_logical_partitioning(
+                                         nn.initializers.ones, ("embed",)),
+                                     bias_init=nn.with_logical_partitioning(
+                                         nn.initializers.zeros, ("embed",)), name=name)
+    x = self._residual(x, Attention(cfg, self.decode, name="attention")(norm("norm_attention")(x),
+                                                                         segment_ids))
+    x = self._residual(x, Mlp(cfg, name="mlp")(norm("norm_mlp")(x)))
+    return x, None  # (carry, output) as nn.scan expects.
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Decoder(nn.Module):
+  """`num_layers` blocks, scanned (one compiled layer) or unrolled, optionally rematerialised."""
+
+  config: ModelConfig
+  train: bool = False
+  decode: bool = False
+
+  @nn.compact
+  def __call__(self, x, segment_ids):
+    cfg = self.config
+    block = Block
+    if cfg.remat_policy != "none":
+      block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy],
+                       prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(
+          block,
+          variable_axes={"params": 0, "cache": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast,),
+          length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"},
+      )(cfg, self.train, self.decode, name="layers")
+      x, _ = stack(x, segment_ids)
+    else:
+      for i in range(cfg.num_layers):
+        x, _ = block(cfg, self.train, self.decode, name=f"layer_{i}")(x, segment_ids)
+    return x

@@ -1,0 +1,1 @@
+"""Training: optimiser, train state and the sharded train step."""

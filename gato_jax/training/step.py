@@ -1,0 +1,152 @@
+"""Train state, sharded initialisation, the masked loss and the pure train step.
+
+`create_train_state` never builds the model on one device: it traces initialisation with
+`jax.eval_shape`, derives every leaf's NamedSharding from its logical axis names, and runs the
+initialiser under `jax.jit(out_shardings=...)`, so each device materialises only its shard.
+`make_train_step` jits the module-level `train_step` with explicit in/out shardings and donates
+the old state.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from gato_jax import sharding
+from gato_jax.model.config import ModelConfig
+from gato_jax.model.gato import Gato, count_params, init_variables
+from gato_jax.model.inputs import Batch
+from gato_jax.tokenizer.constants import TokenKind
+from gato_jax.training.optimizer import OptimizerConfig, make_optimizer
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: Any  # int32 scalar
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """What a jitted step closes over: model, optimizer, mesh and the shardings of the state."""
+
+  model: Gato
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  state_shardings: Any
+
+
+def create_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
+                       mesh: jax.sharding.Mesh, rules, rng) -> tuple[TrainState, Trainer]:
+  """Initialises parameters and optimizer state directly into their shards."""
+  rules = sharding.axis_rules(rules)
+  model = Gato(model_config)
+  tx, schedule = make_optimizer(optimizer_config)
+
+  def init_boxed(rng):
+    params = init_variables(model_config, rng)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init_boxed, rng)
+  state_shardings = sharding.logical_shardings(abstract, mesh, rules)
+  # No ambient mesh here: flax's DenseGeneral would constrain its flat kernel with the names of
+  # the reshaped one. The out_shardings alone place every shard.
+  state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=state_shardings)(rng)
+  return state, Trainer(model, tx, schedule, mesh, rules, state_shardings)
+
+
+def masked_next_token_loss(logits, batch: Batch):
+  """Cross-entropy of position t's logits against token t + 1, on loss-mask targets only.
+
+  Targets are text and action tokens (the tokenizer's loss mask); a target in a different packed
+  segment than its predictor is not a next token, so it is dropped.
+
+  Returns:
+    (mean loss over targets, metrics dict with per-kind accuracies and target counts).
+  """
+  targets = batch.tokens[:, 1:]  # [B, T-1]
+  mask = batch.loss_mask[:, 1:] & (batch.segment_ids[:, 1:] == batch.segment_ids[:, :-1])
+  mask = mask & (batch.segment_ids[:, 1:] > 0)
+  logits = logits[:, :-1].astype(jnp.float32)  # [B, T-1, V]
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  weights = mask.astype(jnp.float32)
+  count = jnp.sum(weights)
+  loss = jnp.sum(nll * weights) / jnp.maximum(count, 1.0)
+  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  target_kinds = batch.kinds[:, 1:]
+  metrics = {"loss": loss, "target_tokens": count}
+  for name, kind in (("text", TokenKind.TEXT), ("action", TokenKind.VALUE)):
+    kind_weights = weights * (target_kinds == kind)
+    kind_count = jnp.sum(kind_weights)
+    metrics[f"accuracy_{name}"] = jnp.sum(correct * kind_weights) / jnp.maximum(kind_count, 1.0)
+    metrics[f"loss_{name}"] = jnp.sum(nll * kind_weights) / jnp.maximum(kind_count, 1.0)
+    metrics[f"{name}_tokens"] = kind_count
+  return loss, metrics
+
+
+def loss_and_metrics(params, batch: Batch, rng, model: Gato, train: bool):
+  dropout_rng, patch_rng = jax.random.split(rng)
+  logits = model.apply({"params": params}, batch, train=train,
+                       rngs={"dropout": dropout_rng, "patch_positions": patch_rng})
+  return masked_next_token_loss(logits, batch)
+
+
+def compute_gradients(params, batch: Batch, rng, trainer: Trainer):
+  """(metrics, gradients) of the training loss, with the model's sharding rules in force."""
+  with nn.logical_axis_rules(trainer.rules):
+    grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
+    (_, metrics), grads = grad_fn(params, batch, rng, trainer.model, True)
+  return metrics, grads
+
+
+def train_step(state: TrainState, batch: Batch, rng, *, trainer: Trainer):
+  """One optimiser step; pure, so it can be jitted, sharded and tested as it is."""
+  rng = jax.random.fold_in(rng, state.step)
+  metrics, grads = compute_gradients(state.params, batch, rng, trainer)
+  updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+                 learning_rate=trainer.schedule(state.step))
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def batch_shardings(trainer: Trainer, batch: Batch):
+  return jax.tree.map(lambda x: sharding.batch_sharding(trainer.mesh, trainer.rules, x.ndim), batch)
+
+
+def make_train_step(trainer: Trainer, example_batch: Batch):
+  """`train_step` jitted with explicit shardings and the old state donated.
+
+  Returns:
+    step(state, batch, rng) -> (state, metrics); the mesh is set while it traces.
+  """
+  jitted = jax.jit(
+      functools.partial(train_step, trainer=trainer),
+      in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
+                    sharding.replicated(trainer.mesh)),
+      out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
+      donate_argnums=0,
+  )
+
+  def step(state, batch, rng):
+    with jax.set_mesh(trainer.mesh):
+      return jitted(state, batch, rng)
+
+  return step
+
+
+def abstract_param_count(model_config: ModelConfig) -> int:
+  """Exact parameter count from shapes alone (no memory), via jax.eval_shape."""
+  shapes = jax.eval_shape(lambda r: init_variables(model_config, r), jax.random.key(0))
+  return count_params(nn.unbox(shapes)["params"])
+
+

@@ -1,0 +1,117 @@
+"""Cached decoding: exact agreement with a full forward pass, masked ranges, cache limits."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gato_jax import tokenizer as T
+from gato_jax.inference import CachedDecoder, decode_action, prefill
+from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
+
+CFG = ModelConfig.from_size("tiny", max_decode_length=64)
+OBS_SPEC = {"camera": T.ImageSpec(), "mission": T.TextSpec(), "proprio": T.ContinuousSpec((3,))}
+ACT_SPEC = {"button": T.DiscreteSpec((), num_values=4), "torque": T.ContinuousSpec((2,), mu_law=False)}
+
+
+@pytest.fixture(scope="module")
+def params():
+  return nn.unbox(jax.jit(lambda r: init_variables(CFG, r))(jax.random.key(3)))["params"]
+
+
+def _episode(num_steps, seed=0):
+  rng = np.random.default_rng(seed)
+  obs = {"camera": rng.integers(0, 256, (num_steps, 16, 32, 3), dtype=np.uint8),
+         "mission": np.tile(rng.integers(0, 32000, (1, 2)), (num_steps, 1)),
+         "proprio": rng.standard_normal((num_steps, 3)).astype(np.float32)}
+  act = {"button": rng.integers(0, 4, num_steps).astype(np.int32),
+         "torque": rng.uniform(-1, 1, (num_steps, 2)).astype(np.float32)}
+  return T.tokenize_episode(obs, act, OBS_SPEC, ACT_SPEC)
+
+
+def _slice(batch, start, stop, patch_start, patch_stop):
+  cut = lambda x: x[:, start:stop]
+  cut_patches = lambda x: x[:, patch_start:patch_stop]
+  return batch.replace(tokens=cut(batch.tokens), kinds=cut(batch.kinds),
+                       local_positions=cut(batch.local_positions), loss_mask=cut(batch.loss_mask),
+                       segment_ids=cut(batch.segment_ids), patches=cut_patches(batch.patches),
+                       patch_rows=cut_patches(batch.patch_rows), patch_cols=cut_patches(batch.patch_cols))
+
+
+def test_cached_logits_match_full_forward_pass(params):
+  groups = [_episode(3, seed) for seed in range(2)]
+  length = groups[0].num_tokens  # 3 x (2 patches + 2 text + 3 proprio + | + 3 action) = 33
+  batch = batch_from_token_groups(groups, length, 6, CFG.patch_dim)
+  full = np.asarray(Gato(CFG).apply({"params": params}, batch))
+  decoder = CachedDecoder(CFG, params, 2)
+  split = 13  # Mid-timestep: the prefix holds the first step and part of the second.
+  patches_before = int((batch.kinds[0, :split] == T.TokenKind.IMAGE_PATCH).sum())
+  chunks = [np.asarray(prefill(params, decoder.cache, _slice(batch, 0, split, 0, patches_before),
+                               model=decoder.model)[0])]
+  _, decoder.cache = prefill(params, decoder.cache, _slice(batch, 0, split, 0, patches_before),
+                             model=decoder.model)
+  patch = patches_before
+  for t in range(split, length):
+    is_patch = int(batch.kinds[0, t] == T.TokenKind.IMAGE_PATCH)
+    logits, decoder.cache = prefill(params, decoder.cache,
+                                    _slice(batch, t, t + 1, patch, patch + is_patch),
+                                    model=decoder.model)
+    patch += is_patch
+    chunks.append(np.asarray(logits))
+  cached = np.concatenate(chunks, axis=1)
+  valid = slice(0, T.VOCAB_SIZE)
+  np.testing.assert_allclose(cached[..., valid], full[..., valid], atol=2e-5, rtol=1e-5)
+
+
+def _context(num_rows=2, num_steps=2, pad_to=None):
+  groups = []
+  for seed in range(num_rows):
+    episode = _episode(num_steps, seed)
+    # Keep everything up to and including the last separator: the agent must now act.
+    last_separator = int(np.flatnonzero(episode.tokens == T.SEPARATOR_ID)[-1])
+    groups.append(jax.tree.map(lambda x: x, episode.replace(
+        tokens=episode.tokens[:last_separator + 1], kinds=episode.kinds[:last_separator + 1],
+        local_positions=episode.local_positions[:last_separator + 1],
+        loss_mask=episode.loss_mask[:last_separator + 1],
+        timesteps=episode.timesteps[:last_separator + 1])))
+  length = pad_to or groups[0].num_tokens
+  return batch_from_token_groups(groups, length, 4 * num_steps, CFG.patch_dim, pad_side="left")
+
+
+def test_decode_action_is_valid_and_matches_greedy_argmax(params):
+  context = _context()
+  action, ids = decode_action(CFG, params, context, ACT_SPEC)
+  ids = np.asarray(ids)
+  assert ids.shape == (2, 3)
+  assert np.all((ids[:, 0] >= 32000) & (ids[:, 0] < 32004))  # Button masked to its 4 values.
+  assert np.all((ids[:, 1:] >= 32000) & (ids[:, 1:] < 33024))
+  assert action["button"].shape == (2,) and action["torque"].shape == (2, 2)
+  np.testing.assert_array_equal(action["button"], ids[:, 0] - 32000)
+  # The first token is the masked argmax of the full forward pass's last position.
+  logits = np.asarray(Gato(CFG).apply({"params": params}, context))[:, -1]
+  np.testing.assert_array_equal(ids[:, 0], 32000 + logits[:, 32000:32004].argmax(-1))
+
+
+def test_left_padding_does_not_change_decisions(params):
+  _, ids = decode_action(CFG, params, _context(), ACT_SPEC)
+  _, padded_ids = decode_action(CFG, params, _context(pad_to=30), ACT_SPEC)
+  np.testing.assert_array_equal(ids, padded_ids)
+
+
+def test_temperature_sampling_uses_the_rng(params):
+  context = _context()
+  draws = {tuple(np.asarray(decode_action(CFG, params, context, ACT_SPEC, jax.random.key(s), 5.0)[1]).ravel())
+           for s in range(4)}
+  assert len(draws) > 1
+  for draw in draws:
+    assert all(32000 <= i < 33024 for i in draw)
+
+
+def test_cache_overflow_is_an_error(params):
+  decoder = CachedDecoder(CFG, params, 2)
+  logits = decoder.append(_context(pad_to=60))
+  with pytest.raises(ValueError, match="cache holds 60 of 64 tokens"):
+    decoder.decode(logits, ACT_SPEC | {"extra": T.ContinuousSpec((2,))})
+  with pytest.raises(ValueError, match="batch has 2 rows, the decoder 3"):
+    CachedDecoder(CFG, params, 3).append(_context())

@@ -1,0 +1,168 @@
+"""The Gato network: sizes, embeddings, causality, packing, loss masking, learning."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gato_jax import sharding
+from gato_jax import tokenizer as T
+from gato_jax.model import NOMINAL_PARAMS, SIZES, Gato, ModelConfig, batch_from_token_groups, init_variables
+from gato_jax.model.embeddings import patch_position_bins
+from gato_jax.training.optimizer import OptimizerConfig, learning_rate_schedule
+from gato_jax.training.step import abstract_param_count, create_train_state, make_train_step, masked_next_token_loss
+
+ROOT = pathlib.Path(__file__).parents[1]
+TINY = ModelConfig.from_size("tiny", stochastic_depth=0.0)
+
+# Exact counts pin the architecture: a change to any of them must be deliberate.
+EXPECTED_PARAMS = {"tiny": 576_976, "small": 5_218_304, "79m": 83_144_064, "364m": 392_816_256,
+                   "1.18b": 1_278_944_384}
+
+
+def test_parameter_counts_of_every_size():
+  for size in SIZES:
+    count = abstract_param_count(ModelConfig.from_size(size))
+    assert count == EXPECTED_PARAMS[size], size
+    if size in NOMINAL_PARAMS:
+      assert abs(count / NOMINAL_PARAMS[size] - 1) < 0.10, size
+  assert EXPECTED_PARAMS["tiny"] < 1_000_000
+
+
+def test_model_summary_tool():
+  out = subprocess.run([sys.executable, "tools/model_summary.py", "--config=experiments/configs/gato.py:tiny"],
+                       cwd=ROOT, capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+  assert f"params: {EXPECTED_PARAMS['tiny']}\n" in out
+  assert "decoder/attention" in out and "embedder" in out
+
+
+def test_bad_model_configs():
+  with pytest.raises(ValueError, match="unknown model size 'huge'"):
+    ModelConfig.from_size("huge")
+  with pytest.raises(ValueError, match="multiple of 32"):
+    ModelConfig.from_size("tiny", patch_resnet_channels=48)
+  with pytest.raises(ValueError, match="unknown model config fields"):
+    ModelConfig.from_dict({"size": "tiny", "widht": 3})
+
+
+def _timestep_groups(num_steps=3, seed=0):
+  """A real episode of image + proprio observations and 2-d continuous actions."""
+  rng = np.random.default_rng(seed)
+  spec = {"camera": T.ImageSpec(), "proprio": T.ContinuousSpec((3,))}
+  obs = {"camera": rng.integers(0, 256, (num_steps, 32, 32, 3), dtype=np.uint8),
+         "proprio": rng.standard_normal((num_steps, 3)).astype(np.float32)}
+  act = rng.uniform(-1, 1, (num_steps, 2)).astype(np.float32)
+  return T.tokenize_episode(obs, act, spec, T.ContinuousSpec((2,), mu_law=False))
+
+
+def _batch(num_rows=2, seq_len=48, max_patches=16):
+  groups = [_timestep_groups(seed=i) for i in range(num_rows)]
+  return batch_from_token_groups(groups, seq_len, max_patches, TINY.patch_dim)
+
+
+@pytest.fixture(scope="module")
+def tiny_params():
+  return nn.unbox(jax.jit(lambda r: init_variables(TINY, r))(jax.random.key(0)))["params"]
+
+
+def test_forward_shapes_and_padded_vocab(tiny_params):
+  batch = _batch()
+  logits = Gato(TINY).apply({"params": tiny_params}, batch)
+  assert logits.shape == (2, 48, T.padded_vocab_size()) and logits.dtype == jnp.float32
+  assert np.all(np.asarray(logits[..., T.VOCAB_SIZE:]) <= -1e8)
+  assert np.isfinite(np.asarray(logits[..., :T.VOCAB_SIZE])).all()
+
+
+def test_causality_and_image_influence(tiny_params):
+  batch = _batch()
+  apply = lambda b: np.asarray(Gato(TINY).apply({"params": tiny_params}, b))
+  base = apply(batch)
+  # Change the second image patch's pixels: logits before its slot stay, after it change.
+  slot = int(np.flatnonzero(batch.kinds[0] == T.TokenKind.IMAGE_PATCH)[1])
+  patches = batch.patches.copy()
+  patches[0, 1] += 0.5
+  changed = apply(batch.replace(patches=patches))
+  np.testing.assert_allclose(changed[0, :slot], base[0, :slot], atol=1e-5)
+  assert np.abs(changed[0, slot:] - base[0, slot:]).max() > 1e-3
+  np.testing.assert_allclose(changed[1], base[1], atol=1e-5)  # Other rows untouched.
+
+
+def test_packed_segments_do_not_attend_across(tiny_params):
+  a, b = _timestep_groups(2, seed=1), _timestep_groups(2, seed=2)
+  packed = T.concat_token_groups([a, b])
+  batch = batch_from_token_groups([packed], 64, 16, TINY.patch_dim)
+  segment_ids = batch.segment_ids.copy()
+  segment_ids[0, a.num_tokens:b.num_tokens + a.num_tokens] = 2
+  logits = Gato(TINY).apply({"params": tiny_params}, batch.replace(segment_ids=segment_ids))
+  alone = Gato(TINY).apply({"params": tiny_params}, batch_from_token_groups([b], 64, 16, TINY.patch_dim))
+  # No global positions: the second segment sees exactly what it would see alone.
+  np.testing.assert_allclose(logits[0, a.num_tokens:a.num_tokens + b.num_tokens],
+                             alone[0, :b.num_tokens], atol=1e-4)
+
+
+def test_patch_position_bins():
+  intervals = jnp.array([[0.0, 0.25], [0.5, 1.0], [0.9375, 1.0]])
+  np.testing.assert_array_equal(patch_position_bins(intervals, 128, train=False), [16, 96, 124])
+  samples = patch_position_bins(jnp.tile(intervals, (2000, 1, 1)), 128, train=True,
+                                rng=jax.random.key(0))
+  for i, (low, high) in enumerate([(0, 32), (64, 128), (120, 128)]):
+    column = np.asarray(samples[:, i])
+    assert column.min() == low and column.max() == high - 1  # Uniform over the whole interval.
+
+
+def test_train_mode_is_stochastic_eval_is_not(tiny_params):
+  cfg = ModelConfig.from_size("tiny", stochastic_depth=0.5)
+  batch = _batch()
+  model = Gato(cfg)
+  run = lambda seed: model.apply({"params": tiny_params}, batch, train=True,
+                                 rngs={"dropout": jax.random.key(seed), "patch_positions": jax.random.key(seed)})
+  assert np.abs(np.asarray(run(0)) - np.asarray(run(1))).max() > 1e-4
+  np.testing.assert_array_equal(model.apply({"params": tiny_params}, batch),
+                                model.apply({"params": tiny_params}, batch))
+
+
+def test_loss_counts_only_text_and_action_targets():
+  batch = _batch()
+  logits = jax.random.normal(jax.random.key(0), (2, 48, T.padded_vocab_size()))
+  loss, metrics = masked_next_token_loss(logits, batch)
+  observation_slot = int(np.flatnonzero((batch.kinds[0] == T.TokenKind.VALUE) & ~batch.loss_mask[0])[1])
+  action_slot = int(np.flatnonzero(batch.loss_mask[0])[0])
+  tokens = batch.tokens.copy()
+  tokens[0, observation_slot] += 1
+  assert masked_next_token_loss(logits, batch.replace(tokens=tokens))[0] == loss
+  tokens = batch.tokens.copy()
+  tokens[0, action_slot] += 1
+  assert masked_next_token_loss(logits, batch.replace(tokens=tokens))[0] != loss
+  assert metrics["target_tokens"] == batch.loss_mask.sum() == metrics["action_tokens"]
+  assert metrics["text_tokens"] == 0
+
+
+def test_schedule_matches_the_paper():
+  schedule = learning_rate_schedule(OptimizerConfig())
+  assert float(schedule(0)) == pytest.approx(1e-7)
+  assert float(schedule(15_000)) == pytest.approx(1e-4)
+  assert float(schedule(1_000_000)) == pytest.approx(1e-5)
+  assert 1e-5 < float(schedule(500_000)) < 1e-4
+
+
+def test_loss_decreases_when_overfitting_a_batch():
+  mesh = sharding.create_mesh((1, 1, 1), jax.devices()[:1])
+  opt = OptimizerConfig(peak_learning_rate=3e-3, warmup_steps=5, decay_steps=200, weight_decay=0.0)
+  state, trainer = create_train_state(TINY, opt, mesh, "fsdp", jax.random.key(0))
+  batch = _batch(num_rows=4)
+  step = make_train_step(trainer, batch)
+  losses = []
+  for _ in range(60):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics["loss"]))
+  # ln(33025) = 10.4 at chance; memorising 24 action tokens must get far below it.
+  assert losses[0] > 9.0
+  assert losses[-1] < 0.5 * losses[0], losses[::10]
+  assert float(metrics["accuracy_action"]) > 0.3
