@@ -166,3 +166,26 @@ def test_loss_decreases_when_overfitting_a_batch():
   assert losses[0] > 9.0
   assert losses[-1] < 0.5 * losses[0], losses[::10]
   assert float(metrics["accuracy_action"]) > 0.3
+
+
+def test_remat_unrolled_and_bf16_variants(tiny_params):
+  batch = _batch()
+  base_loss = masked_next_token_loss(Gato(TINY).apply({"params": tiny_params}, batch), batch)[0]
+  grad = lambda cfg, params: jax.jit(jax.grad(
+      lambda p: masked_next_token_loss(Gato(cfg).apply({"params": p}, batch), batch)[0]))(params)
+  remat = ModelConfig.from_size("tiny", stochastic_depth=0.0, remat_policy="full")
+  for a, b in zip(jax.tree.leaves(grad(TINY, tiny_params)), jax.tree.leaves(grad(remat, tiny_params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # Unrolled layers hold the same weights under per-layer names.
+  unrolled = ModelConfig.from_size("tiny", stochastic_depth=0.0, scan_layers=False)
+  layers = tiny_params["decoder"]["layers"]
+  params = dict(tiny_params, decoder={f"layer_{i}": jax.tree.map(lambda x: x[i], layers)
+                                      for i in range(TINY.num_layers)})
+  unrolled_loss = masked_next_token_loss(Gato(unrolled).apply({"params": params}, batch), batch)[0]
+  np.testing.assert_allclose(unrolled_loss, base_loss, rtol=1e-5)
+  # bf16 compute keeps fp32 parameters and lands near the fp32 loss.
+  bf16 = ModelConfig.from_size("tiny", stochastic_depth=0.0, dtype="bfloat16")
+  bf16_loss = masked_next_token_loss(Gato(bf16).apply({"params": tiny_params}, batch), batch)[0]
+  assert abs(float(bf16_loss) - float(base_loss)) < 0.05 * float(base_loss)
+  shapes = jax.eval_shape(lambda r: init_variables(bf16, r), jax.random.key(0))
+  assert {x.dtype for x in jax.tree.leaves(nn.unbox(shapes))} == {jnp.dtype("float32")}
