@@ -11,7 +11,7 @@ import functools
 from typing import Any, Sequence
 
 import flax.struct
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from gato_jax.tokenizer import _arrays, images, specs, values
@@ -305,18 +305,9 @@ def tokenize_episode(
   group = _tokenize_batched(observations, actions, observation_spec, action_spec, 1)
   xp = _arrays.namespace(group.tokens)
   num_steps, length = group.tokens.shape
-  flat = lambda a: a.reshape(num_steps * length)
-  patch_count, patch_dim = group.patches.shape[1:]
-  return TokenGroup(
-      tokens=flat(group.tokens),
-      kinds=flat(group.kinds),
-      local_positions=flat(group.local_positions),
-      loss_mask=flat(group.loss_mask),
-      timesteps=xp.repeat(xp.arange(num_steps, dtype=xp.int32), length),
-      patches=group.patches.reshape(num_steps * patch_count, patch_dim),
-      patch_rows=group.patch_rows.reshape(num_steps * patch_count, 2),
-      patch_cols=group.patch_cols.reshape(num_steps * patch_count, 2),
-  )
+  # Every field is [T, n, ...]: merging the two leading axes concatenates the timesteps.
+  flat = jax.tree.map(lambda a: a.reshape((num_steps * a.shape[1],) + a.shape[2:]), group)
+  return flat.replace(timesteps=xp.repeat(xp.arange(num_steps, dtype=xp.int32), length))
 
 
 def decode_action(ids, action_spec: Any):
