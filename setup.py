@@ -31,6 +31,8 @@ setuptools.setup(
         "dm-control==1.0.50",
         # dm-control 1.0.50 breaks with mujoco 4.0; see requirements.txt.
         "mujoco>=3.17,<4",
+        # TensorBoard event files for training metrics.
+        "tensorboard>=2.21,<2.22",
     ],
     extras_require={
         "cuda": ["jax[cuda12]==0.10.2"],
