@@ -122,3 +122,17 @@ def maybe_initialize_distributed(multi_host: bool, coordinator_address: str | No
     kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
                   process_id=process_id)
   jax.distributed.initialize(**kwargs)
+
+
+def global_batch(local_batch, mesh: Mesh, rules) -> Any:
+  """Assembles each process's rows into global arrays split as `act_batch` says.
+
+  Every process passes only the rows it read (its data shard, in process order); the result is a
+  tree of global `jax.Array`s whose leading dimension is the sum over processes. On one process
+  this is a plain sharded `device_put`.
+  """
+  def assemble(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, rules, x.ndim), x)
+
+  return jax.tree.map(assemble, local_batch)
