@@ -33,6 +33,10 @@ setuptools.setup(
         "mujoco>=3.17,<4",
         # TensorBoard event files for training metrics.
         "tensorboard>=2.21,<2.22",
+        # BabyAI levels and the BabyAI bot expert (gato_jax.envs.babyai).
+        "minigrid==3.2.0",
+        # TFDS 4.9.10 needs it to build datasets but declares it only for Python < 3.9.
+        "importlib_resources>=5",
     ],
     extras_require={
         "cuda": ["jax[cuda12]==0.10.2"],

@@ -1,0 +1,227 @@
+"""Resumable, deterministic generation of a task's episodes and statistics into TFDS datasets.
+
+For one task this (1) measures the statistics that anchor normalised scores (a random policy's
+and the expert's mean return over their own seeds), then (2) rolls out the data policy in
+shards of episodes, each pickled atomically into a staging folder, and (3) once every shard
+exists, stores them in order as one TFDS dataset and removes the staging folder. A killed run
+resumes at the first missing shard (finished shards are never regenerated), and since episode
+seeds derive from (seed, task, index) alone, the data is the same however often it was resumed.
+
+Layout under data_dir:
+  <name>/<config>/1.0.0/                       the TFDS dataset, e.g. gato_babyai/go_to_red_ball
+  gato_meta/stats/<domain>/<task>.json         TaskStats (episodes.stats_path)
+  gato_meta/generated/<name>/<config>.json     what was generated (counts, seed, flags)
+  gato_meta/staging/<name>/<config>/           shards of a run in progress
+"""
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import sys
+import time
+from typing import Callable
+
+from gato_jax import tokenizer
+from gato_jax.data import episodes as episodes_lib
+from gato_jax.data import rlds_io
+from gato_jax.envs import policies, registry
+
+POLICIES = ("expert", "random")
+
+
+@dataclasses.dataclass
+class TaskSummary:
+  """One row of the generation summary table."""
+
+  task: str
+  agent: str
+  episodes: int
+  steps: int  # Steps with actions (RLDS steps minus the final observation step).
+  tokens: int  # Gato tokens of those steps (observation, separator and action tokens).
+  expert_return: float | None
+  random_return: float
+  seconds: float
+  status: str  # "generated" or "existing".
+  dataset_dir: str = ""
+
+
+def dataset_name(domain: str, policy: str) -> str:
+  """"gato_babyai" for expert data, "gato_babyai_random" for random-policy data."""
+  return f"gato_{domain}" if policy == "expert" else f"gato_{domain}_{policy}"
+
+
+def _meta_dir(data_dir: str, *parts: str) -> str:
+  return os.path.join(os.path.expanduser(data_dir), "gato_meta", *parts)
+
+
+def _write_json(path: str, value: dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(f"{path}.tmp", "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  os.replace(f"{path}.tmp", path)
+
+
+def _make_policy(env, policy: str) -> policies.Policy:
+  if policy not in POLICIES:
+    raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+  return registry.make_expert(env) if policy == "expert" else policies.RandomPolicy(env)
+
+
+def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_lib.TaskStats:
+  """Loads the task's statistics, or measures them (>= num_episodes each) and saves them."""
+  with_expert = registry.has_expert(env.name)
+  try:
+    stats = episodes_lib.load_stats(data_dir, env.name)
+    if stats.random_episodes >= num_episodes and (
+        not with_expert or stats.expert_episodes >= num_episodes):
+      return stats
+  except FileNotFoundError:
+    pass
+
+  def measure(policy, stream):
+    seeds = [episodes_lib.episode_seed(seed, env.name, i, stream) for i in range(num_episodes)]
+    return episodes_lib.summarize_returns(episodes_lib.rollout(env, policy, s) for s in seeds)
+
+  mean, std, count, rate = measure(policies.RandomPolicy(env), episodes_lib.RANDOM_STATS_STREAM)
+  stats = episodes_lib.TaskStats(env.name, mean, std, count, rate)
+  if with_expert:
+    expert = registry.make_expert(env)
+    mean, std, count, rate = measure(expert, episodes_lib.EXPERT_STATS_STREAM)
+    stats = dataclasses.replace(stats, expert_agent=expert.name, expert_return=mean,
+                                expert_return_std=std, expert_episodes=count,
+                                expert_success_rate=rate)
+  episodes_lib.save_stats(stats, data_dir)
+  return stats
+
+
+def count_tokens(episode: dict, env) -> int:
+  """Gato tokens of an episode's steps with actions, as the trainer will see them."""
+  if episodes_lib.num_actions(episode) == 0:
+    return 0
+  observations, actions = episodes_lib.action_steps(episode)
+  group = tokenizer.tokenize_episode(observations, actions, env.observation_spec, env.action_spec)
+  return int(group.num_tokens)
+
+
+def _progress(line: str) -> None:
+  sys.stderr.write("\r" + line.ljust(79))
+  sys.stderr.flush()
+
+
+def generate_task(task: str, data_dir: str, num_episodes: int, seed: int = 0,
+                  policy: str = "expert", shard_episodes: int = 100, stats_episodes: int = 50,
+                  progress: Callable[[str], None] = _progress) -> TaskSummary:
+  """Generates (or resumes, or finds) `num_episodes` episodes of `task` as a TFDS dataset.
+
+  Args:
+    task: "<domain>/<task>", e.g. "babyai/GoToRedBall".
+    data_dir: TFDS data directory (also holds gato_meta/).
+    num_episodes: episodes to store.
+    seed: base seed; episode i of the task resets with episodes.episode_seed(seed, task, i).
+    policy: "expert" (the registered expert) or "random".
+    shard_episodes: episodes per staged shard (the unit of resumption).
+    stats_episodes: episodes per policy for the task statistics (>= 50 for reported numbers).
+    progress: receives a one-line progress message (at most one a second, and at each shard end).
+
+  Returns:
+    The task's TaskSummary.
+  """
+  if num_episodes < 1 or shard_episodes < 1 or stats_episodes < 1:
+    raise ValueError(f"episode counts must be positive: episodes={num_episodes},"
+                     f" shard_episodes={shard_episodes}, stats_episodes={stats_episodes}")
+  start = time.time()
+  env = registry.make_env(task)
+  domain, _ = registry.split_task_name(task)
+  data_policy = _make_policy(env, policy)  # Fails early when no expert is registered.
+  name, config = dataset_name(domain, policy), rlds_io.config_name(task)
+  target = rlds_io.dataset_dir(data_dir, name, config)
+  record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
+  staging = _meta_dir(data_dir, "staging", name, config)
+  request = {"task": task, "agent": data_policy.name, "episodes": num_episodes, "seed": seed}
+
+  stats = ensure_stats(env, data_dir, seed, stats_episodes)
+  summary = lambda record, status: TaskSummary(
+      task, data_policy.name, record["episodes"], record["steps"], record["tokens"],
+      stats.expert_return, stats.random_return, time.time() - start, status, target)
+
+  if os.path.exists(record_path) and os.path.exists(os.path.join(target, "dataset_info.json")):
+    with open(record_path) as f:
+      record = json.load(f)
+    if {k: record.get(k) for k in request} != request:
+      raise ValueError(
+          f"{target} was generated with {({k: record.get(k) for k in request})}, not {request};"
+          f" delete it and {record_path} to regenerate, or repeat the original flags"
+      )
+    return summary(record, "existing")
+
+  os.makedirs(staging, exist_ok=True)
+  manifest_path = os.path.join(staging, "manifest.json")
+  manifest = dict(request, shard_episodes=shard_episodes)
+  if os.path.exists(manifest_path):
+    with open(manifest_path) as f:
+      previous = json.load(f)
+    if previous != manifest:
+      raise ValueError(f"staged shards in {staging} come from a run with {previous}, not"
+                       f" {manifest}; rerun with those flags to resume, or delete the folder")
+  else:
+    _write_json(manifest_path, manifest)
+
+  num_shards = -(-num_episodes // shard_episodes)
+  shard_paths = [os.path.join(staging, f"shard-{s:05d}-of-{num_shards:05d}.pkl")
+                 for s in range(num_shards)]
+  done, made, run_start, last_report = 0, 0, time.time(), 0.0
+  for s, path in enumerate(shard_paths):
+    indices = range(s * shard_episodes, min(num_episodes, (s + 1) * shard_episodes))
+    if os.path.exists(path):
+      done += len(indices)
+      continue
+    shard = {"episodes": [], "steps": 0, "tokens": 0}
+    for i in indices:
+      episode = episodes_lib.rollout(env, data_policy, episodes_lib.episode_seed(seed, task, i))
+      shard["episodes"].append(episode)
+      shard["steps"] += episodes_lib.num_actions(episode)
+      shard["tokens"] += count_tokens(episode, env)
+      done, made = done + 1, made + 1
+      now = time.time()
+      if now - last_report < 1.0 and i != indices[-1]:
+        continue  # One line a second is enough, and keeps logs short.
+      last_report, rate = now, made / max(now - run_start, 1e-9)
+      progress(f"{task}: episode {done}/{num_episodes}, shard {s + 1}/{num_shards},"
+               f" {rate:.1f} episodes/s")
+    with open(f"{path}.tmp", "wb") as f:
+      pickle.dump(shard, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(f"{path}.tmp", path)  # A shard exists only once complete.
+
+  def staged():
+    for path in shard_paths:
+      with open(path, "rb") as f:
+        yield pickle.load(f)
+
+  if not os.path.exists(os.path.join(target, "dataset_info.json")):
+    progress(f"{task}: writing {num_episodes} episodes to {target}")
+    rlds_io.write_episodes(
+        (episode for shard in staged() for episode in shard["episodes"]), data_dir, name, config,
+        description=f"{num_episodes} episodes of {task} from {data_policy.name}, seed {seed}.")
+  record = dict(request, steps=sum(s["steps"] for s in staged()),
+                tokens=sum(s["tokens"] for s in staged()), shard_episodes=shard_episodes)
+  _write_json(record_path, record)
+  shutil.rmtree(staging)
+  return summary(record, "generated")
+
+
+def format_table(rows: list[TaskSummary]) -> str:
+  """The end-of-run summary: one row per task, plus totals."""
+  header = (f"{'task':<28} {'agent':<11} {'episodes':>8} {'steps':>9} {'tokens':>11}"
+            f" {'expert R':>9} {'random R':>9} {'time s':>7}  status")
+  fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
+  lines = [header, "-" * len(header)]
+  for r in rows:
+    lines.append(f"{r.task:<28} {r.agent:<11} {r.episodes:>8} {r.steps:>9} {r.tokens:>11}"
+                 f" {fmt(r.expert_return):>9} {fmt(r.random_return):>9} {r.seconds:>7.1f}"
+                 f"  {r.status}")
+  lines.append(f"{'total':<28} {'':<11} {sum(r.episodes for r in rows):>8}"
+               f" {sum(r.steps for r in rows):>9} {sum(r.tokens for r in rows):>11}"
+               f" {'':>9} {'':>9} {sum(r.seconds for r in rows):>7.1f}")
+  return "\n".join(lines)

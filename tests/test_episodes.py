@@ -1,0 +1,288 @@
+"""RLDS episodes: rollouts, TFDS round trips, key maps, statistics, filtering, generation."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gato_jax import tokenizer as T
+from gato_jax.data import episodes as E
+from gato_jax.data import generation, rlds_io
+from gato_jax.envs import base, policies, registry
+
+
+class CountdownEnv(base.Environment):
+  """A tiny deterministic task with every observation kind and no simulator.
+
+  The episode terminates (success) when action 2 is taken, or is truncated after 6 steps.
+  """
+
+  name = "fake/countdown"
+  observation_spec = {"mission": T.TextSpec(), "grid": T.DiscreteSpec((2, 2), num_values=4),
+                      "pos": T.ContinuousSpec((3,))}
+  action_spec = T.DiscreteSpec((), num_values=3)
+  max_episode_steps = 6
+
+  def reset(self, seed):
+    self._t, self._seed = 0, seed
+    return self._obs()
+
+  def _obs(self):
+    return {"mission": f"press two {self._seed % 3}", "grid": np.full((2, 2), self._t % 4, np.uint8),
+            "pos": np.array([self._t, -self._t, self._seed], np.float32)}
+
+  def step(self, action):
+    self._t += 1
+    done = int(action) == 2
+    return base.StepResult(self._obs(), 1.0 if done else -0.25, done,
+                           self._t >= self.max_episode_steps and not done, {"success": done})
+
+
+class PressTwo(policies.Policy):
+  name = "press_two"
+
+  def act(self, observation):
+    return np.int32(2 if observation["grid"][0, 0] == 2 else 0)
+
+
+def _assert_trees_equal(a, b, path=""):
+  if isinstance(a, dict):
+    assert sorted(a) == sorted(b), path
+    for k in a:
+      _assert_trees_equal(a[k], b[k], f"{path}/{k}")
+    return
+  a, b = np.asarray(a), np.asarray(b)
+  assert a.shape == b.shape, path
+  if a.dtype.kind not in "OUS":
+    assert a.dtype == b.dtype, (path, a.dtype, b.dtype)
+  np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+def test_rollout_is_rlds_shaped_and_tokenizes():
+  env = CountdownEnv()
+  episode = E.rollout(env, PressTwo(), seed=7)
+  steps = episode["steps"]
+  # Actions at t=0,1 (grid 0,1), action 2 at t=2 terminates: 3 actions + final observation.
+  assert E.num_actions(episode) == 3
+  np.testing.assert_array_equal(steps["action"], [0, 0, 2, 0])
+  np.testing.assert_array_equal(steps["reward"], [-0.25, -0.25, 1.0, 0.0])
+  np.testing.assert_array_equal(steps["discount"], [1, 1, 0, 0])
+  np.testing.assert_array_equal(steps["is_first"], [1, 0, 0, 0])
+  np.testing.assert_array_equal(steps["is_last"], [0, 0, 0, 1])
+  np.testing.assert_array_equal(steps["is_terminal"], [0, 0, 0, 1])
+  assert steps["observation"]["pos"].shape == (4, 3)
+  assert list(steps["observation"]["mission"]) == ["press two 1"] * 4
+  meta = episode["episode_metadata"]
+  assert (meta["task"], meta["agent"], meta["success"], meta["seed"]) == ("fake/countdown", "press_two", 1, 7)
+  assert meta["return"] == pytest.approx(0.5)
+  observations, actions = E.action_steps(episode)
+  group = T.tokenize_episode(observations, actions, env.observation_spec, env.action_spec)
+  text = len(T.TextTokenizer().encode("press two 1"))
+  assert group.num_tokens == 3 * (text + 4 + 3 + 1 + 1)
+  np.testing.assert_array_equal(T.decode_action(group.tokens[group.action_mask].reshape(3, 1),
+                                                env.action_spec), [0, 0, 2])
+
+
+def test_truncated_rollout_is_not_terminal():
+  episode = E.rollout(CountdownEnv(), policies.RandomPolicy(CountdownEnv()), seed=0)
+  if episode["episode_metadata"]["success"]:
+    episode = next(e for s in range(1, 50)
+                   if not (e := E.rollout(CountdownEnv(), policies.RandomPolicy(CountdownEnv()), s))
+                   ["episode_metadata"]["success"])
+  assert E.num_actions(episode) == 6
+  assert not episode["steps"]["is_terminal"].any() and episode["steps"]["discount"][-1] == 1
+
+
+class GivesUpAtStepTwo(policies.Policy):
+  name = "quitter"
+
+  def reset(self, seed):
+    self._t = 0
+
+  def act(self, observation):
+    self._t += 1
+    if self._t == 3:
+      raise policies.PolicyGaveUp("no plan")
+    return np.int32(0)
+
+
+def test_a_policy_that_gives_up_ends_the_episode_as_a_failure():
+  episode = E.rollout(CountdownEnv(), GivesUpAtStepTwo(), seed=0)
+  assert E.num_actions(episode) == 2
+  assert episode["episode_metadata"]["success"] == 0
+  assert episode["steps"]["is_last"][-1] and not episode["steps"]["is_terminal"].any()
+
+
+def test_episode_seeds_are_stable_and_distinct():
+  seeds = {E.episode_seed(0, "babyai/GoTo", i, s) for i in range(50) for s in range(3)}
+  assert len(seeds) == 150
+  assert E.episode_seed(0, "babyai/GoTo", 3) == E.episode_seed(0, "babyai/GoTo", 3)
+  assert E.episode_seed(1, "babyai/GoTo", 3) != E.episode_seed(0, "babyai/GoTo", 3)
+
+
+def test_tfds_round_trip_is_exact(tmp_path):
+  env = CountdownEnv()
+  written = [E.rollout(env, PressTwo() if s % 2 else policies.RandomPolicy(env), seed=s)
+             for s in range(4)]
+  path = rlds_io.write_episodes(written, str(tmp_path), "gato_fake", "countdown")
+  assert path == str(tmp_path / "gato_fake" / "countdown" / "1.0.0")
+  by_dir = list(rlds_io.read_episodes(path))
+  by_name = list(rlds_io.read_episodes("gato_fake/countdown", data_dir=str(tmp_path)))
+  assert len(by_dir) == len(by_name) == 4
+  for original, a, b in zip(written, by_dir, by_name):
+    _assert_trees_equal(original, a)
+    _assert_trees_equal(original, b)
+  assert isinstance(by_dir[0]["steps"]["observation"]["mission"][0], str)
+  assert len(list(rlds_io.read_episodes(path, limit=2))) == 2
+  with pytest.raises(FileExistsError, match="already exists"):
+    rlds_io.write_episodes(written, str(tmp_path), "gato_fake", "countdown")
+
+
+def test_public_key_names_load_through_a_key_map(tmp_path):
+  # A dataset as a public RLDS source might lay it out: other names, no discount/is_terminal,
+  # no return in the metadata.
+  foreign = []
+  for s in range(2):
+    n = 3 + s
+    foreign.append({
+        "steps": {"obs": {"joint_pos": np.arange(n * 2, dtype=np.float32).reshape(n, 2)},
+                  "act": np.full((n, 1), 0.5, np.float32), "rew": np.ones(n, np.float32),
+                  "first": np.arange(n) == 0, "last": np.arange(n) == n - 1},
+        "episode_metadata": {"file_path": f"ep{s}.npz"},
+    })
+  path = rlds_io.write_episodes(foreign, str(tmp_path), "public_set", "default")
+  key_map = {"steps/observation/state": "steps/obs/joint_pos", "steps/action": "steps/act",
+             "steps/reward": "steps/rew", "steps/is_first": "steps/first",
+             "steps/is_last": "steps/last"}
+  episodes = list(rlds_io.read_episodes(path, key_map=key_map, task="public/arm"))
+  assert len(episodes) == 2
+  steps = episodes[1]["steps"]
+  assert sorted(steps) == ["action", "discount", "is_first", "is_last", "is_terminal",
+                           "observation", "reward"]
+  np.testing.assert_array_equal(steps["observation"]["state"], foreign[1]["steps"]["obs"]["joint_pos"])
+  np.testing.assert_array_equal(steps["discount"], np.ones(4, np.float32))
+  meta = episodes[1]["episode_metadata"]
+  assert meta["return"] == 4.0 and meta["task"] == "public/arm" and meta["file_path"] == "ep1.npz"
+  with pytest.raises(KeyError, match="steps lack"):
+    next(rlds_io.read_episodes(path))  # Without the map the RLDS keys are missing.
+  with pytest.raises(KeyError, match="has no 'obs/nope'"):
+    rlds_io.load_dataset(path, key_map={"steps/observation": "steps/obs/nope"})
+
+
+def test_bad_paths_and_names_give_clear_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no dataset directory"):
+    rlds_io.load_builder(str(tmp_path / "missing"))
+  with pytest.raises(FileNotFoundError, match="not a TFDS dataset directory"):
+    rlds_io.load_builder(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="no TFDS dataset 'gato_nothing/here'"):
+    rlds_io.load_builder("gato_nothing/here", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="no episodes"):
+    rlds_io.write_episodes([], str(tmp_path), "gato_fake", "empty")
+  with pytest.raises(FileNotFoundError, match="no statistics"):
+    E.load_stats(str(tmp_path), "babyai/GoTo")
+
+
+def test_stats_round_trip(tmp_path):
+  stats = E.TaskStats("fake/countdown", 0.1, 0.2, 50, 0.3, "bot", 0.9, 0.05, 50, 1.0)
+  path = E.save_stats(stats, str(tmp_path))
+  assert path.endswith(os.path.join("gato_meta", "stats", "fake", "countdown.json"))
+  assert E.load_stats(str(tmp_path), "fake/countdown") == stats
+
+
+def _episode_with_return(value):
+  return {"episode_metadata": {"return": np.float32(value)}}
+
+
+def test_filtering_keeps_episodes_near_the_expert():
+  stats = E.TaskStats("t/a", random_return=0.0, random_return_std=0, random_episodes=50,
+                      expert_return=1.0, expert_episodes=50)
+  assert E.return_threshold(stats) == pytest.approx(0.8)
+  kept = list(E.filter_episodes([_episode_with_return(r) for r in (0.0, 0.79, 0.8, 0.95, 1.2)], stats))
+  assert [float(e["episode_metadata"]["return"]) for e in kept] == pytest.approx([0.8, 0.95, 1.2])
+  assert E.normalized_score(0.5, stats) == pytest.approx(0.5)
+
+
+def test_filtering_with_negative_returns_is_relative_to_random():
+  # Pendulum-like: 0.8 * expert (-120) would reject the expert's own typical episodes.
+  stats = E.TaskStats("t/pendulum", random_return=-1200.0, random_return_std=0, random_episodes=50,
+                      expert_return=-150.0, expert_episodes=50)
+  assert E.return_threshold(stats) == pytest.approx(-360.0)
+  assert E.keep_episode(_episode_with_return(-150.0), stats)
+  assert E.keep_episode(_episode_with_return(-300.0), stats)
+  assert not E.keep_episode(_episode_with_return(-400.0), stats)
+  assert not E.keep_episode(_episode_with_return(-1100.0), stats)
+
+
+def test_filtering_refuses_undefined_anchors():
+  no_expert = E.TaskStats("t/b", 0.0, 0.0, 50)
+  with pytest.raises(ValueError, match="no expert return"):
+    E.return_threshold(no_expert)
+  worse = dataclasses.replace(no_expert, expert_return=-1.0)
+  with pytest.raises(ValueError, match="does not beat random"):
+    E.return_threshold(worse)
+  ok = dataclasses.replace(no_expert, expert_return=1.0)
+  with pytest.raises(ValueError, match="fraction"):
+    E.return_threshold(ok, 1.5)
+
+
+def test_registry_errors_name_the_problem():
+  with pytest.raises(ValueError, match="'<domain>/<task>'"):
+    registry.make_env("GoToRedBall")
+  with pytest.raises(ValueError, match="unknown domain 'atari9'"):
+    registry.make_env("atari9/Pong")
+  with pytest.raises(ValueError, match="unknown babyai task 'GoToMoon'"):
+    registry.make_env("babyai/GoToMoon")
+  assert "babyai/BossLevel" in registry.list_tasks("babyai")
+  with pytest.raises(LookupError, match="no expert is registered for domain 'fake'"):
+    registry.make_expert(CountdownEnv())
+
+
+def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
+  task = "babyai/GoToRedBall"
+  kwargs = dict(num_episodes=5, seed=3, shard_episodes=2, stats_episodes=4,
+                progress=lambda _: None)
+  data_seeds = [E.episode_seed(3, task, i) for i in range(5)]
+  rollout, calls = E.rollout, []
+
+  def killed_at_episode_three(env, policy, seed):
+    calls.append(seed)
+    if seed == data_seeds[2] and kill:
+      raise KeyboardInterrupt  # As if the run were killed in the middle of shard 2.
+    return rollout(env, policy, seed)
+
+  monkeypatch.setattr(generation.episodes_lib, "rollout", killed_at_episode_three)
+  kill = True
+  with pytest.raises(KeyboardInterrupt):
+    generation.generate_task(task, str(tmp_path / "a"), **kwargs)
+  staging = tmp_path / "a" / "gato_meta" / "staging" / "gato_babyai" / "go_to_red_ball"
+  assert (staging / "shard-00000-of-00003.pkl").exists()
+  assert not (staging / "shard-00001-of-00003.pkl").exists()
+  kill, calls[:] = False, []
+  resumed = generation.generate_task(task, str(tmp_path / "a"), **kwargs)
+  # Statistics were kept and shard 1 was not regenerated: only episodes 3-5 ran again.
+  assert calls == data_seeds[2:]
+  assert resumed.status == "generated" and resumed.episodes == 5 and not staging.exists()
+  assert resumed.tokens > resumed.steps > 0
+  assert resumed.expert_return > resumed.random_return
+  fresh = generation.generate_task(task, str(tmp_path / "b"), **kwargs)
+  assert (fresh.steps, fresh.tokens) == (resumed.steps, resumed.tokens)
+  read = lambda d: list(rlds_io.read_episodes(d))
+  for a, b in zip(read(resumed.dataset_dir), read(fresh.dataset_dir), strict=True):
+    _assert_trees_equal(a, b)
+  again = generation.generate_task(task, str(tmp_path / "a"), **kwargs)
+  assert again.status == "existing" and again.tokens == resumed.tokens
+  with pytest.raises(ValueError, match="generated with"):
+    generation.generate_task(task, str(tmp_path / "a"), **dict(kwargs, seed=4))
+  with pytest.raises(LookupError, match="no expert"):
+    generation.generate_task("dm_control/cartpole-swingup", str(tmp_path / "c"), **kwargs)
+
+
+def test_importing_gato_jax_data_and_envs_does_not_import_tensorflow():
+  code = ("import sys; import gato_jax, gato_jax.tokenizer, gato_jax.data.episodes,"
+          " gato_jax.data.generation, gato_jax.data.rlds_io, gato_jax.envs.babyai,"
+          " gato_jax.envs.registry; assert 'tensorflow' not in sys.modules, 'TF imported'")
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  subprocess.run([sys.executable, "-c", code], check=True, env=env)

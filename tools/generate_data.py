@@ -1,0 +1,56 @@
+r"""Generates expert (or random-policy) episodes of a domain's tasks as local TFDS datasets.
+
+  python tools/generate_data.py --domain=babyai --tasks=GoToRedBall,BossLevel --episodes=1000
+  python tools/generate_data.py --domain=dm_control --tasks=all --episodes=50 --policy=random
+
+Each task becomes the TFDS dataset gato_<domain>[_random]/<task config> under --data_dir, with
+its statistics (expert and random mean returns over --stats_episodes each) in
+<data_dir>/gato_meta/stats/. Runs are resumable (rerun the same command after a kill; finished
+shards are kept) and deterministic given --seed. Data never goes into git: the default
+--data_dir is outside the repository.
+"""
+
+import os
+
+# State observations need no renderer; without this dm_control probes for a display.
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+from absl import app, flags
+
+from gato_jax.data import generation
+from gato_jax.envs import registry
+
+_DOMAIN = flags.DEFINE_string("domain", None, "Domain: one of the registered domains (babyai, dm_control, ...).")
+_TASKS = flags.DEFINE_list("tasks", ["all"], "Task names within the domain (e.g. GoToRedBall), or 'all'.")
+_EPISODES = flags.DEFINE_integer("episodes", 100, "Episodes to store per task.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "TFDS data directory.")
+_SEED = flags.DEFINE_integer("seed", 0, "Base seed; episode seeds derive from (seed, task, index).")
+_POLICY = flags.DEFINE_enum("policy", "expert", generation.POLICIES, "Which policy makes the data.")
+_SHARD_EPISODES = flags.DEFINE_integer("shard_episodes", 100, "Episodes per resumable shard.")
+_STATS_EPISODES = flags.DEFINE_integer("stats_episodes", 50, "Episodes per policy for the task statistics.")
+flags.mark_flag_as_required("domain")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  known = registry.list_tasks(_DOMAIN.value)
+  if _TASKS.value == ["all"]:
+    tasks = known
+  else:
+    tasks = [f"{_DOMAIN.value}/{t}" for t in _TASKS.value]
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+      raise app.UsageError(f"unknown {_DOMAIN.value} tasks {unknown}; known: {known}")
+  rows = []
+  for task in tasks:
+    rows.append(generation.generate_task(
+        task, _DATA_DIR.value, _EPISODES.value, seed=_SEED.value, policy=_POLICY.value,
+        shard_episodes=_SHARD_EPISODES.value, stats_episodes=_STATS_EPISODES.value))
+    print(f"\n{task}: {rows[-1].status}, {rows[-1].episodes} episodes in {rows[-1].dataset_dir}",
+          flush=True)
+  print(generation.format_table(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)
