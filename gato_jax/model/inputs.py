@@ -87,7 +87,8 @@ def batch_from_token_groups(
     out.local_positions[i, span] = group.local_positions
     out.loss_mask[i, span] = group.loss_mask
     out.segment_ids[i, span] = 1
-    out.patches[i, :p] = group.patches
-    out.patch_rows[i, :p] = group.patch_rows
-    out.patch_cols[i, :p] = group.patch_cols
+    if p:
+      out.patches[i, :p] = group.patches
+      out.patch_rows[i, :p] = group.patch_rows
+      out.patch_cols[i, :p] = group.patch_cols
   return out

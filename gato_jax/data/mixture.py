@@ -1,0 +1,124 @@
+"""Weighted mixtures of tasks, sampled into batches that are a pure function of (seed, step).
+
+Mixtures are plain data, `{task: weight}`, normalised here and logged as percentages. Every row
+of every batch draws its own generator from (seed, step, global row): the task by weight, an
+episode of that task, its window and optional prompt. So the stream is identical on every run,
+a resumed run needs only the step counter to continue with exactly the batch it would have
+seen, and each host computes just its own rows of the global batch.
+"""
+
+import dataclasses
+from typing import Mapping, Sequence
+
+from absl import logging
+import numpy as np
+
+from gato_jax.data import packing, sequences
+from gato_jax.model.inputs import Batch
+from gato_jax.tokenizer.timestep import TokenGroup
+
+
+def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
+  """Weights -> probabilities summing to 1, in sorted task order; bad weights are an error."""
+  if not weights:
+    raise ValueError("a mixture needs at least one task")
+  bad = {task: w for task, w in weights.items() if not np.isfinite(w) or w < 0}
+  if bad:
+    raise ValueError(f"mixture weights must be finite and non-negative, got {bad}")
+  total = float(sum(weights.values()))
+  if total <= 0:
+    raise ValueError(f"mixture weights sum to {total}; at least one must be positive")
+  return {task: float(weights[task]) / total for task in sorted(weights)}
+
+
+def describe(probabilities: Mapping[str, float]) -> str:
+  return "\n".join(f"  {100 * p:6.2f}%  {task}" for task, p in probabilities.items())
+
+
+@dataclasses.dataclass
+class MixtureIterator:
+  """Yields this host's rows of each global batch, as model Batches.
+
+  Args:
+    episodes: task -> its tokenized episodes (all from one source agent per task).
+    weights: task -> sampling weight (normalised here).
+    batch_size: the global batch size; this host makes batch_size / process_count rows.
+    context: tokens per row.
+    max_patches: patch slots per row.
+    patch_dim: patch vector size.
+    seed: the stream's seed.
+    prompt: prompt conditioning settings (GATO_SPEC.md: 25%, half from episode ends).
+    process_index, process_count: this host's share of the rows.
+  """
+
+  episodes: Mapping[str, Sequence[TokenGroup]]
+  weights: Mapping[str, float]
+  batch_size: int
+  context: int
+  max_patches: int
+  patch_dim: int
+  seed: int = 0
+  prompt: sequences.PromptConfig = dataclasses.field(default_factory=sequences.PromptConfig)
+  process_index: int = 0
+  process_count: int = 1
+  step: int = 0
+
+  def __post_init__(self):
+    unknown = sorted(set(self.weights) - set(self.episodes))
+    if unknown:
+      raise ValueError(f"mixture names tasks without data: {unknown}; have {sorted(self.episodes)}")
+    empty = sorted(task for task in self.weights if not self.episodes[task])
+    if empty:
+      raise ValueError(f"tasks with no episodes: {empty}")
+    if self.batch_size % self.process_count:
+      raise ValueError(f"batch size {self.batch_size} does not split over {self.process_count} hosts")
+    self.probabilities = normalize_weights(self.weights)
+    self._tasks = list(self.probabilities)
+    self._cumulative = np.cumsum([self.probabilities[t] for t in self._tasks])
+    logging.info("mixture (realised sampling probabilities):\n%s", describe(self.probabilities))
+
+  @property
+  def rows_per_host(self) -> int:
+    return self.batch_size // self.process_count
+
+  def sample_row(self, step: int, row: int) -> tuple[str, TokenGroup]:
+    """The sequence of global row `row` of batch `step`: a pure function of (seed, step, row)."""
+    rng = np.random.default_rng([self.seed, step, row])
+    task = self._tasks[min(int(np.searchsorted(self._cumulative, rng.random(), side="right")),
+                           len(self._tasks) - 1)]
+    pool = self.episodes[task]
+    index = int(rng.integers(len(pool)))
+    prompt_episode = None
+    if len(pool) > 1:
+      other = int(rng.integers(len(pool) - 1))
+      prompt_episode = pool[other + (other >= index)]  # Any episode but the sampled one.
+    sequence = sequences.make_sequence(pool[index], self.context, rng, prompt_episode,
+                                       self.prompt, name=task)
+    return task, sequence
+
+  def batch_at(self, step: int) -> tuple[Batch, list[str]]:
+    """This host's rows of batch `step`, and the task of each row."""
+    first = self.process_index * self.rows_per_host
+    rows = [self.sample_row(step, first + r) for r in range(self.rows_per_host)]
+    batch = packing.packed_batch([s for _, s in rows], self.context, self.max_patches,
+                                 self.patch_dim, num_rows=len(rows))
+    return batch, [task for task, _ in rows]
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Batch:
+    batch, _ = self.batch_at(self.step)
+    self.step += 1
+    return batch
+
+  def get_state(self) -> dict:
+    """What a checkpoint must hold to resume the stream exactly."""
+    return {"step": self.step, "seed": self.seed, "tasks": self._tasks}
+
+  def set_state(self, state: Mapping) -> None:
+    if state.get("seed") != self.seed or list(state.get("tasks", [])) != self._tasks:
+      raise ValueError(
+          f"data state was saved for seed {state.get('seed')} and tasks {state.get('tasks')}, not"
+          f" seed {self.seed} and tasks {self._tasks}: resuming would change the data stream")
+    self.step = int(state["step"])
