@@ -23,7 +23,7 @@ class WindowError(ValueError):
 class PromptConfig:
   probability: float = 0.25  # Fraction of sequences that get a prompt.
   end_fraction: float = 0.5  # Of prompts: the share taken from the end of the prompt episode.
-  max_tokens: int = 256  # Prompt budget; the window gets the rest of the context.
+  max_tokens: int = 256  # Prompt budget (at most half the context); the window gets the rest.
   loss: bool = False  # Whether the prompt's text/action tokens are also training targets.
 
   def __post_init__(self):
@@ -129,7 +129,8 @@ def make_sequence(episode: TokenGroup, context: int, rng: np.random.Generator,
   prompt_config = prompt_config or PromptConfig(probability=0.0)
   use_prompt = rng.random() < prompt_config.probability
   if use_prompt and prompt_episode is not None:
-    budget = min(prompt_config.max_tokens, context - 1)
+    # At most half the context, so the window always keeps room for whole timesteps.
+    budget = min(prompt_config.max_tokens, context // 2)
     prompt = prompt_from(prompt_episode, dataclasses.replace(prompt_config, max_tokens=budget),
                          rng, name)
     window = random_window(episode, context - prompt.num_tokens, rng, name)

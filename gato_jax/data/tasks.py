@@ -1,0 +1,219 @@
+"""SeqIO Tasks, one per control task: stored RLDS episodes -> tokenized episodes.
+
+Importing this module registers a Task for every task of the built-in domains, named
+"gato.<domain>.<task>" (e.g. "gato.babyai.GoToRedBall"), reading the locally generated TFDS
+dataset under the default data directory. `register_control_task` adds any other RLDS/TFDS
+dataset (a public one by name, with a key map) in one call, e.g.
+
+  tasks.register_control_task(
+      "my_robot.pick", source="my_rlds_dataset", data_dir="/data/tfds",
+      observation_spec={"state": ContinuousSpec((7,))},
+      action_spec=ContinuousSpec((4,), mu_law=False),
+      key_map={"steps/observation/state": "steps/observation/joint_pos"})
+
+Each Task yields one example per (filtered) episode, with the fields of a TokenGroup; the
+training mixture (gato_jax.data.mixture) windows, prompts and packs them. Episodes below the
+paper's 80%-of-expert bar are dropped where the task's statistics are known.
+"""
+
+import functools
+import os
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from gato_jax import tf_compat
+from gato_jax.data import episodes as episodes_lib
+from gato_jax.data import rlds_io
+from gato_jax.tokenizer import specs as token_specs
+from gato_jax.tokenizer.constants import VOCAB_SIZE
+from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode
+
+DEFAULT_DATA_DIR = os.path.join("~", ".cache", "gato_jax")
+TASK_PREFIX = "gato"
+# name -> rank of each field a Task's examples carry (a TokenGroup, with bools as int32).
+FIELDS = {"tokens": 1, "kinds": 1, "local_positions": 1, "loss_mask": 1, "timesteps": 1,
+          "patches": 2, "patch_rows": 2, "patch_cols": 2}
+_FLOAT_FIELDS = ("patches", "patch_rows", "patch_cols")
+
+
+def task_name(task: str) -> str:
+  """"dm_control/cartpole-swingup" -> "gato.dm_control.cartpole_swingup".
+
+  SeqIO names allow only word characters, dots, colons and '#'.
+  """
+  safe = re.sub(r"[^\w.:#]", "_", task.replace("/", "."))
+  return f"{TASK_PREFIX}.{safe}"
+
+
+def output_features():
+  tf = tf_compat.import_tensorflow()
+  import seqio
+
+  vocabulary = seqio.PassThroughVocabulary(VOCAB_SIZE)
+  return {
+      name: seqio.Feature(vocabulary, add_eos=False, required=True, rank=rank,
+                          dtype=tf.float32 if name in _FLOAT_FIELDS else tf.int32)
+      for name, rank in FIELDS.items()
+  }
+
+
+def _flat_episode(episode: Mapping[str, Any]):
+  """RLDS element -> the same with `steps` as tensors [T+1, ...] instead of a nested dataset."""
+  steps = episode["steps"].batch(np.iinfo(np.int32).max).get_single_element()
+  return {**{k: v for k, v in episode.items() if k != "steps"}, "steps": steps}
+
+
+def _tokenize_numpy(observation_spec, action_spec, *leaves) -> tuple:
+  """numpy leaves (observation leaves, action leaves, is_last) -> TokenGroup fields."""
+  num_obs = len(token_specs.leaf_specs(observation_spec))
+  keep = ~leaves[-1].astype(bool)  # RLDS's last step holds only the final observation.
+  select = lambda x: x[keep]
+  observations = token_specs.unflatten(observation_spec, [select(x) for x in leaves[:num_obs]])
+  actions = token_specs.unflatten(action_spec, [select(x) for x in leaves[num_obs:-1]])
+  group = tokenize_episode(observations, actions, observation_spec, action_spec)
+  out = []
+  for name in FIELDS:
+    value = np.asarray(getattr(group, name))
+    out.append(value.astype(np.float32 if name in _FLOAT_FIELDS else np.int32))
+  return tuple(out)
+
+
+def tokenize_preprocessor(dataset, observation_spec: Any, action_spec: Any, task: str):
+  """SeqIO preprocessor: flat RLDS episodes -> TokenGroup-field examples."""
+  tf = tf_compat.import_tensorflow()
+  obs_paths = [p for p, _ in token_specs.leaf_specs(observation_spec)]
+  act_paths = [p for p, _ in token_specs.action_leaf_specs(action_spec)]
+
+  def leaf(tree, path):
+    if path == "<root>":
+      return tree
+    for key in path.split("/"):
+      if key not in tree:
+        raise KeyError(f"task {task}: episode steps lack {path!r} (have {sorted(tree)})")
+      tree = tree[key]
+    return tree
+
+  def tokenize(episode):
+    steps = episode["steps"]
+    inputs = ([leaf(steps["observation"], p) for p in obs_paths]
+              + [leaf(steps["action"], p) for p in act_paths] + [steps["is_last"]])
+    outputs = tf.numpy_function(
+        functools.partial(_tokenize_numpy, observation_spec, action_spec), inputs,
+        [tf.float32 if name in _FLOAT_FIELDS else tf.int32 for name in FIELDS], stateful=False)
+    example = {}
+    for name, value in zip(FIELDS, outputs):
+      value.set_shape([None] if FIELDS[name] == 1 else [None, None])
+      example[name] = value
+    return example
+
+  return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _episode_source(source: str, data_dir: str | None, key_map, stats_task: str | None,
+                    filter_fraction: float | None, split: str, shuffle_files: bool, seed=None):
+  del shuffle_files, seed  # Stored order is kept: the mixture does its own seeded sampling.
+  tf = tf_compat.import_tensorflow()
+  data_dir = os.path.expanduser(data_dir) if data_dir else None
+  dataset = rlds_io.load_dataset(source, split, data_dir, key_map).map(_flat_episode)
+  if filter_fraction is not None and stats_task is not None:
+    stats = episodes_lib.load_stats(data_dir or os.path.expanduser(DEFAULT_DATA_DIR), stats_task)
+    threshold = episodes_lib.return_threshold(stats, filter_fraction)
+    dataset = dataset.filter(
+        lambda episode: tf.cast(episode["episode_metadata"]["return"], tf.float64) >= threshold)
+  return dataset
+
+
+def register_control_task(name: str, source: str, observation_spec: Any, action_spec: Any,
+                          data_dir: str | None = None, key_map: Mapping[str, str] | None = None,
+                          stats_task: str | None = None,
+                          filter_fraction: float | None = episodes_lib.DEFAULT_FILTER_FRACTION,
+                          splits=("train",)):
+  """Registers (or replaces) a SeqIO Task reading RLDS episodes of one control task.
+
+  Args:
+    name: the SeqIO task name.
+    source: a TFDS dataset name (looked up in `data_dir`) or a dataset directory.
+    observation_spec, action_spec: tokenizer specs of the (key-mapped) steps.
+    data_dir: TFDS data directory (also where generated statistics live).
+    key_map: {our path: their path} for datasets with other key names (rlds_io.apply_key_map).
+    stats_task: the "<domain>/<task>" whose statistics set the 80%-of-expert filter; None
+      (e.g. public data without statistics) keeps every episode.
+    filter_fraction: the filter's fraction of the expert's margin over random; None disables.
+    splits: the splits the source has.
+
+  Returns:
+    The registered seqio.Task.
+  """
+  tf_compat.import_tensorflow()
+  import seqio
+
+  token_specs.action_leaf_specs(action_spec)  # Fails early on non-value action specs.
+  token_specs.leaf_specs(observation_spec)
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  dataset_fn = functools.partial(_episode_source, source, data_dir, key_map, stats_task,
+                                 filter_fraction)
+  return seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
+      preprocessors=[functools.partial(tokenize_preprocessor, observation_spec=observation_spec,
+                                       action_spec=action_spec, task=name)],
+      output_features=output_features(),
+  )
+
+
+def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expert") -> list[str]:
+  """Registers "gato.<domain>.<task>" for every task of every registered domain."""
+  from gato_jax.data import generation
+  from gato_jax.envs import registry
+
+  names = []
+  for domain in registry.domains():
+    for task in registry.list_tasks(domain):
+      env_specs = _specs_of(task)
+      if env_specs is None:
+        continue
+      source = os.path.join(os.path.expanduser(data_dir), generation.dataset_name(domain, policy),
+                            rlds_io.config_name(task))
+      names.append(task_name(task))
+      register_control_task(names[-1], source, *env_specs, data_dir=data_dir, stats_task=task)
+  return names
+
+
+@functools.cache
+def _specs_of(task: str):
+  """(observation_spec, action_spec) of a registered environment task, or None if unavailable."""
+  from gato_jax.envs import registry
+
+  try:
+    env = registry.make_env(task)
+  except ImportError:  # An optional domain whose package is not installed.
+    return None
+  specs = (env.observation_spec, env.action_spec)
+  env.close()
+  return specs
+
+
+def load_token_groups(name: str, split: str = "train", limit: int | None = None) -> list[TokenGroup]:
+  """A SeqIO Task's examples as TokenGroups (the mixture's episode pool for that task)."""
+  tf_compat.import_tensorflow()
+  import seqio
+
+  dataset = seqio.get_mixture_or_task(name).get_dataset(
+      sequence_length=None, split=split, shuffle=False, use_cached=False)
+  if limit is not None:
+    dataset = dataset.take(limit)
+  groups = []
+  for example in dataset.as_numpy_iterator():
+    fields = {k: example[k] for k in FIELDS}
+    fields["loss_mask"] = fields["loss_mask"].astype(bool)
+    groups.append(TokenGroup(**fields))
+  if not groups:
+    raise ValueError(f"task {name!r} has no episodes in split {split!r} (after filtering)")
+  return groups
+
+
+# Importing this module is how users get the built-in tasks (as with t5.data.tasks).
+BUILTIN_TASKS = register_builtin_tasks()
