@@ -21,6 +21,7 @@ import os
 import re
 from typing import Any, Mapping
 
+from absl import logging
 import numpy as np
 
 from gato_jax import tf_compat
@@ -171,12 +172,17 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
 
   names = []
   for domain in registry.domains():
-    for task in registry.list_tasks(domain):
+    try:
+      domain_tasks = registry.list_tasks(domain)
+    except ImportError as e:  # An optional domain whose packages are not installed.
+      logging.info("SeqIO tasks of domain %s not registered: %s", domain, e)
+      continue
+    for task in domain_tasks:
       env_specs = _specs_of(task)
       if env_specs is None:
         continue
-      source = os.path.join(os.path.expanduser(data_dir), generation.dataset_name(domain, policy),
-                            rlds_io.config_name(task))
+      source = rlds_io.dataset_dir(os.path.expanduser(data_dir),
+                                   generation.dataset_name(domain, policy), rlds_io.config_name(task))
       names.append(task_name(task))
       register_control_task(names[-1], source, *env_specs, data_dir=data_dir, stats_task=task)
   return names
