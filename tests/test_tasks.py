@@ -108,3 +108,13 @@ def test_import_registers_every_builtin_task():
   for task in ("babyai/BossLevel", "dm_control/walker-walk", "babyai/GoToRedBall"):
     assert tasks.task_name(task) in names
   assert len(tasks.BUILTIN_TASKS) >= 26
+
+
+def test_builtin_tasks_read_generated_data(data_dir):
+  try:
+    tasks.register_builtin_tasks(data_dir)
+    groups = tasks.load_token_groups("gato.babyai.GoToRedBall")
+    stats = episodes_lib.load_stats(data_dir, "babyai/GoToRedBall")
+    assert 1 <= len(groups) <= 4 and stats.expert_return > stats.random_return
+  finally:
+    tasks.register_builtin_tasks()  # Back to the default data directory for other tests.
