@@ -7,7 +7,7 @@ unless registered otherwise). An expert
 factory takes the Environment and returns a `policies.Policy`; domains whose experts are trained
 (gymnax PPO, DM Control SAC) register theirs the same way once the parameters exist:
 
-  registry.register_expert("gymnax", "gato_jax.experts.gymnax_ppo:make_expert")
+  registry.register_expert("dm_control", "gato_jax.experts.dm_control_sac:make_expert")
 """
 
 import importlib
@@ -24,6 +24,8 @@ _DOMAINS: dict[str, tuple[str, str]] = {
 # domain -> "module:attribute" of a factory `(env) -> Policy`.
 _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
     "babyai": "gato_jax.envs.babyai:make_expert",
+    # PPO parameters trained by tools/train_expert.py and cached outside the repository.
+    "gymnax": "gato_jax.experts.gymnax_experts:make_expert",
 }
 
 

@@ -1,0 +1,1 @@
+"""Expert policies that generate Gato's training data: trainers, recipes' runners, storage."""

@@ -1,0 +1,213 @@
+"""Trained PPO experts for the gymnax tasks: train, evaluate, cache on disk, reload as policies.
+
+An expert lives in `<workdir>/<env id>/`:
+  params.msgpack   the network parameters (flax.serialization);
+  expert.json      env id, PPO config, evaluation summary (expert and random mean returns over
+                   the same episodes' seeds, reference return, training wall time), versions.
+The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GATO_JAX_EXPERTS.
+`make_expert(env)` is the `registry.register_expert("gymnax", ...)` factory.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from flax import serialization
+import jax
+import numpy as np
+
+from gato_jax.envs import gymnax_envs, policies
+from gato_jax.experts import ppo
+
+DEFAULT_WORKDIR = os.environ.get("GATO_JAX_EXPERTS", "~/.cache/gato_jax/experts")
+PARAMS_FILE = "params.msgpack"
+META_FILE = "expert.json"
+
+
+@dataclasses.dataclass
+class Expert:
+  """A reloaded expert; `expert(observation, rng)` acts on the adapter's numpy observations."""
+
+  env_id: str
+  config: ppo.PPOConfig
+  params: Any
+  summary: dict
+  deterministic: bool = True
+
+  def policy_fn(self, deterministic: bool | None = None) -> gymnax_envs.PolicyFn:
+    """The pure jax policy (gymnax observation, key) -> action, for `gymnax_envs.rollout`."""
+    det = self.deterministic if deterministic is None else deterministic
+    return ppo.make_policy(self.env_id, self.config, self.params, deterministic=det)
+
+  def __call__(self, observation, rng=None) -> np.ndarray:
+    """Acts on one `GymnaxEnvironment` observation (its dict, or the bare array).
+
+    Args:
+      observation: {"state": ...} / {"grid": ...} as the adapter returns it, or the array.
+      rng: a jax PRNG key, a numpy Generator or None; only stochastic experts use it.
+
+    Returns:
+      The action as a numpy array matching the adapter's action_spec.
+    """
+    if isinstance(observation, dict):
+      if len(observation) != 1:
+        raise ValueError(f"expected a one-leaf observation dict, got keys {sorted(observation)}")
+      (observation,) = observation.values()
+    if rng is None:
+      key = jax.random.key(0)
+    elif isinstance(rng, np.random.Generator):
+      key = jax.random.key(int(rng.integers(0, 2**31 - 1)))
+    else:
+      key = rng
+    if not hasattr(self, "_jitted"):
+      self._jitted = jax.jit(self.policy_fn())
+    return np.asarray(self._jitted(np.asarray(observation, np.float32), key))
+
+
+class ExpertPolicy(policies.Policy):
+  """A cached PPO expert as a `policies.Policy` (what data generation drives)."""
+
+  name = "ppo_expert"
+
+  def __init__(self, expert: Expert):
+    self.expert = expert
+    self._key = jax.random.key(0)
+
+  def reset(self, seed: int) -> None:
+    # Seeded per episode: sampled actions depend only on the episode's seed.
+    self._key = jax.random.key(int(seed))
+
+  def act(self, observation) -> np.ndarray:
+    self._key, key = jax.random.split(self._key)
+    return self.expert(observation, key)
+
+
+def make_expert(env: gymnax_envs.GymnaxEnvironment, workdir: str | None = None) -> ExpertPolicy:
+  """The cached expert of `env`'s task (registry factory); FileNotFoundError if untrained."""
+  return ExpertPolicy(load_expert(workdir or DEFAULT_WORKDIR, env.name))
+
+
+def expert_dir(workdir: str, env_id: str) -> str:
+  return os.path.join(os.path.expanduser(workdir), gymnax_envs.canonical_id(env_id))
+
+
+def save_expert(workdir: str, env_id: str, config: ppo.PPOConfig, params, summary: dict) -> str:
+  """Writes params and metadata atomically (temp files, then rename); returns the directory."""
+  directory = expert_dir(workdir, env_id)
+  os.makedirs(directory, exist_ok=True)
+  meta = dict(env_id=gymnax_envs.canonical_id(env_id), ppo_config=dataclasses.asdict(config),
+              summary=summary, versions=_versions())
+  for name, payload in ((PARAMS_FILE, serialization.to_bytes(jax.device_get(params))),
+                        (META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())):
+    tmp = os.path.join(directory, name + ".tmp")
+    with open(tmp, "wb") as f:
+      f.write(payload)
+    os.replace(tmp, os.path.join(directory, name))
+  return directory
+
+
+def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) -> Expert:
+  """Reloads a cached expert; raises FileNotFoundError naming the training command if absent.
+
+  `deterministic=None` acts as the expert was evaluated (its summary's "deterministic" flag).
+  """
+  directory = expert_dir(workdir, env_id)
+  params_path, meta_path = (os.path.join(directory, f) for f in (PARAMS_FILE, META_FILE))
+  if not (os.path.exists(params_path) and os.path.exists(meta_path)):
+    raise FileNotFoundError(
+        f"no cached expert for {env_id!r} in {directory}; train one with: python"
+        f" tools/train_expert.py --env={gymnax_envs.canonical_id(env_id)} --workdir={workdir}")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  config = ppo.PPOConfig(**meta["ppo_config"])
+  template = ppo.init_params(env_id, config, jax.random.key(0))
+  with open(params_path, "rb") as f:
+    params = serialization.from_bytes(template, f.read())
+  if deterministic is None:
+    deterministic = bool(meta["summary"].get("deterministic", True))
+  return Expert(env_id=meta["env_id"], config=config, params=params, summary=meta["summary"],
+                deterministic=deterministic)
+
+
+def evaluate(env_id: str, policy: gymnax_envs.PolicyFn, num_episodes: int, seed: int) -> dict:
+  """Mean/std return and mean length over `num_episodes` batched episodes."""
+  result = gymnax_envs.rollout(env_id, policy, num_episodes, seed=seed)
+  return dict(mean_return=float(result["returns"].mean()),
+              std_return=float(result["returns"].std()),
+              mean_length=float(result["lengths"].mean()), num_episodes=int(num_episodes))
+
+
+def train_and_evaluate(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = False) -> dict:
+  """Trains (or reloads) the expert that `config` describes, evaluates it, caches it.
+
+  Args:
+    config: an experiments/configs/experts/gymnax.py config (env_id, seed, ppo, eval, ...).
+    workdir: the expert cache; the expert goes to `<workdir>/<env_id>/`.
+    reevaluate: for a cached expert (and no config.overwrite), rerun the evaluation with
+      `config.eval` and rewrite its summary instead of returning the stored one.
+
+  Returns:
+    The summary stored in expert.json: expert (greedy and sampled) and random returns over
+    `config.eval.num_episodes` episodes, the reference return and the training wall time.
+  """
+  env_id = gymnax_envs.canonical_id(config.env_id)
+  ppo_config = ppo.PPOConfig(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+                                for k, v in config.ppo.to_dict().items()})
+  directory = expert_dir(workdir, env_id)
+  if not config.overwrite and os.path.exists(os.path.join(directory, META_FILE)):
+    expert = load_expert(workdir, env_id)
+    if not reevaluate:
+      logging.info("%s: reusing the cached expert in %s", env_id, directory)
+      return expert.summary
+    summary = _evaluate_expert(config, expert.config, expert.params)
+    summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
+    save_expert(workdir, env_id, expert.config, expert.params, summary)
+    return summary
+
+  def log(step, metrics):
+    logging.info("%s step %d: return %.2f entropy %.3f value_loss %.3f", env_id, step,
+                 metrics["episode_return"], metrics["entropy"], metrics["value_loss"])
+
+  start = time.time()
+  params, metrics = ppo.train(env_id, ppo_config, seed=config.seed, log_every=config.log_every,
+                              log_fn=log)
+  train_seconds = time.time() - start
+  summary = _evaluate_expert(config, ppo_config, params)
+  tail = metrics["episode_return"][-max(1, len(metrics["episode_return"]) // 10):]
+  summary.update(
+      train_seconds=round(train_seconds, 1), seed=int(config.seed),
+      train_timesteps=ppo_config.num_updates * ppo_config.batch_size,
+      final_training_return=float(np.nanmean(tail)) if np.isfinite(tail).any() else None)
+  save_expert(workdir, env_id, ppo_config, params, summary)
+  return summary
+
+
+# Summary fields that describe training, kept when an expert is only re-evaluated.
+_TRAINING_KEYS = ("train_seconds", "seed", "train_timesteps", "final_training_return")
+
+
+def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
+  """Greedy, sampled and random returns on the same episode seeds; `expert_return` is the
+  one `config.eval.deterministic` picks (the way the expert will act when generating data)."""
+  env_id = gymnax_envs.canonical_id(config.env_id)
+  n, seed = config.eval.num_episodes, config.eval.seed
+  greedy = evaluate(env_id, ppo.make_policy(env_id, ppo_config, params, True), n, seed)
+  sampled = evaluate(env_id, ppo.make_policy(env_id, ppo_config, params, False), n, seed)
+  random = evaluate(env_id, gymnax_envs.random_policy(env_id), n, seed)
+  chosen = greedy if config.eval.deterministic else sampled
+  logging.info("%s: expert %.2f (greedy %.2f, sampled %.2f), random %.2f, reference %.1f",
+               env_id, chosen["mean_return"], greedy["mean_return"], sampled["mean_return"],
+               random["mean_return"], config.reference_return)
+  return dict(
+      env_id=env_id, expert_return=chosen["mean_return"], random_return=random["mean_return"],
+      reference_return=float(config.reference_return),
+      deterministic=bool(config.eval.deterministic), greedy=greedy, sampled=sampled,
+      random=random)
+
+
+def _versions() -> dict:
+  import importlib.metadata as md
+  return {p: md.version(p) for p in ("jax", "flax", "optax", "gymnax")}
