@@ -2,11 +2,16 @@ r"""Generates expert (or random-policy) episodes of a domain's tasks as local TF
 
   python tools/generate_data.py --domain=babyai --tasks=GoToRedBall,BossLevel --episodes=1000
   python tools/generate_data.py --domain=dm_control --tasks=all --episodes=50 --policy=random
+  python tools/generate_data.py --domain=text                      # CPython documentation
+  python tools/generate_data.py --domain=vision_language --episodes=20000   # scenes per task
 
 Each task becomes the TFDS dataset gato_<domain>[_random]/<task config> under --data_dir, with
 its statistics (expert and random mean returns over --stats_episodes each) in
 <data_dir>/gato_meta/stats/. Runs are resumable (rerun the same command after a kill; finished
-shards are kept) and deterministic given --seed. Data never goes into git: the default
+shards are kept) and deterministic given --seed. The example domains `text` and
+`vision_language` (gato_jax.data.example_sets) store train and validation splits of examples
+instead of episodes: --episodes counts training scenes (text stores its whole corpus), and
+--shard_episodes items per shard. Data never goes into git: the default
 --data_dir is outside the repository.
 """
 
@@ -17,12 +22,14 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 
 from absl import app, flags
 
-from gato_jax.data import generation
+from gato_jax.data import example_sets, generation
 from gato_jax.envs import registry
 
-_DOMAIN = flags.DEFINE_string("domain", None, "Domain: one of the registered domains (babyai, dm_control, ...).")
+_DOMAIN = flags.DEFINE_string(
+    "domain", None, "Domain: a registered control domain (babyai, dm_control, ...), text or"
+    " vision_language.")
 _TASKS = flags.DEFINE_list("tasks", ["all"], "Task names within the domain (e.g. GoToRedBall), or 'all'.")
-_EPISODES = flags.DEFINE_integer("episodes", 100, "Episodes to store per task.")
+_EPISODES = flags.DEFINE_integer("episodes", 100, "Episodes to store per task (vision_language: training scenes).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "TFDS data directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Base seed; episode seeds derive from (seed, task, index).")
 _POLICY = flags.DEFINE_enum("policy", "expert", generation.POLICIES, "Which policy makes the data.")
@@ -34,7 +41,13 @@ flags.mark_flag_as_required("domain")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  known = registry.list_tasks(_DOMAIN.value)
+  examples = _DOMAIN.value in example_sets.domains()
+  if not examples and _DOMAIN.value not in registry.domains():
+    raise app.UsageError(f"unknown domain {_DOMAIN.value!r}; control domains:"
+                         f" {registry.domains()}, example domains: {example_sets.domains()}")
+  if examples and _POLICY.value != "expert":
+    raise app.UsageError(f"--policy applies to control domains, not {_DOMAIN.value}")
+  known = (example_sets if examples else registry).list_tasks(_DOMAIN.value)
   if _TASKS.value == ["all"]:
     tasks = known
   else:
@@ -44,6 +57,13 @@ def main(argv):
       raise app.UsageError(f"unknown {_DOMAIN.value} tasks {unknown}; known: {known}")
   rows = []
   for task in tasks:
+    if examples:
+      rows.append(example_sets.generate_task(
+          task, _DATA_DIR.value, _EPISODES.value, seed=_SEED.value,
+          shard_items=_SHARD_EPISODES.value))
+      print(f"\n{task}: {rows[-1].status}, {rows[-1].episodes} items, {rows[-1].steps} examples"
+            f" in {rows[-1].dataset_dir}", flush=True)
+      continue
     rows.append(generation.generate_task(
         task, _DATA_DIR.value, _EPISODES.value, seed=_SEED.value, policy=_POLICY.value,
         shard_episodes=_SHARD_EPISODES.value, stats_episodes=_STATS_EPISODES.value))

@@ -2,24 +2,22 @@ r"""Trains gato_jax's default SentencePiece model from English text every CPytho
 
 The corpus is the Python documentation that is available offline on any machine with Python:
 the reference manual's topics (`pydoc_data.topics`) and the docstrings and comments of the
-standard library (read with `ast`/`tokenize`, nothing imported). On CPython 3.11 that is 5.7 MB
-of English prose in 13,000 documents, enough for 32,000 BPE pieces; a unigram model on it
-supports at most 20,978 pieces (SentencePiece refuses more: its seed lexicon of frequent
-substrings runs out), which is why the default is BPE. For a general-domain vocabulary pass any T5/C4 `.model` file in config instead.
+standard library (read with `ast`/`tokenize`, nothing imported), as built by
+`gato_jax.data.text_data.build_corpus`, which also makes the text dataset text/cpython_docs.
+On CPython 3.11 that is 5.7 MB of English prose in 13,000 documents, enough for 32,000 BPE
+pieces; a unigram model on it supports at most 20,978 pieces (SentencePiece refuses more: its
+seed lexicon of frequent substrings runs out), which is why the default is BPE. For a general-domain vocabulary pass any T5/C4 `.model` file in config instead.
 
 Usage:
   python tools/train_vocab.py --output=gato_jax/tokenizer/assets/gato_text_32k.model
 """
 
-import ast
-import io
 import os
-import pathlib
-import sysconfig
 import tempfile
-import tokenize
 
 from absl import app, flags, logging
+
+from gato_jax.data.text_data import build_corpus
 
 _OUTPUT = flags.DEFINE_string(
     "output", "gato_jax/tokenizer/assets/gato_text_32k.model", "Where to write the .model file."
@@ -27,47 +25,6 @@ _OUTPUT = flags.DEFINE_string(
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 32000, "Number of pieces; at most 32000.")
 _MODEL_TYPE = flags.DEFINE_enum("model_type", "bpe", ["bpe", "unigram"], "SentencePiece algorithm.")
 _CORPUS_OUT = flags.DEFINE_string("corpus_out", None, "Optionally keep the corpus text here.")
-
-
-def _docstrings(tree: ast.AST):
-  for node in ast.walk(tree):
-    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-      doc = ast.get_docstring(node)
-      if doc:
-        yield doc
-
-
-def _comment_lines(source: str):
-  """Prose comments (at least four words), which are English more often than short ones."""
-  try:
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-      if token.type == tokenize.COMMENT:
-        text = token.string.lstrip("#").strip()
-        if len(text.split()) >= 4:
-          yield text
-  except (tokenize.TokenError, SyntaxError):
-    return
-
-
-def build_corpus() -> list[str]:
-  """Documents in a fixed order, so the same Python version always yields the same corpus."""
-  import pydoc_data.topics
-
-  documents = [pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics)]
-  stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
-  for path in sorted(stdlib.rglob("*.py")):
-    if "site-packages" in path.parts:
-      continue
-    try:
-      source = path.read_text(encoding="utf-8")
-      tree = ast.parse(source)
-    except (UnicodeDecodeError, SyntaxError, ValueError):
-      continue  # A few stdlib test files are deliberately malformed.
-    documents.extend(_docstrings(tree))
-    comments = list(_comment_lines(source))
-    if comments:
-      documents.append("\n".join(comments))
-  return documents
 
 
 def _without_local_paths(serialized: bytes) -> bytes:

@@ -213,15 +213,16 @@ def generate_task(task: str, data_dir: str, num_episodes: int, seed: int = 0,
 
 def format_table(rows: list[TaskSummary]) -> str:
   """The end-of-run summary: one row per task, plus totals."""
-  header = (f"{'task':<28} {'agent':<11} {'episodes':>8} {'steps':>9} {'tokens':>11}"
+  width = max([28] + [len(r.task) for r in rows])
+  header = (f"{'task':<{width}} {'agent':<11} {'episodes':>8} {'steps':>9} {'tokens':>11}"
             f" {'expert R':>9} {'random R':>9} {'time s':>7}  status")
   fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
   lines = [header, "-" * len(header)]
   for r in rows:
-    lines.append(f"{r.task:<28} {r.agent:<11} {r.episodes:>8} {r.steps:>9} {r.tokens:>11}"
+    lines.append(f"{r.task:<{width}} {r.agent:<11} {r.episodes:>8} {r.steps:>9} {r.tokens:>11}"
                  f" {fmt(r.expert_return):>9} {fmt(r.random_return):>9} {r.seconds:>7.1f}"
                  f"  {r.status}")
-  lines.append(f"{'total':<28} {'':<11} {sum(r.episodes for r in rows):>8}"
+  lines.append(f"{'total':<{width}} {'':<11} {sum(r.episodes for r in rows):>8}"
                f" {sum(r.steps for r in rows):>9} {sum(r.tokens for r in rows):>11}"
                f" {'':>9} {'':>9} {sum(r.seconds for r in rows):>7.1f}")
   return "\n".join(lines)
