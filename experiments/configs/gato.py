@@ -49,11 +49,35 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train.max_patches = 256  # Patch slots per sequence in a batch.
   config.train.steps = 1_000_000  # Total optimiser steps.
   config.train.seed = 0  # Parameter init and step RNG.
+  config.train.stop_at_step = 0  # >0: stop (after saving) at this step, as a preemption would.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.mixture = "control"  # Preset (quickstart | control | paper) or "name=weight,...".
+  config.data.data_dir = "~/.cache/gato_jax"  # Generated TFDS datasets (tools/generate_data.py).
+  config.data.prompt_probability = 0.25  # Share of sequences prompted with another episode.
+  config.data.prompt_end_fraction = 0.5  # Of prompts, the share taken from an episode's end.
+  config.data.prompt_tokens = 256  # Prompt budget (at most half the context).
+  config.data.max_episodes_per_task = 0  # 0: all; otherwise load at most this many per task.
+  config.data.seed = 0  # Seed of the data stream (task, episode, window and prompt draws).
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000  # Save interval (and always at the end).
+  config.checkpoint.keep = 3  # Newest checkpoints kept.
+  config.checkpoint.keep_best = 1  # Best-by-eval checkpoints kept as well.
+  config.checkpoint.async_save = True  # Write in the background while training goes on.
+
+  config.log = ml_collections.ConfigDict()
+  config.log.every_steps = 100  # Metrics to metrics.jsonl / TensorBoard / console.
+  config.log.tensorboard = True  # Also write TensorBoard event files.
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices.
   config.mesh.rules = "fsdp"  # Logical-axis rules preset: data_parallel | fsdp | fsdp_tensor
   config.mesh.multi_host = False  # Call jax.distributed.initialize() at start.
+  config.mesh.coordinator_address = ""  # host:port; empty lets jax.distributed find it.
+  config.mesh.num_processes = 0  # With coordinator_address: how many processes.
+  config.mesh.process_id = -1  # With coordinator_address: this process's index.
+  config.mesh.cpu_collectives = ""  # "gloo" for multi-process CPU runs.
 
   for preset in presets:
     _apply_preset(config, preset)
@@ -63,7 +87,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
   if preset == "smoke":
     config.train.batch_size = 8
-    config.train.seq_len = 64
+    config.train.seq_len = 320
     config.train.max_patches = 8
     config.train.steps = 4
     config.optimizer.warmup_steps = 2
@@ -71,6 +95,13 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.optimizer.peak_learning_rate = 1e-3
     config.mesh.shape = (2, 2, 2)
     config.mesh.rules = "fsdp_tensor"
+    config.data.mixture = "quickstart"
+    config.data.prompt_tokens = 160
+    config.data.max_episodes_per_task = 8
+    config.checkpoint.every_steps = 2
+    config.checkpoint.async_save = False
+    config.log.every_steps = 1
+    config.log.tensorboard = False
   elif preset == "quickstart":
     config.train.batch_size = 16
     config.train.seq_len = 256

@@ -165,6 +165,19 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
   )
 
 
+# SeqIO name -> (domain, dataset directory) of the built-in tasks as last registered.
+BUILTIN_SOURCES: dict[str, tuple[str, str]] = {}
+
+
+def available_builtin_tasks() -> dict[str, list[str]]:
+  """domain -> built-in SeqIO task names whose dataset exists on disk."""
+  available: dict[str, list[str]] = {}
+  for name, (domain, source) in sorted(BUILTIN_SOURCES.items()):
+    if os.path.isfile(os.path.join(source, "dataset_info.json")):
+      available.setdefault(domain, []).append(name)
+  return available
+
+
 def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expert") -> list[str]:
   """Registers "gato.<domain>.<task>" for every task of every registered domain."""
   from gato_jax.data import generation
@@ -184,6 +197,7 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       source = rlds_io.dataset_dir(os.path.expanduser(data_dir),
                                    generation.dataset_name(domain, policy), rlds_io.config_name(task))
       names.append(task_name(task))
+      BUILTIN_SOURCES[names[-1]] = (domain, source)
       register_control_task(names[-1], source, *env_specs, data_dir=data_dir, stats_task=task)
   return names
 

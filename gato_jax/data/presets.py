@@ -1,0 +1,97 @@
+"""Mixture specifications: named presets, the paper's Table 1, and `task=weight` strings.
+
+A mixture spec is a preset name or a comma-separated list of `name=weight`, where a name is a
+SeqIO task ("gato.babyai.GoToRedBall") or a whole domain ("babyai", whose weight is split evenly
+over its tasks that have data). `resolve` turns a spec into {SeqIO task: probability} over the
+tasks whose data exists, naming whatever it had to leave out.
+"""
+
+from typing import Mapping
+
+from absl import logging
+
+from gato_jax.data import mixture
+
+# Table 1 of the paper (GATO_SPEC.md), sampling weight in percent per dataset family.
+PAPER_TABLE1 = {
+    "DM Lab": 9.35, "ALE Atari": 9.5, "ALE Atari Extended": 10.0, "Sokoban": 1.33,
+    "BabyAI": 9.06, "DM Control": 4.62, "DM Control Pixels": 7.07,
+    "DM Control Random Small": 3.04, "DM Control Random Large": 3.04, "Meta-World": 8.96,
+    "Procgen": 5.34, "RGB Stacking sim": 1.33, "RGB Stacking real": 1.33, "Modular RL": 8.23,
+    "DM Manipulation Playground": 1.68, "Playroom": 1.33, "MassiveText": 6.7, "M3W": 4.0,
+    "ALIGN": 0.67, "MS-COCO Captions": 0.67, "Conceptual Captions": 0.67, "LTIP": 0.67,
+    "OKVQA": 0.67, "VQAv2": 0.67,
+}
+# Our domain standing in for each paper family we can generate here.
+PAPER_TO_DOMAIN = {"BabyAI": "babyai", "DM Control": "dm_control", "Meta-World": "metaworld",
+                   "ALE Atari": "atari", "MassiveText": "text", "MS-COCO Captions": "vision_language",
+                   "VQAv2": "vision_language"}
+
+PRESETS = {
+    # The CPU quickstart: fast-to-generate control tasks with real experts.
+    "quickstart": "gato.babyai.GoToRedBall=1,gato.babyai.GoToLocal=1",
+    "control": "babyai=1,dm_control=1,gymnax=1",
+}
+
+
+def paper_weights() -> dict[str, float]:
+  """Table 1 over our domains: families we stand in for keep their weight (summed per domain)."""
+  weights: dict[str, float] = {}
+  for family, weight in PAPER_TABLE1.items():
+    domain = PAPER_TO_DOMAIN.get(family)
+    if domain:
+      weights[domain] = weights.get(domain, 0.0) + weight
+  return weights
+
+
+def parse(spec: str) -> dict[str, float]:
+  """"paper" / a preset / "a=1,b=2" -> {name: weight}."""
+  spec = spec.strip()
+  if spec == "paper":
+    return paper_weights()
+  if spec in PRESETS:
+    spec = PRESETS[spec]
+  weights = {}
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    name, sep, weight = part.partition("=")
+    if not sep:
+      raise ValueError(f"mixture entry {part!r} must be name=weight; presets: paper,"
+                       f" {', '.join(sorted(PRESETS))}")
+    try:
+      weights[name.strip()] = float(weight)
+    except ValueError:
+      raise ValueError(f"mixture entry {part!r}: weight {weight!r} is not a number") from None
+  if not weights:
+    raise ValueError(f"empty mixture spec {spec!r}")
+  return weights
+
+
+def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
+  """Expands a spec over available data: {SeqIO task name: probability}.
+
+  Args:
+    spec: see `parse`.
+    available: domain -> SeqIO task names whose data exists.
+
+  Raises:
+    ValueError: if a named task has no data, or nothing named has any.
+  """
+  all_tasks = {task for tasks in available.values() for task in tasks}
+  weights, missing = {}, []
+  for name, weight in parse(spec).items():
+    if name in available and available[name]:
+      for task in available[name]:
+        weights[task] = weights.get(task, 0.0) + weight / len(available[name])
+    elif name in all_tasks:
+      weights[name] = weights.get(name, 0.0) + weight
+    elif "." in name:
+      raise ValueError(f"mixture task {name!r} has no data; generate it with tools/generate_data.py"
+                       f" (tasks with data: {sorted(all_tasks)})")
+    else:
+      missing.append(name)
+  if missing:
+    logging.warning("mixture domains without data (their weight is renormalised over the rest):"
+                    " %s", missing)
+  if not weights:
+    raise ValueError(f"mixture {spec!r} names no task with data; have {sorted(all_tasks)}")
+  return mixture.normalize_weights(weights)

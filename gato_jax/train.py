@@ -1,0 +1,131 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, which launchers and tests call.
+
+It joins a multi-host job when told to, builds the mesh, loads the mixture's episodes through
+their SeqIO Tasks, initialises (or resumes) the sharded train state and the data stream from the
+newest readable checkpoint in `workdir/checkpoints`, and trains, logging metrics and saving
+checkpoints as configured. `train.stop_at_step` ends the run early exactly as a preemption
+would: after a checkpoint, with nothing else changed, so rerunning without it finishes the run.
+"""
+
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+
+from gato_jax import checkpoint, sharding
+from gato_jax.data import mixture, presets, sequences, tasks
+from gato_jax.model import ModelConfig
+from gato_jax.training import metrics_log
+from gato_jax.training.optimizer import OptimizerConfig
+from gato_jax.training.step import abstract_param_count, create_train_state, make_train_step
+
+
+def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.train.batch_size % data_parallel:
+    raise ValueError(f"train.batch_size {config.train.batch_size} is not divisible by the"
+                     f" {data_parallel} data-parallel shards of mesh {dict(mesh.shape)}")
+  if config.train.batch_size % jax.process_count():
+    raise ValueError(f"train.batch_size {config.train.batch_size} does not split over"
+                     f" {jax.process_count()} processes")
+  if config.train.stop_at_step < 0 or config.train.stop_at_step > config.train.steps:
+    raise ValueError(f"train.stop_at_step must be in [0, train.steps={config.train.steps}],"
+                     f" got {config.train.stop_at_step}")
+
+
+def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.MixtureIterator:
+  """The training stream: this process's rows of each batch of the configured mixture."""
+  data_dir = os.path.expanduser(config.data.data_dir)
+  tasks.register_builtin_tasks(data_dir)
+  weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())
+  limit = config.data.max_episodes_per_task or None
+  pools = {name: tasks.load_token_groups(name, limit=limit) for name in weights}
+  logging.info("episodes per task: %s", {name: len(pool) for name, pool in pools.items()})
+  prompt = sequences.PromptConfig(probability=config.data.prompt_probability,
+                                  end_fraction=config.data.prompt_end_fraction,
+                                  max_tokens=config.data.prompt_tokens)
+  return mixture.MixtureIterator(
+      pools, weights, config.train.batch_size, config.train.seq_len, config.train.max_patches,
+      patch_dim, seed=config.data.seed, prompt=prompt, process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+
+def _abstract_state(state, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                      shardings)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming if `workdir` holds a checkpoint); returns the last logged metrics."""
+  mesh_cfg = config.mesh
+  sharding.maybe_initialize_distributed(
+      mesh_cfg.multi_host, coordinator_address=mesh_cfg.coordinator_address or None,
+      num_processes=mesh_cfg.num_processes or None,
+      process_id=mesh_cfg.process_id if mesh_cfg.process_id >= 0 else None,
+      cpu_collectives=mesh_cfg.cpu_collectives or None)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  model_config = ModelConfig.from_dict(config.model)
+  optimizer_config = OptimizerConfig.from_dict(config.optimizer)
+  mesh = sharding.create_mesh(tuple(mesh_cfg.shape))
+  rules = sharding.axis_rules(mesh_cfg.rules)
+  _check_config(config, mesh)
+  data = build_data(config, model_config.patch_dim)
+
+  state, trainer = create_train_state(model_config, optimizer_config, mesh, rules,
+                                      jax.random.key(config.train.seed))
+  num_params = abstract_param_count(model_config)
+  logging.info("model %s: %d parameters; mesh %s, rules %s", config.model.size, num_params,
+               dict(mesh.shape), mesh_cfg.rules)
+  checkpoints = checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"), save_interval_steps=config.checkpoint.every_steps,
+      keep_last=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
+      best_metric="eval/normalized_score", async_save=config.checkpoint.async_save)
+  start = 0
+  if checkpoints.latest_step() is not None:
+    restored = checkpoints.restore(_abstract_state(state, trainer.state_shardings))
+    state, start = restored.state, restored.step
+    data.set_state(restored.data_state)
+    logging.info("resumed from step %d in %s", start, checkpoints.directory)
+
+  stop = config.train.stop_at_step or config.train.steps
+  logger = metrics_log.MetricsLogger(workdir, config.train.steps, tensorboard=config.log.tensorboard)
+  example, _ = data.batch_at(start)
+  train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules))
+  rng = jax.random.key(config.train.seed + 1)
+  tokens_per_step = config.train.batch_size * config.train.seq_len
+  flops_per_step = 6.0 * num_params * tokens_per_step
+  values: dict[str, Any] = {}
+  interval_start, interval_steps = time.perf_counter(), 0
+  for step in range(start, stop):
+    local_batch, _ = data.batch_at(step)
+    data.step = step + 1
+    state, metrics = train_step(state, sharding.global_batch(local_batch, mesh, rules), rng)
+    interval_steps += 1
+    done = step + 1
+    if done % config.log.every_steps == 0 or done == stop:
+      metrics = jax.device_get(metrics)  # Waits for the step: the interval's time is real.
+      seconds = (time.perf_counter() - interval_start) / interval_steps
+      values = logger.write(done, {
+          **metrics, "step_seconds": seconds,
+          "tokens_per_second": tokens_per_step / seconds,
+          "flops_per_second": flops_per_step / seconds,
+      })
+      logger.progress(done, values)
+      interval_start, interval_steps = time.perf_counter(), 0
+    if checkpoints.should_save(done) or done == stop:
+      checkpoints.save(done, state, data.get_state())
+  checkpoints.wait()
+  checkpoints.close()
+  logger.close()
+  if stop < config.train.steps:
+    logging.info("stopped at step %d of %d (train.stop_at_step); rerun to continue", stop,
+                 config.train.steps)
+  return values
+
+
+def latest_losses(workdir: str) -> list[tuple[int, float]]:
+  """(step, loss) of every logged step in `workdir`, for tests and reports."""
+  return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(workdir)]

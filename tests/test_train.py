@@ -1,0 +1,91 @@
+"""The trainer end to end: smoke run on a (2, 2, 2) mesh, exact resume, launcher, bad configs."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from gato_jax import train
+from gato_jax.data import generation, presets
+from gato_jax.training import metrics_log
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("train_data"))
+  for task in ("babyai/GoToRedBall", "babyai/GoToLocal"):
+    generation.generate_task(task, path, num_episodes=6, stats_episodes=4, shard_episodes=6,
+                             progress=lambda line: None)
+  return path
+
+
+def _config(data_dir, **overrides):
+  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
+  import gato  # experiments/configs/gato.py
+
+  config = gato.get_config("tiny,smoke")
+  config.data.data_dir = data_dir
+  for key, value in overrides.items():
+    group, field = key.split(".")
+    config[group][field] = value
+  return config
+
+
+def test_smoke_run_and_exact_resume(data_dir, tmp_path):
+  full = tmp_path / "full"
+  final = train.train_and_evaluate(_config(data_dir), str(full))
+  records = metrics_log.read_metrics(str(full))
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  assert all(r["loss"] > 0 and r["action_tokens"] > 0 for r in records)
+  assert final["loss"] == records[-1]["loss"]
+  assert sorted(os.listdir(full / "checkpoints")) == ["2", "4"]
+
+  # Preempted at step 2 (after its checkpoint), then the same command again.
+  interrupted = tmp_path / "interrupted"
+  train.train_and_evaluate(_config(data_dir, **{"train.stop_at_step": 2}), str(interrupted))
+  assert [r["step"] for r in metrics_log.read_metrics(str(interrupted))] == [1, 2]
+  train.train_and_evaluate(_config(data_dir), str(interrupted))
+  resumed = metrics_log.read_metrics(str(interrupted))
+  assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+  for a, b in zip(resumed, records):
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
+    assert a["learning_rate"] == pytest.approx(b["learning_rate"], rel=1e-6)
+
+
+def test_launcher_and_overrides(data_dir, tmp_path):
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  out = subprocess.run(
+      [sys.executable, "experiments/train.py", "--config=experiments/configs/gato.py:tiny,smoke",
+       f"--workdir={tmp_path}", f"--config.data.data_dir={data_dir}", "--config.train.steps=1",
+       "--config.mesh.shape=-1,1,1", "--config.mesh.rules=data_parallel",
+       "--config.data.mixture=gato.babyai.GoToLocal=1"],
+      cwd=ROOT, env=env, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  (record,) = metrics_log.read_metrics(str(tmp_path))
+  assert record["step"] == 1 and record["loss"] > 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.mixture": "gato.babyai.NoSuchLevel=1"}, "has no data"),
+    ({"data.mixture": "babyai"}, "must be name=weight"),
+    ({"mesh.shape": (3, 1, 1)}, "needs 3 devices, but 8"),
+    ({"train.batch_size": 6}, "not divisible by the 4 data-parallel shards"),
+    ({"train.stop_at_step": 9}, "stop_at_step must be in"),
+])
+def test_bad_configs_fail_at_start(data_dir, tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(_config(data_dir, **overrides), str(tmp_path))
+
+
+def test_mixture_presets():
+  paper = presets.paper_weights()
+  assert paper["babyai"] == 9.06 and paper["vision_language"] == pytest.approx(1.34)
+  available = {"babyai": ["gato.babyai.A", "gato.babyai.B"], "dm_control": ["gato.dm_control.C"]}
+  weights = presets.resolve("babyai=1,dm_control=1,atari=5", available)  # atari: no data.
+  assert weights == {"gato.babyai.A": 0.25, "gato.babyai.B": 0.25, "gato.dm_control.C": 0.5}
+  assert presets.resolve("paper", available)["gato.dm_control.C"] == pytest.approx(
+      4.62 / (9.06 + 4.62))
