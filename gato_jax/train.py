@@ -50,7 +50,7 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
   return mixture.MixtureIterator(
       pools, weights, config.train.batch_size, config.train.seq_len, config.train.max_patches,
       patch_dim, seed=config.data.seed, prompt=prompt, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), kinds={name: tasks.TASK_KINDS[name] for name in weights})
 
 
 def _abstract_state(state, shardings):

@@ -118,3 +118,46 @@ def test_builtin_tasks_read_generated_data(data_dir):
     assert 1 <= len(groups) <= 4 and stats.expert_return > stats.random_return
   finally:
     tasks.register_builtin_tasks()  # Back to the default data directory for other tests.
+
+
+def test_text_and_vision_language_tasks_join_the_mixture(data_dir, tmp_path):
+  from gato_jax.data import example_sets
+
+  tfds = rlds_io._tfds()
+  docs = ["The agent opens the door.", "Pick up the red ball. " * 40, "Go to the green key."]
+  text_dir = example_sets.write_examples({"train": [{"text": d} for d in docs]},
+                                         {"text": tfds.features.Text()}, str(tmp_path), "docs", None)
+  tasks.register_example_task("test.docs", "text", text_dir, splits=("train",))
+  documents = tasks.load_token_groups("test.docs")
+  tokenizer = T.TextTokenizer()
+  np.testing.assert_array_equal(documents[0].tokens,
+                                list(tokenizer.encode(docs[0])) + [tokenizer.eos_id])
+  assert documents[1].loss_mask.all() and (documents[1].kinds == T.TokenKind.TEXT).all()
+
+  generation_dir = str(tmp_path / "vl")
+  example_sets.generate_task("vision_language/shapes_captions", generation_dir, 12,
+                             progress=lambda line: None)
+  source = rlds_io.dataset_dir(generation_dir, "gato_vision_language", "shapes_captions")
+  tasks.register_example_task("test.captions", "captioning", source)
+  captions = tasks.load_token_groups("test.captions")
+  assert captions[0].patches.shape == (16, 768)  # 64 x 64 scenes: 4 x 4 patches, then the text.
+  assert (captions[0].kinds[:16] == T.TokenKind.IMAGE_PATCH).all() and captions[0].loss_mask[16:].all()
+
+  babyai, _, _ = _register(data_dir, "babyai/GoToRedBall")
+  pools = {"test.docs": documents, "test.captions": captions, babyai: tasks.load_token_groups(babyai)}
+  it = mixture.MixtureIterator(pools, {name: 1.0 for name in pools}, batch_size=6, context=384,
+                               max_patches=80, patch_dim=768, seed=0, kinds=tasks.TASK_KINDS)
+  batch, row_tasks = it.batch_at(0)
+  for row, task in enumerate(row_tasks):
+    segments = batch.segment_ids[row]
+    if task == "test.docs":
+      assert (segments > 0).all()  # Documents fill the row, one segment each.
+    elif task == "test.captions":
+      patches = int((batch.kinds[row] == T.TokenKind.IMAGE_PATCH).sum())
+      assert patches % 16 == 0 and 16 <= patches <= 80  # Whole (image, caption) pairs, at most 5.
+  cfg = ModelConfig.from_size("tiny")
+  state, trainer = create_train_state(cfg, OptimizerConfig(warmup_steps=1, decay_steps=10),
+                                      sharding.create_mesh((1, 1, 1), jax.devices()[:1]), "fsdp",
+                                      jax.random.key(0))
+  _, metrics = make_train_step(trainer, batch)(state, batch, jax.random.key(0))
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["text_tokens"]) > 0

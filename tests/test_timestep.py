@@ -210,3 +210,13 @@ def test_bad_timesteps_raise_clear_errors():
   act_ep["button"] = act_ep["button"][:3]
   with pytest.raises(ValueError, match="disagree on their leading"):
     T.tokenize_episode(obs_ep, act_ep, OBS_SPEC, ACT_SPEC)
+
+
+def test_observation_only_example_without_separator():
+  spec = {"image": T.ImageSpec(), "text": T.TextSpec()}
+  group = T.tokenize_timestep({"image": np.zeros((16, 32, 3), np.uint8), "text": "a red ball"},
+                              None, spec, separator=False)
+  n_text = len(T.TextTokenizer().encode("a red ball"))
+  np.testing.assert_array_equal(group.kinds, [K.IMAGE_PATCH] * 2 + [K.TEXT] * n_text)
+  np.testing.assert_array_equal(group.local_positions, np.arange(2 + n_text))
+  np.testing.assert_array_equal(group.loss_mask, [0, 0] + [1] * n_text)

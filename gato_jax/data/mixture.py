@@ -18,6 +18,9 @@ from gato_jax.model.inputs import Batch
 from gato_jax.tokenizer.timestep import TokenGroup
 
 
+KINDS = ("control", "text", "vision_language")
+
+
 def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
   """Weights -> probabilities summing to 1, in sorted task order; bad weights are an error."""
   if not weights:
@@ -49,6 +52,8 @@ class MixtureIterator:
     seed: the stream's seed.
     prompt: prompt conditioning settings (GATO_SPEC.md: 25%, half from episode ends).
     process_index, process_count: this host's share of the rows.
+    kinds: task -> "control" (episodes: windows and prompts; the default), "text" (documents
+      packed into rows) or "vision_language" (5 image-text pairs a sequence).
   """
 
   episodes: Mapping[str, Sequence[TokenGroup]]
@@ -61,6 +66,7 @@ class MixtureIterator:
   prompt: sequences.PromptConfig = dataclasses.field(default_factory=sequences.PromptConfig)
   process_index: int = 0
   process_count: int = 1
+  kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
   step: int = 0
 
   def __post_init__(self):
@@ -72,6 +78,9 @@ class MixtureIterator:
       raise ValueError(f"tasks with no episodes: {empty}")
     if self.batch_size % self.process_count:
       raise ValueError(f"batch size {self.batch_size} does not split over {self.process_count} hosts")
+    bad_kinds = {t: k for t, k in self.kinds.items() if k not in KINDS}
+    if bad_kinds:
+      raise ValueError(f"unknown task kinds {bad_kinds}; kinds are {KINDS}")
     self.probabilities = normalize_weights(self.weights)
     self._tasks = list(self.probabilities)
     self._cumulative = np.cumsum([self.probabilities[t] for t in self._tasks])
@@ -81,12 +90,18 @@ class MixtureIterator:
   def rows_per_host(self) -> int:
     return self.batch_size // self.process_count
 
-  def sample_row(self, step: int, row: int) -> tuple[str, TokenGroup]:
-    """The sequence of global row `row` of batch `step`: a pure function of (seed, step, row)."""
+  def sample_row(self, step: int, row: int) -> tuple[str, list[TokenGroup]]:
+    """Global row `row` of batch `step` (its segments): a pure function of (seed, step, row)."""
     rng = np.random.default_rng([self.seed, step, row])
     task = self._tasks[min(int(np.searchsorted(self._cumulative, rng.random(), side="right")),
                            len(self._tasks) - 1)]
     pool = self.episodes[task]
+    kind = self.kinds.get(task, "control")
+    if kind == "text":
+      return task, sequences.text_row(pool, self.context, rng, name=task)
+    if kind == "vision_language":
+      return task, [sequences.vision_language_sequence(pool, self.context, rng,
+                                                       max_patches=self.max_patches, name=task)]
     index = int(rng.integers(len(pool)))
     prompt_episode = None
     if len(pool) > 1:
@@ -94,14 +109,14 @@ class MixtureIterator:
       prompt_episode = pool[other + (other >= index)]  # Any episode but the sampled one.
     sequence = sequences.make_sequence(pool[index], self.context, rng, prompt_episode,
                                        self.prompt, name=task)
-    return task, sequence
+    return task, [sequence]
 
   def batch_at(self, step: int) -> tuple[Batch, list[str]]:
     """This host's rows of batch `step`, and the task of each row."""
     first = self.process_index * self.rows_per_host
     rows = [self.sample_row(step, first + r) for r in range(self.rows_per_host)]
-    batch = packing.packed_batch([s for _, s in rows], self.context, self.max_patches,
-                                 self.patch_dim, num_rows=len(rows))
+    batch = packing.rows_batch([groups for _, groups in rows], self.context, self.max_patches,
+                               self.patch_dim)
     return batch, [task for task, _ in rows]
 
   def __iter__(self):

@@ -48,15 +48,32 @@ def packed_batch(groups: Sequence[TokenGroup], seq_len: int, max_patches: int, p
   rows = pack_rows(groups, seq_len, max_patches)
   if num_rows is not None and len(rows) > num_rows:
     raise ValueError(f"the sequences need {len(rows)} rows when packed, more than {num_rows}")
+  rows = [[groups[i] for i in members] for members in rows]
+  return rows_batch(rows + [[]] * ((num_rows or len(rows)) - len(rows)), seq_len, max_patches,
+                    patch_dim)
+
+
+def rows_batch(rows: Sequence[Sequence[TokenGroup]], seq_len: int, max_patches: int,
+               patch_dim: int) -> Batch:
+  """A Batch with one row per entry; the groups of a row become its segments 1, 2, ...
+
+  Raises:
+    ValueError: naming the row, if its groups exceed `seq_len` tokens or `max_patches`.
+  """
   merged, segments = [], []
-  for members in rows:
-    parts = [groups[i] for i in members]
-    merged.append(concat_token_groups(parts) if len(parts) > 1 else parts[0])
-    segments.append(np.concatenate([np.full(g.num_tokens, k + 1, np.int32)
-                                    for k, g in enumerate(parts)]))
-  empty_rows = (num_rows or len(rows)) - len(rows)
-  batch = batch_from_token_groups(merged + [_empty_group()] * empty_rows, seq_len, max_patches,
-                                  patch_dim)
+  for index, parts in enumerate(rows):
+    tokens = sum(g.num_tokens for g in parts)
+    patches = sum(g.patches.shape[0] for g in parts)
+    if tokens > seq_len or patches > max_patches:
+      raise ValueError(f"row {index} has {tokens} tokens and {patches} patches; a row holds"
+                       f" {seq_len} tokens and {max_patches} patches")
+    if not parts:
+      merged.append(_empty_group())
+    else:
+      merged.append(concat_token_groups(parts) if len(parts) > 1 else parts[0])
+    segments.append(np.concatenate([np.zeros(0, np.int32)] + [
+        np.full(g.num_tokens, k + 1, np.int32) for k, g in enumerate(parts)]))
+  batch = batch_from_token_groups(merged, seq_len, max_patches, patch_dim)
   segment_ids = np.zeros_like(batch.segment_ids)
   for row, ids in enumerate(segments):
     segment_ids[row, :ids.size] = ids

@@ -1,8 +1,9 @@
-"""Tokenized episodes to training sequences: timestep-aligned windows and prompts.
+"""Tokenized data to training sequences: episode windows with prompts, text, image-text pairs.
 
-GATO_SPEC.md, Training: a sequence is a random window of an episode that fits the context, cut
-at timestep boundaries; 25% of sequences get a prompt from another episode of the same task,
-half taken from the end of that episode and half from a uniformly chosen point. Everything here
+GATO_SPEC.md, Training: a control sequence is a random window of an episode that fits the
+context, cut at timestep boundaries; 25% of them get a prompt from another episode of the same
+task, half taken from the end of that episode and half from a uniformly chosen point. Text rows
+pack documents; vision-language sequences concatenate 5 (image, text) pairs. Everything here
 is numpy over `TokenGroup`s and takes an explicit `numpy.random.Generator`, so a seeded pipeline
 produces the same sequences on every run.
 """
@@ -136,3 +137,54 @@ def make_sequence(episode: TokenGroup, context: int, rng: np.random.Generator,
     window = random_window(episode, context - prompt.num_tokens, rng, name)
     return concat_token_groups([prompt, window])
   return random_window(episode, context, rng, name)
+
+
+def token_slice(group: TokenGroup, start: int, stop: int) -> TokenGroup:
+  """Tokens [start, stop) of a group without images (a text document)."""
+  if group.patches.shape[0]:
+    raise ValueError("token_slice cuts text only; image sequences are cut at timestep boundaries")
+  take = lambda a: np.asarray(a)[start:stop]
+  return group.replace(tokens=take(group.tokens), kinds=take(group.kinds),
+                       local_positions=take(group.local_positions),
+                       loss_mask=take(group.loss_mask), timesteps=take(group.timesteps))
+
+
+def text_row(documents, context: int, rng: np.random.Generator,
+             name: str = "text") -> list[TokenGroup]:
+  """Documents packed into one row: random documents until `context` tokens are filled.
+
+  Each document is its own segment (attention stays inside it); one longer than the room left
+  contributes a random window of exactly that many tokens.
+  """
+  row, used = [], 0
+  while used < context:
+    document = documents[int(rng.integers(len(documents)))]
+    if document.num_tokens == 0:
+      raise ValueError(f"{name} contains an empty document")
+    room = context - used
+    if document.num_tokens > room:
+      start = int(rng.integers(document.num_tokens - room + 1))
+      document = token_slice(document, start, start + room)
+    row.append(document)
+    used += document.num_tokens
+  return row
+
+
+def vision_language_sequence(examples, context: int, rng: np.random.Generator, pairs: int = 5,
+                             max_patches: int | None = None,
+                             name: str = "vision_language") -> TokenGroup:
+  """`pairs` random (image, text) examples concatenated, cropped to whole examples that fit
+  `context` tokens and `max_patches` patches.
+
+  GATO_SPEC.md, Training: vision-language sequences are 5 (image, text) pairs, padded or cropped.
+  """
+  chosen = [examples[int(i)] for i in rng.integers(len(examples), size=pairs)]
+  sequence = concat_token_groups(chosen)
+  stop = _fitting_stop(timestep_offsets(sequence), 0, context)
+  if max_patches is not None:
+    patch_offsets = np.concatenate([[0], np.cumsum([g.patches.shape[0] for g in chosen])])
+    stop = min(stop, int(np.searchsorted(patch_offsets, max_patches, side="right")) - 1)
+  if stop == 0:
+    raise WindowError(f"{name} has an example of {chosen[0].num_tokens} tokens; a sequence holds"
+                      f" only {context}")
+  return slice_timesteps(sequence, 0, stop)

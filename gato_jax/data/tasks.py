@@ -28,8 +28,8 @@ from gato_jax import tf_compat
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.data import rlds_io
 from gato_jax.tokenizer import specs as token_specs
-from gato_jax.tokenizer.constants import VOCAB_SIZE
-from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode
+from gato_jax.tokenizer.constants import NO_LOCAL_POSITION, VOCAB_SIZE, TokenKind
+from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode, tokenize_timestep
 
 DEFAULT_DATA_DIR = os.path.join("~", ".cache", "gato_jax")
 TASK_PREFIX = "gato"
@@ -154,6 +154,7 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
   token_specs.leaf_specs(observation_spec)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
+  TASK_KINDS[name] = "control"
   dataset_fn = functools.partial(_episode_source, source, data_dir, key_map, stats_task,
                                  filter_fraction)
   return seqio.TaskRegistry.add(
@@ -163,6 +164,104 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
                                        action_spec=action_spec, task=name)],
       output_features=output_features(),
   )
+
+
+# SeqIO name -> "control" | "text" | "vision_language": how the mixture builds its sequences.
+TASK_KINDS: dict[str, str] = {}
+EXAMPLE_KINDS = {"text": "text", "captioning": "vision_language", "vqa": "vision_language"}
+_VL_SPEC = {"image": token_specs.ImageSpec(), "text": token_specs.TextSpec()}
+
+
+def _example_source(kind: str, source: str, data_dir: str | None, text_key: str, split: str,
+                    shuffle_files: bool, seed=None):
+  """Examples of a text or vision-language set as {"text"} or {"image", "text"}."""
+  del shuffle_files, seed
+  tf = tf_compat.import_tensorflow()
+  from gato_jax.data import example_sets, vision_language
+
+  data_dir = os.path.expanduser(data_dir) if data_dir else None
+  if kind == "text":
+    dataset = example_sets.load_split(source, split, data_dir)
+    if text_key not in dataset.element_spec:
+      raise KeyError(f"{source!r} has no text feature {text_key!r}; it has"
+                     f" {sorted(dataset.element_spec)}")
+    return dataset.map(lambda example: {"text": example[text_key]})
+  if kind == "captioning":
+    return vision_language.load_captioning(source, split, data_dir).map(
+        lambda example: {"image": example["image"], "text": example["caption"]})
+  return vision_language.load_vqa(source, split, data_dir).map(
+      lambda example: {"image": example["image"],
+                       "text": tf.strings.join([example["question"], example["answer"]], " ")})
+
+
+def _tokenize_example_numpy(kind: str, text, image=None) -> tuple:
+  text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+  if kind == "text":
+    tokenizer = _text_tokenizer()
+    # EOS closes each document, so the model learns where documents end.
+    ids = np.concatenate([tokenizer.encode(text), [tokenizer.eos_id]]).astype(np.int32)
+    n = ids.size
+    group = TokenGroup(tokens=ids, kinds=np.full(n, TokenKind.TEXT, np.int32),
+                       local_positions=np.full(n, NO_LOCAL_POSITION, np.int32),
+                       loss_mask=np.ones(n, bool),
+                       timesteps=np.zeros(n, np.int32), patches=np.zeros((0, 0), np.float32),
+                       patch_rows=np.zeros((0, 2), np.float32),
+                       patch_cols=np.zeros((0, 2), np.float32))
+  else:
+    group = tokenize_timestep({"image": image, "text": text}, None, _VL_SPEC, separator=False)
+  return tuple(np.asarray(getattr(group, name)).astype(
+      np.float32 if name in _FLOAT_FIELDS else np.int32) for name in FIELDS)
+
+
+@functools.cache
+def _text_tokenizer():
+  from gato_jax.tokenizer.text import TextTokenizer
+
+  return TextTokenizer()
+
+
+def _tokenize_examples(dataset, kind: str):
+  tf = tf_compat.import_tensorflow()
+
+  def tokenize(example):
+    inputs = [example["text"]] + ([example["image"]] if "image" in example else [])
+    outputs = tf.numpy_function(
+        functools.partial(_tokenize_example_numpy, kind), inputs,
+        [tf.float32 if name in _FLOAT_FIELDS else tf.int32 for name in FIELDS], stateful=False)
+    fields = {}
+    for name, value in zip(FIELDS, outputs):
+      value.set_shape([None] if FIELDS[name] == 1 else [None, None])
+      fields[name] = value
+    return fields
+
+  return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def register_example_task(name: str, kind: str, source: str, data_dir: str | None = None,
+                          text_key: str = "text", splits=("train", "validation")):
+  """Registers a SeqIO Task over a text ("text"), captioning or VQA set.
+
+  Args:
+    name: the SeqIO task name.
+    kind: "text" (documents; e.g. our CPython docs, lm1b, c4), "captioning" (ours or TFDS
+      coco_captions) or "vqa" (ours).
+    source: a TFDS name looked up in `data_dir`, or a dataset directory.
+    text_key: the text feature of a text set.
+    splits: the splits the source has.
+  """
+  tf_compat.import_tensorflow()
+  import seqio
+
+  if kind not in EXAMPLE_KINDS:
+    raise ValueError(f"unknown example kind {kind!r}; kinds: {sorted(EXAMPLE_KINDS)}")
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  TASK_KINDS[name] = EXAMPLE_KINDS[kind]
+  dataset_fn = functools.partial(_example_source, kind, source, data_dir, text_key)
+  return seqio.TaskRegistry.add(
+      name, source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
+      preprocessors=[functools.partial(_tokenize_examples, kind=kind)],
+      output_features=output_features())
 
 
 # SeqIO name -> (domain, dataset directory) of the built-in tasks as last registered.
@@ -199,6 +298,20 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       names.append(task_name(task))
       BUILTIN_SOURCES[names[-1]] = (domain, source)
       register_control_task(names[-1], source, *env_specs, data_dir=data_dir, stats_task=task)
+  from gato_jax.data import example_sets
+
+  example_kinds = {"text/cpython_docs": "text", "vision_language/shapes_captions": "captioning",
+                   "vision_language/shapes_vqa": "vqa"}
+  for domain in example_sets.domains():
+    for task in example_sets.list_tasks(domain):
+      kind = example_kinds.get(task)
+      if kind is None:
+        continue
+      source = rlds_io.dataset_dir(os.path.expanduser(data_dir), example_sets.make_task(task).dataset,
+                                   rlds_io.config_name(task))
+      names.append(task_name(task))
+      BUILTIN_SOURCES[names[-1]] = (domain, source)
+      register_example_task(names[-1], kind, source)
   return names
 
 

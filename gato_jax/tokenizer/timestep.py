@@ -141,7 +141,8 @@ def _batch_shape(tree: Any, spec: Any, batch_ndim: int) -> tuple[int, ...]:
   return shape
 
 
-def _tokenize_batched(observation, action, observation_spec, action_spec, batch_ndim: int):
+def _tokenize_batched(observation, action, observation_spec, action_spec, batch_ndim: int,
+                      separator: bool = True):
   """Tokenizes timesteps whose leaves carry `batch_ndim` leading dims -> TokenGroup [*B, L]."""
   leaves = list(specs.flatten_with_paths(observation, observation_spec))
   action_leaves = []
@@ -170,8 +171,9 @@ def _tokenize_batched(observation, action, observation_spec, action_spec, batch_
       cols.append(leaf_cols)
   num_observation = sum(k.size for k in kinds)
 
-  ids.append(xp.full((*batch_shape, 1), SEPARATOR_ID, dtype=xp.int32))
-  kinds.append(np.full(1, TokenKind.SEPARATOR, np.int32))
+  if separator or action_leaves:
+    ids.append(xp.full((*batch_shape, 1), SEPARATOR_ID, dtype=xp.int32))
+    kinds.append(np.full(1, TokenKind.SEPARATOR, np.int32))
   for path, x, leaf_spec in action_leaves:
     leaf_ids, kind, _ = _leaf_tokens(path, x, leaf_spec, batch_shape, xp, True)
     ids.append(leaf_ids)
@@ -218,6 +220,7 @@ def tokenize_timestep(
     observation_spec: Any,
     action_spec: Any = None,
     text_tokenizer=None,
+    separator: bool = True,
 ) -> TokenGroup:
   """Tokenizes one timestep: observation tokens, `|`, action tokens.
 
@@ -229,12 +232,14 @@ def tokenize_timestep(
     observation_spec: leaf specs mirroring `observation`.
     action_spec: leaf specs (DiscreteSpec / ContinuousSpec) mirroring `action`.
     text_tokenizer: used for string text leaves; defaults to the packaged TextTokenizer.
+    separator: False drops the `|` when there is no action, for observation-only examples
+      such as an (image, caption) pair.
 
   Returns:
     A TokenGroup [L]; numpy on the host path, jax arrays when any input is a jax array.
   """
   observation = _encode_text_leaves(observation, observation_spec, 0, text_tokenizer)
-  return _tokenize_batched(observation, action, observation_spec, action_spec, 0)
+  return _tokenize_batched(observation, action, observation_spec, action_spec, 0, separator)
 
 
 def concat_token_groups(groups: Sequence[TokenGroup]) -> TokenGroup:
