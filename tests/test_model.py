@@ -189,3 +189,26 @@ def test_remat_unrolled_and_bf16_variants(tiny_params):
   assert abs(float(bf16_loss) - float(base_loss)) < 0.05 * float(base_loss)
   shapes = jax.eval_shape(lambda r: init_variables(bf16, r), jax.random.key(0))
   assert {x.dtype for x in jax.tree.leaves(nn.unbox(shapes))} == {jnp.dtype("float32")}
+
+
+def test_logits_at_targets_only_give_the_same_loss_and_gradients(tiny_params):
+  from gato_jax.training.step import max_targets_per_row, target_bucket, target_positions
+
+  batch = _batch(num_rows=3)
+  model = Gato(TINY)
+  full = lambda p: masked_next_token_loss(model.apply({"params": p}, batch), batch)
+  count = max_targets_per_row(batch)
+  k = target_bucket(count, batch.tokens.shape[1])
+  assert count == 6 and k == 16
+  positions = target_positions(batch, k)
+
+  def sparse(p):
+    return masked_next_token_loss(model.apply({"params": p}, batch, positions=positions), batch,
+                                  positions)
+
+  (loss_a, metrics_a), grads_a = jax.jit(jax.value_and_grad(full, has_aux=True))(tiny_params)
+  (loss_b, metrics_b), grads_b = jax.jit(jax.value_and_grad(sparse, has_aux=True))(tiny_params)
+  np.testing.assert_allclose(loss_b, loss_a, rtol=1e-6)
+  assert metrics_a["target_tokens"] == metrics_b["target_tokens"] == 18
+  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)

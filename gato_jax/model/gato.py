@@ -25,7 +25,8 @@ class Gato(nn.Module):
     return padded_vocab_size(self.config.vocab_multiple)
 
   @nn.compact
-  def __call__(self, batch: Batch, train: bool = False, decode: bool = False):
+  def __call__(self, batch: Batch, train: bool = False, decode: bool = False,
+               positions=None):
     """Returns float32 logits [B, T, padded vocab]; rows past the real vocabulary are -inf-like.
 
     Args:
@@ -33,11 +34,17 @@ class Gato(nn.Module):
       train: enables stochastic depth, dropout and sampled patch positions (needs the
         "dropout" and "patch_positions" rngs).
       decode: reads and extends the key/value cache (mutable "cache" collection).
+      positions: optional int32 [B, K]: project only these positions, giving logits [B, K, V].
+        Training needs logits only where the next token is a target, a few percent of the
+        positions in control data, and the vocabulary projection is the costliest layer of
+        the small models.
     """
     cfg = self.config
     embedder = Embedder(cfg, self.vocab_size, name="embedder")
     x = embedder(batch, train)
     x = Decoder(cfg, train, decode, name="decoder")(x, batch.segment_ids)
+    if positions is not None:
+      x = jnp.take_along_axis(x, positions[..., None], axis=1)  # [B, T, E] -> [B, K, E]
     x = nn.LayerNorm(
         dtype=jnp.dtype(cfg.dtype), param_dtype=cfg.param_dtype,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),

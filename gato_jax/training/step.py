@@ -15,6 +15,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gato_jax import sharding
@@ -63,26 +64,54 @@ def create_train_state(model_config: ModelConfig, optimizer_config: OptimizerCon
   return state, Trainer(model, tx, schedule, mesh, rules, state_shardings)
 
 
-def masked_next_token_loss(logits, batch: Batch):
-  """Cross-entropy of position t's logits against token t + 1, on loss-mask targets only.
+def target_mask(batch: Batch):
+  """bool [B, T-1]: position t's prediction of token t + 1 counts in the loss.
 
   Targets are text and action tokens (the tokenizer's loss mask); a target in a different packed
   segment than its predictor is not a next token, so it is dropped.
+  """
+  mask = batch.loss_mask[:, 1:] & (batch.segment_ids[:, 1:] == batch.segment_ids[:, :-1])
+  return mask & (batch.segment_ids[:, 1:] > 0)
+
+
+def max_targets_per_row(batch: Batch) -> int:
+  """The largest number of loss targets in any row of a host (numpy) batch."""
+  return int(np.asarray(target_mask(jax.tree.map(np.asarray, batch))).sum(axis=1).max(initial=0))
+
+
+def target_bucket(count: int, seq_len: int) -> int:
+  """A static logits budget K >= count: powers of two, so few shapes ever compile."""
+  return int(min(max(16, 1 << max(count - 1, 0).bit_length()), seq_len - 1))
+
+
+def masked_next_token_loss(logits, batch: Batch, positions=None):
+  """Cross-entropy of next-token predictions on target tokens only.
+
+  Args:
+    logits: [B, T, V] for every position, or [B, K, V] for `positions` only.
+    batch: the inputs (tokens, kinds, loss mask, segments).
+    positions: int32 [B, K] predictor positions the logits belong to (see `target_positions`).
 
   Returns:
-    (mean loss over targets, metrics dict with per-kind accuracies and target counts).
+    (mean loss over targets, metrics dict with per-kind losses, accuracies and target counts).
   """
+  mask = target_mask(batch)
   targets = batch.tokens[:, 1:]  # [B, T-1]
-  mask = batch.loss_mask[:, 1:] & (batch.segment_ids[:, 1:] == batch.segment_ids[:, :-1])
-  mask = mask & (batch.segment_ids[:, 1:] > 0)
-  logits = logits[:, :-1].astype(jnp.float32)  # [B, T-1, V]
+  target_kinds = batch.kinds[:, 1:]
+  if positions is None:
+    logits = logits[:, :-1]
+  else:
+    # Positions past a row's real targets are fill: weighted out below.
+    take = lambda a: jnp.take_along_axis(a, positions, axis=1)
+    mask = take(mask) & (jnp.arange(positions.shape[1]) < jnp.sum(target_mask(batch), 1, keepdims=True))
+    targets, target_kinds = take(targets), take(target_kinds)
+  logits = logits.astype(jnp.float32)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
   weights = mask.astype(jnp.float32)
   count = jnp.sum(weights)
   loss = jnp.sum(nll * weights) / jnp.maximum(count, 1.0)
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  target_kinds = batch.kinds[:, 1:]
   metrics = {"loss": loss, "target_tokens": count}
   for name, kind in (("text", TokenKind.TEXT), ("action", TokenKind.VALUE)):
     kind_weights = weights * (target_kinds == kind)
@@ -93,25 +122,38 @@ def masked_next_token_loss(logits, batch: Batch):
   return loss, metrics
 
 
-def loss_and_metrics(params, batch: Batch, rng, model: Gato, train: bool):
+def target_positions(batch: Batch, num_targets: int):
+  """int32 [B, K]: each row's predictor positions of its targets, first K, padded with 0."""
+  return jax.vmap(lambda row: jnp.nonzero(row, size=num_targets, fill_value=0)[0])(
+      target_mask(batch)).astype(jnp.int32)
+
+
+def loss_and_metrics(params, batch: Batch, rng, model: Gato, train: bool,
+                     num_targets: int | None = None):
   dropout_rng, patch_rng = jax.random.split(rng)
-  logits = model.apply({"params": params}, batch, train=train,
+  positions = None if num_targets is None else target_positions(batch, num_targets)
+  logits = model.apply({"params": params}, batch, train=train, positions=positions,
                        rngs={"dropout": dropout_rng, "patch_positions": patch_rng})
-  return masked_next_token_loss(logits, batch)
+  return masked_next_token_loss(logits, batch, positions)
 
 
-def compute_gradients(params, batch: Batch, rng, trainer: Trainer):
+def compute_gradients(params, batch: Batch, rng, trainer: Trainer, num_targets: int | None = None):
   """(metrics, gradients) of the training loss, with the model's sharding rules in force."""
   with nn.logical_axis_rules(trainer.rules):
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
-    (_, metrics), grads = grad_fn(params, batch, rng, trainer.model, True)
+    (_, metrics), grads = grad_fn(params, batch, rng, trainer.model, True, num_targets)
   return metrics, grads
 
 
-def train_step(state: TrainState, batch: Batch, rng, *, trainer: Trainer):
-  """One optimiser step; pure, so it can be jitted, sharded and tested as it is."""
+def train_step(state: TrainState, batch: Batch, rng, *, trainer: Trainer,
+               num_targets: int | None = None):
+  """One optimiser step; pure, so it can be jitted, sharded and tested as it is.
+
+  `num_targets` (static), when given, bounds the loss targets of every row: logits are then
+  computed at those positions only. It must be at least `max_targets_per_row(batch)`.
+  """
   rng = jax.random.fold_in(rng, state.step)
-  metrics, grads = compute_gradients(state.params, batch, rng, trainer)
+  metrics, grads = compute_gradients(state.params, batch, rng, trainer, num_targets)
   updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
@@ -127,19 +169,28 @@ def make_train_step(trainer: Trainer, example_batch: Batch):
   """`train_step` jitted with explicit shardings and the old state donated.
 
   Returns:
-    step(state, batch, rng) -> (state, metrics); the mesh is set while it traces.
+    step(state, batch, rng, num_targets=None) -> (state, metrics). With `num_targets` (the
+    global maximum of `max_targets_per_row`, which multi-host callers agree on) logits are
+    computed for targets only, in power-of-two buckets; without it, for every position.
   """
-  jitted = jax.jit(
-      functools.partial(train_step, trainer=trainer),
-      in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
-                    sharding.replicated(trainer.mesh)),
-      out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
-      donate_argnums=0,
-  )
+  compiled = {}
+  seq_len = example_batch.tokens.shape[1]
 
-  def step(state, batch, rng):
+  def jitted(bucket):
+    if bucket not in compiled:
+      compiled[bucket] = jax.jit(
+          functools.partial(train_step, trainer=trainer, num_targets=bucket),
+          in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
+                        sharding.replicated(trainer.mesh)),
+          out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
+          donate_argnums=0,
+      )
+    return compiled[bucket]
+
+  def step(state, batch, rng, num_targets: int | None = None):
+    bucket = None if num_targets is None else target_bucket(num_targets, seq_len)
     with jax.set_mesh(trainer.mesh):
-      return jitted(state, batch, rng)
+      return jitted(bucket)(state, batch, rng)
 
   return step
 
