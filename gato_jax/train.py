@@ -14,13 +14,15 @@ from typing import Any
 from absl import logging
 import jax
 import ml_collections
+import numpy as np
 
 from gato_jax import checkpoint, sharding
 from gato_jax.data import mixture, presets, sequences, tasks
 from gato_jax.model import ModelConfig
 from gato_jax.training import metrics_log
 from gato_jax.training.optimizer import OptimizerConfig
-from gato_jax.training.step import abstract_param_count, create_train_state, make_train_step
+from gato_jax.training.step import (abstract_param_count, create_train_state, make_train_step,
+                                     max_targets_per_row)
 
 
 def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
@@ -51,6 +53,15 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
       pools, weights, config.train.batch_size, config.train.seq_len, config.train.max_patches,
       patch_dim, seed=config.data.seed, prompt=prompt, process_index=jax.process_index(),
       process_count=jax.process_count(), kinds={name: tasks.TASK_KINDS[name] for name in weights})
+
+
+def _global_max(value: int) -> int:
+  """The maximum of `value` over all processes (every process must call this)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
 def _abstract_state(state, shardings):
@@ -99,10 +110,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   flops_per_step = 6.0 * num_params * tokens_per_step
   values: dict[str, Any] = {}
   interval_start, interval_steps = time.perf_counter(), 0
+  eval_every = config.eval.every_steps if "eval" in config else 0
   for step in range(start, stop):
     local_batch, _ = data.batch_at(step)
     data.step = step + 1
-    state, metrics = train_step(state, sharding.global_batch(local_batch, mesh, rules), rng)
+    num_targets = None
+    if config.train.logits_at_targets_only:
+      num_targets = _global_max(max_targets_per_row(local_batch))
+    state, metrics = train_step(state, sharding.global_batch(local_batch, mesh, rules), rng,
+                                num_targets=num_targets)
     interval_steps += 1
     done = step + 1
     if done % config.log.every_steps == 0 or done == stop:
@@ -115,8 +131,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       })
       logger.progress(done, values)
       interval_start, interval_steps = time.perf_counter(), 0
+    eval_metrics = {}
+    if eval_every and done % eval_every == 0:
+      # Imported here: evaluation pulls in the environments, which training alone never needs.
+      from gato_jax.evaluation import evaluator
+
+      results = evaluator.evaluate(config, workdir, params=state.params, step=done)
+      eval_metrics = evaluator.scalar_metrics(results)
+      logger.write(done, eval_metrics)
     if checkpoints.should_save(done) or done == stop:
-      checkpoints.save(done, state, data.get_state())
+      # The eval score ranks checkpoints for keep_best; steps saved without one are kept by
+      # recency only, so choose eval.every_steps as a multiple of checkpoint.every_steps.
+      checkpoints.save(done, state, data.get_state(), metrics=eval_metrics)
   checkpoints.wait()
   checkpoints.close()
   logger.close()
@@ -128,4 +154,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def latest_losses(workdir: str) -> list[tuple[int, float]]:
   """(step, loss) of every logged step in `workdir`, for tests and reports."""
-  return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(workdir)]
+  # Evaluation records (eval/...) share the file and carry no loss.
+  return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(workdir) if "loss" in r]

@@ -50,6 +50,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train.steps = 1_000_000  # Total optimiser steps.
   config.train.seed = 0  # Parameter init and step RNG.
   config.train.stop_at_step = 0  # >0: stop (after saving) at this step, as a preemption would.
+  config.train.logits_at_targets_only = True  # Project to the vocabulary only where loss counts.
 
   config.data = ml_collections.ConfigDict()
   config.data.mixture = "control"  # Preset (quickstart | control | paper) or "name=weight,...".
@@ -69,6 +70,19 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.log = ml_collections.ConfigDict()
   config.log.every_steps = 100  # Metrics to metrics.jsonl / TensorBoard / console.
   config.log.tensorboard = True  # Also write TensorBoard event files.
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.tasks = ""  # Comma-separated "<domain>/<task>"; empty: the mixture's control tasks.
+  config.eval.episodes = 50  # Rollouts per task (the paper's 50).
+  config.eval.batch_size = 16  # Environments stepped together, one batched model call per token.
+  config.eval.prompt_tokens = 256  # Prompt: end of a successful demonstration; 0: no prompt.
+  config.eval.prompt_episodes = 20  # Stored successful episodes per task to draw prompts from.
+  config.eval.temperature = 0.0  # 0: greedy action tokens; > 0: sampling temperature.
+  config.eval.max_steps = 0  # > 0: cap each episode's steps below the task's own time limit.
+  config.eval.context_headroom = 0.25  # Fraction of the context a trim leaves free (fewer refills).
+  config.eval.bootstrap_resamples = 2000  # Stratified bootstrap replicates for the 95% CIs.
+  config.eval.seed = 0  # Evaluation episode seeds (a stream apart from the data's) and sampling.
+  config.eval.every_steps = 0  # During training: evaluate every N steps (0: off).
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices.
@@ -103,13 +117,16 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.log.every_steps = 1
     config.log.tensorboard = False
   elif preset == "quickstart":
-    config.train.batch_size = 16
-    config.train.seq_len = 256
+    config.train.batch_size = 8
+    config.train.seq_len = 512  # BabyAI timesteps are 154 tokens; prompts get up to half.
     config.train.max_patches = 32
     config.train.steps = 600
     config.optimizer.warmup_steps = 50
     config.optimizer.decay_steps = 600
     config.optimizer.peak_learning_rate = 1e-3
     config.model.stochastic_depth = 0.0
+    config.data.mixture = "quickstart"
+    config.checkpoint.every_steps = 200
+    config.log.every_steps = 10
   else:
     raise ValueError(f"unknown preset {preset!r}; presets: smoke, quickstart")

@@ -34,11 +34,17 @@ def init_cache(model_config: ModelConfig, batch_size: int):
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.unbox(shapes))
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def prefill(params, cache, batch: Batch, *, model: Gato):
-  """Appends `batch`'s tokens to the cache; returns (float32 logits [B, T, V], new cache)."""
+@functools.partial(jax.jit, static_argnames=("model", "last_only"))
+def prefill(params, cache, batch: Batch, *, model: Gato, last_only: bool = False):
+  """Appends `batch`'s tokens to the cache; returns (float32 logits [B, T, V], new cache).
+
+  With `last_only` the logits are [B, 1, V], for the newest token only: acting needs nothing
+  else, and projecting a long context onto the 33k-entry vocabulary would dominate its cost.
+  """
+  b, t = batch.tokens.shape
+  positions = jnp.full((b, 1), t - 1, jnp.int32) if last_only else None
   logits, variables = model.apply({"params": params, "cache": cache}, batch, decode=True,
-                                  mutable=["cache"])
+                                  positions=positions, mutable=["cache"])
   return logits, variables["cache"]
 
 
@@ -127,7 +133,7 @@ class CachedDecoder:
     if batch.tokens.shape[0] != self.batch_size:
       raise ValueError(f"batch has {batch.tokens.shape[0]} rows, the decoder {self.batch_size}")
     self._reserve(batch.tokens.shape[1])
-    logits, self.cache = prefill(self.params, self.cache, batch, model=self.model)
+    logits, self.cache = prefill(self.params, self.cache, batch, model=self.model, last_only=True)
     return logits[:, -1]
 
   def decode(self, last_logits, action_spec: Any, rng=None, temperature: float = 0.0):

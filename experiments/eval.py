@@ -1,0 +1,36 @@
+r"""Evaluates a Gato checkpoint: a thin absl launcher around gato_jax.evaluation.evaluate.
+
+  python experiments/eval.py --config=experiments/configs/gato.py:tiny,quickstart \
+      --workdir=/tmp/gato --config.eval.episodes=10
+  python experiments/eval.py --config=experiments/configs/gato.py:79m --workdir=DIR \
+      --checkpoint_step=100000 --config.eval.tasks=babyai/GoToRedBall,gymnax/CartPole-v1
+
+Restores the newest checkpoint in --workdir (or --checkpoint_step), plays the config's eval
+rollouts and writes DIR/eval/STEP/{results.json,results.md,normalized_scores.png}.
+"""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # State-based environments need no renderer.
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from gato_jax.evaluation import evaluator, reports
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
+_CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None,
+                                        "Checkpoint to evaluate (default: the newest).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  results = evaluator.evaluate(_CONFIG.value, _WORKDIR.value, step=_CHECKPOINT_STEP.value)
+  print(reports.render_markdown(results))
+
+
+if __name__ == "__main__":
+  app.run(main)

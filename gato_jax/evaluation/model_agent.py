@@ -1,0 +1,183 @@
+"""The Gato model as an evaluation agent: prompted, cached, batched token-by-token decoding.
+
+Each row of the batch is one environment. Per environment step the agent tokenizes the new
+observations, appends them to the shared key/value cache (`inference.CachedDecoder`) in one
+batched call, and decodes the action tokens one at a time with logits masked to each token's
+valid id range. Rows are left-padded (segment id 0, which real tokens never attend to), so rows
+whose observations differ in length, or that sit idle, share one cache and one call.
+
+The cache is rebuilt (reset, then one left-padded prefill of every row's context) when a row
+starts an episode, or when the next observation and action would not fit in
+`max_decode_length`; before a rebuild every row's context is trimmed to whole timesteps, keeping
+its prompt (see `context.RowContext.trim`). Trimming leaves `headroom` of the cache free, so a
+rebuild happens every few steps rather than at every step once an episode fills the context.
+"""
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from gato_jax.envs import base
+from gato_jax.evaluation import agents
+from gato_jax.evaluation.context import RowContext, empty_group
+from gato_jax.inference.decode import CachedDecoder
+from gato_jax.model.config import ModelConfig
+from gato_jax.model.inputs import Batch, batch_from_token_groups
+from gato_jax.tokenizer import specs as token_specs
+from gato_jax.tokenizer.timestep import TokenGroup, decode_action, tokenize_timestep
+
+# Padded lengths are rounded up to these multiples so that a rollout compiles a handful of
+# prefill shapes instead of one per distinct observation or context length.
+CHUNK_MULTIPLE = 8
+CONTEXT_MULTIPLE = 64
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def _num_patches_bucket(groups: Sequence[TokenGroup]) -> int:
+  most = max(int(np.asarray(g.patches).shape[0]) for g in groups)
+  return 0 if most == 0 else 1 << (most - 1).bit_length()  # Next power of two.
+
+
+class ModelAgent(agents.Agent):
+  """Gato acting in a batch of environments of one task.
+
+  Args:
+    model_config: the model's config; `max_decode_length` bounds each row's context.
+    params: the model parameters (unboxed, host or device arrays).
+    prompt_fn: `(episode seed) -> TokenGroup | None`, the prompt of each episode (e.g. a
+      `prompts.PromptSampler`); None for unprompted evaluation.
+    temperature: 0 decodes greedily, otherwise samples at this temperature.
+    seed: seeds the sampling.
+    headroom: the fraction of `max_decode_length` a trim leaves free for later timesteps.
+    text_tokenizer: for text observations; the packaged one by default.
+  """
+
+  name = "gato"
+
+  def __init__(self, model_config: ModelConfig, params: Any,
+               prompt_fn: Callable[[int], TokenGroup | None] | None = None,
+               temperature: float = 0.0, seed: int = 0, headroom: float = 0.25,
+               text_tokenizer=None):
+    if temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 <= headroom < 1.0:
+      raise ValueError(f"headroom must be in [0, 1), got {headroom}")
+    self.model_config = model_config
+    # On the device once, not copied in at every call; sharded arrays stay as they are.
+    self.params = jax.tree.map(
+        lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), params)
+    self._prompt_fn = prompt_fn
+    self.temperature = float(temperature)
+    self._rng = jax.random.key(seed)
+    self.headroom = headroom
+    self._text_tokenizer = text_tokenizer
+    self._decoder: CachedDecoder | None = None
+    self.rows: list[RowContext] = []
+    # Counters for reports and tests.
+    self.num_calls = 0  # act() calls, i.e. batched environment steps.
+    self.num_rebuilds = 0
+    self.num_trimmed = 0  # Timesteps dropped from contexts to fit the cache.
+
+  def setup(self, envs: Sequence[base.Environment]) -> None:
+    if not envs:
+      raise ValueError("ModelAgent.setup needs at least one environment")
+    names = {env.name for env in envs}
+    if len(names) != 1:
+      raise ValueError(f"a batch of rollouts must be of one task, got {sorted(names)}")
+    self.observation_spec = envs[0].observation_spec
+    self.action_spec = envs[0].action_spec
+    self.num_action_tokens = token_specs.num_action_tokens(self.action_spec)
+    if self._decoder is None or self._decoder.batch_size != len(envs):
+      self._decoder = CachedDecoder(self.model_config, self.params, len(envs))
+    self.rows = [RowContext() for _ in envs]
+    self.active = [False] * len(envs)
+    self._stale = True
+    self._cache_length = 0  # Tokens (padding included) the cache holds.
+
+  @property
+  def max_context(self) -> int:
+    """The most context tokens a row may hold before its action is decoded."""
+    return self.model_config.max_decode_length - self.num_action_tokens
+
+  def begin_episode(self, row: int, seed: int) -> None:
+    prompt = self._prompt_fn(seed) if self._prompt_fn is not None else None
+    self.rows[row] = RowContext(prompt=prompt)
+    self.active[row] = True
+    self._stale = True  # The row's cached tokens belong to its previous episode.
+
+  def end_episode(self, row: int) -> None:
+    # An idle row's cache content is left as it is: it only ever sees padding until the next
+    # rebuild, so ending an episode costs no prefill.
+    self.rows[row] = RowContext()
+    self.active[row] = False
+
+  def act(self, observations: Sequence[Any | None]) -> list[Any]:
+    if len(observations) != len(self.rows):
+      raise ValueError(f"got {len(observations)} observations for {len(self.rows)} rows")
+    for row, observation in enumerate(observations):
+      if (observation is None) == self.active[row]:
+        raise ValueError(f"row {row} is {'active' if self.active[row] else 'idle'} but got"
+                         f" {'no ' if observation is None else 'an '}observation")
+      if observation is not None:
+        self.rows[row].pending = tokenize_timestep(
+            observation, None, self.observation_spec, self.action_spec, self._text_tokenizer)
+    # Which tokens go in is decided here, from the token counts alone, so that any decoding
+    # backend (`_action_ids`) sees the same contexts.
+    length = self._chunk_length()
+    rebuild = (self._stale
+               or self._cache_length + length + self.num_action_tokens
+               > self.model_config.max_decode_length)
+    if rebuild:
+      budget = int(self.model_config.max_decode_length * (1.0 - self.headroom)) - self.num_action_tokens
+      for row in self.rows:
+        self.num_trimmed += row.trim(min(budget, self.max_context), self.max_context)
+      longest = max(row.num_tokens for row in self.rows)
+      length = min(_round_up(max(longest, 1), CONTEXT_MULTIPLE), self.max_context)
+      self._cache_length = 0
+      self.num_rebuilds += 1
+      self._stale = False
+    ids = np.asarray(self._action_ids(rebuild, length))  # [B, num_action_tokens]
+    self._cache_length += length + self.num_action_tokens
+    self.num_calls += 1
+    actions = []
+    for row, context in enumerate(self.rows):
+      if not self.active[row]:
+        actions.append(None)
+        continue
+      context.complete_step(ids[row])
+      actions.append(decode_action(ids[row], self.action_spec))
+    return actions
+
+  def _chunk_length(self) -> int:
+    longest = max((r.pending.num_tokens for r in self.rows if r.pending is not None), default=0)
+    return _round_up(max(longest, 1), CHUNK_MULTIPLE)
+
+  def _batch(self, groups: Sequence[TokenGroup], seq_len: int) -> Batch:
+    return batch_from_token_groups(groups, seq_len, _num_patches_bucket(groups),
+                                   self.model_config.patch_dim, pad_side="left")
+
+  def _action_ids(self, rebuild: bool, length: int):
+    """Feeds the new context to the model and decodes each row's action ids [B, N].
+
+    The decoding backend: tests override it with a full forward pass over `self.rows`' contexts
+    to check that the cache changes nothing.
+
+    Args:
+      rebuild: refill the cache with every row's whole context, rather than append the pending
+        observations.
+      length: the padded length of what goes in (the context or the observations).
+    """
+    decoder = self._decoder
+    if rebuild:
+      groups = [row.group() for row in self.rows]
+      decoder.reset()
+    else:
+      groups = [row.pending if row.pending is not None else empty_group() for row in self.rows]
+    logits = decoder.append(self._batch(groups, length))
+    rng = jax.random.fold_in(self._rng, self.num_calls)
+    _, ids = decoder.decode(logits, self.action_spec, rng, self.temperature)
+    return ids

@@ -1,0 +1,90 @@
+"""Prompts for evaluation: whole timesteps from the end of a successful demonstration.
+
+Gato is evaluated on control tasks with a prompt, a demonstration of the same task
+(GATO_SPEC.md, Evaluation). A demonstration here is a stored expert episode of the task whose
+return passes the data filter (at least 80% of the expert's margin over random,
+`episodes.return_threshold`). The prompt is its last timesteps that fit the token budget: the
+end of a demonstration shows the goal being reached, which is what a goal-conditioned task needs
+to see, and it is the half of the training prompts drawn from episode ends.
+"""
+
+import os
+
+import numpy as np
+
+from gato_jax.data import episodes as episodes_lib
+from gato_jax.data import rlds_io, sequences
+from gato_jax.envs import registry
+from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode
+
+
+def demonstrations_dir(data_dir: str, task: str) -> str:
+  """Where tools/generate_data.py writes a task's expert episodes."""
+  from gato_jax.data import generation
+
+  domain, _ = registry.split_task_name(task)
+  return rlds_io.dataset_dir(os.path.expanduser(data_dir), generation.dataset_name(domain, "expert"),
+                             rlds_io.config_name(task))
+
+
+def load_demonstrations(task: str, data_dir: str, stats: episodes_lib.TaskStats,
+                        observation_spec, action_spec, max_episodes: int = 20,
+                        split: str = "train") -> list[TokenGroup]:
+  """Tokenized stored episodes of `task` that pass the filter (at most `max_episodes`).
+
+  Raises:
+    FileNotFoundError: if the task has no generated expert data.
+    ValueError: if no stored episode passes the filter.
+  """
+  source = demonstrations_dir(data_dir, task)
+  if not os.path.isfile(os.path.join(source, "dataset_info.json")):
+    raise FileNotFoundError(
+        f"no expert episodes of {task!r} to prompt with at {source}; generate them with"
+        f" tools/generate_data.py --tasks=... --data_dir={data_dir}, or set eval.prompt_tokens=0"
+        " for unprompted evaluation")
+  threshold = episodes_lib.return_threshold(stats)
+  groups = []
+  for episode in rlds_io.read_episodes(source, split, task=task):
+    if float(episode["episode_metadata"]["return"]) < threshold:
+      continue
+    observations, actions = episodes_lib.action_steps(episode)
+    groups.append(tokenize_episode(observations, actions, observation_spec, action_spec))
+    if len(groups) >= max_episodes:
+      break
+  if not groups:
+    raise ValueError(f"no stored episode of {task!r} reaches the filter's return {threshold:.4g};"
+                     " there is no successful demonstration to prompt with")
+  return groups
+
+
+class PromptSampler:
+  """`(episode seed) -> prompt`: a demonstration chosen by the seed, cut to `max_tokens`.
+
+  Args:
+    demonstrations: tokenized successful episodes of the task.
+    max_tokens: the prompt budget in tokens; 0 gives no prompt.
+    task: for error messages.
+  """
+
+  def __init__(self, demonstrations: list[TokenGroup], max_tokens: int, task: str = "task"):
+    if max_tokens < 0:
+      raise ValueError(f"prompt max_tokens must be >= 0, got {max_tokens}")
+    if max_tokens and not demonstrations:
+      raise ValueError(f"{task}: a prompt budget of {max_tokens} tokens needs demonstrations")
+    self.demonstrations = demonstrations
+    self.max_tokens = max_tokens
+    self.task = task
+
+  def __call__(self, seed: int) -> TokenGroup | None:
+    if not self.max_tokens:
+      return None
+    rng = np.random.default_rng(seed)
+    demo = self.demonstrations[int(rng.integers(len(self.demonstrations)))]
+    try:
+      start, stop = sequences.window_bounds(demo, self.max_tokens, rng, anchor="end",
+                                            name=f"{self.task} demonstration")
+    except sequences.WindowError as e:
+      raise ValueError(f"prompt budget eval.prompt_tokens={self.max_tokens} holds no whole"
+                       f" timestep: {e}") from None
+    prompt = sequences.slice_timesteps(demo, start, stop)
+    return prompt.replace(loss_mask=np.zeros_like(prompt.loss_mask))

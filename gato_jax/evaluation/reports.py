@@ -1,0 +1,122 @@
+"""Evaluation reports: `DIR/eval/STEP/results.json`, a markdown table and a bar chart.
+
+The JSON is the record; the markdown table and the PNG chart are pure functions of it, so
+`regenerate(directory)` rebuilds both byte for byte from a results.json alone (e.g. after
+editing the plotting code, or on another machine).
+"""
+
+import json
+import math
+import os
+from typing import Any
+
+RESULTS_FILE = "results.json"
+TABLE_FILE = "results.md"
+CHART_FILE = "normalized_scores.png"
+
+
+def results_dir(workdir: str, step: int | None) -> str:
+  """`workdir/eval/<step>`; "final" names a params tree given without a step."""
+  return os.path.join(os.path.expanduser(workdir), "eval", str(step) if step is not None else "final")
+
+
+def _clean(value: Any) -> Any:
+  """NaN/inf -> None, so the file is valid JSON for every reader."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: _clean(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_clean(v) for v in value]
+  return value
+
+
+def _pct(value: float | None) -> str:
+  return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _ci(interval) -> str:
+  return "-" if not interval else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def render_markdown(results: dict) -> str:
+  """The per-task and per-domain tables of a results dict, as markdown."""
+  lines = [f"# Evaluation at step {results.get('step', '?')}", ""]
+  lines += ["| task | return | random | expert | normalised | success | episodes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for task, row in sorted(results["tasks"].items()):
+    anchors = results.get("stats", {}).get(task, {})
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"
+    lines.append(
+        f"| {task} | {row['return']:.4g} | {fmt(anchors.get('random_return'))} |"
+        f" {fmt(anchors.get('expert_return'))} | {_pct(row['normalized_score'])} |"
+        f" {_pct(row.get('success_rate'))} | {row['episodes']} |")
+  lines += ["", "| domain | tasks | mean | mean 95% CI | IQM | IQM 95% CI | >=50% | >=80% | >=100% |",
+            "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
+  rows = sorted(results["domains"].items()) + [("all", results["overall"])]
+  for name, agg in rows:
+    lines.append(
+        f"| {name} | {agg['num_tasks']} | {_pct(agg['mean'])} | {_ci(agg.get('mean_ci'))} |"
+        f" {_pct(agg['iqm'])} | {_ci(agg.get('iqm_ci'))} | {agg['above_50']} | {agg['above_80']} |"
+        f" {agg['above_100']} |")
+  timing = results.get("timing")
+  if timing:
+    lines += ["", f"Seconds per batched agent step: {timing['seconds_per_agent_call']:.4g}"
+              f" ({timing['agent_calls']} calls, batch of up to {timing.get('batch_size', '?')})."]
+  return "\n".join(lines) + "\n"
+
+
+def render_chart(results: dict, path: str) -> None:
+  """A bar chart PNG of per-task normalised scores (100% = expert), one colour per domain."""
+  import matplotlib
+
+  matplotlib.use("Agg")  # No display; deterministic raster output.
+  from matplotlib import pyplot as plt
+
+  tasks = sorted(results["tasks"])
+  scores = [100 * results["tasks"][t]["normalized_score"] for t in tasks]
+  domains = sorted({t.partition("/")[0] for t in tasks})
+  colours = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(domains)}
+  fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(tasks) + 2.0), 4.0), dpi=100)
+  ax.bar(range(len(tasks)), scores, color=[colours[t.partition("/")[0]] for t in tasks])
+  for y, style in ((100, "-"), (50, ":")):
+    ax.axhline(y, color="grey", linestyle=style, linewidth=0.8)
+  ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=8)
+  ax.set_ylabel("normalised score (% of expert)")
+  ax.set_title(f"Gato evaluation, step {results.get('step', '?')}")
+  handles = [matplotlib.patches.Patch(color=colours[d], label=d) for d in domains]
+  ax.legend(handles=handles, fontsize=8)
+  fig.tight_layout()
+  # No creation metadata: the same results give the same bytes.
+  fig.savefig(path, format="png", metadata={"Software": None})
+  plt.close(fig)
+
+
+def write(results: dict, directory: str) -> dict[str, str]:
+  """Writes results.json, the markdown table and the chart under `directory`; returns paths."""
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, RESULTS_FILE)
+  with open(f"{path}.tmp", "w") as f:
+    json.dump(_clean(results), f, indent=2, sort_keys=True)
+  os.replace(f"{path}.tmp", path)  # Atomic: a reader never sees half a file.
+  return regenerate(directory)
+
+
+def load(directory: str) -> dict:
+  path = os.path.join(directory, RESULTS_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no {RESULTS_FILE} in {directory}")
+  with open(path) as f:
+    return json.load(f)
+
+
+def regenerate(directory: str) -> dict[str, str]:
+  """Rebuilds the markdown table and the chart from `directory/results.json` alone."""
+  results = load(directory)
+  paths = {"results": os.path.join(directory, RESULTS_FILE),
+           "table": os.path.join(directory, TABLE_FILE),
+           "chart": os.path.join(directory, CHART_FILE)}
+  with open(paths["table"], "w") as f:
+    f.write(render_markdown(results))
+  render_chart(results, paths["chart"])
+  return paths
