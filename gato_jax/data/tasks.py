@@ -83,7 +83,6 @@ def _tokenize_numpy(observation_spec, action_spec, *leaves) -> tuple:
 
 def tokenize_preprocessor(dataset, observation_spec: Any, action_spec: Any, task: str):
   """SeqIO preprocessor: flat RLDS episodes -> TokenGroup-field examples."""
-  tf = tf_compat.import_tensorflow()
   obs_paths = [p for p, _ in token_specs.leaf_specs(observation_spec)]
   act_paths = [p for p, _ in token_specs.action_leaf_specs(action_spec)]
 
@@ -96,18 +95,28 @@ def tokenize_preprocessor(dataset, observation_spec: Any, action_spec: Any, task
       tree = tree[key]
     return tree
 
-  def tokenize(episode):
+  def inputs(episode):
     steps = episode["steps"]
-    inputs = ([leaf(steps["observation"], p) for p in obs_paths]
-              + [leaf(steps["action"], p) for p in act_paths] + [steps["is_last"]])
+    return ([leaf(steps["observation"], p) for p in obs_paths]
+            + [leaf(steps["action"], p) for p in act_paths] + [steps["is_last"]])
+
+  return _map_to_fields(dataset, inputs,
+                        functools.partial(_tokenize_numpy, observation_spec, action_spec))
+
+
+def _map_to_fields(dataset, inputs_fn, numpy_fn):
+  """Maps each element through `numpy_fn(*inputs_fn(element))`, which returns FIELDS in order."""
+  tf = tf_compat.import_tensorflow()
+
+  def tokenize(element):
     outputs = tf.numpy_function(
-        functools.partial(_tokenize_numpy, observation_spec, action_spec), inputs,
+        numpy_fn, inputs_fn(element),
         [tf.float32 if name in _FLOAT_FIELDS else tf.int32 for name in FIELDS], stateful=False)
-    example = {}
+    fields = {}
     for name, value in zip(FIELDS, outputs):
       value.set_shape([None] if FIELDS[name] == 1 else [None, None])
-      example[name] = value
-    return example
+      fields[name] = value
+    return fields
 
   return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -221,20 +230,8 @@ def _text_tokenizer():
 
 
 def _tokenize_examples(dataset, kind: str):
-  tf = tf_compat.import_tensorflow()
-
-  def tokenize(example):
-    inputs = [example["text"]] + ([example["image"]] if "image" in example else [])
-    outputs = tf.numpy_function(
-        functools.partial(_tokenize_example_numpy, kind), inputs,
-        [tf.float32 if name in _FLOAT_FIELDS else tf.int32 for name in FIELDS], stateful=False)
-    fields = {}
-    for name, value in zip(FIELDS, outputs):
-      value.set_shape([None] if FIELDS[name] == 1 else [None, None])
-      fields[name] = value
-    return fields
-
-  return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  inputs = lambda example: [example["text"]] + ([example["image"]] if "image" in example else [])
+  return _map_to_fields(dataset, inputs, functools.partial(_tokenize_example_numpy, kind))
 
 
 def register_example_task(name: str, kind: str, source: str, data_dir: str | None = None,
