@@ -19,7 +19,7 @@ import numpy as np
 from gato_jax import checkpoint, sharding
 from gato_jax.data import mixture, presets, sequences, tasks
 from gato_jax.model import ModelConfig
-from gato_jax.training import metrics_log
+from gato_jax.training import flops, metrics_log
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training.step import (abstract_param_count, create_train_state, make_train_step,
                                      max_targets_per_row)
@@ -107,7 +107,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules))
   rng = jax.random.key(config.train.seed + 1)
   tokens_per_step = config.train.batch_size * config.train.seq_len
-  flops_per_step = 6.0 * num_params * tokens_per_step
+  flops_per_step = flops.train_flops_per_token(model_config, num_params,
+                                               config.train.seq_len) * tokens_per_step
+  peak = flops.peak_flops()
   values: dict[str, Any] = {}
   interval_start, interval_steps = time.perf_counter(), 0
   eval_every = config.eval.every_steps if "eval" in config else 0
@@ -128,6 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           **metrics, "step_seconds": seconds,
           "tokens_per_second": tokens_per_step / seconds,
           "flops_per_second": flops_per_step / seconds,
+          # Model FLOPs utilisation against the devices' dense peak (absent on CPUs).
+          **({"mfu": flops_per_step / seconds / peak} if peak else {}),
       })
       logger.progress(done, values)
       interval_start, interval_steps = time.perf_counter(), 0

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: synthetic batches, device peaks, timing."""
+"""Helpers shared by the benchmarks: synthetic batches and timing."""
 
 import time
 
@@ -7,31 +7,6 @@ import numpy as np
 
 from gato_jax import tokenizer as T
 from gato_jax.model import Batch, ModelConfig
-
-# Dense bf16 peak FLOP/s by device kind, for MFU. Unknown devices (CPUs) report MFU only when
-# --peak_tflops is given.
-PEAK_FLOPS = {
-    "NVIDIA H100 80GB HBM3": 989e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-    "NVIDIA A100-SXM4-80GB": 312e12,
-    "NVIDIA A100-SXM4-40GB": 312e12,
-    "TPU v4": 275e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-}
-
-
-def peak_flops(override_tflops: float | None) -> float | None:
-  if override_tflops:
-    return override_tflops * 1e12
-  kind = jax.devices()[0].device_kind
-  return PEAK_FLOPS.get(kind) and PEAK_FLOPS[kind] * jax.device_count()
-
-
-def train_flops_per_token(cfg: ModelConfig, num_params: int, seq_len: int) -> float:
-  """6 N for the weights' forward and backward passes plus causal attention's 6 L T H Dh."""
-  return 6.0 * num_params + 6.0 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
 
 
 def random_batch(cfg: ModelConfig, batch_size: int, seq_len: int, num_patches: int, seed=0) -> Batch:

@@ -16,8 +16,9 @@ from ml_collections import config_flags
 from gato_jax import sharding
 from gato_jax.model import ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
+from gato_jax.training import flops
 from gato_jax.training.step import (abstract_param_count, batch_shardings, create_train_state,
-                                     make_train_step)
+                                     make_train_step, max_targets_per_row)
 from tools.bench import _common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
@@ -41,21 +42,23 @@ def main(argv):
     batch = jax.device_put(batch, batch_shardings(trainer, batch))
     step = make_train_step(trainer, batch)
     holder = {"state": state}
+    # As the trainer does: logits only where the loss counts, unless the config says otherwise.
+    num_targets = max_targets_per_row(batch) if config.train.logits_at_targets_only else None
 
     def run():
-      holder["state"], metrics = step(holder["state"], batch, jax.random.key(0))
+      holder["state"], metrics = step(holder["state"], batch, jax.random.key(0), num_targets)
       jax.block_until_ready(metrics["loss"])
 
     seconds = _common.time_calls(run, _SECONDS.value)
     tokens = config.train.batch_size * config.train.seq_len
-    flops = _common.train_flops_per_token(model_config, num_params, config.train.seq_len) * tokens
-    peak = _common.peak_flops(_PEAK_TFLOPS.value)
+    step_flops = flops.train_flops_per_token(model_config, num_params, config.train.seq_len) * tokens
+    peak = flops.peak_flops(_PEAK_TFLOPS.value)
     print(json.dumps({
         "size": size, "params": num_params, "batch_size": config.train.batch_size,
         "seq_len": config.train.seq_len, "dtype": model_config.dtype,
         "remat_policy": model_config.remat_policy, "step_ms": round(1e3 * seconds, 2),
         "tokens_per_second": round(tokens / seconds, 1),
-        "mfu": round(flops / seconds / peak, 4) if peak else None,
+        "mfu": round(step_flops / seconds / peak, 4) if peak else None,
         "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
     }), flush=True)
     del state, holder
