@@ -64,6 +64,22 @@ def _global_max(value: int) -> int:
   return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
+def _split_rows(metrics: dict, data: mixture.MixtureIterator, step: int) -> dict:
+  """Replaces the per-row loss sums with the loss of each domain in the batch."""
+  metrics = dict(metrics)
+  row_loss, row_targets = metrics.pop("row_loss_sum"), metrics.pop("row_targets")
+  totals: dict[str, list[float]] = {}
+  for row in range(len(row_loss)):
+    domain = tasks.task_domain(data.row_task(step, row))
+    total = totals.setdefault(domain, [0.0, 0.0])
+    total[0] += float(row_loss[row])
+    total[1] += float(row_targets[row])
+  for domain, (loss_sum, count) in totals.items():
+    if count:
+      metrics[f"loss/{domain}"] = loss_sum / count
+  return metrics
+
+
 def _abstract_state(state, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
                       shardings)
@@ -127,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       metrics = jax.device_get(metrics)  # Waits for the step: the interval's time is real.
       seconds = (time.perf_counter() - interval_start) / interval_steps
       values = logger.write(done, {
-          **metrics, "step_seconds": seconds,
+          **_split_rows(metrics, data, step), "step_seconds": seconds,
           "tokens_per_second": tokens_per_step / seconds,
           "flops_per_second": flops_per_step / seconds,
           # Model FLOPs utilisation against the devices' dense peak (absent on CPUs).

@@ -52,6 +52,7 @@ def test_sampling_rates_match_weights():
 def test_batches_hold_the_sampled_tasks_sequences():
   it = _iterator()
   batch, tasks = it.batch_at(3)
+  assert tasks == [it.row_task(3, row) for row in range(8)]
   assert batch.tokens.shape == (8, 40) and batch.patches.shape == (8, 0, 768)
   for row, task in enumerate(tasks):
     actions = batch.tokens[row][batch.loss_mask[row]] - 32000

@@ -41,6 +41,8 @@ def test_smoke_run_and_exact_resume(data_dir, tmp_path):
   records = metrics_log.read_metrics(str(full))
   assert [r["step"] for r in records] == [1, 2, 3, 4]
   assert all(r["loss"] > 0 and r["action_tokens"] > 0 for r in records)
+  # Both tasks are BabyAI levels: the per-domain loss is the loss.
+  assert all(r["loss/babyai"] == pytest.approx(r["loss"], rel=1e-5) for r in records)
   assert final["loss"] == records[-1]["loss"]
   assert sorted(os.listdir(full / "checkpoints")) == ["2", "4"]
 
@@ -89,3 +91,25 @@ def test_mixture_presets():
   assert weights == {"gato.babyai.A": 0.25, "gato.babyai.B": 0.25, "gato.dm_control.C": 0.5}
   assert presets.resolve("paper", available)["gato.dm_control.C"] == pytest.approx(
       4.62 / (9.06 + 4.62))
+
+
+def test_loss_is_split_by_domain():
+  import numpy as np
+  from gato_jax.data import mixture
+  from test_mixture import EPISODES  # Three tasks of tokenized episodes.
+
+  pools = {"gato.alpha.x": EPISODES["a"], "beta.y": EPISODES["b"]}
+  it = mixture.MixtureIterator(pools, {"gato.alpha.x": 1, "beta.y": 1}, batch_size=8, context=40,
+                               max_patches=0, patch_dim=768, seed=0)
+  tasks_of_rows = [it.row_task(2, row) for row in range(8)]
+  row_loss = np.arange(8, dtype=np.float32)
+  row_targets = np.full(8, 2.0, np.float32)
+  split = train._split_rows({"loss": 1.0, "row_loss_sum": row_loss, "row_targets": row_targets},
+                            it, 2)
+  alpha = [r for r, t in enumerate(tasks_of_rows) if t == "gato.alpha.x"]
+  beta = [r for r, t in enumerate(tasks_of_rows) if t == "beta.y"]
+  assert alpha and beta
+  # Not registered as built-ins: the domain comes from the name.
+  assert split["loss/alpha"] == pytest.approx(sum(alpha) / (2 * len(alpha)))
+  assert split["loss/beta"] == pytest.approx(sum(beta) / (2 * len(beta)))
+  assert "row_loss_sum" not in split and split["loss"] == 1.0

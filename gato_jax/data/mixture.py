@@ -90,11 +90,18 @@ class MixtureIterator:
   def rows_per_host(self) -> int:
     return self.batch_size // self.process_count
 
+  def _draw_task(self, rng: np.random.Generator) -> str:
+    index = int(np.searchsorted(self._cumulative, rng.random(), side="right"))
+    return self._tasks[min(index, len(self._tasks) - 1)]
+
+  def row_task(self, step: int, row: int) -> str:
+    """The task of global row `row` of batch `step`, without building the row (any host can)."""
+    return self._draw_task(np.random.default_rng([self.seed, step, row]))
+
   def sample_row(self, step: int, row: int) -> tuple[str, list[TokenGroup]]:
     """Global row `row` of batch `step` (its segments): a pure function of (seed, step, row)."""
     rng = np.random.default_rng([self.seed, step, row])
-    task = self._tasks[min(int(np.searchsorted(self._cumulative, rng.random(), side="right")),
-                           len(self._tasks) - 1)]
+    task = self._draw_task(rng)
     pool = self.episodes[task]
     kind = self.kinds.get(task, "control")
     if kind == "text":

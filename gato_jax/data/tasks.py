@@ -265,6 +265,17 @@ def register_example_task(name: str, kind: str, source: str, data_dir: str | Non
 BUILTIN_SOURCES: dict[str, tuple[str, str]] = {}
 
 
+def task_domain(name: str) -> str:
+  """A task's domain: its built-in domain, else the part of its name before the task.
+
+  "gato.<domain>.<task>" names follow the built-ins; others ("public.arm") use their first part.
+  """
+  if name in BUILTIN_SOURCES:
+    return BUILTIN_SOURCES[name][0]
+  parts = name.split(".")
+  return parts[1] if parts[0] == TASK_PREFIX and len(parts) > 2 else parts[0]
+
+
 def available_builtin_tasks() -> dict[str, list[str]]:
   """domain -> built-in SeqIO task names whose dataset exists on disk."""
   available: dict[str, list[str]] = {}

@@ -112,7 +112,9 @@ def masked_next_token_loss(logits, batch: Batch, positions=None):
   count = jnp.sum(weights)
   loss = jnp.sum(nll * weights) / jnp.maximum(count, 1.0)
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  metrics = {"loss": loss, "target_tokens": count}
+  # Per-row sums let the host split the loss by each row's task or domain.
+  metrics = {"loss": loss, "target_tokens": count,
+             "row_loss_sum": jnp.sum(nll * weights, axis=1), "row_targets": jnp.sum(weights, axis=1)}
   for name, kind in (("text", TokenKind.TEXT), ("action", TokenKind.VALUE)):
     kind_weights = weights * (target_kinds == kind)
     kind_count = jnp.sum(kind_weights)
