@@ -30,11 +30,27 @@ from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run directory.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "Generated datasets.")
-_EPISODES = flags.DEFINE_integer("episodes", 300, "Expert episodes per task.")
-_STEPS = flags.DEFINE_integer("steps", 400, "Training steps.")
+_EPISODES = flags.DEFINE_integer("episodes", 60, "Expert episodes per task.")
+_STEPS = flags.DEFINE_integer("steps", 600, "Training steps.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Rollouts per task.")
 
-TASKS = ("babyai/GoToRedBall", "babyai/GoToLocal")
+TASKS = ("gymnax/CartPole-v1",)
+MIXTURE = "gato.gymnax.CartPole_v1=1"
+RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "experts",
+                       "gymnax.py")
+
+
+def _ensure_cartpole_expert() -> None:
+  """Trains the CartPole PPO expert unless it is cached (gymnax_experts' default directory)."""
+  import importlib.util
+
+  from gato_jax.experts import gymnax_experts
+
+  spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", RECIPES)
+  recipes = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(recipes)
+  summary = gymnax_experts.train_and_evaluate(recipes.get_config("CartPole-v1"))
+  print(f"CartPole expert: {summary}", flush=True)
 
 
 def _config():
@@ -43,6 +59,7 @@ def _config():
 
   config = gato.get_config("small,quickstart")
   config.data.data_dir = _DATA_DIR.value
+  config.data.mixture = MIXTURE
   config.train.steps = _STEPS.value
   config.optimizer.decay_steps = _STEPS.value
   config.eval.tasks = ",".join(TASKS)
@@ -54,6 +71,7 @@ def main(argv):
   del argv
   started = time.time()
   workdir = os.path.expanduser(_WORKDIR.value)
+  _ensure_cartpole_expert()
   rows = [generation.generate_task(task, os.path.expanduser(_DATA_DIR.value), _EPISODES.value)
           for task in TASKS]
   print(generation.format_table(rows), flush=True)
