@@ -78,7 +78,7 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
         not with_expert or stats.expert_episodes >= num_episodes):
       return stats
   except FileNotFoundError:
-    pass
+    pass  # No statistics yet: measure them below.
 
   def measure(policy, stream):
     seeds = [episodes_lib.episode_seed(seed, env.name, i, stream) for i in range(num_episodes)]
