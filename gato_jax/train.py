@@ -44,15 +44,23 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
   tasks.register_builtin_tasks(data_dir)
   weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())
   limit = config.data.max_episodes_per_task or None
-  pools = {name: tasks.load_token_groups(name, limit=limit) for name in weights}
-  logging.info("episodes per task: %s", {name: len(pool) for name, pool in pools.items()})
+  num_shards = config.data.num_shards or jax.process_count()
+  host_shards = mixture.host_shards(config.train.batch_size, num_shards, jax.process_index(),
+                                    jax.process_count())
+  # Each process reads only its own shards of every task.
+  pools = {shard: {name: tasks.load_token_groups(name, limit=limit, shard=(shard, num_shards))
+                   for name in weights}
+           for shard in host_shards}
+  logging.info("episodes per task in data shards %s of %d: %s", list(host_shards), num_shards,
+               {name: sum(len(pools[shard][name]) for shard in pools) for name in weights})
   prompt = sequences.PromptConfig(probability=config.data.prompt_probability,
                                   end_fraction=config.data.prompt_end_fraction,
                                   max_tokens=config.data.prompt_tokens)
   return mixture.MixtureIterator(
       pools, weights, config.train.batch_size, config.train.seq_len, config.train.max_patches,
       patch_dim, seed=config.data.seed, prompt=prompt, process_index=jax.process_index(),
-      process_count=jax.process_count(), kinds={name: tasks.TASK_KINDS[name] for name in weights})
+      process_count=jax.process_count(), kinds={name: tasks.TASK_KINDS[name] for name in weights},
+      num_shards=num_shards)
 
 
 def _global_max(value: int) -> int:

@@ -82,6 +82,38 @@ def test_hosts_split_the_global_batch():
     _iterator(process_count=3)
 
 
+def test_data_shards_give_the_same_stream_on_any_host_count():
+  shards = {k: {task: pool[k::2] for task, pool in EPISODES.items()} for k in range(2)}
+  whole, tasks = _iterator(episodes=shards, num_shards=2).batch_at(5)
+  assert _iterator(episodes=shards, num_shards=2).shard_of_row(3) == 0
+  hosts = [_iterator(episodes={k: shards[k]}, num_shards=2, process_index=k, process_count=2)
+           for k in range(2)]
+  parts = [host.batch_at(5) for host in hosts]
+  np.testing.assert_array_equal(np.concatenate([p[0].tokens for p in parts]), whole.tokens)
+  assert sum((p[1] for p in parts), []) == tasks
+  assert hosts[1].host_shards == range(1, 2)
+  with pytest.raises(ValueError, match="makes rows of data shard 1 but was given only shards"):
+    _iterator(episodes={0: shards[0]}, num_shards=2, process_index=1, process_count=2)
+  with pytest.raises(ValueError, match="does not split into 3 data shards"):
+    _iterator(episodes=shards, num_shards=3, process_count=2)
+  assert mixture.host_shards(8, 2, 3, 4) == range(1, 2)  # Two hosts share each shard.
+  assert mixture.host_shards(8, 8, 1, 2) == range(4, 8)
+  with pytest.raises(ValueError, match="must map shard index"):
+    _iterator(num_shards=2)
+  empty = {0: shards[0], 1: {**shards[1], "b": []}}
+  with pytest.raises(ValueError, match=r"no episodes in data shard 1 of 2: \['b'\]"):
+    _iterator(episodes=empty, num_shards=2)
+
+
+def test_rows_draw_only_from_their_shard():
+  marked = {k: {task: _episodes(10 + k, count=2, action_offset=4 + k) for task in "abc"}
+            for k in range(2)}
+  batch, _ = _iterator(episodes=marked, num_shards=2).batch_at(0)
+  for row in range(8):
+    actions = set((batch.tokens[row][batch.loss_mask[row]] - 32000).tolist())
+    assert actions == {4 + row // 4}, (row, actions)
+
+
 def test_packing_short_sequences():
   short = [sequences.slice_timesteps(EPISODES["a"][0], 0, n) for n in (1, 2, 3, 1)]  # 5 tokens a step
   rows = packing.pack_rows(short, 20, 0)

@@ -49,6 +49,19 @@ def test_task_examples_equal_direct_tokenization(data_dir):
       np.testing.assert_array_equal(getattr(group, field), getattr(expected, field), err_msg=field)
 
 
+def test_shards_partition_a_tasks_episodes(data_dir):
+  name, _, _ = _register(data_dir, "babyai/GoToRedBall", name="gato.sharded_test")
+  whole = [g.tokens.tobytes() for g in tasks.load_token_groups(name)]
+  shards = [[g.tokens.tobytes() for g in tasks.load_token_groups(name, shard=(k, 2))]
+            for k in range(2)]
+  assert sorted(shards[0] + shards[1]) == sorted(whole) and all(shards)
+  assert not set(shards[0]) & set(shards[1])
+  with pytest.raises(ValueError, match="outside"):
+    tasks.load_token_groups(name, shard=(2, 2))
+  with pytest.raises(ValueError, match="no episodes in split 'train' shard 4 of 5"):
+    tasks.load_token_groups(name, shard=(4, 5))
+
+
 def test_filter_uses_the_task_statistics(data_dir):
   name, _, source = _register(data_dir, "babyai/GoToRedBall", stats_task="babyai/GoToRedBall",
                               name="gato.filtered_test")

@@ -60,6 +60,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.data.prompt_tokens = 256  # Prompt budget (at most half the context).
   config.data.max_episodes_per_task = 0  # 0: all; otherwise load at most this many per task.
   config.data.seed = 0  # Seed of the data stream (task, episode, window and prompt draws).
+  # Episodes split into this many shards, each feeding its own block of rows; a process reads
+  # only its shards. 0: one per process. The stream depends on this, not on the process count.
+  config.data.num_shards = 0
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000  # Save interval (and always at the end).
@@ -72,7 +75,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.log.tensorboard = True  # Also write TensorBoard event files.
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.tasks = ""  # Comma-separated "<domain>/<task>"; empty: the mixture's control tasks.
+  config.eval.tasks = ""  # Comma-separated "<domain>/<task>"; empty: the mixture's tasks.
   config.eval.episodes = 50  # Rollouts per task (the paper's 50).
   config.eval.batch_size = 16  # Environments stepped together, one batched model call per token.
   config.eval.prompt_tokens = 256  # Prompt: end of a successful demonstration; 0: no prompt.
@@ -83,6 +86,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.eval.bootstrap_resamples = 2000  # Stratified bootstrap replicates for the 95% CIs.
   config.eval.seed = 0  # Evaluation episode seeds (a stream apart from the data's) and sampling.
   config.eval.every_steps = 0  # During training: evaluate every N steps (0: off).
+  config.eval.jit_envs = True  # gymnax: reset/step the batch under jit + vmap (False: host loop).
+  # Held-out documents / scenes / questions scored per text or vision-language task (0: none).
+  config.eval.non_control_examples = 64
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices.

@@ -5,6 +5,12 @@ of every batch draws its own generator from (seed, step, global row): the task b
 episode of that task, its window and optional prompt. So the stream is identical on every run,
 a resumed run needs only the step counter to continue with exactly the batch it would have
 seen, and each host computes just its own rows of the global batch.
+
+Episodes are split into `num_shards` data shards (seqio.ShardInfo), and the global batch into as
+many equal blocks of rows: the rows of block k sample only from shard k. Each host reads only
+the shards its own rows draw from. The stream
+depends on the shard count, not on how many hosts share the shards: one process holding all
+shards yields exactly the batches that several hosts assemble together.
 """
 
 import dataclasses
@@ -38,12 +44,25 @@ def describe(probabilities: Mapping[str, float]) -> str:
   return "\n".join(f"  {100 * p:6.2f}%  {task}" for task, p in probabilities.items())
 
 
+def host_shards(batch_size: int, num_shards: int, process_index: int, process_count: int) -> range:
+  """The data shards whose blocks of rows overlap this host's rows (the shards it must read)."""
+  if num_shards < 1 or batch_size % num_shards:
+    raise ValueError(f"batch size {batch_size} does not split into {num_shards} data shards'"
+                     " blocks of rows")
+  if batch_size % process_count:
+    raise ValueError(f"batch size {batch_size} does not split over {process_count} hosts")
+  rows, block = batch_size // process_count, batch_size // num_shards
+  return range(process_index * rows // block, ((process_index + 1) * rows - 1) // block + 1)
+
+
 @dataclasses.dataclass
 class MixtureIterator:
   """Yields this host's rows of each global batch, as model Batches.
 
   Args:
-    episodes: task -> its tokenized episodes (all from one source agent per task).
+    episodes: task -> its tokenized episodes (all from one source agent per task), or, with
+      several data shards, shard index -> (task -> that shard's episodes) for at least the
+      shards this host's rows draw from.
     weights: task -> sampling weight (normalised here).
     batch_size: the global batch size; this host makes batch_size / process_count rows.
     context: tokens per row.
@@ -54,6 +73,8 @@ class MixtureIterator:
     process_index, process_count: this host's share of the rows.
     kinds: task -> "control" (episodes: windows and prompts; the default), "text" (documents
       packed into rows) or "vision_language" (5 image-text pairs a sequence).
+    num_shards: data shards the episodes were split into (see the module docstring); it must
+      divide batch_size. Hosts may share a shard (each then reads all of it).
   """
 
   episodes: Mapping[str, Sequence[TokenGroup]]
@@ -67,17 +88,27 @@ class MixtureIterator:
   process_index: int = 0
   process_count: int = 1
   kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  num_shards: int = 1
   step: int = 0
 
   def __post_init__(self):
-    unknown = sorted(set(self.weights) - set(self.episodes))
-    if unknown:
-      raise ValueError(f"mixture names tasks without data: {unknown}; have {sorted(self.episodes)}")
-    empty = sorted(task for task in self.weights if not self.episodes[task])
-    if empty:
-      raise ValueError(f"tasks with no episodes: {empty}")
     if self.batch_size % self.process_count:
       raise ValueError(f"batch size {self.batch_size} does not split over {self.process_count} hosts")
+    self.host_shards = host_shards(self.batch_size, self.num_shards, self.process_index,
+                                   self.process_count)
+    self._shard_pools = self._pools_by_shard()
+    for shard in self.host_shards:
+      if shard not in self._shard_pools:
+        raise ValueError(f"host {self.process_index} makes rows of data shard {shard} but was given"
+                         f" only shards {sorted(self._shard_pools)}")
+      pools = self._shard_pools[shard]
+      unknown = sorted(set(self.weights) - set(pools))
+      if unknown:
+        raise ValueError(f"mixture names tasks without data: {unknown}; have {sorted(pools)}")
+      empty = sorted(task for task in self.weights if not pools[task])
+      if empty:
+        where = f" in data shard {shard} of {self.num_shards}" if self.num_shards > 1 else ""
+        raise ValueError(f"tasks with no episodes{where}: {empty}")
     bad_kinds = {t: k for t, k in self.kinds.items() if k not in KINDS}
     if bad_kinds:
       raise ValueError(f"unknown task kinds {bad_kinds}; kinds are {KINDS}")
@@ -86,9 +117,20 @@ class MixtureIterator:
     self._cumulative = np.cumsum([self.probabilities[t] for t in self._tasks])
     logging.info("mixture (realised sampling probabilities):\n%s", describe(self.probabilities))
 
+  def _pools_by_shard(self) -> dict[int, Mapping[str, Sequence[TokenGroup]]]:
+    if self.episodes and all(isinstance(key, int) for key in self.episodes):
+      return dict(self.episodes)
+    if self.num_shards != 1:
+      raise ValueError(f"with {self.num_shards} data shards, episodes must map shard index ->"
+                       " (task -> episodes)")
+    return {0: self.episodes}
+
   @property
   def rows_per_host(self) -> int:
     return self.batch_size // self.process_count
+
+  def shard_of_row(self, row: int) -> int:
+    return row // (self.batch_size // self.num_shards)
 
   def _draw_task(self, rng: np.random.Generator) -> str:
     index = int(np.searchsorted(self._cumulative, rng.random(), side="right"))
@@ -102,7 +144,7 @@ class MixtureIterator:
     """Global row `row` of batch `step` (its segments): a pure function of (seed, step, row)."""
     rng = np.random.default_rng([self.seed, step, row])
     task = self._draw_task(rng)
-    pool = self.episodes[task]
+    pool = self._shard_pools[self.shard_of_row(row)][task]
     kind = self.kinds.get(task, "control")
     if kind == "text":
       return task, sequences.text_row(pool, self.context, rng, name=task)
@@ -136,11 +178,18 @@ class MixtureIterator:
 
   def get_state(self) -> dict:
     """What a checkpoint must hold to resume the stream exactly."""
-    return {"step": self.step, "seed": self.seed, "tasks": self._tasks}
+    return {"step": self.step, "seed": self.seed, "tasks": self._tasks,
+            "num_shards": self.num_shards}
 
   def set_state(self, state: Mapping) -> None:
     if state.get("seed") != self.seed or list(state.get("tasks", [])) != self._tasks:
       raise ValueError(
           f"data state was saved for seed {state.get('seed')} and tasks {state.get('tasks')}, not"
           f" seed {self.seed} and tasks {self._tasks}: resuming would change the data stream")
+    saved_shards = int(state.get("num_shards", 1))
+    if saved_shards != self.num_shards:
+      # Allowed (a job may come back on a slice of another size), but no longer the same stream.
+      logging.warning("data state was saved with %d data shards, resuming with %d: batches from"
+                      " here on differ from the uninterrupted run's (set data.num_shards=%d to"
+                      " keep them)", saved_shards, self.num_shards, saved_shards)
     self.step = int(state["step"])

@@ -156,11 +156,19 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
   Returns:
     The registered seqio.Task.
   """
+  token_specs.action_leaf_specs(action_spec)  # Fails early on non-value action specs.
+  token_specs.leaf_specs(observation_spec)
+  preprocessor = functools.partial(tokenize_preprocessor, observation_spec=observation_spec,
+                                   action_spec=action_spec, task=name)
+  return _add_control_task(name, source, preprocessor, data_dir, key_map, stats_task,
+                           filter_fraction, splits)
+
+
+def _add_control_task(name: str, source: str, preprocessor, data_dir: str | None, key_map,
+                      stats_task: str | None, filter_fraction: float | None, splits):
   tf_compat.import_tensorflow()
   import seqio
 
-  token_specs.action_leaf_specs(action_spec)  # Fails early on non-value action specs.
-  token_specs.leaf_specs(observation_spec)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   TASK_KINDS[name] = "control"
@@ -169,10 +177,22 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
   return seqio.TaskRegistry.add(
       name,
       source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
-      preprocessors=[functools.partial(tokenize_preprocessor, observation_spec=observation_spec,
-                                       action_spec=action_spec, task=name)],
+      preprocessors=[preprocessor],
       output_features=output_features(),
   )
+
+
+def _builtin_tokenize_preprocessor(dataset, env_task: str, task: str):
+  """tokenize_preprocessor with the specs of a built-in environment, looked up when first read.
+
+  Looking them up at registration would build every environment of every domain on import,
+  which is slow and, for JAX-native environments, starts the XLA backend before a multi-host
+  job could call jax.distributed.initialize().
+  """
+  specs = _specs_of(env_task)
+  if specs is None:
+    raise ImportError(f"task {task}: the packages of environment {env_task!r} are not installed")
+  return tokenize_preprocessor(dataset, *specs, task=task)
 
 
 # SeqIO name -> "control" | "text" | "vision_language": how the mixture builds its sequences.
@@ -298,14 +318,14 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       logging.info("SeqIO tasks of domain %s not registered: %s", domain, e)
       continue
     for task in domain_tasks:
-      env_specs = _specs_of(task)
-      if env_specs is None:
-        continue
       source = rlds_io.dataset_dir(os.path.expanduser(data_dir),
                                    generation.dataset_name(domain, policy), rlds_io.config_name(task))
       names.append(task_name(task))
       BUILTIN_SOURCES[names[-1]] = (domain, source)
-      register_control_task(names[-1], source, *env_specs, data_dir=data_dir, stats_task=task)
+      preprocessor = functools.partial(_builtin_tokenize_preprocessor, env_task=task,
+                                       task=names[-1])
+      _add_control_task(names[-1], source, preprocessor, data_dir, None, task,
+                        episodes_lib.DEFAULT_FILTER_FRACTION, ("train",))
   from gato_jax.data import example_sets
 
   example_kinds = {"text/cpython_docs": "text", "vision_language/shapes_captions": "captioning",
@@ -337,13 +357,24 @@ def _specs_of(task: str):
   return specs
 
 
-def load_token_groups(name: str, split: str = "train", limit: int | None = None) -> list[TokenGroup]:
-  """A SeqIO Task's examples as TokenGroups (the mixture's episode pool for that task)."""
+def load_token_groups(name: str, split: str = "train", limit: int | None = None,
+                      shard: tuple[int, int] | None = None) -> list[TokenGroup]:
+  """A SeqIO Task's examples as TokenGroups (the mixture's episode pool for that task).
+
+  `shard=(index, count)` reads only that shard (seqio.ShardInfo: whole files when the dataset has
+  enough of them, otherwise every count-th example); `limit` then applies within the shard.
+  """
   tf_compat.import_tensorflow()
   import seqio
 
+  shard_info = None
+  if shard is not None:
+    index, count = shard
+    if not 0 <= index < count:
+      raise ValueError(f"shard index {index} is outside [0, {count}) for task {name!r}")
+    shard_info = seqio.ShardInfo(index=index, num_shards=count)
   dataset = seqio.get_mixture_or_task(name).get_dataset(
-      sequence_length=None, split=split, shuffle=False, use_cached=False)
+      sequence_length=None, split=split, shuffle=False, use_cached=False, shard_info=shard_info)
   if limit is not None:
     dataset = dataset.take(limit)
   groups = []
@@ -352,7 +383,8 @@ def load_token_groups(name: str, split: str = "train", limit: int | None = None)
     fields["loss_mask"] = fields["loss_mask"].astype(bool)
     groups.append(TokenGroup(**fields))
   if not groups:
-    raise ValueError(f"task {name!r} has no episodes in split {split!r} (after filtering)")
+    where = f" shard {shard[0]} of {shard[1]}" if shard else ""
+    raise ValueError(f"task {name!r} has no episodes in split {split!r}{where} (after filtering)")
   return groups
 
 

@@ -1,0 +1,31 @@
+"""One process of a multi-host training run: run by tests/test_multihost.py.
+
+Usage: python multihost_train.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR WORKDIR
+Each process owns 8 / NUM_PROCESSES fake CPU devices and calls the real train_and_evaluate with
+the `tiny,smoke` config, reading only its own data shards.
+"""
+
+import os
+import pathlib
+import sys
+
+process_id, num_processes, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+data_dir, workdir = sys.argv[4], sys.argv[5]
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // num_processes}"
+os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "experiments" / "configs"))
+
+import gato  # noqa: E402  experiments/configs/gato.py
+
+from gato_jax import train  # noqa: E402
+
+config = gato.get_config("tiny,smoke")
+config.data.data_dir = data_dir
+config.data.num_shards = 2  # Fixed, so one process and two make the same stream.
+if num_processes > 1:
+  config.mesh.multi_host = True
+  config.mesh.coordinator_address = f"127.0.0.1:{port}"
+  config.mesh.num_processes = num_processes
+  config.mesh.process_id = process_id
+  config.mesh.cpu_collectives = "gloo"
+train.train_and_evaluate(config, workdir)
