@@ -23,6 +23,13 @@ def data_dir(tmp_path_factory):
                            shard_episodes=4, progress=quiet)
   generation.generate_task("dm_control/cartpole-balance", path, num_episodes=2, stats_episodes=2,
                            shard_episodes=2, policy="random", progress=quiet)
+  # Random episodes of a gymnax task: statistics written here stand in for its PPO expert's,
+  # which tests do not train (only the random policy's data is read below, unfiltered).
+  episodes_lib.save_stats(episodes_lib.TaskStats(
+      "gymnax/Pendulum-v1", random_return=-1200.0, random_return_std=0.0, random_episodes=2,
+      expert_agent="ppo", expert_return=-150.0, expert_episodes=2), path)
+  generation.generate_task("gymnax/Pendulum-v1", path, num_episodes=2, stats_episodes=2,
+                           shard_episodes=2, policy="random", progress=quiet)
   return path
 
 
@@ -94,10 +101,14 @@ def test_custom_task_from_foreign_keys(tmp_path):
 def test_mixture_of_domains_feeds_the_train_step(data_dir):
   babyai, _, _ = _register(data_dir, "babyai/GoToRedBall")
   cartpole, _, _ = _register(data_dir, "dm_control/cartpole-balance", policy="random")
-  pools = {babyai: tasks.load_token_groups(babyai), cartpole: tasks.load_token_groups(cartpole)}
-  it = mixture.MixtureIterator(pools, {babyai: 1.0, cartpole: 1.0}, batch_size=4, context=512,
+  pendulum, _, _ = _register(data_dir, "gymnax/Pendulum-v1", policy="random")
+  pools = {name: tasks.load_token_groups(name) for name in (babyai, cartpole, pendulum)}
+  it = mixture.MixtureIterator(pools, {name: 1.0 for name in pools}, batch_size=6, context=512,
                                max_patches=0, patch_dim=768, seed=0)
-  batch = next(it)
+  # The first batch that holds every domain.
+  step = next(step for step in range(50)
+              if {it.row_task(step, row) for row in range(6)} == set(pools))
+  batch, _ = it.batch_at(step)
   cfg = ModelConfig.from_size("tiny")
   state, trainer = create_train_state(cfg, OptimizerConfig(warmup_steps=1, decay_steps=10),
                                       sharding.create_mesh((1, 1, 1), jax.devices()[:1]), "fsdp",
