@@ -35,8 +35,12 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",
         # BabyAI levels and the BabyAI bot expert (gato_jax.envs.babyai).
         "minigrid==3.2.0",
+        # Atari games, ROMs included (gato_jax.envs.atari).
+        "ale-py>=0.12,<0.13",
         # TFDS 4.9.10 needs it to build datasets but declares it only for Python < 3.9.
         "importlib_resources>=5",
+        # COCO's caption scorers (BLEU-4, CIDEr-D) for the vision-language evaluation.
+        "pycocoevalcap==1.2",
     ],
     extras_require={
         "cuda": ["jax[cuda12]==0.10.2"],

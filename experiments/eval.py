@@ -5,8 +5,15 @@ r"""Evaluates a Gato checkpoint: a thin absl launcher around gato_jax.evaluation
   python experiments/eval.py --config=experiments/configs/gato.py:79m --workdir=DIR \
       --checkpoint_step=100000 --config.eval.tasks=babyai/GoToRedBall,gymnax/CartPole-v1
 
-Restores the newest checkpoint in --workdir (or --checkpoint_step), plays the config's eval
-rollouts and writes DIR/eval/STEP/{results.json,results.md,normalized_scores.png}.
+  python experiments/eval.py --config=experiments/configs/gato.py:79m --workdir=DIR \
+      --config.eval.tasks=text/cpython_docs,vision_language/shapes_captions,vision_language/shapes_vqa \
+      --config.mesh.shape=1,-1,1
+
+Restores the newest checkpoint in --workdir (or --checkpoint_step) straight into its shards on
+the config's mesh (`mesh.shape`, `mesh.rules`: the fsdp mesh above splits a large model over
+every device), plays the config's eval rollouts (gymnax tasks stepped under jit + vmap unless
+`eval.jit_envs=false`), scores the text and vision-language tasks on `eval.non_control_examples`
+held-out examples each, and writes DIR/eval/STEP/{results.json,results.md,normalized_scores.png}.
 """
 
 import os

@@ -9,10 +9,18 @@ act plugs in here: the Gato model (`model_agent.ModelAgent`), or a per-environme
   agent.setup(envs)                       # once per task, one row per environment
   agent.begin_episode(row, seed)          # after envs[row].reset(seed)
   actions = agent.act(observations)       # observations[row] is None where a row is idle
+  actions = agent.act_batch(stacked, active)  # the same, observation leaves stacked over rows
+
+`act_batch` is what environments stepped together on device (`gymnax_rollouts`) call: their
+observations arrive already stacked, and an agent that can act on them whole (the model) skips
+splitting them into rows.
 """
 
 import abc
 from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
 
 from gato_jax.envs import base, policies
 
@@ -53,6 +61,16 @@ class Agent(abc.ABC):
   @abc.abstractmethod
   def act(self, observations: Sequence[Any | None]) -> list[Any]:
     """One action per row (None for idle rows, whose observation is None; GAVE_UP allowed)."""
+
+  def act_batch(self, observations: Any, active: np.ndarray) -> list[Any]:
+    """`act` on observations whose leaves are stacked over rows; `active[row]` False is idle.
+
+    Idle rows' entries in `observations` are ignored (they may hold anything).
+    """
+    active = np.asarray(active, bool)
+    rows = [jax.tree.map(lambda leaf, row=row: np.asarray(leaf)[row], observations)
+            if active[row] else None for row in range(active.shape[0])]
+    return self.act(rows)
 
 
 class PolicyAgent(Agent):

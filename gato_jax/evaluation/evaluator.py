@@ -1,8 +1,11 @@
 """`evaluate(config, workdir, params=None, step=None)`: the launcher's and the trainer's entry.
 
 For every control task of the config's mixture (or `eval.tasks`), it plays `eval.episodes`
-prompted rollouts of the model in the real environment, scores them against the task's recorded
-expert and random returns, aggregates per domain, and writes `workdir/eval/<step>/` reports.
+prompted rollouts of the model in the real environment (gymnax tasks stepped under jit, the
+others in a host loop), scores them against the task's recorded expert and random returns,
+aggregates per domain, and writes `workdir/eval/<step>/` reports. Text and vision-language
+tasks of the mixture (or `eval.tasks`) are scored on `eval.non_control_examples` held-out
+examples each: perplexity, captioning BLEU-4 / CIDEr-D, VQA accuracy (`non_control`).
 Parameters come from the caller (the trainer's live state) or from the newest (or a given)
 checkpoint in `workdir/checkpoints`.
 """
@@ -17,34 +20,49 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gato_jax import checkpoint
+from gato_jax import checkpoint, sharding
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import registry
-from gato_jax.evaluation import agents, model_agent, prompts, reports, rollouts, scores
+from gato_jax.evaluation import (agents, gymnax_rollouts, model_agent, non_control, prompts,
+                                 reports, rollouts, scores)
 from gato_jax.model import ModelConfig
 from gato_jax.model.gato import init_variables
 from gato_jax.training.optimizer import OptimizerConfig, make_optimizer
 from gato_jax.training.step import TrainState
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str,
-                   step: int | None = None) -> tuple[Any, int]:
-  """The model parameters of checkpoint `step` (default: the newest readable) on one device.
+# Results sections of the non-control tasks, and their scalars worth logging.
+NON_CONTROL_SECTIONS = ("text", "vision_language")
+NON_CONTROL_METRICS = ("perplexity", "bleu4", "cider", "vqa_accuracy")
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+                   mesh: jax.sharding.Mesh | None = None) -> tuple[Any, int]:
+  """The model parameters of checkpoint `step` (default: the newest readable), sharded.
+
+  Each parameter is read straight into its shards on `mesh` (default: the config's
+  `mesh.shape` over every device) under the config's `mesh.rules`, as the trainer lays them out,
+  so a model too large for one device evaluates on the mesh; no device ever holds the whole
+  state. On one device the mesh is that device.
 
   Returns:
     (params, the restored step).
   """
   model_config = ModelConfig.from_dict(config.model)
   tx, _ = make_optimizer(OptimizerConfig.from_dict(config.optimizer))
+  if mesh is None:
+    mesh = sharding.create_mesh(tuple(config.mesh.shape))
 
-  def init(rng):
-    params = nn.unbox(init_variables(model_config, rng))["params"]
+  def init_boxed(rng):
+    params = init_variables(model_config, rng)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-  # Shapes only: the checkpoint's train state is restored onto one device without building it.
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          jax.eval_shape(init, jax.random.key(0)))
+  # Shapes and logical axes only: nothing is built. The checkpoint holds the whole train state
+  # (orbax's standard restore reads whole trees); the optimizer state is dropped once read.
+  boxed = jax.eval_shape(init_boxed, jax.random.key(0))
+  shardings = sharding.logical_shardings(boxed, mesh, config.mesh.rules)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          nn.unbox(boxed), shardings)
   directory = os.path.join(os.path.expanduser(workdir), "checkpoints")
   if not os.path.isdir(directory):
     raise checkpoint.CheckpointError(f"no checkpoints directory at {directory}")
@@ -70,34 +88,116 @@ def _env_task_names() -> dict[str, str]:
   return names
 
 
-def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """The environment tasks to evaluate: `eval.tasks`, else the mixture's control tasks.
+def _requested_tasks(config: ml_collections.ConfigDict) -> list[str]:
+  return [t.strip() for t in config.eval.tasks.split(",") if t.strip()]
 
-  Raises:
-    ValueError: for an unknown task name, or when nothing is left to evaluate.
-  """
-  if config.eval.tasks:
-    names = [t.strip() for t in config.eval.tasks.split(",") if t.strip()]
-    for name in names:
-      domain, task = registry.split_task_name(name)
-      known = registry.list_tasks(domain)  # Raises for unknown domains.
-      if name not in known:
-        raise ValueError(f"unknown task {name!r} in eval.tasks; {domain} tasks: {known}")
-    return names
+
+def _mixture_tasks(config: ml_collections.ConfigDict) -> list[str]:
+  """The SeqIO task names of the config's mixture whose data exists."""
   from gato_jax.data import presets
   from gato_jax.data import tasks as data_tasks
 
   data_tasks.register_builtin_tasks(os.path.expanduser(config.data.data_dir))
-  weights = presets.resolve(config.data.mixture, data_tasks.available_builtin_tasks())
+  return list(presets.resolve(config.data.mixture, data_tasks.available_builtin_tasks()))
+
+
+def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
+  """The environment tasks to evaluate: those of `eval.tasks`, else the mixture's control tasks.
+
+  Text and vision-language names in `eval.tasks` are left to `non_control_tasks`.
+
+  Raises:
+    ValueError: for an unknown task name.
+  """
+  from gato_jax.data import example_sets
+
+  if config.eval.tasks:
+    names = []
+    for name in _requested_tasks(config):
+      domain, task = registry.split_task_name(name)
+      if domain in example_sets.domains():
+        continue
+      known = registry.list_tasks(domain)  # Raises for unknown domains.
+      if name not in known:
+        raise ValueError(f"unknown task {name!r} in eval.tasks; {domain} tasks: {known}")
+      names.append(name)
+    return names
+  weights = _mixture_tasks(config)
   env_names = _env_task_names()
   names = sorted(env_names[name] for name in weights if name in env_names)
   skipped = sorted(name for name in weights if name not in env_names)
   if skipped:
     logging.info("not evaluated in environments (no control task): %s", skipped)
-  if not names:
-    raise ValueError(f"mixture {config.data.mixture!r} has no control task to evaluate;"
-                     " set eval.tasks")
   return names
+
+
+def non_control_tasks(config: ml_collections.ConfigDict) -> list[str]:
+  """The text and vision-language tasks ("<domain>/<task>") to evaluate on held-out data.
+
+  Those named in `eval.tasks`, else the mixture's; none when `eval.non_control_examples` is 0.
+
+  Raises:
+    ValueError: for an unknown text or vision-language task in `eval.tasks`.
+  """
+  from gato_jax.data import example_sets
+  from gato_jax.data import tasks as data_tasks
+
+  if not config.eval.get("non_control_examples", 0):
+    return []
+  domains = example_sets.domains()
+  if config.eval.tasks:
+    names = [n for n in _requested_tasks(config) if registry.split_task_name(n)[0] in domains]
+    for name in names:
+      known = example_sets.list_tasks(registry.split_task_name(name)[0])
+      if name not in known:
+        raise ValueError(f"unknown task {name!r} in eval.tasks; known: {known}")
+    return names
+  by_seqio_name = {data_tasks.task_name(t): t for d in domains for t in example_sets.list_tasks(d)}
+  return sorted(by_seqio_name[n] for n in _mixture_tasks(config) if n in by_seqio_name)
+
+
+def evaluate_non_control_task(task: str, config: ml_collections.ConfigDict,
+                              model_config: ModelConfig, params: Any) -> tuple[str, dict]:
+  """Scores one text or vision-language task on its held-out split.
+
+  Returns:
+    (the results section, "text" or "vision_language"; the task's results: perplexity for
+    text, BLEU-4 / CIDEr-D and samples for captioning, accuracy and samples for VQA).
+
+  Raises:
+    FileNotFoundError: if the task's data has not been generated.
+  """
+  from gato_jax.data import example_sets, rlds_io, vision_language
+  from gato_jax.data import tasks as data_tasks
+  from gato_jax.tokenizer.text import TextTokenizer
+
+  start = time.perf_counter()
+  data_dir = os.path.expanduser(config.data.data_dir)
+  domain, _ = registry.split_task_name(task)
+  source = rlds_io.dataset_dir(data_dir, example_sets.make_task(task).dataset,
+                               rlds_io.config_name(task))
+  if not os.path.isfile(os.path.join(source, "dataset_info.json")):
+    raise FileNotFoundError(
+        f"no generated data of {task!r} at {source}; generate it with tools/generate_data.py"
+        f" --domain={domain} --data_dir={data_dir}, or leave it out of eval.tasks")
+  limit, batch_size = config.eval.non_control_examples, config.eval.batch_size
+  split = non_control.HELD_OUT_SPLIT
+  if domain == "text":
+    data_tasks.register_builtin_tasks(data_dir)
+    documents = data_tasks.load_token_groups(data_tasks.task_name(task), split, limit=limit)
+    row = non_control.evaluate_text(model_config, params, documents, config.train.seq_len,
+                                    batch_size)
+  elif "question" in example_sets.load_split(source, split).element_spec:
+    examples = list(vision_language.read(vision_language.load_vqa(source, split), limit))
+    row = non_control.evaluate_vqa(model_config, params, examples, TextTokenizer(), batch_size)
+  else:
+    examples = list(vision_language.read(
+        vision_language.load_captioning(source, split, all_captions=False), limit))
+    row = non_control.evaluate_captioning(model_config, params, examples, TextTokenizer(),
+                                          batch_size)
+  row["seconds"] = time.perf_counter() - start
+  logging.info("eval %s: %s", task, {k: v for k, v in row.items() if isinstance(v, float)})
+  return ("text" if domain == "text" else "vision_language"), row
 
 
 def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: ModelConfig,
@@ -128,9 +228,15 @@ def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: Mo
     agent = model_agent.ModelAgent(model_config, params, prompt_fn,
                                    temperature=config.eval.temperature, seed=config.eval.seed,
                                    headroom=config.eval.context_headroom)
-  outcomes, timing = rollouts.run_task(make_env, agent, config.eval.episodes,
-                                       config.eval.batch_size, config.eval.seed,
-                                       config.eval.max_steps)
+  if scores.domain_of(task) == "gymnax" and config.eval.get("jit_envs", True):
+    # Pure-JAX environments: the whole batch resets and steps in one jitted call.
+    outcomes, timing = gymnax_rollouts.run_task(task, agent, config.eval.episodes,
+                                                config.eval.batch_size, config.eval.seed,
+                                                config.eval.max_steps)
+  else:
+    outcomes, timing = rollouts.run_task(make_env, agent, config.eval.episodes,
+                                         config.eval.batch_size, config.eval.seed,
+                                         config.eval.max_steps)
   task_scores = scores.score_task(task, outcomes, stats)
   timing_dict = {"agent_seconds": timing.agent_seconds, "env_seconds": timing.env_seconds,
                  "agent_calls": timing.agent_calls, "env_steps": timing.env_steps,
@@ -159,14 +265,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
   model_config = ModelConfig.from_dict(config.model)
   if params is None:
     params, step = restore_params(config, workdir, step)
-  names = eval_tasks(config)
+  names, extra = eval_tasks(config), non_control_tasks(config)
+  if not names and not extra:
+    raise ValueError(f"nothing to evaluate: mixture {config.data.mixture!r} has no control, text"
+                     " or vision-language task with data; set eval.tasks")
   per_task, stats, timing = {}, {}, {}
   for task in names:
     per_task[task], task_stats, timing[task] = evaluate_task(task, config, model_config, params)
     stats[task] = {"random_return": task_stats.random_return,
                    "expert_return": task_stats.expert_return,
                    "expert_agent": task_stats.expert_agent}
-  results = scores.summarize(per_task, config.eval.bootstrap_resamples, config.eval.seed)
+  if per_task:
+    results = scores.summarize(per_task, config.eval.bootstrap_resamples, config.eval.seed)
+  else:
+    results = {"tasks": {}, "domains": {}, "overall": None}
+  for task in extra:
+    section, row = evaluate_non_control_task(task, config, model_config, params)
+    results.setdefault(section, {})[task] = row
   calls = sum(t["agent_calls"] for t in timing.values())
   results.update(
       step=step, stats=stats, per_task_timing=timing,
@@ -185,13 +300,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
 
 def scalar_metrics(results: dict) -> dict[str, float]:
   """The `eval/...` scalars the trainer logs (and ranks checkpoints by)."""
-  overall = results["overall"]
-  metrics = {"eval/normalized_score": overall["mean"], "eval/iqm": overall["iqm"],
-             "eval/above_50_fraction": overall["above_50_fraction"]}
-  for domain, agg in results["domains"].items():
+  metrics = {}
+  overall = results.get("overall")
+  if overall:
+    metrics.update({"eval/normalized_score": overall["mean"], "eval/iqm": overall["iqm"],
+                    "eval/above_50_fraction": overall["above_50_fraction"]})
+  for domain, agg in results.get("domains", {}).items():
     metrics[f"eval/{domain}/normalized_score"] = agg["mean"]
     metrics[f"eval/{domain}/iqm"] = agg["iqm"]
-  for task, row in results["tasks"].items():
+  for task, row in results.get("tasks", {}).items():
     metrics[f"eval/{task}/return"] = row["return"]
     metrics[f"eval/{task}/normalized_score"] = row["normalized_score"]
+  for section in NON_CONTROL_SECTIONS:
+    for task, row in results.get(section, {}).items():
+      for key in NON_CONTROL_METRICS:
+        if row.get(key) is not None:
+          metrics[f"eval/{task}/{key}"] = row[key]
   return metrics

@@ -4,7 +4,9 @@ Each row of the batch is one environment. Per environment step the agent tokeniz
 observations, appends them to the shared key/value cache (`inference.CachedDecoder`) in one
 batched call, and decodes the action tokens one at a time with logits masked to each token's
 valid id range. Rows are left-padded (segment id 0, which real tokens never attend to), so rows
-whose observations differ in length, or that sit idle, share one cache and one call.
+whose observations differ in length, or that sit idle, share one cache and one call. Stacked
+observations (`act_batch`, from environments stepped on device) are tokenized in one vectorised
+call and the actions detokenized in one.
 
 The cache is rebuilt (reset, then one left-padded prefill of every row's context) when a row
 starts an episode, or when the next observation and action would not fit in
@@ -25,7 +27,8 @@ from gato_jax.inference.decode import CachedDecoder
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.inputs import Batch, batch_from_token_groups
 from gato_jax.tokenizer import specs as token_specs
-from gato_jax.tokenizer.timestep import TokenGroup, decode_action, tokenize_timestep
+from gato_jax.tokenizer.timestep import (TokenGroup, decode_action, tokenize_episode,
+                                         tokenize_timestep)
 
 # Padded lengths are rounded up to these multiples so that a rollout compiles a handful of
 # prefill shapes instead of one per distinct observation or context length.
@@ -40,6 +43,26 @@ def _round_up(n: int, multiple: int) -> int:
 def _num_patches_bucket(groups: Sequence[TokenGroup]) -> int:
   most = max(int(np.asarray(g.patches).shape[0]) for g in groups)
   return 0 if most == 0 else 1 << (most - 1).bit_length()  # Next power of two.
+
+
+def _split_rows(group: TokenGroup, num_rows: int) -> list[TokenGroup]:
+  """A `tokenize_episode` result of `num_rows` same-length timesteps -> one group per row."""
+  length = group.num_tokens // num_rows
+  if length * num_rows != group.num_tokens or np.any(
+      np.asarray(group.timesteps) != np.repeat(np.arange(num_rows), length)):
+    raise ValueError("stacked observations must tokenize to the same number of tokens per row")
+  num_patches = group.patches.shape[0] // num_rows
+  rows = []
+  for row in range(num_rows):
+    tokens = slice(row * length, (row + 1) * length)
+    patches = slice(row * num_patches, (row + 1) * num_patches)
+    rows.append(TokenGroup(
+        tokens=group.tokens[tokens], kinds=group.kinds[tokens],
+        local_positions=group.local_positions[tokens], loss_mask=group.loss_mask[tokens],
+        timesteps=np.zeros(length, np.int32),
+        patches=group.patches[patches] if num_patches else np.zeros((0, 0), np.float32),
+        patch_rows=group.patch_rows[patches], patch_cols=group.patch_cols[patches]))
+  return rows
 
 
 class ModelAgent(agents.Agent):
@@ -118,13 +141,40 @@ class ModelAgent(agents.Agent):
   def act(self, observations: Sequence[Any | None]) -> list[Any]:
     if len(observations) != len(self.rows):
       raise ValueError(f"got {len(observations)} observations for {len(self.rows)} rows")
-    for row, observation in enumerate(observations):
-      if (observation is None) == self.active[row]:
+    self._check_active([observation is not None for observation in observations])
+    pending = [None if observation is None else tokenize_timestep(
+        observation, None, self.observation_spec, self.action_spec, self._text_tokenizer)
+               for observation in observations]
+    ids = self._act_on(pending)
+    return [decode_action(ids[row], self.action_spec) if self.active[row] else None
+            for row in range(len(self.rows))]
+
+  def act_batch(self, observations: Any, active: np.ndarray) -> list[Any]:
+    """Tokenizes the stacked observations in one vectorised call, detokenizes in one."""
+    active = np.asarray(active, bool)
+    if active.shape != (len(self.rows),):
+      raise ValueError(f"got an active mask of shape {active.shape} for {len(self.rows)} rows")
+    self._check_active(active)
+    # Rows as the timesteps of one "episode": the tokenizer's vectorised path does them at once.
+    stacked = tokenize_episode(observations, None, self.observation_spec, self.action_spec,
+                               self._text_tokenizer)
+    rows = _split_rows(stacked, len(self.rows))
+    ids = self._act_on([group if live else None for group, live in zip(rows, active)])
+    actions = decode_action(ids, self.action_spec)
+    return [jax.tree.map(lambda leaf, row=row: np.asarray(leaf[row]), actions)
+            if active[row] else None for row in range(len(self.rows))]
+
+  def _check_active(self, given) -> None:
+    for row, observed in enumerate(given):
+      if bool(observed) != self.active[row]:
         raise ValueError(f"row {row} is {'active' if self.active[row] else 'idle'} but got"
-                         f" {'no ' if observation is None else 'an '}observation")
-      if observation is not None:
-        self.rows[row].pending = tokenize_timestep(
-            observation, None, self.observation_spec, self.action_spec, self._text_tokenizer)
+                         f" {'an ' if observed else 'no '}observation")
+
+  def _act_on(self, pending: Sequence[TokenGroup | None]) -> np.ndarray:
+    """Feeds each active row's tokenized observation, decodes and records its action ids."""
+    for row, group in enumerate(pending):
+      if group is not None:
+        self.rows[row].pending = group
     # Which tokens go in is decided here, from the token counts alone, so that any decoding
     # backend (`_action_ids`) sees the same contexts.
     length = self._chunk_length()
@@ -143,14 +193,10 @@ class ModelAgent(agents.Agent):
     ids = np.asarray(self._action_ids(rebuild, length))  # [B, num_action_tokens]
     self._cache_length += length + self.num_action_tokens
     self.num_calls += 1
-    actions = []
     for row, context in enumerate(self.rows):
-      if not self.active[row]:
-        actions.append(None)
-        continue
-      context.complete_step(ids[row])
-      actions.append(decode_action(ids[row], self.action_spec))
-    return actions
+      if self.active[row]:
+        context.complete_step(ids[row])
+    return ids
 
   def _chunk_length(self) -> int:
     longest = max((r.pending.num_tokens for r in self.rows if r.pending is not None), default=0)

@@ -1,4 +1,8 @@
-"""Evaluation reports: `DIR/eval/STEP/results.json`, a markdown table and a bar chart.
+"""Evaluation reports: `DIR/eval/STEP/results.json`, markdown tables and a bar chart.
+
+results.json holds the control tasks' scores ("tasks", "domains", "overall") and, when text or
+vision-language tasks were evaluated, "text" (perplexity) and "vision_language" (BLEU-4, CIDEr,
+VQA accuracy, sample captions and answers) sections, each keyed by task.
 
 The JSON is the record; the markdown table and the PNG chart are pure functions of it, so
 `regenerate(directory)` rebuilds both byte for byte from a results.json alone (e.g. after
@@ -39,17 +43,18 @@ def _ci(interval) -> str:
   return "-" if not interval else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
-def render_markdown(results: dict) -> str:
-  """The per-task and per-domain tables of a results dict, as markdown."""
-  lines = [f"# Evaluation at step {results.get('step', '?')}", ""]
-  lines += ["| task | return | random | expert | normalised | success | episodes |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+def _fmt(value) -> str:
+  return "-" if value is None else f"{value:.4g}"
+
+
+def _control_tables(results: dict) -> list[str]:
+  lines = ["| task | return | random | expert | normalised | success | episodes |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for task, row in sorted(results["tasks"].items()):
     anchors = results.get("stats", {}).get(task, {})
-    fmt = lambda v: "-" if v is None else f"{v:.4g}"
     lines.append(
-        f"| {task} | {row['return']:.4g} | {fmt(anchors.get('random_return'))} |"
-        f" {fmt(anchors.get('expert_return'))} | {_pct(row['normalized_score'])} |"
+        f"| {task} | {row['return']:.4g} | {_fmt(anchors.get('random_return'))} |"
+        f" {_fmt(anchors.get('expert_return'))} | {_pct(row['normalized_score'])} |"
         f" {_pct(row.get('success_rate'))} | {row['episodes']} |")
   lines += ["", "| domain | tasks | mean | mean 95% CI | IQM | IQM 95% CI | >=50% | >=80% | >=100% |",
             "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
@@ -59,8 +64,52 @@ def render_markdown(results: dict) -> str:
         f"| {name} | {agg['num_tasks']} | {_pct(agg['mean'])} | {_ci(agg.get('mean_ci'))} |"
         f" {_pct(agg['iqm'])} | {_ci(agg.get('iqm_ci'))} | {agg['above_50']} | {agg['above_80']} |"
         f" {agg['above_100']} |")
+  return lines
+
+
+def _cell(text: str) -> str:
+  return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _non_control_tables(results: dict) -> list[str]:
+  lines = []
+  text = results.get("text") or {}
+  if text:
+    lines += ["", "Held-out text:", "", "| task | documents | tokens | perplexity | nats/token |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for task, row in sorted(text.items()):
+      lines.append(f"| {task} | {row['documents']} | {row['tokens']} | {_fmt(row['perplexity'])} |"
+                   f" {_fmt(row['nll_per_token'])} |")
+  vision = results.get("vision_language") or {}
+  if vision:
+    lines += ["", "Held-out vision-language:", "",
+              "| task | examples | BLEU-4 | CIDEr | VQA accuracy |", "| --- | ---: | ---: | ---: | ---: |"]
+    for task, row in sorted(vision.items()):
+      lines.append(f"| {task} | {row['examples']} | {_fmt(row.get('bleu4'))} |"
+                   f" {_fmt(row.get('cider'))} | {_pct(row.get('vqa_accuracy'))} |")
+    for task, row in sorted(vision.items()):
+      samples = row.get("samples") or []
+      if not samples:
+        continue
+      if "reference" in samples[0]:
+        lines += ["", f"Sample captions, {task}:", "", "| generated | reference |", "| --- | --- |"]
+        lines += [f"| {_cell(s['generated'])} | {_cell(s['reference'])} |" for s in samples]
+      else:
+        lines += ["", f"Sample answers, {task}:", "", "| question | answer | predicted |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {_cell(s['question'])} | {_cell(s['answer'])} | {_cell(s['predicted'])} |"
+                  for s in samples]
+  return lines
+
+
+def render_markdown(results: dict) -> str:
+  """The per-task and per-domain tables of a results dict, as markdown."""
+  lines = [f"# Evaluation at step {results.get('step', '?')}", ""]
+  if results.get("tasks"):
+    lines += _control_tables(results)
+  lines += _non_control_tables(results)
   timing = results.get("timing")
-  if timing:
+  if timing and timing.get("agent_calls"):
     lines += ["", f"Seconds per batched agent step: {timing['seconds_per_agent_call']:.4g}"
               f" ({timing['agent_calls']} calls, batch of up to {timing.get('batch_size', '?')})."]
   return "\n".join(lines) + "\n"
@@ -85,7 +134,8 @@ def render_chart(results: dict, path: str) -> None:
   ax.set_ylabel("normalised score (% of expert)")
   ax.set_title(f"Gato evaluation, step {results.get('step', '?')}")
   handles = [matplotlib.patches.Patch(color=colours[d], label=d) for d in domains]
-  ax.legend(handles=handles, fontsize=8)
+  if handles:  # None when only text and vision-language tasks were evaluated.
+    ax.legend(handles=handles, fontsize=8)
   fig.tight_layout()
   # No creation metadata: the same results give the same bytes.
   fig.savefig(path, format="png", metadata={"Software": None})

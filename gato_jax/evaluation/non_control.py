@@ -1,0 +1,218 @@
+"""Evaluation beyond control: text perplexity, image captioning and VQA on held-out splits.
+
+Training reads the "train" split of every task (`data.tasks.load_token_groups`); the text and
+vision-language sets also store a "validation" split that it never sees (CPython documents held
+out by a hash of their text, `text_data.split_of`; scenes drawn from seeds of their own split,
+`vision_language.scene_seed`). Everything here reads that split.
+
+  * Text: perplexity exp(total NLL / targets) over held-out documents, tokenized as in training
+    (EOS closes each document) and scored with the training loss's own target mask. A document
+    longer than `seq_len` is cut into consecutive chunks scored independently (the first token
+    of a chunk has no context and is not a target).
+  * Captioning: the caption greedily decoded with the key/value cache after the image's patches,
+    as many text tokens as the longest reference (or until EOS), scored with BLEU-4 and CIDEr-D
+    (`text_metrics`).
+  * VQA: after the image and the question, the greedy continuation as many tokens long as the
+    answer must spell the answer exactly (LAMBADA-style exact match: the stored texts end with
+    no end-of-text token, so a model trained on them never learned where an answer stops).
+"""
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gato_jax.data import sequences
+from gato_jax.evaluation import text_metrics
+from gato_jax.evaluation.context import empty_group
+from gato_jax.inference.decode import init_cache, mask_to_range, prefill
+from gato_jax.model.config import ModelConfig
+from gato_jax.model.gato import Gato
+from gato_jax.model.inputs import Batch, batch_from_token_groups
+from gato_jax.tokenizer import specs as token_specs
+from gato_jax.tokenizer.constants import TEXT_VOCAB_SIZE, TokenKind
+from gato_jax.tokenizer.timestep import TokenGroup, tokenize_timestep
+from gato_jax.training.step import masked_next_token_loss
+
+HELD_OUT_SPLIT = "validation"
+# Image first, then text: the vision-language tasks' observation (data.vision_language).
+VL_SPEC = {"image": token_specs.ImageSpec(), "text": token_specs.TextSpec()}
+NUM_SAMPLES = 5  # Generated captions / answers shown in the reports.
+CONTEXT_MULTIPLE = 32  # Generation contexts are padded to a multiple of this.
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+# --- Perplexity ---------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _row_nll(params, batch: Batch, *, model: Gato):
+  """(summed NLL, target count) per row, with the training loss's target definition."""
+  _, metrics = masked_next_token_loss(model.apply({"params": params}, batch), batch)
+  return metrics["row_loss_sum"], metrics["row_targets"]
+
+
+def document_chunks(documents: Sequence[TokenGroup], seq_len: int) -> list[TokenGroup]:
+  """Each document cut into consecutive pieces of at most `seq_len` tokens."""
+  if seq_len < 2:
+    raise ValueError(f"seq_len must be at least 2 to have a target, got {seq_len}")
+  chunks = []
+  for document in documents:
+    if document.patches.shape[0]:
+      raise ValueError("perplexity is of text documents; this one has image patches")
+    chunks += [sequences.token_slice(document, start, start + seq_len)
+               for start in range(0, document.num_tokens, seq_len)]
+  return chunks
+
+
+def text_nll(model_config: ModelConfig, params: Any, documents: Sequence[TokenGroup],
+             seq_len: int, batch_size: int = 16) -> tuple[float, int]:
+  """(total NLL in nats, number of target tokens) of `documents` under the model.
+
+  Rows are padded to `seq_len` and batches to `batch_size` rows (padding has no targets), so
+  every call has one shape.
+  """
+  if not documents:
+    raise ValueError("text_nll needs at least one document")
+  model = Gato(model_config)
+  chunks = document_chunks(documents, seq_len)
+  total, count = 0.0, 0
+  for start in range(0, len(chunks), batch_size):
+    rows = chunks[start:start + batch_size]
+    rows += [empty_group()] * (batch_size - len(rows))
+    batch = batch_from_token_groups(rows, seq_len, 0, model_config.patch_dim)
+    nll, targets = jax.device_get(_row_nll(params, batch, model=model))
+    total += float(np.sum(nll, dtype=np.float64))
+    count += int(np.sum(targets))
+  return total, count
+
+
+def evaluate_text(model_config: ModelConfig, params: Any, documents: Sequence[TokenGroup],
+                  seq_len: int, batch_size: int = 16) -> dict:
+  """{"perplexity", "nll_per_token", "tokens", "documents"} of held-out documents."""
+  total, count = text_nll(model_config, params, documents, seq_len, batch_size)
+  return {"perplexity": text_metrics.perplexity(total, count), "nll_per_token": total / count,
+          "tokens": count, "documents": len(documents), "split": HELD_OUT_SPLIT}
+
+
+# --- Greedy text generation with the key/value cache -------------------------------------------
+
+
+def _text_token_batch(ids, local_positions, patch_dim: int) -> Batch:
+  """A length-1 Batch of just-generated text tokens."""
+  b = ids.shape[0]
+  return Batch(tokens=ids[:, None], kinds=jnp.full((b, 1), TokenKind.TEXT, jnp.int32),
+               local_positions=local_positions[:, None], loss_mask=jnp.zeros((b, 1), bool),
+               segment_ids=jnp.ones((b, 1), jnp.int32),
+               patches=jnp.zeros((b, 0, patch_dim), jnp.float32),
+               patch_rows=jnp.zeros((b, 0, 2), jnp.float32),
+               patch_cols=jnp.zeros((b, 0, 2), jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_tokens"))
+def _generate(params, context: Batch, first_local_positions, *, model: Gato, num_tokens: int):
+  """Prefills the cache with `context`, then greedily decodes `num_tokens` text tokens [B, N]."""
+  logits, cache = prefill(params, init_cache(model.config, context.tokens.shape[0]), context,
+                          model=model, last_only=True)
+
+  def step(carry, i):
+    cache, logits = carry
+    ids = jnp.argmax(mask_to_range(logits, 0, TEXT_VOCAB_SIZE), axis=-1).astype(jnp.int32)
+    batch = _text_token_batch(ids, first_local_positions + i, model.config.patch_dim)
+    new_logits, cache = prefill(params, cache, batch, model=model)
+    return (cache, new_logits[:, -1]), ids
+
+  _, ids = jax.lax.scan(step, (cache, logits[:, -1]), jnp.arange(num_tokens, dtype=jnp.int32))
+  return ids.T
+
+
+def generate_text(model_config: ModelConfig, params: Any, contexts: Sequence[TokenGroup],
+                  num_tokens: int) -> np.ndarray:
+  """Greedy text continuations int32 [len(contexts), num_tokens] of each context.
+
+  Each context is an observation without its separator (image patches, maybe text); generated
+  tokens continue its observation-local positions, as the caption's tokens do in training.
+  """
+  if num_tokens < 1:
+    raise ValueError(f"num_tokens must be positive, got {num_tokens}")
+  longest = max(g.num_tokens for g in contexts)
+  # Rounded up so that a handful of context lengths share compilations.
+  seq_len = _round_up(longest, CONTEXT_MULTIPLE)
+  if seq_len + num_tokens > model_config.max_decode_length:
+    raise ValueError(f"a context of {longest} tokens (padded to {seq_len}) and {num_tokens}"
+                     f" generated tokens exceed max_decode_length={model_config.max_decode_length}")
+  num_patches = max(int(np.asarray(g.patches).shape[0]) for g in contexts)
+  context = batch_from_token_groups(contexts, seq_len, num_patches, model_config.patch_dim,
+                                    pad_side="left")
+  first = np.array([int(np.max(g.local_positions, initial=-1)) + 1 for g in contexts], np.int32)
+  return np.asarray(_generate(params, context, first, model=Gato(model_config),
+                              num_tokens=int(num_tokens)))
+
+
+def _until_eos(ids: np.ndarray, eos_id: int) -> np.ndarray:
+  stops = np.flatnonzero(ids == eos_id)
+  return ids[:stops[0]] if stops.size else ids
+
+
+def _generate_in_batches(model_config: ModelConfig, params: Any, contexts: Sequence[TokenGroup],
+                         num_tokens: int, batch_size: int) -> np.ndarray:
+  """`generate_text` over batches of `batch_size` rows, the last one padded (one shape)."""
+  out = []
+  for start in range(0, len(contexts), batch_size):
+    rows = list(contexts[start:start + batch_size])
+    filled = len(rows)
+    rows += [rows[0]] * (batch_size - filled)
+    out.append(generate_text(model_config, params, rows, num_tokens)[:filled])
+  return np.concatenate(out)
+
+
+def evaluate_captioning(model_config: ModelConfig, params: Any, examples: Sequence[dict],
+                        text_tokenizer, batch_size: int = 16) -> dict:
+  """BLEU-4 and CIDEr-D of greedy captions of {"image", "caption"} examples."""
+  if not examples:
+    raise ValueError("evaluate_captioning needs at least one example")
+  references = [[str(ex["caption"])] for ex in examples]
+  num_tokens = max(len(text_tokenizer.encode(refs[0])) for refs in references)
+  contexts = [tokenize_timestep({"image": np.asarray(ex["image"]), "text": np.zeros(0, np.int32)},
+                                None, VL_SPEC, separator=False) for ex in examples]
+  ids = _generate_in_batches(model_config, params, contexts, num_tokens, batch_size)
+  generated = [text_tokenizer.decode(_until_eos(row, text_tokenizer.eos_id)) for row in ids]
+  return {
+      "bleu4": text_metrics.bleu4(references, generated),
+      "cider": text_metrics.cider(references, generated),
+      "examples": len(examples), "generated_tokens": num_tokens, "split": HELD_OUT_SPLIT,
+      "samples": [{"reference": refs[0], "generated": text}
+                  for refs, text in zip(references[:NUM_SAMPLES], generated)],
+  }
+
+
+def evaluate_vqa(model_config: ModelConfig, params: Any, examples: Sequence[dict],
+                 text_tokenizer, batch_size: int = 16) -> dict:
+  """Exact-match accuracy of greedy answers to {"image", "question", "answer"} examples."""
+  if not examples:
+    raise ValueError("evaluate_vqa needs at least one example")
+  answers = [text_tokenizer.encode(str(ex["answer"])) for ex in examples]
+  contexts = [tokenize_timestep({"image": np.asarray(ex["image"]), "text": str(ex["question"])},
+                                None, VL_SPEC, text_tokenizer, separator=False)
+              for ex in examples]
+  # One generated length for every batch: one compilation per context length.
+  num_tokens = max(a.size for a in answers)
+  ids = _generate_in_batches(model_config, params, contexts, num_tokens, batch_size)
+  predictions = [text_tokenizer.decode(row[:a.size]) for row, a in zip(ids, answers)]
+  truth = [str(ex["answer"]) for ex in examples]
+  by_type: dict[str, list[bool]] = {}
+  for ex, predicted, answer in zip(examples, predictions, truth):
+    by_type.setdefault(str(ex.get("question_type", "all")), []).append(
+        text_metrics.normalize(predicted) == text_metrics.normalize(answer))
+  return {
+      "vqa_accuracy": text_metrics.exact_match_accuracy(predictions, truth),
+      "accuracy_by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
+      "examples": len(examples), "split": HELD_OUT_SPLIT,
+      "samples": [{"question": str(ex["question"]), "answer": answer, "predicted": predicted}
+                  for ex, answer, predicted in zip(examples[:NUM_SAMPLES], truth, predictions)],
+  }

@@ -1,0 +1,81 @@
+"""Checkpoint parameters restored onto a mesh's shardings, and evaluated there."""
+
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from gato_jax import checkpoint, sharding
+from gato_jax.data import episodes as E
+from gato_jax.evaluation import evaluator
+from gato_jax.model import ModelConfig
+from gato_jax.training.optimizer import OptimizerConfig
+from gato_jax.training.step import create_train_state
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def _config(data_dir):
+  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
+  import gato  # experiments/configs/gato.py
+
+  config = gato.get_config("tiny")
+  config.data.data_dir = str(data_dir)
+  config.model.max_decode_length = 64
+  config.eval.update(tasks="gymnax/CartPole-v1", episodes=2, batch_size=2, prompt_tokens=0,
+                     max_steps=3, bootstrap_resamples=10)
+  return config
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+  """A checkpoint written by a one-device trainer; returns (workdir, its train state)."""
+  if len(jax.devices()) < 4:
+    pytest.skip("needs 4 devices (tests/conftest.py forces 8 host devices)")
+  workdir = tmp_path_factory.mktemp("run")
+  config = _config(workdir)
+  mesh = sharding.create_mesh((1, 1, 1), devices=jax.devices()[:1])
+  state, _ = create_train_state(ModelConfig.from_dict(config.model),
+                                OptimizerConfig.from_dict(config.optimizer), mesh, "fsdp",
+                                jax.random.key(0))
+  saver = checkpoint.Checkpointer(str(workdir / "checkpoints"), async_save=False)
+  saver.save(3, state)
+  saver.close()
+  return workdir, state
+
+
+def test_params_restore_into_their_shards_on_another_mesh(saved):
+  workdir, state = saved
+  config = _config(workdir)
+  config.mesh.shape, config.mesh.rules = (-1, 4, 1), "fsdp"
+  params, step = evaluator.restore_params(config, str(workdir))
+  assert step == 3
+  jax.tree.map(np.testing.assert_array_equal, params, state.params)
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  specs = {jax.tree_util.keystr(path): leaf.sharding.spec for path, leaf in leaves}
+  assert all(len(leaf.sharding.device_set) == len(jax.devices()) for _, leaf in leaves)
+  # The fsdp rules split every "embed" axis over the 4 fsdp devices: each device holds a
+  # quarter of such a leaf, so no device holds the whole state.
+  split = [(path, leaf) for path, leaf in leaves if "fsdp" in leaf.sharding.spec]
+  assert split, specs
+  for _, leaf in split:
+    shard = leaf.addressable_shards[0].data
+    assert shard.size * 4 == leaf.size
+
+
+def test_evaluate_runs_on_sharded_params(saved):
+  workdir, _ = saved
+  config = _config(workdir)
+  config.mesh.shape = (-1, 2, 1)
+  E.save_stats(E.TaskStats("gymnax/CartPole-v1", 20.0, 5.0, 5, expert_return=500.0),
+               str(workdir))
+  results = evaluator.evaluate(config, str(workdir))
+  one_device = _config(workdir)
+  one_device.mesh.shape = (1, 1, 1)
+  params, _ = evaluator.restore_params(one_device, str(workdir),
+                                       mesh=sharding.create_mesh((1, 1, 1), jax.devices()[:1]))
+  reference = evaluator.evaluate(one_device, str(workdir / "one"), params=params, step=3)
+  assert results["step"] == 3
+  assert results["tasks"] == reference["tasks"]
