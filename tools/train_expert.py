@@ -11,6 +11,11 @@ Several tasks in turn, or an explicit config with overrides:
 A task whose expert is already cached is skipped unless --overwrite (or --config.overwrite);
 --reevaluate re-runs only its evaluation (e.g. after changing --config.eval.deterministic).
 Prints one JSON summary line per task (expert, random and reference returns, wall time).
+
+DM Control SAC experts (recipes in experiments/configs/experts/dm_control.py) take --domain:
+  python tools/train_expert.py --domain=dm_control --env=cartpole-balance,point_mass-easy
+  python tools/train_expert.py --domain=dm_control \
+      --config=experiments/configs/experts/dm_control.py:walker-stand
 """
 
 import importlib.util
@@ -20,10 +25,14 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-_RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "experiments", "configs", "experts", "gymnax.py")
+_RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments", "configs", "experts")
+_RECIPES = os.path.join(_RECIPE_DIR, "gymnax.py")
 
-_ENV = flags.DEFINE_string("env", None, "Comma-separated gymnax ids, e.g. CartPole-v1.")
+_DOMAIN = flags.DEFINE_enum("domain", "gymnax", ["gymnax", "dm_control"],
+                            "Which domain's experts: gymnax (PPO) or dm_control (SAC).")
+_ENV = flags.DEFINE_string("env", None, "Comma-separated task names: gymnax ids (CartPole-v1) or"
+                           " DM Control tasks (cartpole-balance).")
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/experts", "Expert cache directory.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain experts that are already cached.")
 _REEVALUATE = flags.DEFINE_bool("reevaluate", False,
@@ -33,6 +42,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Expert config file:pr
 
 
 def _recipe(env_id: str):
+  if _DOMAIN.value != "gymnax":
+    path = os.path.join(_RECIPE_DIR, f"{_DOMAIN.value}.py")
+    spec = importlib.util.spec_from_file_location(f"{_DOMAIN.value}_expert_recipes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Accept the registry's full name too (dm_control/cartpole-balance).
+    return module.get_config(env_id.removeprefix(f"{_DOMAIN.value}/"))
   spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", _RECIPES)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -42,17 +58,25 @@ def _recipe(env_id: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from gato_jax.experts import gymnax_experts
+  if _DOMAIN.value == "dm_control":
+    os.environ.setdefault("MUJOCO_GL", "disable")  # State observations need no renderer.
+    from gato_jax.experts import dm_control_experts as experts
+  else:
+    from gato_jax.experts import gymnax_experts as experts
 
   if (_CONFIG.value is None) == (_ENV.value is None):
     raise app.UsageError("give exactly one of --env and --config")
   configs = [_CONFIG.value] if _CONFIG.value is not None else [
       _recipe(name.strip()) for name in _ENV.value.split(",") if name.strip()]
   for config in configs:
+    expected_field = "task" if _DOMAIN.value == "dm_control" else "env_id"
+    if expected_field not in config:
+      raise app.UsageError(f"this config has no {expected_field!r} field, so it is not a"
+                           f" {_DOMAIN.value} expert recipe; pass the matching --domain")
     if _OVERWRITE.value:
       config.unlock()
       config.overwrite = True
-    summary = gymnax_experts.train_and_evaluate(config, _WORKDIR.value, _REEVALUATE.value)
+    summary = experts.train_and_evaluate(config, _WORKDIR.value, _REEVALUATE.value)
     print(json.dumps(summary, sort_keys=True), flush=True)
 
 

@@ -7,7 +7,7 @@ unless registered otherwise). An expert
 factory takes the Environment and returns a `policies.Policy`; domains whose experts are trained
 (gymnax PPO, DM Control SAC) register theirs the same way once the parameters exist:
 
-  registry.register_expert("dm_control", "gato_jax.experts.dm_control_sac:make_expert")
+  registry.register_expert("dm_control", "gato_jax.experts.dm_control_experts:make_expert")
 """
 
 import importlib
@@ -24,6 +24,8 @@ _DOMAINS: dict[str, tuple[str, str]] = {
 # domain -> "module:attribute" of a factory `(env) -> Policy`.
 _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
     "babyai": "gato_jax.envs.babyai:make_expert",
+    # SAC actors trained by tools/train_expert.py --domain=dm_control, cached like gymnax's.
+    "dm_control": "gato_jax.experts.dm_control_experts:make_expert",
     # PPO parameters trained by tools/train_expert.py and cached outside the repository.
     "gymnax": "gato_jax.experts.gymnax_experts:make_expert",
 }
@@ -71,8 +73,20 @@ def make_env(name: str) -> base.Environment:
   return getattr(module, _DOMAINS[domain][1])(task)
 
 
+# domain -> "module:attribute" of `(task name) -> bool`, for domains whose experts are trained
+# task by task: has_expert then says whether this task's expert exists (random-policy data and
+# statistics of an untrained task must not need it). Other domains have an expert for every task.
+_EXPERT_AVAILABLE: dict[str, str] = {
+    "dm_control": "gato_jax.experts.dm_control_experts:has_expert",
+}
+
+
 def has_expert(name: str) -> bool:
-  return split_task_name(name)[0] in _EXPERTS
+  domain = split_task_name(name)[0]
+  if domain not in _EXPERTS:
+    return False
+  check = _EXPERT_AVAILABLE.get(domain)
+  return check is None or bool(_resolve(check)(name))
 
 
 def _resolve(factory: Any) -> Callable:

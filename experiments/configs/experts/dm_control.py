@@ -1,0 +1,91 @@
+r"""SAC expert recipes for the DM Control tasks (state observations), one preset per task.
+
+The argument names the task (gato_jax.envs.dm_control_envs.TASKS):
+
+  python tools/train_expert.py --domain=dm_control --env=cartpole-balance
+  python tools/train_expert.py --domain=dm_control \
+      --config=experiments/configs/experts/dm_control.py:cartpole-swingup \
+      --config.sac.total_env_steps=200000
+
+Budgets are sized for a 2-core CPU shared with other work (roughly 5-10 minutes per task);
+action repeat (PlaNet's values: 8 for cartpole, 4 for reacher, 2 for walker and finger) buys
+most of that, as each agent step then covers several control steps. References are state-based
+SAC returns from the literature: the "State SAC" row of CURL (Laskin et al., 2020, Table 1;
+the same numbers appear in DrQ) at 500k environment steps where it lists the task, otherwise
+the D4PG state curves of the DM Control report (Tassa et al., 2018), read off approximately.
+"""
+
+import ml_collections
+
+# Per-task overrides of the SAC defaults below, with the published reference the trained expert
+# is compared with.
+RECIPES = {
+    "cartpole-balance": dict(
+        reference_return=1000.0, reference="D4PG state, Tassa et al. 2018 (~1000, approx.)",
+        sac=dict(total_env_steps=40_000, action_repeat=8, random_steps=1_000)),
+    "cartpole-swingup": dict(
+        reference_return=848.0, reference="State SAC at 500k steps, CURL Table 1 (848 +- 15)",
+        sac=dict(total_env_steps=160_000, action_repeat=8, random_steps=1_000)),
+    "point_mass-easy": dict(
+        reference_return=900.0, reference="D4PG state, Tassa et al. 2018 (~900, approx.)",
+        sac=dict(total_env_steps=100_000, action_repeat=4, random_steps=2_000)),
+    "reacher-easy": dict(
+        reference_return=923.0, reference="State SAC at 500k steps, CURL Table 1 (923 +- 64)",
+        sac=dict(total_env_steps=200_000, action_repeat=4, random_steps=2_000)),
+    "finger-spin": dict(
+        reference_return=923.0, reference="State SAC at 500k steps, CURL Table 1 (923 +- 21)",
+        # Not credible yet: plateaus near 520 in training (567 greedy); 150k steps at lr 3e-4
+        # reached 371. Wider networks or ~1M steps (the literature's budget) are the next try.
+        sac=dict(total_env_steps=300_000, action_repeat=2, random_steps=2_000, actor_lr=1e-3,
+                 critic_lr=1e-3)),
+    "walker-stand": dict(
+        reference_return=980.0, reference="D4PG state, Tassa et al. 2018 (~980, approx.)",
+        sac=dict(total_env_steps=200_000, action_repeat=2, random_steps=2_000)),
+    "walker-walk": dict(
+        reference_return=948.0, reference="State SAC at 500k steps, CURL Table 1 (948 +- 54)",
+        sac=dict(total_env_steps=200_000, action_repeat=2, random_steps=2_000)),
+    "cheetah-run": dict(
+        reference_return=795.0, reference="State SAC at 500k steps, CURL Table 1 (795 +- 30)",
+        sac=dict(total_env_steps=200_000, action_repeat=2, random_steps=2_000)),
+}
+
+
+def get_config(arg: str = "cartpole-balance") -> ml_collections.ConfigDict:
+  """The recipe for task `arg`, a DM Control task name such as "cartpole-balance"."""
+  if arg not in RECIPES:
+    raise ValueError(f"no expert recipe for {arg!r}; recipes exist for: {', '.join(RECIPES)}")
+  recipe = RECIPES[arg]
+  config = ml_collections.ConfigDict()
+  config.task = arg  # gato_jax.envs.dm_control_envs.TASKS entry.
+  config.seed = 0  # Seeds parameters, exploration, replay sampling and training episodes.
+  config.reference_return = recipe["reference_return"]  # Published state-based return.
+  config.reference = recipe["reference"]  # Where reference_return comes from.
+  config.log_every = 10_000  # Environment steps between progress lines.
+  config.overwrite = False  # Retrain even if workdir already caches this expert.
+
+  config.sac = ml_collections.ConfigDict()  # gato_jax.experts.sac.SACConfig fields.
+  config.sac.total_env_steps = 100_000  # Control steps, action repeats included.
+  config.sac.action_repeat = 1  # Control steps each agent action is held for.
+  config.sac.random_steps = 2_000  # Agent steps of uniform random actions before learning.
+  config.sac.batch_size = 256  # Transitions per gradient step.
+  config.sac.buffer_size = 1_000_000  # Replay capacity (agent steps).
+  # Narrower than the usual 256-1024 units: a 128x128 update is ~3x faster on our CPUs, and
+  # these state-based tasks have at most 24 observation dims.
+  config.sac.hidden_sizes = (128, 128)
+  config.sac.actor_lr = 3e-4  # Adam step sizes.
+  config.sac.critic_lr = 3e-4
+  config.sac.temperature_lr = 3e-4
+  config.sac.gamma = 0.99  # Discount per agent step.
+  config.sac.tau = 0.005  # Polyak rate of the target critics.
+  config.sac.init_temperature = 0.1  # Initial entropy temperature alpha.
+  config.sac.target_entropy = None  # None: -action_dim.
+  config.sac.updates_per_step = 1  # Gradient steps per agent step.
+  config.sac.update_every = 50  # Agent steps between jitted blocks of updates.
+  config.sac.log_std_min = -5.0  # Range of the actor's log standard deviation.
+  config.sac.log_std_max = 2.0
+  config.sac.update(recipe["sac"])
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_episodes = 50  # Episodes for the expert's and the random policy's mean return.
+  config.eval.seed = 12345  # First evaluation episode seed (training uses other seeds).
+  return config

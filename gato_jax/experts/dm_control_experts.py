@@ -1,0 +1,260 @@
+"""Trained SAC experts for the DM Control tasks: train, evaluate, cache on disk, reload as policies.
+
+An expert lives in `<workdir>/dm_control/<task>/` (e.g. .../dm_control/cartpole-balance/):
+  params.msgpack   the actor's parameters (flax.serialization); critics are not kept;
+  expert.json      task, SAC config, evaluation summary (expert and random mean returns over the
+                   same episode seeds, published reference, training wall time), versions.
+The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GATO_JAX_EXPERTS.
+`make_expert(env)` is the `registry.register_expert("dm_control", ...)` factory.
+
+The expert acts deterministically (tanh of the actor's mean) and holds each action for the
+recipe's action repeat, as in training: the data then records one action per control step, of
+which consecutive groups of `action_repeat` are equal.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from flax import serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gato_jax.envs import base, policies
+from gato_jax.experts import sac
+
+PARAMS_FILE = "params.msgpack"
+META_FILE = "expert.json"
+DOMAIN = "dm_control"
+
+
+class ExpertNotTrainedError(FileNotFoundError, LookupError):
+  """A task has no cached expert. A LookupError, as the registry raises for a domain without
+  experts, and a FileNotFoundError, as the gymnax experts raise for missing parameters."""
+
+
+def default_workdir() -> str:
+  # Read at call time, so a test (or a shell) can point it elsewhere.
+  return os.environ.get("GATO_JAX_EXPERTS", "~/.cache/gato_jax/experts")
+
+
+def canonical_task(task: str) -> str:
+  """"cartpole-balance", "dm_control/cartpole-balance" -> "cartpole-balance" (checked)."""
+  from gato_jax.envs import dm_control_envs
+
+  name = task[len(DOMAIN) + 1:] if task.startswith(DOMAIN + "/") else task
+  if name not in dm_control_envs.TASKS:
+    raise ValueError(f"unknown DM Control task {task!r}; known tasks: {list(dm_control_envs.TASKS)}")
+  return name
+
+
+def expert_dir(workdir: str, task: str) -> str:
+  return os.path.join(os.path.expanduser(workdir), DOMAIN, canonical_task(task))
+
+
+def train_command(task: str, workdir: str) -> str:
+  return (f"python tools/train_expert.py --domain={DOMAIN} --env={canonical_task(task)}"
+          f" --workdir={workdir}")
+
+
+@dataclasses.dataclass
+class Expert:
+  """A reloaded SAC actor for one task."""
+
+  task: str
+  config: sac.SACConfig
+  obs_keys: tuple[str, ...]
+  obs_dim: int
+  action_dim: int
+  params: Any
+  summary: dict
+
+  def __post_init__(self):
+    actor = sac.Actor(self.action_dim, self.config.hidden_sizes, self.config.log_std_min,
+                      self.config.log_std_max)
+    self._mean_action = jax.jit(lambda params, obs: jnp.tanh(actor.apply(params, obs)[0]))
+
+  def __call__(self, observation: dict) -> np.ndarray:
+    """The deterministic action (float32 in [-1, 1]) for one adapter observation."""
+    obs = sac.flatten_observation(observation, self.obs_keys)
+    return np.asarray(self._mean_action(self.params, obs), np.float32)
+
+
+class ExpertPolicy(policies.Policy):
+  """A cached SAC expert as a `policies.Policy`, repeating each action as it was trained to."""
+
+  name = "sac_expert"
+
+  def __init__(self, expert: Expert):
+    self.expert = expert
+    self._steps = 0
+    self._action = None
+
+  def reset(self, seed: int) -> None:
+    del seed  # Deterministic: the episode's seed only fixes the environment's initial state.
+    self._steps, self._action = 0, None
+
+  def act(self, observation) -> np.ndarray:
+    if self._steps % self.expert.config.action_repeat == 0:
+      self._action = self.expert(observation)
+    self._steps += 1
+    return self._action
+
+
+def make_expert(env: base.Environment, workdir: str | None = None) -> ExpertPolicy:
+  """The cached expert of `env`'s task (registry factory); ExpertNotTrainedError if absent."""
+  return ExpertPolicy(load_expert(workdir or default_workdir(), env.name))
+
+
+def has_expert(task: str, workdir: str | None = None) -> bool:
+  """Whether `task` ("dm_control/cartpole-balance") has a cached expert (registry check)."""
+  directory = expert_dir(workdir or default_workdir(), task)
+  return all(os.path.exists(os.path.join(directory, f)) for f in (PARAMS_FILE, META_FILE))
+
+
+def save_expert(workdir: str, task: str, config: sac.SACConfig, obs_keys, obs_dim: int,
+                action_dim: int, params, summary: dict) -> str:
+  """Writes params and metadata atomically (temp files, then rename); returns the directory."""
+  directory = expert_dir(workdir, task)
+  os.makedirs(directory, exist_ok=True)
+  meta = dict(task=f"{DOMAIN}/{canonical_task(task)}", sac_config=dataclasses.asdict(config),
+              obs_keys=list(obs_keys), obs_dim=int(obs_dim), action_dim=int(action_dim),
+              summary=summary,
+              versions=_versions())
+  for name, payload in ((PARAMS_FILE, serialization.to_bytes(jax.device_get(params))),
+                        (META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())):
+    tmp = os.path.join(directory, name + ".tmp")
+    with open(tmp, "wb") as f:
+      f.write(payload)
+    os.replace(tmp, os.path.join(directory, name))
+  return directory
+
+
+def load_expert(workdir: str, task: str) -> Expert:
+  """Reloads a cached expert; ExpertNotTrainedError naming the training command if absent."""
+  directory = expert_dir(workdir, task)
+  params_path, meta_path = (os.path.join(directory, f) for f in (PARAMS_FILE, META_FILE))
+  if not has_expert(task, workdir):
+    raise ExpertNotTrainedError(
+        f"no expert trained for dm_control/{canonical_task(task)}: {directory} holds no SAC"
+        f" parameters; train one with: {train_command(task, workdir)}")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  config = sac.SACConfig(**meta["sac_config"])
+  template = sac.SAC(meta["obs_dim"], meta["action_dim"], config).init_actor_params(
+      jax.random.key(0))
+  with open(params_path, "rb") as f:
+    params = serialization.from_bytes(template, f.read())
+  return Expert(task=meta["task"], config=config, obs_keys=tuple(meta["obs_keys"]),
+                obs_dim=int(meta["obs_dim"]), action_dim=int(meta["action_dim"]), params=params,
+                summary=meta["summary"])
+
+
+def evaluate(env: base.Environment, policy: policies.Policy, seeds) -> dict:
+  """Mean/std return of `policy` over one episode per seed, each run to the time limit."""
+  returns = []
+  for seed in seeds:
+    observation = env.reset(int(seed))
+    policy.reset(int(seed))
+    total = 0.0
+    for _ in range(env.max_episode_steps):
+      result = env.step(policy.act(observation))
+      total += result.reward
+      observation = result.observation
+      if result.terminated or result.truncated:
+        break
+    returns.append(total)
+  returns = np.asarray(returns)
+  return dict(mean_return=float(returns.mean()), std_return=float(returns.std()),
+              num_episodes=int(len(returns)))
+
+
+def sac_config_from(config) -> sac.SACConfig:
+  """The SACConfig of an experiments/configs/experts/dm_control.py config."""
+  return sac.SACConfig(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+                          for k, v in config.sac.to_dict().items()})
+
+
+def train_and_evaluate(config, workdir: str | None = None, reevaluate: bool = False) -> dict:
+  """Trains (or reloads) the expert that `config` describes, evaluates it, caches it.
+
+  Args:
+    config: an experiments/configs/experts/dm_control.py config (task, seed, sac, eval, ...).
+    workdir: the expert cache (default: default_workdir()).
+    reevaluate: for a cached expert (and no config.overwrite), rerun the evaluation with
+      `config.eval` and rewrite its summary instead of returning the stored one.
+
+  Returns:
+    The summary stored in expert.json: expert and random mean returns over
+    `config.eval.num_episodes` episodes of the same seeds, the published reference and the
+    training wall time.
+  """
+  from gato_jax.envs import dm_control_envs
+
+  workdir = workdir or default_workdir()
+  task = canonical_task(config.task)
+  env = dm_control_envs.DMControlEnv(task)
+  directory = expert_dir(workdir, task)
+  if not config.overwrite and os.path.exists(os.path.join(directory, META_FILE)):
+    expert = load_expert(workdir, task)
+    if not reevaluate:
+      logging.info("%s: reusing the cached expert in %s", env.name, directory)
+      return expert.summary
+    summary = _evaluate_expert(config, env, expert)
+    summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
+    save_expert(workdir, task, expert.config, expert.obs_keys, expert.obs_dim, expert.action_dim,
+                expert.params, summary)
+    return summary
+
+  sac_config = sac_config_from(config)
+
+  def log(step, metrics):
+    logging.info("%s step %d: return %.1f q %.1f entropy %.2f alpha %.4f", env.name, step,
+                 metrics["episode_return"], metrics.get("q", float("nan")),
+                 metrics.get("entropy", float("nan")), metrics.get("temperature", float("nan")))
+
+  start = time.time()
+  params, history = sac.train(env, sac_config, seed=config.seed, log_every=config.log_every,
+                              log_fn=log)
+  train_seconds = time.time() - start
+  obs_keys = sac.observation_keys(env)
+  obs_dim, action_dim = sac.problem_dims(env)
+  expert = Expert(task=env.name, config=sac_config, obs_keys=obs_keys, obs_dim=obs_dim,
+                  action_dim=action_dim, params=params, summary={})
+  summary = _evaluate_expert(config, env, expert)
+  tail = history["episode_return"][-5:]
+  summary.update(
+      train_seconds=round(train_seconds, 1), seed=int(config.seed),
+      train_env_steps=sac_config.agent_steps * sac_config.action_repeat,
+      final_training_return=float(tail.mean()) if len(tail) else None)
+  save_expert(workdir, task, sac_config, obs_keys, obs_dim, action_dim, params, summary)
+  return summary
+
+
+# Summary fields that describe training, kept when an expert is only re-evaluated.
+_TRAINING_KEYS = ("train_seconds", "seed", "train_env_steps", "final_training_return")
+
+
+def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:
+  """Expert (deterministic, with its action repeat) and random returns on the same seeds."""
+  seeds = [config.eval.seed + i for i in range(config.eval.num_episodes)]
+  start = time.time()
+  expert_stats = evaluate(env, ExpertPolicy(expert), seeds)
+  random_stats = evaluate(env, policies.RandomPolicy(env), seeds)
+  logging.info("%s: expert %.1f +- %.1f, random %.1f, reference %.0f (%.0f s)", env.name,
+               expert_stats["mean_return"], expert_stats["std_return"],
+               random_stats["mean_return"], config.reference_return, time.time() - start)
+  return dict(
+      env_id=env.name, expert_return=expert_stats["mean_return"],
+      random_return=random_stats["mean_return"],
+      reference_return=float(config.reference_return), reference=str(config.reference),
+      deterministic=True, expert=expert_stats, random=random_stats)
+
+
+def _versions() -> dict:
+  import importlib.metadata as md
+  return {p: md.version(p) for p in ("jax", "flax", "optax", "dm_control", "mujoco")}
