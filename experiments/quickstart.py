@@ -1,19 +1,21 @@
-r"""The CPU quickstart: generate expert data, train a small Gato, evaluate it, print a table.
+r"""The CPU quickstart: expert data, a small Gato trained on it, prompted rollouts, a table.
 
   python experiments/quickstart.py [--workdir=~/.cache/gato_jax/quickstart]
 
-Work in progress (not yet README's main command): with the defaults below the trained agent is
-only slightly better than random (about 10% of expert on the two BabyAI levels after 400
-steps, 7 minutes on two cores), not the wide margin the quickstart must show.
+README's first command; about MINUTES minutes on two CPU cores.
 
-1. Generates BabyAI GoToRedBall and GoToLocal episodes with minigrid's bot (and the random
-   and expert returns that anchor normalised scores) into --data_dir.
-2. Trains the `small` model with the `quickstart` preset (experiments/configs/gato.py).
-3. Plays prompted rollouts in the real environments and prints per-task returns and
-   expert-normalised scores (the report is also written under --workdir/eval/).
+1. Trains the gymnax PPO experts of CartPole and Acrobot unless they are cached
+   (tools/train_expert.py; under a minute together) and generates 60 of their episodes per task,
+   with the random and expert returns that anchor normalised scores, under --data_dir.
+2. Trains the `small` Gato (5.2M parameters), one set of weights for both tasks, with the
+   `quickstart` preset of experiments/configs/gato.py (600 steps of 16 x 256 tokens).
+3. Plays 32 prompted rollouts per task of that model in the real environments (a successful
+   demonstration of the task as the prompt, actions decoded with the key/value cache) and prints
+   returns and expert-normalised scores (also written, with a bar chart, under
+   --workdir/eval/<step>/).
 
-Every stage resumes: a rerun reuses finished data, continues training from the newest
-checkpoint, and re-evaluates.
+Every stage resumes: a rerun reuses finished data, continues training from the newest checkpoint
+(a finished run is not retrained) and evaluates again.
 """
 
 import os
@@ -30,52 +32,58 @@ from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run directory.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "Generated datasets.")
-_EPISODES = flags.DEFINE_integer("episodes", 60, "Expert episodes per task.")
-_STEPS = flags.DEFINE_integer("steps", 600, "Training steps.")
-_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Rollouts per task.")
+_EPISODES = flags.DEFINE_integer("episodes", 60, "Expert episodes per control task.")
+_STEPS = flags.DEFINE_integer("steps", 0, "Training steps (0: the quickstart preset's).")
+_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 0,
+                                      "Rollouts per control task (0: the preset's).")
 
-TASKS = ("gymnax/CartPole-v1",)
-MIXTURE = "gato.gymnax.CartPole_v1=1"
-RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "experts",
-                       "gymnax.py")
+CONTROL_TASKS = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1")
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-def _ensure_cartpole_expert() -> None:
-  """Trains the CartPole PPO expert unless it is cached (gymnax_experts' default directory)."""
+def _load_config_module(name: str, path: str):
   import importlib.util
 
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _ensure_experts() -> None:
+  """Trains each control task's PPO expert unless it is cached (gymnax_experts' directory)."""
   from gato_jax.experts import gymnax_experts
 
-  spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", RECIPES)
-  recipes = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(recipes)
-  summary = gymnax_experts.train_and_evaluate(recipes.get_config("CartPole-v1"))
-  print(f"CartPole expert: {summary}", flush=True)
+  recipes = _load_config_module("gymnax_expert_recipes",
+                                os.path.join(CONFIGS, "experts", "gymnax.py"))
+  for task in CONTROL_TASKS:
+    env_id = task.split("/", 1)[1]
+    summary = gymnax_experts.train_and_evaluate(recipes.get_config(env_id))
+    print(f"{env_id} expert: return {summary['expert_return']:.1f} (random"
+          f" {summary['random_return']:.1f})", flush=True)
 
 
-def _config():
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"))
-  import gato  # experiments/configs/gato.py
-
+def _config(data_dir: str):
+  gato = _load_config_module("gato_configs", os.path.join(CONFIGS, "gato.py"))
   config = gato.get_config("small,quickstart")
-  config.data.data_dir = _DATA_DIR.value
-  config.data.mixture = MIXTURE
-  config.train.steps = _STEPS.value
-  config.optimizer.decay_steps = _STEPS.value
-  config.eval.tasks = ",".join(TASKS)
-  config.eval.episodes = _EVAL_EPISODES.value
+  config.data.data_dir = data_dir
+  if _STEPS.value:
+    config.train.steps = config.optimizer.decay_steps = _STEPS.value
+  if _EVAL_EPISODES.value:
+    config.eval.episodes = _EVAL_EPISODES.value
   return config
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   started = time.time()
   workdir = os.path.expanduser(_WORKDIR.value)
-  _ensure_cartpole_expert()
-  rows = [generation.generate_task(task, os.path.expanduser(_DATA_DIR.value), _EPISODES.value)
-          for task in TASKS]
+  data_dir = os.path.expanduser(_DATA_DIR.value)
+  _ensure_experts()
+  rows = [generation.generate_task(task, data_dir, _EPISODES.value) for task in CONTROL_TASKS]
   print(generation.format_table(rows), flush=True)
-  config = _config()
+  config = _config(data_dir)
   train.train_and_evaluate(config, workdir)
   results = evaluator.evaluate(config, workdir)
   print(reports.render_markdown(results))

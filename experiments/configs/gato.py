@@ -115,7 +115,7 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.optimizer.peak_learning_rate = 1e-3
     config.mesh.shape = (2, 2, 2)
     config.mesh.rules = "fsdp_tensor"
-    config.data.mixture = "quickstart"
+    config.data.mixture = "gato.babyai.GoToRedBall=1,gato.babyai.GoToLocal=1"
     config.data.prompt_tokens = 160
     config.data.max_episodes_per_task = 8
     config.checkpoint.every_steps = 2
@@ -123,16 +123,24 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.log.every_steps = 1
     config.log.tensorboard = False
   elif preset == "quickstart":
-    config.train.batch_size = 8
-    config.train.seq_len = 512  # BabyAI timesteps are 154 tokens; prompts get up to half.
-    config.train.max_patches = 32
+    # The CPU demo (experiments/quickstart.py): CartPole and Acrobot, state-only timesteps of 6
+    # and 8 tokens, so a 256-token context holds 30-40 of them (prompts up to half).
+    config.train.batch_size = 16
+    config.train.seq_len = 256
+    config.train.max_patches = 0  # No images in this mixture: no patch slots to embed.
     config.train.steps = 600
     config.optimizer.warmup_steps = 50
     config.optimizer.decay_steps = 600
-    config.optimizer.peak_learning_rate = 1e-3
+    config.optimizer.peak_learning_rate = 1e-3  # Small model, few steps: 10x the paper's.
     config.model.stochastic_depth = 0.0
+    config.model.max_decode_length = 256  # Act with the context it was trained on.
     config.data.mixture = "quickstart"
+    config.data.prompt_tokens = 128
+    config.eval.prompt_tokens = 128
+    # 32 episodes in one batch: the batched model call, not the environment, is the cost.
+    config.eval.episodes = 32
+    config.eval.batch_size = 32
     config.checkpoint.every_steps = 200
-    config.log.every_steps = 10
+    config.log.every_steps = 20
   else:
     raise ValueError(f"unknown preset {preset!r}; presets: smoke, quickstart")
