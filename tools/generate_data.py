@@ -2,6 +2,8 @@ r"""Generates expert (or random-policy) episodes of a domain's tasks as local TF
 
   python tools/generate_data.py --domain=babyai --tasks=GoToRedBall,BossLevel --episodes=1000
   python tools/generate_data.py --domain=dm_control --tasks=all --episodes=50 --policy=random
+  python tools/generate_data.py --domain=atari --tasks=Pong --episodes=5 --policy=random  # no expert
+  python tools/generate_data.py --domain=metaworld --episodes=20     # the metaworld extra (README)
   python tools/generate_data.py --domain=text                      # CPython documentation
   python tools/generate_data.py --domain=vision_language --episodes=20000   # scenes per task
 

@@ -17,9 +17,13 @@ from gato_jax.envs import base, policies
 
 # domain -> ("module" exposing TASKS, name of its `(task) -> Environment` factory).
 _DOMAINS: dict[str, tuple[str, str]] = {
+    "atari": ("gato_jax.envs.atari", "make_env"),
     "babyai": ("gato_jax.envs.babyai", "make_env"),
     "dm_control": ("gato_jax.envs.dm_control_envs", "make_env"),
     "gymnax": ("gato_jax.envs.gymnax_envs", "GymnaxEnvironment"),
+    # An optional extra (metaworld pins a mujoco that dm-control rejects): its tasks list
+    # without the package; building one raises an ImportError saying how to install it.
+    "metaworld": ("gato_jax.envs.metaworld_envs", "make_env"),
 }
 # domain -> "module:attribute" of a factory `(env) -> Policy`.
 _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
@@ -28,6 +32,9 @@ _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
     "dm_control": "gato_jax.experts.dm_control_experts:make_expert",
     # PPO parameters trained by tools/train_expert.py and cached outside the repository.
     "gymnax": "gato_jax.experts.gymnax_experts:make_expert",
+    # The package's scripted policies (metaworld.policies). Atari has none: its expert data is
+    # imported from RL Unplugged (gato_jax.data.rl_unplugged).
+    "metaworld": "gato_jax.envs.metaworld_envs:make_expert",
 }
 
 
