@@ -15,6 +15,7 @@ def env():
 
 def test_every_level_is_a_registered_minigrid_environment():
   import gymnasium as gym
+  import minigrid  # noqa: F401  Registers the BabyAI-* environments (babyai.py imports it lazily).
 
   assert len(babyai.TASKS) >= 10 and {"GoToRedBall", "BossLevel", "Synth"} <= set(babyai.TASKS)
   for level in babyai.TASKS:

@@ -221,8 +221,26 @@ def load_dataset(source: str, split: str = "train", data_dir: str | None = None,
     raise ValueError(f"{source!r} has no split {split!r}; it has {sorted(builder.info.splits)}")
   ds = builder.as_dataset(split=split, shuffle_files=False)
   if key_map:
+    _check_key_map(ds.element_spec, key_map)
     ds = ds.map(lambda episode: apply_key_map(episode, key_map))
   return ds
+
+
+def _check_key_map(element_spec: Mapping[str, Any], key_map: Mapping[str, str]) -> None:
+  """Raises now, on the dataset's structure, what mapping its elements would raise later.
+
+  A missing key found while tf.data traces the nested per-step map can surface wrapped in a
+  StagingError, depending on whether autograph converted the function.
+  """
+  episode_spec = {k: v for k, v in element_spec.items() if k != "steps"}
+  step_spec = element_spec["steps"].element_spec
+  for target, source in key_map.items():
+    if target.startswith("steps/") != source.startswith("steps/"):
+      raise ValueError(f"key map {target!r} <- {source!r}: step keys map only to step keys")
+    if source.startswith("steps/"):
+      _remap(step_spec, {target[len("steps/"):]: source[len("steps/"):]}, "steps")
+    else:
+      _remap(episode_spec, {target: source}, "episode")
 
 
 def _to_numpy(value):
