@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).parents[1]
 TINY = ModelConfig.from_size("tiny", stochastic_depth=0.0)
 
 # Exact counts pin the architecture: a change to any of them must be deliberate.
-EXPECTED_PARAMS = {"tiny": 576_976, "small": 5_218_304, "79m": 83_144_064, "364m": 392_816_256,
+EXPECTED_PARAMS = {"tiny": 576_976, "mini": 1_756_704, "small": 5_218_304, "79m": 83_144_064, "364m": 392_816_256,
                    "1.18b": 1_278_944_384}
 
 

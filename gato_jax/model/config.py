@@ -80,6 +80,8 @@ REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_save
 # width is set by the embedding table: 33,152 rows x 16 is already half a million parameters.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(num_layers=2, width=16, num_heads=2, head_dim=8, mlp_dim=64, dtype="float32"),
+    # Between tiny and small, for the CPU scaling ladder (experiments/configs/sweep.py:cpu).
+    "mini": dict(num_layers=3, width=48, num_heads=2, head_dim=24, mlp_dim=192, dtype="float32"),
     "small": dict(num_layers=4, width=128, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
     "79m": dict(num_layers=8, width=768, num_heads=24, head_dim=32, mlp_dim=3072),
     "364m": dict(num_layers=12, width=1536, num_heads=12, head_dim=128, mlp_dim=6144),

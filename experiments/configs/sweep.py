@@ -1,0 +1,96 @@
+r"""Scaling-sweep configs: `sweep.py:LADDER`, a ladder of model sizes trained with one recipe.
+
+  python experiments/sweep.py --config=experiments/configs/sweep.py:cpu \
+      --workdir=~/.cache/gato_jax/sweep_cpu
+  python experiments/sweep.py --config=experiments/configs/sweep.py:paper --workdir=gs://... \
+      --dispatch=print  # One launch command per run, for a cluster.
+
+Ladders:
+  cpu    tiny (0.58M), mini (1.76M), small (5.2M) on CartPole + Acrobot expert data that the
+         sweep generates itself: 600 steps of 8 x 512 tokens each, evaluated every 200 steps.
+         About 45 minutes on two cores.
+  paper  79m, 364m, 1.18b with the paper's recipe (GATO_SPEC.md): batch 512 x 1024 tokens,
+         1M steps, AdamW 1e-4 with 15k warm-up and 10x cosine decay, the paper's mixture;
+         evaluated every 100k steps (52B tokens).
+
+Every run is `base` (a gato.py config) with its axis values set. Hyper-parameter sweeps add
+axes (gato_jax.sweep.plan): `--config.product="optimizer.peak_learning_rate=1e-3,3e-4"` trains
+every size at every value; `--config.zip="train.batch_size=8,16;train.seed=0,1"` pairs values.
+`--config.sizes="('small',)"` with a product axis sweeps hyper-parameters at one size.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _gato_config(arg: str) -> ml_collections.ConfigDict:
+  # config_flags loads this file by path, so its neighbour is loaded by path too.
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gato.py")
+  spec = importlib.util.spec_from_file_location("gato_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
+  ladder = arg.strip()
+  if ladder not in LADDERS:
+    raise ValueError(f"unknown ladder {ladder!r}; ladders: {', '.join(LADDERS)}")
+  config = ml_collections.ConfigDict()
+  config.ladder = ladder  # Named in results and plots.
+  config.sizes = ()  # model.size of each rung (a product axis); () keeps base's size.
+  config.product = ""  # More axes, every combination: "key=v1,v2;key2=v3,v4" (dotted base keys).
+  config.zip = ""  # Axes varied in step (equal lengths), crossed with the product axes.
+  config.tokens = 0  # Training tokens per run; steps = ceil(tokens / (batch x seq_len)).
+  config.eval_tokens = ()  # Token counts at which every run is evaluated (rounded up to a step).
+  config.schedule_follows_budget = True  # optimizer.decay_steps = the run's steps.
+  config.loss_window_steps = 1  # Training loss at a point: mean over this many steps before it.
+  config.data = ml_collections.ConfigDict()
+  config.data.tasks = ""  # "<domain>/<task>,...": expert data the sweep generates (resumably).
+  config.data.episodes = 60  # Episodes per generated task.
+  LADDERS[ladder](config)
+  return config
+
+
+def _cpu(config: ml_collections.ConfigDict) -> None:
+  tasks = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1")
+  # The recipe is spelled out rather than taken from the quickstart preset, so that tuning the
+  # quickstart never changes this ladder's runs (or breaks resuming them).
+  base = _gato_config("tiny")
+  base.train.batch_size, base.train.seq_len, base.train.max_patches = 8, 512, 32
+  base.optimizer.peak_learning_rate, base.optimizer.warmup_steps = 1e-3, 50
+  base.model.stochastic_depth = 0.0
+  base.data.mixture = "gato.gymnax.CartPole_v1=1,gato.gymnax.Acrobot_v1=1"
+  base.data.data_dir = "~/.cache/gato_jax/sweep_data"  # Its own: episode counts stay its own.
+  base.eval.tasks = ",".join(tasks)
+  base.eval.episodes = 10  # Few, for time: an eval point costs 1-3 min on two cores.
+  base.eval.batch_size = 10
+  base.log.every_steps = 5
+  base.log.tensorboard = False  # TensorFlow's import costs more than these runs' steps.
+  base.checkpoint.every_steps = 200
+  config.base = base
+  config.sizes = ("tiny", "mini", "small")
+  steps, tokens_per_step = 600, base.train.batch_size * base.train.seq_len
+  config.tokens = steps * tokens_per_step  # 2.46M tokens.
+  config.eval_tokens = tuple(s * tokens_per_step for s in (200, 400, 600))
+  config.loss_window_steps = 50
+  config.data.tasks = ",".join(tasks)
+  config.data.episodes = 60
+
+
+def _paper(config: ml_collections.ConfigDict) -> None:
+  base = _gato_config("79m")  # The paper's recipe; the sizes axis sets the rest.
+  base.data.mixture = "paper"
+  base.eval.every_steps = 0  # The sweep evaluates at its own token counts.
+  config.base = base
+  config.sizes = ("79m", "364m", "1.18b")
+  steps, tokens_per_step = 1_000_000, base.train.batch_size * base.train.seq_len
+  config.tokens = steps * tokens_per_step  # 524B tokens, as the paper's 1M steps of 512 x 1024.
+  config.eval_tokens = tuple(s * tokens_per_step for s in range(100_000, steps + 1, 100_000))
+  config.loss_window_steps = 1000
+  config.data.tasks = ""  # The paper mixture's data comes from tools/generate_data.py.
+
+
+LADDERS = {"cpu": _cpu, "paper": _paper}

@@ -1,0 +1,251 @@
+"""Runs a sweep's runs, resumably, and collects their results into one JSON file.
+
+Layout under the sweep's workdir:
+  runs/<name>/                   an ordinary training run (checkpoints/, metrics.jsonl, eval/)
+  runs/<name>/run_config.json    the run's full config, checked on resume
+  runs/<name>/sweep_points/S.json  the evaluation at step S (written once evaluated)
+  runs/<name>/sweep_result.json  the run's result; its presence marks the run done
+  results.json                   every finished run's result (what the report is made from)
+
+A run trains in segments that end at its evaluation steps (`train.stop_at_step`, which stops
+exactly as a preemption would), and each segment's checkpoint is evaluated before training
+goes on. A killed sweep therefore resumes inside a run from the newest checkpoint, re-does at
+most one segment's evaluation, and never repeats a finished run.
+"""
+
+import copy
+import json
+import os
+import shlex
+import time
+from typing import Any, Callable, Iterable
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from gato_jax.sweep.plan import Run
+
+RESULTS_FILE = "results.json"
+RUN_RESULT_FILE = "sweep_result.json"
+RUN_CONFIG_FILE = "run_config.json"
+POINTS_DIR = "sweep_points"
+CURVE_POINTS = 200  # Loss-curve points kept per run (plots need no more).
+
+# (config, workdir) -> None: trains until config.train.stop_at_step (or train.steps), resuming.
+TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
+# (config, workdir, step) -> evaluator results ("tasks", "domains", "overall") of checkpoint step.
+EvaluateFn = Callable[[ml_collections.ConfigDict, str, int], dict]
+
+
+def _write_json(path: str, value: Any) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(f"{path}.tmp", "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  os.replace(f"{path}.tmp", path)  # Readers never see half a file: a marker means done.
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_dir(workdir: str, run: Run) -> str:
+  return os.path.join(os.path.expanduser(workdir), "runs", run.name)
+
+
+def is_done(workdir: str, run: Run) -> bool:
+  return os.path.exists(os.path.join(run_dir(workdir, run), RUN_RESULT_FILE))
+
+
+def pending(workdir: str, runs: Iterable[Run]) -> list[Run]:
+  return [run for run in runs if not is_done(workdir, run)]
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+  """Steps with a finished checkpoint in `directory/checkpoints` (orbax names them by step;
+  an unfinished save carries a temporary suffix and does not count)."""
+  path = os.path.join(directory, "checkpoints")
+  if not os.path.isdir(path):
+    return []
+  return sorted(int(name) for name in os.listdir(path) if name.isdigit())
+
+
+def _recorded_config(config: ml_collections.ConfigDict) -> dict:
+  """The config as the run records it; stop_at_step changes per segment and is left out."""
+  record = json.loads(config.to_json_best_effort())
+  record["train"].pop("stop_at_step", None)
+  return record
+
+
+def _check_run_config(directory: str, run: Run) -> None:
+  path = os.path.join(directory, RUN_CONFIG_FILE)
+  record = _recorded_config(run.config)
+  if os.path.exists(path):
+    previous = _read_json(path)
+    if previous != record:
+      changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
+      raise ValueError(
+          f"{directory} holds run {run.name!r} with a different config (groups {changed});"
+          " resume with the original sweep config or use another --workdir")
+  else:
+    _write_json(path, record)
+
+
+def loss_curve(records: list[dict], window_steps: int) -> list[tuple[int, float]]:
+  """(step, training loss averaged over the logged steps in (step - window, step]) per logged step.
+
+  A step logged twice (a resumed segment replays steps after the last checkpoint) counts once,
+  with its newest value: replayed steps are exact repeats of the same batches.
+  """
+  by_step = {}
+  for record in records:
+    if record.get("loss") is not None:
+      by_step[int(record["step"])] = float(record["loss"])
+  steps = np.array(sorted(by_step), np.int64)
+  losses = np.array([by_step[s] for s in steps], np.float64)
+  curve = []
+  for i, step in enumerate(steps):
+    inside = steps[: i + 1] > step - max(window_steps, 1)
+    curve.append((int(step), float(np.mean(losses[: i + 1][inside]))))
+  return curve
+
+
+def _read_metrics(directory: str) -> list[dict]:
+  path = os.path.join(directory, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _summarise_eval(results: dict) -> dict:
+  """What a sweep keeps of an evaluation: mean normalised score overall, per domain, per task."""
+  overall = results["overall"]
+  return {
+      "mean_score": overall.get("mean_over_domains", overall["mean"]),
+      "domains": {d: agg["mean"] for d, agg in results["domains"].items()},
+      "tasks": {t: row["normalized_score"] for t, row in results["tasks"].items()},
+      "returns": {t: row["return"] for t, row in results["tasks"].items()},
+  }
+
+
+def model_costs(config: ml_collections.ConfigDict) -> tuple[int, float]:
+  """(parameter count, training FLOPs per token) of the run's model, from shapes alone."""
+  from gato_jax.model import ModelConfig
+  from gato_jax.training import flops
+  from gato_jax.training.step import abstract_param_count
+
+  model_config = ModelConfig.from_dict(config.model)
+  params = abstract_param_count(model_config)
+  return params, flops.train_flops_per_token(model_config, params, config.train.seq_len)
+
+
+def execute(run: Run, workdir: str, train_fn: TrainFn, evaluate_fn: EvaluateFn,
+            costs: tuple[int, float] | None = None, loss_window_steps: int = 1) -> dict:
+  """Trains and evaluates one run to completion (resuming), writes and returns its result.
+
+  Args:
+    run: the run (from `plan.plan`).
+    workdir: the sweep's directory.
+    train_fn, evaluate_fn: the trainer and the evaluator (injectable for tests).
+    costs: (parameters, FLOPs per token); None computes them from the model config.
+    loss_window_steps: training losses are averaged over this many steps before each point.
+  """
+  directory = run_dir(workdir, run)
+  result_path = os.path.join(directory, RUN_RESULT_FILE)
+  if os.path.exists(result_path):
+    return _read_json(result_path)
+  os.makedirs(directory, exist_ok=True)
+  _check_run_config(directory, run)
+  params, flops_per_token = costs or model_costs(run.config)
+  for step in run.eval_steps:
+    point_path = os.path.join(directory, POINTS_DIR, f"{step}.json")
+    if os.path.exists(point_path):
+      continue
+    started = time.time()
+    if step not in checkpoint_steps(directory):
+      config = copy.deepcopy(run.config)
+      config.train.stop_at_step = step if step < config.train.steps else 0
+      logging.info("sweep: training %s to step %d of %d", run.name, step, config.train.steps)
+      train_fn(config, directory)
+      if step not in checkpoint_steps(directory):
+        raise RuntimeError(f"training {run.name} to step {step} left no checkpoint {step} in"
+                           f" {directory}/checkpoints")
+    trained = time.time()
+    logging.info("sweep: evaluating %s at step %d", run.name, step)
+    summary = _summarise_eval(evaluate_fn(run.config, directory, step))
+    _write_json(point_path, {"step": step, **summary, "train_seconds": trained - started,
+                             "eval_seconds": time.time() - trained})
+
+  result = build_result(run, directory, params, flops_per_token, loss_window_steps)
+  _write_json(result_path, result)
+  return result
+
+
+def build_result(run: Run, directory: str, params: int, flops_per_token: float,
+                 loss_window_steps: int) -> dict:
+  """The run's result from its evaluated points and metrics.jsonl; `finished` says whether every
+  evaluation point is there (a partial result shows a sweep in progress)."""
+  curve = loss_curve(_read_metrics(directory), loss_window_steps)
+  if not curve:
+    raise RuntimeError(f"{directory}/metrics.jsonl has no logged loss")
+  curve_steps = np.array([s for s, _ in curve])
+  tokens_per_step = run.tokens_per_step
+  points = []
+  for step in run.eval_steps:
+    point_path = os.path.join(directory, POINTS_DIR, f"{step}.json")
+    if not os.path.exists(point_path):
+      continue
+    point = _read_json(point_path)
+    logged = curve_steps[curve_steps <= step]
+    if not len(logged):
+      raise RuntimeError(f"{run.name}: no loss logged at or before step {step}")
+    loss = dict(curve)[int(logged[-1])]
+    tokens = step * tokens_per_step
+    points.append({**point, "tokens": tokens, "compute": tokens * flops_per_token, "loss": loss})
+  keep = np.unique(np.linspace(0, len(curve) - 1, min(len(curve), CURVE_POINTS)).astype(int))
+  return {
+      "name": run.name,
+      "overrides": run.overrides,
+      "size": run.config.model.size,
+      "params": int(params),
+      "flops_per_token": float(flops_per_token),
+      "tokens_per_step": tokens_per_step,
+      "steps": run.config.train.steps,
+      "finished": len(points) == len(run.eval_steps),
+      "points": points,
+      "curve": [{"step": curve[i][0], "tokens": curve[i][0] * tokens_per_step,
+                 "compute": curve[i][0] * tokens_per_step * flops_per_token, "loss": curve[i][1]}
+                for i in keep],
+      "train_seconds": sum(p["train_seconds"] for p in points),
+      "eval_seconds": sum(p["eval_seconds"] for p in points),
+  }
+
+
+def collect(workdir: str, runs: Iterable[Run], ladder: str = "", loss_window_steps: int = 1,
+            costs_fn: Callable[[ml_collections.ConfigDict], tuple[int, float]] = model_costs,
+            ) -> dict:
+  """Gathers the runs' results into `workdir/results.json`; returns what it wrote.
+
+  Finished runs contribute their result; unfinished runs with evaluated points a partial one
+  (`"finished": false`); runs with none are listed under "missing".
+  """
+  gathered, missing = [], []
+  for run in runs:
+    directory = run_dir(workdir, run)
+    if is_done(workdir, run):
+      gathered.append(_read_json(os.path.join(directory, RUN_RESULT_FILE)))
+    elif os.path.isdir(os.path.join(directory, POINTS_DIR)) and os.listdir(
+        os.path.join(directory, POINTS_DIR)):
+      gathered.append(build_result(run, directory, *costs_fn(run.config), loss_window_steps))
+    else:
+      missing.append(run.name)
+  results = {"ladder": ladder, "runs": gathered, "missing": missing}
+  _write_json(os.path.join(os.path.expanduser(workdir), RESULTS_FILE), results)
+  return results
+
+
+def launch_commands(runs: Iterable[Run], workdir: str, base_argv: list[str]) -> list[str]:
+  """One shell command per run: `base_argv` (the sweep launcher and its flags) plus --run."""
+  return [shlex.join([*base_argv, f"--workdir={workdir}", f"--run={run.name}"]) for run in runs]

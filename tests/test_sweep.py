@@ -1,0 +1,341 @@
+"""Scaling sweeps: ladder expansion, resumable runs, the power-law fit and the report."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gato_jax.sweep import plan, power_law, report, runner
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _sweep_config(ladder: str):
+  path = ROOT / "experiments" / "configs" / "sweep.py"
+  spec = importlib.util.spec_from_file_location("sweep_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(ladder)
+
+
+def _micro_sweep():
+  """Two tiny runs of 4 steps of 2 x 16 tokens, evaluated at steps 2 and 4."""
+  sweep = _sweep_config("cpu")
+  sweep.sizes = ("tiny", "mini")
+  sweep.base.train.batch_size = 2
+  sweep.base.train.seq_len = 16
+  sweep.base.optimizer.warmup_steps = 1
+  sweep.tokens = 4 * 32
+  sweep.eval_tokens = (64, 128)
+  sweep.loss_window_steps = 2
+  return sweep
+
+
+# Ladder expansion.
+
+
+def test_cpu_ladder_expands_to_three_sizes_with_one_recipe():
+  runs = plan.plan(_sweep_config("cpu"))
+  assert [r.name for r in runs] == ["size-tiny", "size-mini", "size-small"]
+  assert [r.config.model.size for r in runs] == ["tiny", "mini", "small"]
+  for run in runs:
+    assert run.overrides == {"model.size": run.config.model.size}
+    assert run.config.train.steps == 600 and run.config.optimizer.decay_steps == 600
+    assert run.eval_steps == (200, 400, 600)
+    assert run.tokens_per_step == 8 * 512
+    assert run.config.model.dtype == "float32"
+    assert run.config.data.mixture == "gato.gymnax.CartPole_v1=1,gato.gymnax.Acrobot_v1=1"
+    # Everything but the size is the same recipe.
+    other = runs[0].config.to_dict()
+    mine = run.config.to_dict()
+    other["model"].pop("size"), mine["model"].pop("size")
+    assert mine == other
+
+
+def test_paper_ladder_keeps_the_papers_recipe():
+  runs = plan.plan(_sweep_config("paper"))
+  assert [r.config.model.size for r in runs] == ["79m", "364m", "1.18b"]
+  for run in runs:
+    config = run.config
+    assert (config.train.batch_size, config.train.seq_len) == (512, 1024)
+    assert config.train.steps == 1_000_000
+    assert config.optimizer.peak_learning_rate == 1e-4
+    assert config.optimizer.warmup_steps == 15_000
+    assert config.optimizer.decay_steps == 1_000_000
+    assert config.optimizer.decay_factor == 10.0
+    assert config.model.stochastic_depth == 0.1
+    assert config.model.dtype == "bfloat16"
+    assert config.data.mixture == "paper"
+    assert run.eval_steps == tuple(range(100_000, 1_000_001, 100_000))
+
+
+def test_product_and_zip_axes_cross_the_ladder():
+  sweep = _sweep_config("cpu")
+  sweep.product = "optimizer.peak_learning_rate=1e-3,3e-4"
+  sweep.zip = "train.seed=0,1;data.seed=5,6"
+  runs = plan.plan(sweep)
+  assert len(runs) == 3 * 2 * 2
+  assert runs[0].name == "size-tiny+peak_learning_rate-0.001+train.seed-0+data.seed-5"
+  combos = {(r.config.model.size, r.config.optimizer.peak_learning_rate, r.config.train.seed,
+             r.config.data.seed) for r in runs}
+  assert len(combos) == 12
+  # Zipped axes move together: seeds (0, 5) and (1, 6) only.
+  assert {(c[2], c[3]) for c in combos} == {(0, 5), (1, 6)}
+  assert {c[1] for c in combos} == {1e-3, 3e-4}
+
+
+def test_batch_size_axis_keeps_the_token_counts():
+  sweep = _sweep_config("cpu")
+  sweep.sizes = ("small",)
+  sweep.product = "train.batch_size=8,16"
+  runs = plan.plan(sweep)
+  assert [r.config.train.steps for r in runs] == [600, 300]
+  assert [r.eval_steps for r in runs] == [(200, 400, 600), (100, 200, 300)]
+
+
+def test_parse_axes_keeps_bracketed_commas_and_literals():
+  axes = plan.parse_axes("mesh.shape=(1,1,1),(2,1,1); mesh.rules=fsdp,'data_parallel'")
+  assert axes == {"mesh.shape": [(1, 1, 1), (2, 1, 1)], "mesh.rules": ["fsdp", "data_parallel"]}
+  assert plan.parse_axes("") == {}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("product", "optimizer.no_such_field=1,2", "no field 'no_such_field'"),
+    ("product", "nogroup.x=1", "'nogroup' is not a config group"),
+    ("product", "model.size=tiny", "set by `sizes`"),
+    ("zip", "train.seed=0,1;data.seed=1", "equal lengths"),
+    ("product", "train.seed", "must read key=value"),
+    ("product", "train.steps=1.5", "does not fit"),
+    ("sizes", ("tiny", "huge"), "unknown model size 'huge'"),
+    ("eval_tokens", (10 ** 12,), "beyond the budget"),
+])
+def test_bad_sweeps_are_refused_with_the_reason(field, value, message):
+  sweep = _sweep_config("cpu")
+  setattr(sweep, field, value)
+  with pytest.raises(ValueError, match=message):
+    plan.plan(sweep)
+
+
+def test_unknown_ladder_is_refused():
+  with pytest.raises(ValueError, match="unknown ladder 'huge'"):
+    _sweep_config("huge")
+
+
+# Resumable runs, with a fake trainer and evaluator.
+
+
+class FakeTrainer:
+  """Resumes from its newest checkpoint folder, logs loss 10/step each step, checkpoints at stop."""
+
+  def __init__(self, crash_at: int | None = None):
+    self.crash_at = crash_at
+    self.calls = []
+
+  def __call__(self, config, workdir):
+    stop = config.train.stop_at_step or config.train.steps
+    start = max(runner.checkpoint_steps(workdir), default=0)
+    self.calls.append((os.path.basename(workdir), start, stop))
+    if self.crash_at is not None and stop >= self.crash_at:
+      raise KeyboardInterrupt("killed")
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      for step in range(start + 1, stop + 1):
+        f.write(json.dumps({"step": step, "loss": 10.0 / step}) + "\n")
+    os.makedirs(os.path.join(workdir, "checkpoints", str(stop)))
+
+
+class FakeEvaluator:
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, config, workdir, step):
+    self.calls.append((os.path.basename(workdir), step))
+    score = step / 10 + (0.1 if config.model.size == "mini" else 0.0)
+    tasks = {"gymnax/CartPole-v1": {"return": 500 * score, "normalized_score": score},
+             "babyai/GoToLocal": {"return": score, "normalized_score": score / 2}}
+    return {"tasks": tasks,
+            "domains": {"gymnax": {"mean": score}, "babyai": {"mean": score / 2}},
+            "overall": {"mean": 0.75 * score, "mean_over_domains": 0.75 * score}}
+
+
+def _execute_all(runs, workdir, trainer, evaluator):
+  for run in runner.pending(workdir, runs):
+    runner.execute(run, workdir, trainer, evaluator, costs=(1000, 6000.0), loss_window_steps=2)
+
+
+def test_resume_skips_finished_runs_and_evaluated_points(tmp_path):
+  runs = plan.plan(_micro_sweep())
+  workdir = str(tmp_path)
+  evaluator = FakeEvaluator()
+  # The first sweep finishes run 1 and is killed while training run 2 past its first point.
+  crashing = FakeTrainer(crash_at=4)
+  runner.execute(runs[0], workdir, FakeTrainer(), evaluator, costs=(1000, 6000.0),
+                 loss_window_steps=2)
+  with pytest.raises(KeyboardInterrupt):
+    runner.execute(runs[1], workdir, crashing, evaluator, costs=(1000, 6000.0))
+  assert crashing.calls == [("size-mini", 0, 2), ("size-mini", 2, 4)]
+  assert evaluator.calls == [("size-tiny", 2), ("size-tiny", 4), ("size-mini", 2)]
+  assert [r.name for r in runner.pending(workdir, runs)] == ["size-mini"]
+  # The sweep in progress already reports: run 2 with the one point it has.
+  partial = runner.collect(workdir, runs, "micro", 2, costs_fn=lambda config: (1000, 6000.0))
+  assert [(r["name"], r["finished"]) for r in partial["runs"]] == [("size-tiny", True),
+                                                                   ("size-mini", False)]
+  assert [p["step"] for p in partial["runs"][1]["points"]] == [2] and partial["missing"] == []
+  assert "| size-mini (unfinished) | 0.00M | 64 | " in report.render_markdown(partial)
+
+  trainer, evaluator.calls = FakeTrainer(), []
+  _execute_all(runs, workdir, trainer, evaluator)
+  # Run 1 is not repeated; run 2 continues from its step-2 checkpoint, point 2 not re-evaluated.
+  assert trainer.calls == [("size-mini", 2, 4)]
+  assert evaluator.calls == [("size-mini", 4)]
+  assert runner.pending(workdir, runs) == []
+
+  trainer, evaluator.calls = FakeTrainer(), []
+  _execute_all(runs, workdir, trainer, evaluator)
+  assert trainer.calls == [] and evaluator.calls == []
+
+  results = runner.collect(workdir, runs, "micro", costs_fn=None)  # Every run is finished.
+  assert results["missing"] == [] and all(r["finished"] for r in results["runs"])
+  mini = results["runs"][1]
+  assert mini["name"] == "size-mini" and mini["params"] == 1000
+  assert [p["tokens"] for p in mini["points"]] == [64, 128]
+  assert [p["compute"] for p in mini["points"]] == [64 * 6000.0, 128 * 6000.0]
+  # Loss at step 4 over the 2-step window: mean of 10/3 and 10/4.
+  assert mini["points"][1]["loss"] == pytest.approx((10 / 3 + 10 / 4) / 2)
+  assert mini["points"][0]["mean_score"] == pytest.approx(0.75 * 0.3)
+  assert mini["points"][0]["domains"] == {"gymnax": pytest.approx(0.3),
+                                          "babyai": pytest.approx(0.15)}
+  with open(tmp_path / "results.json") as f:
+    assert json.load(f) == json.loads(json.dumps(results))
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+  sweep = _micro_sweep()
+  run = plan.plan(sweep)[0]
+  with pytest.raises(KeyboardInterrupt):
+    runner.execute(run, str(tmp_path), FakeTrainer(crash_at=2), FakeEvaluator(), costs=(1, 1.0))
+  sweep.base.optimizer.peak_learning_rate = 5e-4
+  changed = plan.plan(sweep)[0]
+  with pytest.raises(ValueError, match="different config"):
+    runner.execute(changed, str(tmp_path), FakeTrainer(), FakeEvaluator(), costs=(1, 1.0))
+
+
+def test_loss_curve_counts_replayed_steps_once():
+  records = [{"step": 1, "loss": 4.0}, {"step": 2, "loss": 3.0}, {"step": 3, "loss": 9.0},
+             {"step": 3, "loss": 2.0}, {"step": 3, "eval/normalized_score": 0.5},
+             {"step": 4, "loss": 1.0}]
+  assert runner.loss_curve(records, window_steps=2) == [(1, 4.0), (2, 3.5), (3, 2.5), (4, 1.5)]
+  assert runner.loss_curve(records, window_steps=1) == [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]
+
+
+def test_launch_commands_name_each_run(tmp_path):
+  runs = plan.plan(_micro_sweep())
+  commands = runner.launch_commands(runs, "/w d", ["python", "experiments/sweep.py",
+                                                   "--config.zip=a=1;b=2"])
+  assert commands == [
+      "python experiments/sweep.py '--config.zip=a=1;b=2' '--workdir=/w d' --run=size-tiny",
+      "python experiments/sweep.py '--config.zip=a=1;b=2' '--workdir=/w d' --run=size-mini"]
+
+
+def test_print_dispatch_from_the_command_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "experiments/sweep.py", "--config=experiments/configs/sweep.py:paper",
+       f"--workdir={tmp_path}", "--dispatch=print"],
+      cwd=ROOT, capture_output=True, text=True, check=True,
+      env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.splitlines()
+  base = ("python experiments/sweep.py --config=experiments/configs/sweep.py:paper"
+          f" --workdir={tmp_path}")
+  assert out == [f"{base} --run=size-79m", f"{base} --run=size-364m", f"{base} --run=size-1.18b",
+                 f"{base} --dispatch=report"]
+
+
+# The power-law fit.
+
+
+def test_power_law_fit_recovers_a_known_exponent():
+  compute = np.geomspace(1e15, 1e20, 12)
+  law = power_law.fit(compute, 5.0 * compute ** -0.07)
+  assert law.exponent == pytest.approx(0.07, rel=1e-9)
+  assert law.a == pytest.approx(5.0, rel=1e-7)
+  assert law.offset == 0.0 and law.rmse_log < 1e-9
+
+
+def test_power_law_fit_recovers_exponent_and_offset():
+  compute = np.geomspace(1e12, 1e20, 16)
+  law = power_law.fit(compute, 40.0 * compute ** -0.2 + 1.7, offset=True)
+  assert law.exponent == pytest.approx(0.2, rel=1e-4)
+  assert law.offset == pytest.approx(1.7, rel=1e-4)
+  assert law.a == pytest.approx(40.0, rel=1e-3)
+
+
+def test_power_law_fit_tolerates_noise():
+  rng = np.random.default_rng(0)
+  compute = np.geomspace(1e14, 1e19, 40)
+  loss = 3.0 * compute ** -0.05 * np.exp(rng.normal(0, 0.01, compute.shape))
+  assert power_law.fit(compute, loss).exponent == pytest.approx(0.05, abs=0.003)
+
+
+def test_power_law_refuses_bad_points():
+  with pytest.raises(ValueError, match="positive"):
+    power_law.fit([1.0, 2.0], [1.0, -1.0])
+  with pytest.raises(ValueError, match="two or more compute values"):
+    power_law.fit([3.0, 3.0], [1.0, 2.0])
+  with pytest.raises(ValueError, match="at least 4 points"):
+    power_law.fit([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], offset=True)
+
+
+def test_frontier_keeps_points_no_cheaper_point_beats():
+  compute = [1, 2, 2, 3, 4, 5]
+  loss = [5, 6, 4, 4.5, 3, 3]
+  assert power_law.frontier(compute, loss).tolist() == [0, 2, 4]
+
+
+# The report.
+
+
+def _synthetic_results():
+  runs = []
+  for i, (name, params) in enumerate((("size-tiny", 1e6), ("size-small", 4e6))):
+    flops_per_token = 6 * params
+    curve = [{"step": s, "tokens": 100 * s, "compute": 100 * s * flops_per_token,
+              "loss": 2.0 * (100 * s * flops_per_token) ** -0.05} for s in range(1, 101)]
+    points = [{"step": s, "tokens": 100 * s, "compute": 100 * s * flops_per_token,
+               "loss": curve[s - 1]["loss"], "mean_score": 0.2 * (i + 1) * s / 100,
+               "domains": {"gymnax": 0.2 * (i + 1) * s / 100}, "train_seconds": 60.0,
+               "eval_seconds": 30.0} for s in (50, 100)]
+    runs.append({"name": name, "overrides": {"model.size": name[5:]}, "size": name[5:],
+                 "params": params, "flops_per_token": flops_per_token, "tokens_per_step": 100,
+                 "steps": 100, "points": points, "curve": curve, "train_seconds": 120.0,
+                 "eval_seconds": 60.0})
+  return {"ladder": "synthetic", "runs": runs, "missing": []}
+
+
+def test_report_is_regenerated_from_the_results_file(tmp_path):
+  with open(tmp_path / "results.json", "w") as f:
+    json.dump(_synthetic_results(), f)
+  paths = report.regenerate(str(tmp_path))
+  for key in ("scores", "loss"):
+    with open(paths[key], "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  first = {key: pathlib.Path(path).read_bytes() for key, path in paths.items()}
+  report.regenerate(str(tmp_path))
+  assert {key: pathlib.Path(path).read_bytes() for key, path in paths.items()} == first
+  table = first["table"].decode()
+  assert "| size-small | 4.00M | 10K | " in table
+  assert "| 40.0% | 40.0% |" in table  # small at 10K tokens: gymnax and mean score.
+  assert "C^-0.05 " in table  # The frontier of exact power-law curves has their exponent.
+  assert "score rises with size at 2 of 2 token counts, loss falls with size at 2 of 2" in table
+
+
+def test_report_needs_finished_runs(tmp_path):
+  with pytest.raises(FileNotFoundError, match="run the sweep first"):
+    report.regenerate(str(tmp_path))
+  with open(tmp_path / "results.json", "w") as f:
+    json.dump({"ladder": "x", "runs": [], "missing": ["a"]}, f)
+  with pytest.raises(ValueError, match="no finished run"):
+    report.regenerate(str(tmp_path))
