@@ -83,6 +83,9 @@ def _check_run_config(directory: str, run: Run) -> None:
   record = _recorded_config(run.config)
   if os.path.exists(path):
     previous = _read_json(path)
+    # `arg` only labels how the config was built (e.g. which preset), not what it is.
+    previous.pop("arg", None)
+    record.pop("arg", None)
     if previous != record:
       changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
       raise ValueError(
