@@ -2,7 +2,7 @@ r"""The CPU quickstart: expert data, a small Gato trained on it, prompted rollou
 
   python experiments/quickstart.py [--workdir=~/.cache/gato_jax/quickstart]
 
-README's first command; about 13 minutes on two CPU cores (15 with the install).
+README's first command; about 12 minutes on two CPU cores (13 with the install).
 
 1. Trains the gymnax PPO experts of CartPole and Acrobot unless they are cached
    (tools/train_expert.py; under a minute together) and generates 60 of their episodes per task,
