@@ -163,10 +163,7 @@ def run_episodes(batch: GymnaxBatch, agent: agents.Agent, seeds: Sequence[int],
   Returns:
     One outcome per seed, in the order of `seeds`.
   """
-  if not seeds:
-    raise ValueError("run_episodes needs at least one seed")
-  if max_steps < 0:
-    raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+  rollouts.check_episode_args(seeds, max_steps)
   timing = timing if timing is not None else rollouts.RolloutTiming()
   num_rows = batch.num_envs
   agent.setup(batch.row_environments())

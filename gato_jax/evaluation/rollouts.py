@@ -65,6 +65,14 @@ def eval_seeds(task: str, num_episodes: int, base_seed: int = 0) -> list[int]:
   return [episodes_lib.episode_seed(base_seed, task, i, EVAL_STREAM) for i in range(num_episodes)]
 
 
+def check_episode_args(seeds: Sequence[int], max_steps: int) -> None:
+  """What every rollout loop (host or on device) requires of its seeds and step cap."""
+  if not seeds:
+    raise ValueError("run_episodes needs at least one seed")
+  if max_steps < 0:
+    raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+
+
 def run_episodes(envs: Sequence[base.Environment], agent: agents.Agent, seeds: Sequence[int],
                  max_steps: int = 0,
                  timing: RolloutTiming | None = None) -> list[EpisodeOutcome]:
@@ -82,10 +90,7 @@ def run_episodes(envs: Sequence[base.Environment], agent: agents.Agent, seeds: S
   """
   if not envs:
     raise ValueError("run_episodes needs at least one environment")
-  if not seeds:
-    raise ValueError("run_episodes needs at least one seed")
-  if max_steps < 0:
-    raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+  check_episode_args(seeds, max_steps)
   timing = timing if timing is not None else RolloutTiming()
   agent.setup(envs)
   num_rows = len(envs)

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.envs import base, policies
-from gato_jax.experts import sac
+from gato_jax.experts import cache, sac
 
-PARAMS_FILE = "params.msgpack"
-META_FILE = "expert.json"
+PARAMS_FILE, META_FILE = cache.PARAMS_FILE, cache.META_FILE
 DOMAIN = "dm_control"
 
 
@@ -120,18 +119,11 @@ def save_expert(workdir: str, task: str, config: sac.SACConfig, obs_keys, obs_di
                 action_dim: int, params, summary: dict) -> str:
   """Writes params and metadata atomically (temp files, then rename); returns the directory."""
   directory = expert_dir(workdir, task)
-  os.makedirs(directory, exist_ok=True)
   meta = dict(task=f"{DOMAIN}/{canonical_task(task)}", sac_config=dataclasses.asdict(config),
               obs_keys=list(obs_keys), obs_dim=int(obs_dim), action_dim=int(action_dim),
               summary=summary,
-              versions=_versions())
-  for name, payload in ((PARAMS_FILE, serialization.to_bytes(jax.device_get(params))),
-                        (META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())):
-    tmp = os.path.join(directory, name + ".tmp")
-    with open(tmp, "wb") as f:
-      f.write(payload)
-    os.replace(tmp, os.path.join(directory, name))
-  return directory
+              versions=cache.package_versions("jax", "flax", "optax", "dm_control", "mujoco"))
+  return cache.write_expert(directory, params, meta)
 
 
 def load_expert(workdir: str, task: str) -> Expert:
@@ -254,7 +246,3 @@ def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:
       reference_return=float(config.reference_return), reference=str(config.reference),
       deterministic=True, expert=expert_stats, random=random_stats)
 
-
-def _versions() -> dict:
-  import importlib.metadata as md
-  return {p: md.version(p) for p in ("jax", "flax", "optax", "dm_control", "mujoco")}

@@ -20,11 +20,10 @@ import jax
 import numpy as np
 
 from gato_jax.envs import gymnax_envs, policies
-from gato_jax.experts import ppo
+from gato_jax.experts import cache, ppo
 
 DEFAULT_WORKDIR = os.environ.get("GATO_JAX_EXPERTS", "~/.cache/gato_jax/experts")
-PARAMS_FILE = "params.msgpack"
-META_FILE = "expert.json"
+PARAMS_FILE, META_FILE = cache.PARAMS_FILE, cache.META_FILE
 
 
 @dataclasses.dataclass
@@ -97,16 +96,9 @@ def expert_dir(workdir: str, env_id: str) -> str:
 def save_expert(workdir: str, env_id: str, config: ppo.PPOConfig, params, summary: dict) -> str:
   """Writes params and metadata atomically (temp files, then rename); returns the directory."""
   directory = expert_dir(workdir, env_id)
-  os.makedirs(directory, exist_ok=True)
   meta = dict(env_id=gymnax_envs.canonical_id(env_id), ppo_config=dataclasses.asdict(config),
-              summary=summary, versions=_versions())
-  for name, payload in ((PARAMS_FILE, serialization.to_bytes(jax.device_get(params))),
-                        (META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())):
-    tmp = os.path.join(directory, name + ".tmp")
-    with open(tmp, "wb") as f:
-      f.write(payload)
-    os.replace(tmp, os.path.join(directory, name))
-  return directory
+              summary=summary, versions=cache.package_versions("jax", "flax", "optax", "gymnax"))
+  return cache.write_expert(directory, params, meta)
 
 
 def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) -> Expert:
@@ -207,7 +199,3 @@ def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
       deterministic=bool(config.eval.deterministic), greedy=greedy, sampled=sampled,
       random=random)
 
-
-def _versions() -> dict:
-  import importlib.metadata as md
-  return {p: md.version(p) for p in ("jax", "flax", "optax", "gymnax")}
