@@ -19,7 +19,6 @@ Every stage resumes: a rerun reuses finished data, continues training from the n
 """
 
 import os
-import sys
 import time
 
 os.environ.setdefault("MUJOCO_GL", "disable")

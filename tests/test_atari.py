@@ -136,7 +136,7 @@ def _rlu_episode(length, checkpoint, episode_id, num_actions):
 
 def _write_rlu_atari(data_dir, game, run, episodes):
   """A local dataset with the public rlu_atari features, where tfds.builder finds it by name."""
-  rlds_io._tfds()  # pylint: disable=protected-access  (TensorFlow via tf_compat first)
+  rlds_io.import_tfds()  # (TensorFlow via tf_compat first)
   import tensorflow_datasets as tfds
   from tensorflow_datasets.rl_unplugged import atari_utils
 

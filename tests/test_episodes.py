@@ -258,8 +258,8 @@ def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     generation.generate_task(task, str(tmp_path / "a"), **kwargs)
   staging = tmp_path / "a" / "gato_meta" / "staging" / "gato_babyai" / "go_to_red_ball"
-  assert (staging / "shard-00000-of-00003.pkl").exists()
-  assert not (staging / "shard-00001-of-00003.pkl").exists()
+  assert (staging / "train-00000-of-00003.pkl").exists()
+  assert not (staging / "train-00001-of-00003.pkl").exists()
   kill, calls[:] = False, []
   resumed = generation.generate_task(task, str(tmp_path / "a"), **kwargs)
   # Statistics were kept and shard 1 was not regenerated: only episodes 3-5 ran again.

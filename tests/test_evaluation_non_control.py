@@ -208,7 +208,7 @@ def _write_text_set(data_dir):
   """A small stand-in for text/cpython_docs, stored where its generator would put it."""
   from gato_jax.data import example_sets, rlds_io
 
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   docs = lambda tag, n: [{"text": f"{tag} document {i}: return the value of x."} for i in range(n)]
   example_sets.write_examples({"train": docs("train", 3), "validation": docs("held out", 5)},
                               {"text": tfds.features.Text()}, str(data_dir), "gato_text",

@@ -147,7 +147,7 @@ def test_builtin_tasks_read_generated_data(data_dir):
 def test_text_and_vision_language_tasks_join_the_mixture(data_dir, tmp_path):
   from gato_jax.data import example_sets
 
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   docs = ["The agent opens the door.", "Pick up the red ball. " * 40, "Go to the green key."]
   text_dir = example_sets.write_examples({"train": [{"text": d} for d in docs]},
                                          {"text": tfds.features.Text()}, str(tmp_path), "docs", None)

@@ -87,7 +87,7 @@ def test_cpython_docs_generation_round_trips(tmp_path, source_tree, monkeypatch)
 
 
 def test_lm1b_and_c4_load_by_name(tmp_path):
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   text = tfds.features.Text()
   # TFDS lm1b 1.1.0: {"text"}, splits train/test; c4/en 3.1.0: {"text", "url", ...}.
   example_sets.write_examples(
@@ -123,7 +123,7 @@ def test_clear_errors(tmp_path):
     example_sets.make_task("text/wikipedia")
   with pytest.raises(ValueError, match="validation_fraction"):
     text_data.split_documents(["a"], validation_fraction=1.0)
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   example_sets.write_examples({"train": [{"body": "x"}]}, {"body": tfds.features.Text()},
                               str(tmp_path), "bodies", None)
   with pytest.raises(KeyError, match="no text feature 'text'"):

@@ -136,7 +136,7 @@ def _coco_example(tfds, image_id, height, width, color, captions):
 
 
 def test_coco_captions_load_in_our_layout(tmp_path):
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   written = [_coco_example(tfds, 9, 48, 80, (200, 40, 40), ["A red wall.", "Something red."]),
              _coco_example(tfds, 25, 90, 30, (40, 40, 200),
                            ["A blue door.", "Blue paint.", "A tall blue thing."])]
@@ -173,7 +173,7 @@ def test_clear_errors(tmp_path):
     S.sample_scene(np.random.default_rng(0), image_size=32)
   with pytest.raises(KeyError, match="caption or a question"):
     V.observation({"image": np.zeros((16, 16, 3), np.uint8)})
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   example_sets.write_examples({"train": [{"text": "no images here"}]},
                               {"text": tfds.features.Text()}, str(tmp_path), "plain", None)
   with pytest.raises(KeyError, match="not a captioning set"):

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from gato_jax import files
 from gato_jax.envs import policies
 from gato_jax.tokenizer import specs as token_specs
 
@@ -180,13 +181,7 @@ def stats_path(data_dir: str, task: str) -> str:
 
 
 def save_stats(stats: TaskStats, data_dir: str) -> str:
-  path = stats_path(data_dir, stats.task)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(dataclasses.asdict(stats), f, indent=2, sort_keys=True)
-  os.replace(tmp, path)  # Atomic: a killed run never leaves half a file.
-  return path
+  return files.write_json(stats_path(data_dir, stats.task), dataclasses.asdict(stats))
 
 
 def load_stats(data_dir: str, task: str) -> TaskStats:

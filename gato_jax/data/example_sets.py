@@ -19,10 +19,7 @@ TensorFlow is imported through gato_jax.tf_compat only, and only when a function
 
 import abc
 import importlib
-import json
 import os
-import pickle
-import shutil
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -54,7 +51,7 @@ def write_examples(split_examples: Mapping[str, Iterable[dict]], features: Mappi
   Returns:
     The dataset's directory.
   """
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   parts = [name] + ([config] if config else []) + [version]
   target = os.path.join(os.path.expanduser(data_dir), *parts)
   if os.path.exists(os.path.join(target, "dataset_info.json")):
@@ -112,7 +109,7 @@ def to_python(tree: Any) -> Any:
 def read_examples(source: str, split: str = "train", data_dir: str | None = None,
                   limit: int | None = None) -> Iterator[dict]:
   """Yields the examples of a split as Python/numpy dicts, in stored order."""
-  tfds = rlds_io._tfds()
+  tfds = rlds_io.import_tfds()
   ds = load_split(source, split, data_dir)
   if limit is not None:
     ds = ds.take(limit)
@@ -168,16 +165,9 @@ def make_task(name: str) -> ExampleTask:
   return tasks[task]()
 
 
-def _write_json(path: str, value: dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(f"{path}.tmp", "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(f"{path}.tmp", path)
-
-
 def generate_task(name: str, data_dir: str, num_items: int, seed: int = 0,
                   shard_items: int = 1000,
-                  progress: Callable[[str], None] = generation._progress
+                  progress: Callable[[str], None] = generation.print_progress
                   ) -> generation.TaskSummary:
   """Generates (or resumes, or finds) an example task's TFDS dataset.
 
@@ -198,69 +188,32 @@ def generate_task(name: str, data_dir: str, num_items: int, seed: int = 0,
   start = time.time()
   task = make_task(name)
   config = rlds_io.config_name(name)
-  target = rlds_io.dataset_dir(data_dir, task.dataset, config)
-  meta = os.path.join(os.path.expanduser(data_dir), "gato_meta")
-  record_path = os.path.join(meta, "generated", task.dataset, f"{config}.json")
-  staging = os.path.join(meta, "staging", task.dataset, config)
   sizes = task.split_sizes(num_items, seed)
-  request = {"task": name, "agent": task.source, "splits": sizes, "seed": seed}
-  summary = lambda record, status: generation.TaskSummary(
-      name, task.source, sum(record["splits"].values()), record["examples"], record["tokens"],
-      None, None, time.time() - start, status, target)
+  num_shards = {split: -(-size // shard_items) for split, size in sizes.items()}
 
-  if os.path.exists(record_path) and os.path.exists(os.path.join(target, "dataset_info.json")):
-    with open(record_path) as f:
-      record = json.load(f)
-    if {k: record.get(k) for k in request} != request:
-      raise ValueError(
-          f"{target} was generated with {({k: record.get(k) for k in request})}, not {request};"
-          f" delete it and {record_path} to regenerate, or repeat the original flags")
-    return summary(record, "existing")
+  def make_shard(split: str, s: int) -> dict:
+    shard = {"items": [], "examples": 0, "tokens": 0}
+    for index in range(s * shard_items, min(sizes[split], (s + 1) * shard_items)):
+      for example in task.examples(split, index, seed):
+        shard["items"].append(example)
+        shard["examples"] += 1
+        shard["tokens"] += task.num_tokens(example)
+    progress(f"{name}: {split} shard {s + 1}/{num_shards[split]}")
+    return shard
 
-  os.makedirs(staging, exist_ok=True)
-  manifest_path = os.path.join(staging, "manifest.json")
-  manifest = dict(request, shard_items=shard_items)
-  if os.path.exists(manifest_path):
-    with open(manifest_path) as f:
-      previous = json.load(f)
-    if previous != manifest:
-      raise ValueError(f"staged shards in {staging} come from a run with {previous}, not"
-                       f" {manifest}; rerun with those flags to resume, or delete the folder")
-  else:
-    _write_json(manifest_path, manifest)
-
-  shard_paths = {}
-  for split, size in sizes.items():
-    count = -(-size // shard_items)
-    shard_paths[split] = [os.path.join(staging, f"{split}-{s:05d}-of-{count:05d}.pkl")
-                          for s in range(count)]
-    for s, path in enumerate(shard_paths[split]):
-      if os.path.exists(path):
-        continue  # Finished by an earlier run.
-      shard = {"examples": [], "tokens": 0}
-      for index in range(s * shard_items, min(size, (s + 1) * shard_items)):
-        for example in task.examples(split, index, seed):
-          shard["examples"].append(example)
-          shard["tokens"] += task.num_tokens(example)
-      with open(f"{path}.tmp", "wb") as f:
-        pickle.dump(shard, f, protocol=pickle.HIGHEST_PROTOCOL)
-      os.replace(f"{path}.tmp", path)  # A shard exists only once complete.
-      progress(f"{name}: {split} shard {s + 1}/{len(shard_paths[split])}")
-
-  def staged(split):
-    for path in shard_paths[split]:
-      with open(path, "rb") as f:
-        yield pickle.load(f)
-
-  if not os.path.exists(os.path.join(target, "dataset_info.json")):
-    progress(f"{name}: writing {sizes} items to {target}")
-    tfds = rlds_io._tfds()
-    write_examples({split: (ex for shard in staged(split) for ex in shard["examples"])
-                    for split in sizes}, task.features(tfds), data_dir, task.dataset, config,
+  def write(staged):
+    progress(f"{name}: writing {sizes} items to {task.dataset}/{config}")
+    write_examples({split: (ex for shard in staged(split) for ex in shard["items"])
+                    for split in sizes}, task.features(rlds_io.import_tfds()), data_dir,
+                   task.dataset, config,
                    description=f"{name} from {task.source}, items per split {sizes}, seed {seed}.")
-  record = dict(request, shard_items=shard_items,
-                examples=sum(len(s["examples"]) for split in sizes for s in staged(split)),
-                tokens=sum(s["tokens"] for split in sizes for s in staged(split)))
-  _write_json(record_path, record)
-  shutil.rmtree(staging)
-  return summary(record, "generated")
+
+  manifest = {"task": name, "agent": task.source, "splits": sizes, "seed": seed,
+              "shard_items": shard_items}
+  record, status = generation.generate_staged(data_dir, task.dataset, config, manifest,
+                                              num_shards, make_shard, write,
+                                              ("task", "agent", "splits", "seed"))
+  return generation.TaskSummary(name, task.source, sum(record["splits"].values()),
+                                record["examples"], record["tokens"], None, None,
+                                time.time() - start, status,
+                                rlds_io.dataset_dir(data_dir, task.dataset, config))

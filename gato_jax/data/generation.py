@@ -21,9 +21,9 @@ import pickle
 import shutil
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterable, Iterator, Mapping
 
-from gato_jax import tokenizer
+from gato_jax import files, tokenizer
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.data import rlds_io
 from gato_jax.envs import policies, registry
@@ -54,13 +54,6 @@ def dataset_name(domain: str, policy: str) -> str:
 
 def _meta_dir(data_dir: str, *parts: str) -> str:
   return os.path.join(os.path.expanduser(data_dir), "gato_meta", *parts)
-
-
-def _write_json(path: str, value: dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(f"{path}.tmp", "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(f"{path}.tmp", path)
 
 
 def _make_policy(env, policy: str) -> policies.Policy:
@@ -105,14 +98,91 @@ def count_tokens(episode: dict, env) -> int:
   return int(group.num_tokens)
 
 
-def _progress(line: str) -> None:
+def print_progress(line: str) -> None:
+  """Rewrites one console line in place (the default `progress` of the generators)."""
   sys.stderr.write("\r" + line.ljust(79))
   sys.stderr.flush()
 
 
+def generate_staged(data_dir: str, name: str, config: str, manifest: dict,
+                    num_shards: Mapping[str, int], make_shard: Callable[[str, int], dict],
+                    write: Callable[[Callable[[str], Iterator[dict]]], None],
+                    request_keys: Iterable[str]) -> tuple[dict, str]:
+  """The resumable skeleton of every generator of stored data (episodes and example sets).
+
+  Shards are made one at a time and pickled atomically into a staging folder; once all exist,
+  `write` stores them as TFDS dataset `name/config` and the staging folder goes. A killed run
+  resumes at the first missing shard; a finished dataset is found, not regenerated.
+
+  Args:
+    data_dir: TFDS data directory (also holds gato_meta/).
+    name: the TFDS dataset name.
+    config: its config name.
+    manifest: what the run is asked for (task, agent, counts, seed, shard size); staged shards
+      and a finished dataset are reused only for the same request.
+    num_shards: {split: number of shards}.
+    make_shard: (split, shard index) -> {"items": [...], <counter>: int, ...}: a function of
+      its arguments and the manifest alone.
+    write: receives `staged`, where `staged(split)` yields the split's shards in order.
+    request_keys: the manifest's keys that must match a finished dataset's record.
+
+  Returns:
+    (record, status): the manifest plus each counter summed over shards, and "generated" or
+    "existing".
+  """
+  target = rlds_io.dataset_dir(data_dir, name, config)
+  record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
+  staging = _meta_dir(data_dir, "staging", name, config)
+  request = {k: manifest[k] for k in request_keys}
+  prepared = lambda: os.path.exists(os.path.join(target, "dataset_info.json"))
+
+  if os.path.exists(record_path) and prepared():
+    with open(record_path) as f:
+      record = json.load(f)
+    if {k: record.get(k) for k in request} != request:
+      raise ValueError(
+          f"{target} was generated with {({k: record.get(k) for k in request})}, not {request};"
+          f" delete it and {record_path} to regenerate, or repeat the original flags")
+    return record, "existing"
+
+  manifest_path = os.path.join(staging, "manifest.json")
+  if os.path.exists(manifest_path):
+    with open(manifest_path) as f:
+      previous = json.load(f)
+    if previous != manifest:
+      raise ValueError(f"staged shards in {staging} come from a run with {previous}, not"
+                       f" {manifest}; rerun with those flags to resume, or delete the folder")
+  else:
+    files.write_json(manifest_path, manifest)
+
+  paths = {split: [os.path.join(staging, f"{split}-{s:05d}-of-{count:05d}.pkl")
+                   for s in range(count)] for split, count in num_shards.items()}
+  for split, split_paths in paths.items():
+    for s, path in enumerate(split_paths):
+      if not os.path.exists(path):  # Else finished by an earlier run.
+        files.write_pickle(path, make_shard(split, s))  # A shard exists only once complete.
+
+  def staged(split: str) -> Iterator[dict]:
+    for path in paths[split]:
+      with open(path, "rb") as f:
+        yield pickle.load(f)
+
+  if not prepared():
+    write(staged)
+  record = dict(manifest)
+  for split in paths:
+    for shard in staged(split):
+      for key, count in shard.items():
+        if key != "items":
+          record[key] = record.get(key, 0) + count
+  files.write_json(record_path, record)
+  shutil.rmtree(staging)
+  return record, "generated"
+
+
 def generate_task(task: str, data_dir: str, num_episodes: int, seed: int = 0,
                   policy: str = "expert", shard_episodes: int = 100, stats_episodes: int = 50,
-                  progress: Callable[[str], None] = _progress) -> TaskSummary:
+                  progress: Callable[[str], None] = print_progress) -> TaskSummary:
   """Generates (or resumes, or finds) `num_episodes` episodes of `task` as a TFDS dataset.
 
   Args:
@@ -136,79 +206,43 @@ def generate_task(task: str, data_dir: str, num_episodes: int, seed: int = 0,
   domain, _ = registry.split_task_name(task)
   data_policy = _make_policy(env, policy)  # Fails early when no expert is registered.
   name, config = dataset_name(domain, policy), rlds_io.config_name(task)
-  target = rlds_io.dataset_dir(data_dir, name, config)
-  record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
-  staging = _meta_dir(data_dir, "staging", name, config)
-  request = {"task": task, "agent": data_policy.name, "episodes": num_episodes, "seed": seed}
-
   stats = ensure_stats(env, data_dir, seed, stats_episodes)
-  summary = lambda record, status: TaskSummary(
-      task, data_policy.name, record["episodes"], record["steps"], record["tokens"],
-      stats.expert_return, stats.random_return, time.time() - start, status, target)
-
-  if os.path.exists(record_path) and os.path.exists(os.path.join(target, "dataset_info.json")):
-    with open(record_path) as f:
-      record = json.load(f)
-    if {k: record.get(k) for k in request} != request:
-      raise ValueError(
-          f"{target} was generated with {({k: record.get(k) for k in request})}, not {request};"
-          f" delete it and {record_path} to regenerate, or repeat the original flags"
-      )
-    return summary(record, "existing")
-
-  os.makedirs(staging, exist_ok=True)
-  manifest_path = os.path.join(staging, "manifest.json")
-  manifest = dict(request, shard_episodes=shard_episodes)
-  if os.path.exists(manifest_path):
-    with open(manifest_path) as f:
-      previous = json.load(f)
-    if previous != manifest:
-      raise ValueError(f"staged shards in {staging} come from a run with {previous}, not"
-                       f" {manifest}; rerun with those flags to resume, or delete the folder")
-  else:
-    _write_json(manifest_path, manifest)
-
   num_shards = -(-num_episodes // shard_episodes)
-  shard_paths = [os.path.join(staging, f"shard-{s:05d}-of-{num_shards:05d}.pkl")
-                 for s in range(num_shards)]
-  done, made, run_start, last_report = 0, 0, time.time(), 0.0
-  for s, path in enumerate(shard_paths):
+  clock = {"done": 0, "made": 0, "start": time.time(), "last": 0.0}
+
+  def make_shard(split: str, s: int) -> dict:
     indices = range(s * shard_episodes, min(num_episodes, (s + 1) * shard_episodes))
-    if os.path.exists(path):
-      done += len(indices)
-      continue
-    shard = {"episodes": [], "steps": 0, "tokens": 0}
+    clock["done"] = s * shard_episodes
+    shard = {"items": [], "steps": 0, "tokens": 0}
     for i in indices:
       episode = episodes_lib.rollout(env, data_policy, episodes_lib.episode_seed(seed, task, i))
-      shard["episodes"].append(episode)
+      shard["items"].append(episode)
       shard["steps"] += episodes_lib.num_actions(episode)
       shard["tokens"] += count_tokens(episode, env)
-      done, made = done + 1, made + 1
+      clock["done"] += 1
+      clock["made"] += 1
       now = time.time()
-      if now - last_report < 1.0 and i != indices[-1]:
+      if now - clock["last"] < 1.0 and i != indices[-1]:
         continue  # One line a second is enough, and keeps logs short.
-      last_report, rate = now, made / max(now - run_start, 1e-9)
-      progress(f"{task}: episode {done}/{num_episodes}, shard {s + 1}/{num_shards},"
+      clock["last"], rate = now, clock["made"] / max(now - clock["start"], 1e-9)
+      progress(f"{task}: episode {clock['done']}/{num_episodes}, shard {s + 1}/{num_shards},"
                f" {rate:.1f} episodes/s")
-    with open(f"{path}.tmp", "wb") as f:
-      pickle.dump(shard, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(f"{path}.tmp", path)  # A shard exists only once complete.
+    return shard
 
-  def staged():
-    for path in shard_paths:
-      with open(path, "rb") as f:
-        yield pickle.load(f)
-
-  if not os.path.exists(os.path.join(target, "dataset_info.json")):
-    progress(f"{task}: writing {num_episodes} episodes to {target}")
+  def write(staged):
+    progress(f"{task}: writing {num_episodes} episodes to {name}/{config}")
     rlds_io.write_episodes(
-        (episode for shard in staged() for episode in shard["episodes"]), data_dir, name, config,
-        description=f"{num_episodes} episodes of {task} from {data_policy.name}, seed {seed}.")
-  record = dict(request, steps=sum(s["steps"] for s in staged()),
-                tokens=sum(s["tokens"] for s in staged()), shard_episodes=shard_episodes)
-  _write_json(record_path, record)
-  shutil.rmtree(staging)
-  return summary(record, "generated")
+        (episode for shard in staged("train") for episode in shard["items"]), data_dir, name,
+        config, description=f"{num_episodes} episodes of {task} from {data_policy.name},"
+        f" seed {seed}.")
+
+  manifest = {"task": task, "agent": data_policy.name, "episodes": num_episodes, "seed": seed,
+              "shard_episodes": shard_episodes}
+  record, status = generate_staged(data_dir, name, config, manifest, {"train": num_shards},
+                                   make_shard, write, ("task", "agent", "episodes", "seed"))
+  return TaskSummary(task, data_policy.name, record["episodes"], record["steps"],
+                     record["tokens"], stats.expert_return, stats.random_return,
+                     time.time() - start, status, rlds_io.dataset_dir(data_dir, name, config))
 
 
 def format_table(rows: list[TaskSummary]) -> str:

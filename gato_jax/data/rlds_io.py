@@ -26,7 +26,7 @@ REQUIRED_STEP_KEYS = ("observation", "action", "reward", "is_first", "is_last")
 STEP_CHUNK = 1024  # Steps read per tf.data batch (episode_to_numpy).
 
 
-def _tfds():
+def import_tfds():
   tf_compat.import_tensorflow()  # First, so that TensorFlow never claims an accelerator.
   import tensorflow_datasets as tfds
 
@@ -50,7 +50,7 @@ def dataset_dir(data_dir: str, name: str, config: str, version: str = VERSION) -
 
 def _feature_for(value, path: str):
   """A TFDS feature for one leaf; `value` is the [T, ...] step array or a metadata scalar."""
-  tfds = _tfds()
+  tfds = import_tfds()
   value = np.asarray(value)
   if value.dtype.kind in "OUS":
     return tfds.features.Text()
@@ -61,7 +61,7 @@ def _feature_for(value, path: str):
 
 def episode_features(episode: Mapping[str, Any]):
   """The FeaturesDict of an RLDS episode tree, inferred from one example episode."""
-  tfds = _tfds()
+  tfds = import_tfds()
 
   def build(tree, path, per_step):
     if isinstance(tree, Mapping):
@@ -98,7 +98,7 @@ def write_episodes(episodes: Iterable[dict], data_dir: str, name: str, config: s
   Returns:
     The dataset's directory, <data_dir>/<name>/<config>/<version>.
   """
-  tfds = _tfds()
+  tfds = import_tfds()
   target = dataset_dir(data_dir, name, config)
   if os.path.exists(os.path.join(target, "dataset_info.json")):
     raise FileExistsError(f"a TFDS dataset already exists at {target}; delete it to rewrite it")
@@ -135,7 +135,7 @@ def load_builder(source: str, data_dir: str | None = None):
       "gato_babyai/goto_red_ball" (ours, found in `data_dir`) or a public dataset's name.
     data_dir: where to look up names.
   """
-  tfds = _tfds()
+  tfds = import_tfds()
   path = os.path.expanduser(source)
   if os.path.isdir(path):
     if not os.path.exists(os.path.join(path, "dataset_info.json")):

@@ -14,6 +14,8 @@ import math
 import os
 from typing import Any
 
+from gato_jax import files
+
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 CHART_FILE = "normalized_scores.png"
@@ -144,11 +146,7 @@ def render_chart(results: dict, path: str) -> None:
 
 def write(results: dict, directory: str) -> dict[str, str]:
   """Writes results.json, the markdown table and the chart under `directory`; returns paths."""
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, RESULTS_FILE)
-  with open(f"{path}.tmp", "w") as f:
-    json.dump(_clean(results), f, indent=2, sort_keys=True)
-  os.replace(f"{path}.tmp", path)  # Atomic: a reader never sees half a file.
+  files.write_json(os.path.join(directory, RESULTS_FILE), _clean(results))
   return regenerate(directory)
 
 

@@ -1,12 +1,13 @@
 """The on-disk cache of trained experts: parameters and metadata, written atomically."""
 
 import importlib.metadata
-import json
 import os
 from typing import Any
 
 from flax import serialization
 import jax
+
+from gato_jax import files
 
 PARAMS_FILE = "params.msgpack"
 META_FILE = "expert.json"
@@ -14,13 +15,9 @@ META_FILE = "expert.json"
 
 def write_expert(directory: str, params: Any, meta: dict) -> str:
   """Writes params and metadata (temp files, then rename: never half a file); returns directory."""
-  os.makedirs(directory, exist_ok=True)
-  for name, payload in ((PARAMS_FILE, serialization.to_bytes(jax.device_get(params))),
-                        (META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())):
-    tmp = os.path.join(directory, name + ".tmp")
-    with open(tmp, "wb") as f:
-      f.write(payload)
-    os.replace(tmp, os.path.join(directory, name))
+  files.write_bytes(os.path.join(directory, PARAMS_FILE),
+                    serialization.to_bytes(jax.device_get(params)))
+  files.write_json(os.path.join(directory, META_FILE), meta)
   return directory
 
 

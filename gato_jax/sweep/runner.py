@@ -24,6 +24,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from gato_jax import files
 from gato_jax.sweep.plan import Run
 
 RESULTS_FILE = "results.json"
@@ -36,13 +37,6 @@ CURVE_POINTS = 200  # Loss-curve points kept per run (plots need no more).
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 # (config, workdir, step) -> evaluator results ("tasks", "domains", "overall") of checkpoint step.
 EvaluateFn = Callable[[ml_collections.ConfigDict, str, int], dict]
-
-
-def _write_json(path: str, value: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(f"{path}.tmp", "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(f"{path}.tmp", path)  # Readers never see half a file: a marker means done.
 
 
 def _read_json(path: str) -> Any:
@@ -92,7 +86,7 @@ def _check_run_config(directory: str, run: Run) -> None:
           f"{directory} holds run {run.name!r} with a different config (groups {changed});"
           " resume with the original sweep config or use another --workdir")
   else:
-    _write_json(path, record)
+    files.write_json(path, record)
 
 
 def loss_curve(records: list[dict], window_steps: int) -> list[tuple[int, float]]:
@@ -178,11 +172,11 @@ def execute(run: Run, workdir: str, train_fn: TrainFn, evaluate_fn: EvaluateFn,
     trained = time.time()
     logging.info("sweep: evaluating %s at step %d", run.name, step)
     summary = _summarise_eval(evaluate_fn(run.config, directory, step))
-    _write_json(point_path, {"step": step, **summary, "train_seconds": trained - started,
+    files.write_json(point_path, {"step": step, **summary, "train_seconds": trained - started,
                              "eval_seconds": time.time() - trained})
 
   result = build_result(run, directory, params, flops_per_token, loss_window_steps)
-  _write_json(result_path, result)
+  files.write_json(result_path, result)
   return result
 
 
@@ -245,7 +239,7 @@ def collect(workdir: str, runs: Iterable[Run], ladder: str = "", loss_window_ste
     else:
       missing.append(run.name)
   results = {"ladder": ladder, "runs": gathered, "missing": missing}
-  _write_json(os.path.join(os.path.expanduser(workdir), RESULTS_FILE), results)
+  files.write_json(os.path.join(os.path.expanduser(workdir), RESULTS_FILE), results)
   return results
 
 

@@ -2,7 +2,6 @@
 
 import time
 
-import jax
 import numpy as np
 
 from gato_jax import tokenizer as T

@@ -16,7 +16,6 @@ import time
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gato_jax import tokenizer as T
