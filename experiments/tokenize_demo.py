@@ -66,7 +66,7 @@ def main(argv):
         f"  {i:>4}  {int(group.tokens[i]):>6}  {_KIND_NAMES[int(group.kinds[i])]:<10}"
         f"  {int(group.local_positions[i]):>9}  {int(group.loss_mask[i])}"
     )
-  decoded = tokenizer.decode_action(group.tokens[group.action_mask], action_spec)
+  decoded = tokenizer.detokenize_action(group.tokens[group.action_mask], action_spec)
   print(f"decoded action: {_fmt(decoded)}"
         f" (max error {np.abs(decoded - action).max():.5f}, half a bin is {1 / 1024:.5f})")
 

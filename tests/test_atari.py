@@ -53,7 +53,7 @@ def test_random_episode_tokenizes_into_patches(pong):
   group = T.tokenize_episode(observations, actions, pong.observation_spec, pong.action_spec)
   assert group.num_tokens == 30 * (25 + 1 + 1)  # 5x5 patches, |, one action.
   assert group.patches.shape == (30 * 25, 16 * 16 * 3)
-  decoded = T.decode_action(group.tokens[group.action_mask].reshape(30, 1), pong.action_spec)
+  decoded = T.detokenize_action(group.tokens[group.action_mask].reshape(30, 1), pong.action_spec)
   np.testing.assert_array_equal(decoded.reshape(-1), actions)
 
 

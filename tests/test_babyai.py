@@ -40,7 +40,7 @@ def test_bot_episode_tokenizes(env):
   steps = E.num_actions(episode)
   mission = len(T.TextTokenizer().encode(str(observations["mission"][0])))
   assert group.num_tokens == steps * (mission + 7 * 7 * 3 + 1 + 1)
-  decoded = T.decode_action(group.tokens[group.action_mask].reshape(steps, 1), env.action_spec)
+  decoded = T.detokenize_action(group.tokens[group.action_mask].reshape(steps, 1), env.action_spec)
   np.testing.assert_array_equal(decoded, actions)
 
 

@@ -82,7 +82,7 @@ def test_rollout_is_rlds_shaped_and_tokenizes():
   group = T.tokenize_episode(observations, actions, env.observation_spec, env.action_spec)
   text = len(T.TextTokenizer().encode("press two 1"))
   assert group.num_tokens == 3 * (text + 4 + 3 + 1 + 1)
-  np.testing.assert_array_equal(T.decode_action(group.tokens[group.action_mask].reshape(3, 1),
+  np.testing.assert_array_equal(T.detokenize_action(group.tokens[group.action_mask].reshape(3, 1),
                                                 env.action_spec), [0, 0, 2])
 
 

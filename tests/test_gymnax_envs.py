@@ -23,7 +23,7 @@ def test_specs_and_real_timesteps_tokenize(env_id):
   group = T.tokenize_timestep(observation, action, env.observation_spec, env.action_spec)
   num_obs = int(np.prod(next(iter(env.observation_spec.values())).shape))
   assert group.tokens.shape == (num_obs + 1 + T.num_action_tokens(env.action_spec),)
-  decoded = T.decode_action(group.tokens[group.action_mask], env.action_spec)
+  decoded = T.detokenize_action(group.tokens[group.action_mask], env.action_spec)
   if isinstance(env.action_spec, T.DiscreteSpec):
     assert int(decoded) == int(action)
   else:

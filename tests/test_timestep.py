@@ -70,13 +70,13 @@ def test_timestep_with_every_kind():
 
 def test_decode_action_inverts():
   group = T.tokenize_timestep(_observation(), ACTION, OBS_SPEC, ACT_SPEC)
-  decoded = T.decode_action(group.tokens[group.action_mask], ACT_SPEC)
+  decoded = T.detokenize_action(group.tokens[group.action_mask], ACT_SPEC)
   assert decoded["button"] == 5 and decoded["button"].dtype == np.int32
   np.testing.assert_allclose(decoded["torque"], [1 - 1 / 1024, -1 + 1 / 1024])
   # mu-law action specs decode through the inverse mu-law; batches keep their leading dims.
   spec = T.ContinuousSpec((2, 2), mu_law=True)
   x = np.array([[[3.0, -40.0], [0.5, 0.0]]] * 5, np.float32)
-  back = T.decode_action(T.tokenize_continuous(x).reshape(5, 4), spec)
+  back = T.detokenize_action(T.tokenize_continuous(x).reshape(5, 4), spec)
   assert back.shape == (5, 2, 2)
   np.testing.assert_allclose(back, x, rtol=0.02, atol=1e-3)
   assert T.num_action_tokens(ACT_SPEC) == 3
@@ -112,7 +112,7 @@ def test_jit_matches_numpy():
   for name in ("tokens", "kinds", "local_positions", "loss_mask", "timesteps", "patch_rows", "patch_cols"):
     np.testing.assert_array_equal(getattr(device, name), getattr(host, name), err_msg=name)
   np.testing.assert_array_equal(device.patches, host.patches)
-  decode = jax.jit(lambda ids: T.decode_action(ids, ACT_SPEC))
+  decode = jax.jit(lambda ids: T.detokenize_action(ids, ACT_SPEC))
   np.testing.assert_allclose(decode(device.tokens[-3:])["torque"], [1 - 1 / 1024, -1 + 1 / 1024])
 
 
@@ -201,9 +201,9 @@ def test_bad_timesteps_raise_clear_errors():
   with pytest.raises(ValueError, match=r"text ids 'text' must lie in \[0, 32000\)"):
     T.tokenize_timestep({**obs, "text": np.array([5, 32000])}, ACTION, OBS_SPEC, ACT_SPEC)
   with pytest.raises(ValueError, match="takes 3 tokens"):
-    T.decode_action(np.array([32000, 32001]), ACT_SPEC)
+    T.detokenize_action(np.array([32000, 32001]), ACT_SPEC)
   with pytest.raises(ValueError, match=r"action ids 'button'"):
-    T.decode_action(np.array([32010, 32001, 32001]), ACT_SPEC)
+    T.detokenize_action(np.array([32010, 32001, 32001]), ACT_SPEC)
   with pytest.raises(ValueError, match="num_values"):
     T.DiscreteSpec((), num_values=2000)
   obs_ep, act_ep = _episode()

@@ -23,21 +23,16 @@ import numpy as np
 from gato_jax.envs import base
 from gato_jax.evaluation import agents
 from gato_jax.evaluation.context import RowContext, empty_group
-from gato_jax.inference.decode import CachedDecoder
+from gato_jax.inference.decode import CONTEXT_MULTIPLE, CachedDecoder, round_up
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.inputs import Batch, batch_from_token_groups
 from gato_jax.tokenizer import specs as token_specs
-from gato_jax.tokenizer.timestep import (TokenGroup, decode_action, tokenize_episode,
+from gato_jax.tokenizer.timestep import (TokenGroup, detokenize_action, tokenize_episode,
                                          tokenize_timestep)
 
-# Padded lengths are rounded up to these multiples so that a rollout compiles a handful of
-# prefill shapes instead of one per distinct observation or context length.
+# New observations are padded to a multiple of this (whole contexts to CONTEXT_MULTIPLE), so
+# that a rollout compiles a handful of prefill shapes.
 CHUNK_MULTIPLE = 8
-CONTEXT_MULTIPLE = 64
-
-
-def _round_up(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
 
 
 def _num_patches_bucket(groups: Sequence[TokenGroup]) -> int:
@@ -45,7 +40,7 @@ def _num_patches_bucket(groups: Sequence[TokenGroup]) -> int:
   return 0 if most == 0 else 1 << (most - 1).bit_length()  # Next power of two.
 
 
-def _split_rows(group: TokenGroup, num_rows: int) -> list[TokenGroup]:
+def _unstack_rows(group: TokenGroup, num_rows: int) -> list[TokenGroup]:
   """A `tokenize_episode` result of `num_rows` same-length timesteps -> one group per row."""
   length = group.num_tokens // num_rows
   if length * num_rows != group.num_tokens or np.any(
@@ -146,7 +141,7 @@ class ModelAgent(agents.Agent):
         observation, None, self.observation_spec, self.action_spec, self._text_tokenizer)
                for observation in observations]
     ids = self._act_on(pending)
-    return [decode_action(ids[row], self.action_spec) if self.active[row] else None
+    return [detokenize_action(ids[row], self.action_spec) if self.active[row] else None
             for row in range(len(self.rows))]
 
   def act_batch(self, observations: Any, active: np.ndarray) -> list[Any]:
@@ -158,9 +153,9 @@ class ModelAgent(agents.Agent):
     # Rows as the timesteps of one "episode": the tokenizer's vectorised path does them at once.
     stacked = tokenize_episode(observations, None, self.observation_spec, self.action_spec,
                                self._text_tokenizer)
-    rows = _split_rows(stacked, len(self.rows))
+    rows = _unstack_rows(stacked, len(self.rows))
     ids = self._act_on([group if live else None for group, live in zip(rows, active)])
-    actions = decode_action(ids, self.action_spec)
+    actions = detokenize_action(ids, self.action_spec)
     return [jax.tree.map(lambda leaf, row=row: np.asarray(leaf[row]), actions)
             if active[row] else None for row in range(len(self.rows))]
 
@@ -186,7 +181,7 @@ class ModelAgent(agents.Agent):
       for row in self.rows:
         self.num_trimmed += row.trim(min(budget, self.max_context), self.max_context)
       longest = max(row.num_tokens for row in self.rows)
-      length = min(_round_up(max(longest, 1), CONTEXT_MULTIPLE), self.max_context)
+      length = min(round_up(max(longest, 1), CONTEXT_MULTIPLE), self.max_context)
       self._cache_length = 0
       self.num_rebuilds += 1
       self._stale = False
@@ -200,7 +195,7 @@ class ModelAgent(agents.Agent):
 
   def _chunk_length(self) -> int:
     longest = max((r.pending.num_tokens for r in self.rows if r.pending is not None), default=0)
-    return _round_up(max(longest, 1), CHUNK_MULTIPLE)
+    return round_up(max(longest, 1), CHUNK_MULTIPLE)
 
   def _batch(self, groups: Sequence[TokenGroup], seq_len: int) -> Batch:
     return batch_from_token_groups(groups, seq_len, _num_patches_bucket(groups),

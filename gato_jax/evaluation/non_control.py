@@ -21,18 +21,16 @@ import functools
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.data import sequences
 from gato_jax.evaluation import text_metrics
 from gato_jax.evaluation.context import empty_group
-from gato_jax.inference.decode import init_cache, mask_to_range, prefill
+from gato_jax.inference.decode import generate_text
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.gato import Gato
 from gato_jax.model.inputs import Batch, batch_from_token_groups
 from gato_jax.tokenizer import specs as token_specs
-from gato_jax.tokenizer.constants import TEXT_VOCAB_SIZE, TokenKind
 from gato_jax.tokenizer.timestep import TokenGroup, tokenize_timestep
 from gato_jax.training.step import masked_next_token_loss
 
@@ -40,12 +38,6 @@ HELD_OUT_SPLIT = "validation"
 # Image first, then text: the vision-language tasks' observation (data.vision_language).
 VL_SPEC = {"image": token_specs.ImageSpec(), "text": token_specs.TextSpec()}
 NUM_SAMPLES = 5  # Generated captions / answers shown in the reports.
-CONTEXT_MULTIPLE = 32  # Generation contexts are padded to a multiple of this.
-
-
-def _round_up(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
-
 
 # --- Perplexity ---------------------------------------------------------------------------------
 
@@ -98,60 +90,6 @@ def evaluate_text(model_config: ModelConfig, params: Any, documents: Sequence[To
   total, count = text_nll(model_config, params, documents, seq_len, batch_size)
   return {"perplexity": text_metrics.perplexity(total, count), "nll_per_token": total / count,
           "tokens": count, "documents": len(documents), "split": HELD_OUT_SPLIT}
-
-
-# --- Greedy text generation with the key/value cache -------------------------------------------
-
-
-def _text_token_batch(ids, local_positions, patch_dim: int) -> Batch:
-  """A length-1 Batch of just-generated text tokens."""
-  b = ids.shape[0]
-  return Batch(tokens=ids[:, None], kinds=jnp.full((b, 1), TokenKind.TEXT, jnp.int32),
-               local_positions=local_positions[:, None], loss_mask=jnp.zeros((b, 1), bool),
-               segment_ids=jnp.ones((b, 1), jnp.int32),
-               patches=jnp.zeros((b, 0, patch_dim), jnp.float32),
-               patch_rows=jnp.zeros((b, 0, 2), jnp.float32),
-               patch_cols=jnp.zeros((b, 0, 2), jnp.float32))
-
-
-@functools.partial(jax.jit, static_argnames=("model", "num_tokens"))
-def _generate(params, context: Batch, first_local_positions, *, model: Gato, num_tokens: int):
-  """Prefills the cache with `context`, then greedily decodes `num_tokens` text tokens [B, N]."""
-  logits, cache = prefill(params, init_cache(model.config, context.tokens.shape[0]), context,
-                          model=model, last_only=True)
-
-  def step(carry, i):
-    cache, logits = carry
-    ids = jnp.argmax(mask_to_range(logits, 0, TEXT_VOCAB_SIZE), axis=-1).astype(jnp.int32)
-    batch = _text_token_batch(ids, first_local_positions + i, model.config.patch_dim)
-    new_logits, cache = prefill(params, cache, batch, model=model)
-    return (cache, new_logits[:, -1]), ids
-
-  _, ids = jax.lax.scan(step, (cache, logits[:, -1]), jnp.arange(num_tokens, dtype=jnp.int32))
-  return ids.T
-
-
-def generate_text(model_config: ModelConfig, params: Any, contexts: Sequence[TokenGroup],
-                  num_tokens: int) -> np.ndarray:
-  """Greedy text continuations int32 [len(contexts), num_tokens] of each context.
-
-  Each context is an observation without its separator (image patches, maybe text); generated
-  tokens continue its observation-local positions, as the caption's tokens do in training.
-  """
-  if num_tokens < 1:
-    raise ValueError(f"num_tokens must be positive, got {num_tokens}")
-  longest = max(g.num_tokens for g in contexts)
-  # Rounded up so that a handful of context lengths share compilations.
-  seq_len = _round_up(longest, CONTEXT_MULTIPLE)
-  if seq_len + num_tokens > model_config.max_decode_length:
-    raise ValueError(f"a context of {longest} tokens (padded to {seq_len}) and {num_tokens}"
-                     f" generated tokens exceed max_decode_length={model_config.max_decode_length}")
-  num_patches = max(int(np.asarray(g.patches).shape[0]) for g in contexts)
-  context = batch_from_token_groups(contexts, seq_len, num_patches, model_config.patch_dim,
-                                    pad_side="left")
-  first = np.array([int(np.max(g.local_positions, initial=-1)) + 1 for g in contexts], np.int32)
-  return np.asarray(_generate(params, context, first, model=Gato(model_config),
-                              num_tokens=int(num_tokens)))
 
 
 def _until_eos(ids: np.ndarray, eos_id: int) -> np.ndarray:

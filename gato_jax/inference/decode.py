@@ -1,16 +1,18 @@
-"""Cached autoregressive decoding: prefill a context, then emit action tokens one at a time.
+"""Cached autoregressive decoding, the one decoder of actions and text.
 
-The paper's agent keeps past keys and values ("Transformer-XL memory") and decodes as many action
-tokens as the action spec needs, each with its logits masked to that token's valid id range
-(GATO_SPEC.md, Evaluation). Each function below is jitted once per input shape: a rollout of
-fixed batch size compiles one prefill per observation length and one action decoder.
+Prefill a context, then emit tokens one at a time, each with its logits masked to its valid id
+range. The paper's agent keeps past keys and values ("Transformer-XL memory") and decodes as many
+action tokens as the action spec needs (GATO_SPEC.md, Evaluation); captions and answers are text
+tokens decoded greedily the same way (`generate_text`). Each function below is jitted once per
+input shape: a rollout of fixed batch size compiles one prefill per observation length and one
+action decoder.
 
 Contexts are left-padded (segment id 0), so every row's newest token is the last column; padding
 never attends to or is attended by real tokens.
 """
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,10 +21,18 @@ import numpy as np
 
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.gato import Gato, dummy_batch
-from gato_jax.model.inputs import Batch
+from gato_jax.model.inputs import Batch, batch_from_token_groups
 from gato_jax.tokenizer import specs as token_specs
-from gato_jax.tokenizer.constants import NO_LOCAL_POSITION, TokenKind
-from gato_jax.tokenizer.timestep import decode_action as detokenize_action
+from gato_jax.tokenizer.constants import NO_LOCAL_POSITION, TEXT_VOCAB_SIZE, TokenKind
+from gato_jax.tokenizer.timestep import TokenGroup, detokenize_action
+
+# Padded lengths are rounded up to a multiple of this, so that rollouts and generation compile a
+# handful of prefill shapes instead of one per distinct context length.
+CONTEXT_MULTIPLE = 64
+
+
+def round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
 
 
 def init_cache(model_config: ModelConfig, batch_size: int):
@@ -61,13 +71,13 @@ def sample(logits, rng, temperature: float):
   return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
 
 
-def _single_token_batch(ids, patch_dim: int) -> Batch:
-  """A length-1 Batch holding just-decoded action tokens (value ids, no local position)."""
+def _single_token_batch(ids, kind: int, local_positions, patch_dim: int) -> Batch:
+  """A length-1 Batch holding just-decoded tokens of one kind, at `local_positions` [B]."""
   b = ids.shape[0]
   return Batch(
       tokens=ids[:, None],
-      kinds=jnp.full((b, 1), TokenKind.VALUE, jnp.int32),
-      local_positions=jnp.full((b, 1), NO_LOCAL_POSITION, jnp.int32),
+      kinds=jnp.full((b, 1), kind, jnp.int32),
+      local_positions=local_positions[:, None].astype(jnp.int32),
       loss_mask=jnp.zeros((b, 1), bool),
       segment_ids=jnp.ones((b, 1), jnp.int32),
       patches=jnp.zeros((b, 0, patch_dim), jnp.float32),
@@ -76,28 +86,71 @@ def _single_token_batch(ids, patch_dim: int) -> Batch:
   )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "temperature"))
-def decode_tokens(params, cache, last_logits, id_ranges, rng, *, model: Gato, temperature: float):
+@functools.partial(jax.jit, static_argnames=("model", "temperature", "kind"))
+def decode_tokens(params, cache, last_logits, id_ranges, rng, local_positions=None, *,
+                  model: Gato, temperature: float, kind: int = TokenKind.VALUE):
   """Decodes one token per row of `id_ranges` ([N, 2] valid [low, high) ranges).
 
-  Each sampled token is fed back, so on return the cache holds the whole action and the next
+  Each sampled token is fed back, so on return the cache holds every decoded token and the next
   observation can be appended directly.
+
+  Args:
+    local_positions: int32 [B, N] observation-local positions of the decoded tokens (text
+      continuing an observation); None for action tokens, which have none.
+    kind: the `TokenKind` of the decoded tokens.
 
   Returns:
     (ids int32 [B, N], cache)
   """
+  if local_positions is None:
+    local_positions = jnp.full((last_logits.shape[0], id_ranges.shape[0]), NO_LOCAL_POSITION)
 
   def step(carry, xs):
     cache, logits = carry
-    (low, high), token_rng = xs
+    (low, high), positions, token_rng = xs
     ids = sample(mask_to_range(logits, low, high), token_rng, temperature)  # [B]
-    new_logits, cache = prefill(params, cache, _single_token_batch(ids, model.config.patch_dim),
-                                model=model)
+    batch = _single_token_batch(ids, kind, positions, model.config.patch_dim)
+    new_logits, cache = prefill(params, cache, batch, model=model)
     return (cache, new_logits[:, -1]), ids
 
   rngs = jax.random.split(rng, id_ranges.shape[0])
-  (cache, _), ids = jax.lax.scan(step, (cache, last_logits), ((id_ranges[:, 0], id_ranges[:, 1]), rngs))
+  xs = ((id_ranges[:, 0], id_ranges[:, 1]), jnp.asarray(local_positions).T, rngs)
+  (cache, _), ids = jax.lax.scan(step, (cache, last_logits), xs)
   return ids.T, cache
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_tokens"))
+def _greedy_text(params, context: Batch, first_local_positions, *, model: Gato, num_tokens: int):
+  """Prefills a fresh cache with `context`, then greedily decodes `num_tokens` text tokens."""
+  logits, cache = prefill(params, init_cache(model.config, context.tokens.shape[0]), context,
+                          model=model, last_only=True)
+  id_ranges = jnp.tile(jnp.array([[0, TEXT_VOCAB_SIZE]], jnp.int32), (num_tokens, 1))
+  positions = first_local_positions[:, None] + jnp.arange(num_tokens, dtype=jnp.int32)
+  ids, _ = decode_tokens(params, cache, logits[:, -1], id_ranges, jax.random.key(0), positions,
+                         model=model, temperature=0.0, kind=TokenKind.TEXT)
+  return ids
+
+
+def generate_text(model_config: ModelConfig, params: Any, contexts: Sequence[TokenGroup],
+                  num_tokens: int) -> np.ndarray:
+  """Greedy text continuations int32 [len(contexts), num_tokens] of each context.
+
+  Each context is an observation without its separator (image patches, maybe text); generated
+  tokens continue its observation-local positions, as the caption's tokens do in training.
+  """
+  if num_tokens < 1:
+    raise ValueError(f"num_tokens must be positive, got {num_tokens}")
+  longest = max(g.num_tokens for g in contexts)
+  seq_len = round_up(longest, CONTEXT_MULTIPLE)
+  if seq_len + num_tokens > model_config.max_decode_length:
+    raise ValueError(f"a context of {longest} tokens (padded to {seq_len}) and {num_tokens}"
+                     f" generated tokens exceed max_decode_length={model_config.max_decode_length}")
+  num_patches = max(int(np.asarray(g.patches).shape[0]) for g in contexts)
+  context = batch_from_token_groups(contexts, seq_len, num_patches, model_config.patch_dim,
+                                    pad_side="left")
+  first = np.array([int(np.max(g.local_positions, initial=-1)) + 1 for g in contexts], np.int32)
+  return np.asarray(_greedy_text(params, context, first, model=Gato(model_config),
+                                 num_tokens=int(num_tokens)))
 
 
 class CachedDecoder:

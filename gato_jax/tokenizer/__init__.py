@@ -31,7 +31,7 @@ from gato_jax.tokenizer.text import DEFAULT_SPM_MODEL, TextTokenizer, seqio_voca
 from gato_jax.tokenizer.timestep import (
     TokenGroup,
     concat_token_groups,
-    decode_action,
+    detokenize_action,
     tokenize_episode,
     tokenize_timestep,
 )

@@ -315,7 +315,7 @@ def tokenize_episode(
   return flat.replace(timesteps=xp.repeat(xp.arange(num_steps, dtype=xp.int32), length))
 
 
-def decode_action(ids, action_spec: Any):
+def detokenize_action(ids, action_spec: Any):
   """Action tokens -> the action: ids [..., num_action_tokens] -> a tree like `action_spec`.
 
   Discrete leaves get int32 values; continuous leaves get bin centres, passed through the
