@@ -41,11 +41,16 @@ setuptools.setup(
         "importlib_resources>=5",
         # COCO's caption scorers (BLEU-4, CIDEr-D) for the vision-language evaluation.
         "pycocoevalcap==1.2",
+        # Aggregate metrics and bootstrap intervals; arch 7.2 (rliable needs < 8) breaks with
+        # pandas 3.
+        "rliable==1.2.0",
+        "pandas>=2,<3",
     ],
     extras_require={
         "cuda": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
         "test": ["pytest>=9"],
+        "dev": ["ruff==0.17.6"],
         # metaworld 3.1.1 pins mujoco==3.3.0, which dm-control 1.0.50 (mujoco>=3.17) rejects:
         # install it in an environment of its own, without dm-control (README, "Optional extras").
         "metaworld": ["metaworld==3.1.1"],

@@ -95,35 +95,76 @@ def test_iqm_on_known_numbers():
   assert scores.iqm(x) == pytest.approx(scipy_stats.trim_mean(x, 0.25))
 
 
+def _numpy_bootstrap_ci(per_task, aggregate, num_resamples, seed=0):
+  """The project's numpy bootstrap before rliable, kept as the reference rliable must agree with."""
+  rng = np.random.default_rng(seed)
+  means = np.empty((num_resamples, len(per_task)))
+  for t, task_scores in enumerate(per_task):
+    picks = rng.integers(0, task_scores.size, (num_resamples, task_scores.size))
+    means[:, t] = task_scores[picks].mean(axis=1)
+  fn = np.mean if aggregate == "mean" else scores.iqm
+  return tuple(np.percentile([fn(row) for row in means], [2.5, 97.5]))
+
+
 def test_stratified_bootstrap():
   # Constant episodes: every replicate is the same, so the interval is a point.
-  per_task = [np.full(10, 0.2), np.full(7, 0.9), np.full(3, 0.5)]
-  for name in ("mean", "iqm"):
+  per_task = [np.full(10, 0.2), np.full(10, 0.9), np.full(10, 0.5)]
+  for name in scores.AGGREGATES:
     low, high = scores.stratified_bootstrap_ci(per_task, name, num_resamples=200)
-    expected = scores.AGGREGATES[name](np.array([0.2, 0.9, 0.5]))
+    expected = scores.AGGREGATES[name](scores.score_matrix(per_task))
     assert low == pytest.approx(expected) and high == pytest.approx(expected)
-  # One task of 100 fair coin flips: the mean's 95% CI is about 0.5 +- 1.96 * 0.05.
+  # One task of 100 fair coin flips: the mean's 95% CI is 0.5 +- 1.96 * 0.05.
   coins = np.tile([0.0, 1.0], 50)
-  low, high = scores.stratified_bootstrap_ci([coins], "mean", num_resamples=4000, seed=1)
-  assert low == pytest.approx(0.402, abs=0.025) and high == pytest.approx(0.598, abs=0.025)
-  # Deterministic given the seed; resampling stays within each task (stratified): a task whose
-  # episodes are all 1 never contributes anything else.
-  assert scores.stratified_bootstrap_ci([coins], "mean", 500, seed=3) == \
-      scores.stratified_bootstrap_ci([coins], "mean", 500, seed=3)
-  low, high = scores.stratified_bootstrap_ci([np.ones(5), coins], "mean", 2000)
-  assert 0.7 <= low <= 0.75 <= high <= 0.8
+  assert scores.stratified_bootstrap_ci([coins], "mean", 4000, seed=1) == (0.4, 0.6)
+  # Resampling stays within each task (stratified): a task whose episodes are all 1 never
+  # contributes anything else.
+  assert scores.stratified_bootstrap_ci([np.ones(100), coins], "mean", 2000) == (0.7, 0.8)
+  with pytest.raises(ValueError, match="same number of episodes"):
+    scores.stratified_bootstrap_ci([np.ones(5), coins], "mean")
+
+
+def test_bootstrap_with_rliable_reproduces_the_numpy_intervals():
+  # rliable draws its indices from numpy's global RNG (np.random.choice), the numpy version drew
+  # them from default_rng(seed): the replicates differ, so the new values are pinned exactly and
+  # agree with the old ones to within the bootstrap's own noise at 4000 replicates.
+  rng = np.random.default_rng(0)
+  per_task = [rng.normal(level, 0.3, 20) for level in (0.2, 0.5, 0.9, 1.1, 0.7)]
+  before = np.random.get_state()[1].copy()
+  pinned = {"mean": (0.6473489648643913, 0.758313077192356),
+            "iqm": (0.6655425369938465, 0.7995544526501608)}
+  for name, interval in pinned.items():
+    got = scores.stratified_bootstrap_ci(per_task, name, 4000)
+    assert got == pytest.approx(interval, abs=1e-12)
+    assert got == pytest.approx(_numpy_bootstrap_ci(per_task, name, 4000), abs=0.003)
+  np.testing.assert_array_equal(np.random.get_state()[1], before)  # Global RNG restored.
+
+
+def test_probability_of_improvement_and_profiles(tmp_path):
+  rng = np.random.default_rng(0)
+  x = {f"a/{i}": rng.normal(level, 0.3, 20) for i, level in enumerate((0.2, 0.5, 0.9))}
+  y = {task: s - 0.2 for task, s in x.items()}
+  out = scores.probability_of_improvement(x, y, num_resamples=200)
+  assert out["tasks"] == sorted(x)
+  assert out["ci"][0] <= out["probability"] <= out["ci"][1]
+  assert scores.probability_of_improvement(x, x, 50)["probability"] == pytest.approx(0.5)
+  profiles, intervals = scores.performance_profiles({"x": x, "y": y}, [0.0, 0.5, 2.0], 50)
+  assert profiles["x"][-1] == profiles["y"][-1] == 0.0 and profiles["x"][1] > profiles["y"][1]
+  assert intervals["x"].shape == (2, 3)
+  path = reports.plot_profiles({"x": x, "y": y}, str(tmp_path / "profiles.png"), 50)
+  assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_aggregate_counts_tasks_above_thresholds():
-  out = scores.aggregate({"a/x": [0.4, 0.6], "a/y": [0.8], "a/z": [1.0, 1.2], "a/w": [0.1]},
-                         num_resamples=50)
+  out = scores.aggregate({"a/x": [0.4, 0.6], "a/y": [0.8, 0.8], "a/z": [1.0, 1.2],
+                          "a/w": [0.1, 0.1]}, num_resamples=50)
   # Task means 0.5, 0.8, 1.1, 0.1.
   assert out["num_tasks"] == 4
   assert out["mean"] == pytest.approx(0.625)
   assert out["iqm"] == pytest.approx(0.65)
+  assert out["optimality_gap"] == pytest.approx(0.4)  # 1 - mean(0.5, 0.8, 1.0, 0.1).
   assert (out["above_50"], out["above_80"], out["above_100"]) == (3, 2, 1)
   assert out["above_50_fraction"] == 0.75
-  assert out["mean_ci"][0] <= out["mean"] <= out["mean_ci"][1]
+  assert out["mean_ci"] == pytest.approx([0.575, 0.675])
 
 
 # --- Scripted and expert policies in place of the model ----------------------------------------

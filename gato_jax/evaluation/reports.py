@@ -14,7 +14,10 @@ import math
 import os
 from typing import Any
 
+import numpy as np
+
 from gato_jax import files
+from gato_jax.evaluation import scores
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
@@ -125,11 +128,11 @@ def render_chart(results: dict, path: str) -> None:
   from matplotlib import pyplot as plt
 
   tasks = sorted(results["tasks"])
-  scores = [100 * results["tasks"][t]["normalized_score"] for t in tasks]
+  values = [100 * results["tasks"][t]["normalized_score"] for t in tasks]
   domains = sorted({t.partition("/")[0] for t in tasks})
   colours = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(domains)}
   fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(tasks) + 2.0), 4.0), dpi=100)
-  ax.bar(range(len(tasks)), scores, color=[colours[t.partition("/")[0]] for t in tasks])
+  ax.bar(range(len(tasks)), values, color=[colours[t.partition("/")[0]] for t in tasks])
   for y, style in ((100, "-"), (50, ":")):
     ax.axhline(y, color="grey", linestyle=style, linewidth=0.8)
   ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=8)
@@ -142,6 +145,32 @@ def render_chart(results: dict, path: str) -> None:
   # No creation metadata: the same results give the same bytes.
   fig.savefig(path, format="png", metadata={"Software": None})
   plt.close(fig)
+
+
+def episode_scores(results: dict) -> dict[str, list[float]]:
+  """task -> episode normalised scores of a control evaluation's results (for rliable)."""
+  return {task: summary["episode_normalized_scores"]
+          for task, summary in results["tasks"].items() if "episode_normalized_scores" in summary}
+
+
+def plot_profiles(runs: dict, path: str, num_resamples: int = 2000, seed: int = 0) -> str:
+  """rliable's performance profiles of several runs (name -> task -> episode scores) as a PNG."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  from rliable import plot_utils
+
+  taus = np.linspace(0.0, 1.5, 31)
+  profiles, intervals = scores.performance_profiles(runs, taus, num_resamples, seed)
+  fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+  plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=intervals,
+                                       xlabel="normalised score (1 = expert)", ax=ax)
+  ax.legend(sorted(runs), fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, format="png", metadata={"Software": None})
+  plt.close(fig)
+  return path
 
 
 def write(results: dict, directory: str) -> dict[str, str]:

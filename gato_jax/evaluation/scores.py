@@ -5,14 +5,17 @@ Per task (GATO_SPEC.md, Evaluation): the mean return over N episodes and the nor
 uniformly random policy, with the anchors the data generator recorded (`episodes.TaskStats`).
 
 Per domain (and over all tasks): the mean of the tasks' normalised scores (the paper's
-headline), the interquartile mean (IQM) of the task scores, 95% stratified-bootstrap confidence
-intervals of both, and how many tasks reach 50%, 80% and 100% of the expert. The bootstrap is
-rliable's stratified bootstrap (Agarwal et al., 2021) with episodes as the resampled unit: each
-task's N episode scores are resampled with replacement within that task, task means recomputed,
-then aggregated, so the interval reflects evaluation noise without mixing tasks. It is
-implemented in numpy (rliable would add arch and statsmodels to the pins).
+headline), the interquartile mean (IQM) of the task scores, the optimality gap, 95%
+stratified-bootstrap confidence intervals of these, and how many tasks reach 50%, 80% and 100%
+of the expert. Aggregates and intervals are rliable's (Agarwal et al., 2021), the library the
+IQM convention comes from, with episodes as its "runs": each task's N episode scores are
+resampled with replacement within that task, task means recomputed, then aggregated, so the
+interval reflects evaluation noise without mixing tasks. Between two evaluations, rliable's
+probability of improvement; over several, its performance profiles (`reports.plot_profiles`).
+rliable (with arch, statsmodels, pandas) is imported on first use: `import gato_jax` stays light.
 """
 
+import contextlib
 import dataclasses
 from typing import Mapping, Sequence
 
@@ -44,29 +47,64 @@ def normalized_scores(returns, stats: episodes_lib.TaskStats) -> np.ndarray:
   return (returns - stats.random_return) / (stats.expert_return - stats.random_return)
 
 
+def _rliable():
+  """rliable's `library` and `metrics` modules, imported on first use (seconds of imports)."""
+  from rliable import library, metrics
+
+  return library, metrics
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int):
+  """rliable 1.2.0 draws bootstrap indices from numpy's global RNG (`np.random.choice`) and
+  ignores its `random_state` argument: seed that RNG for the call, then restore its state."""
+  state = np.random.get_state()
+  np.random.seed(seed)
+  try:
+    yield
+  finally:
+    np.random.set_state(state)
+
+
 def iqm(values) -> float:
-  """Interquartile mean: the mean of the middle 50% (scipy.stats.trim_mean(x, 0.25), as rliable).
+  """Interquartile mean: rliable's `aggregate_iqm` (scipy.stats.trim_mean(x, 0.25)).
 
   floor(n / 4) values are cut from each end of the sorted values.
   """
-  values = np.sort(np.asarray(values, np.float64).reshape(-1))
+  values = np.asarray(values, np.float64).reshape(-1)
   if values.size == 0:
     raise ValueError("iqm of no values")
-  cut = int(0.25 * values.size)
-  return float(np.mean(values[cut:values.size - cut]))
+  return float(_rliable()[1].aggregate_iqm(values))
 
 
-AGGREGATES = {"mean": lambda task_scores: float(np.mean(task_scores)), "iqm": iqm}
+# Aggregates of an [episodes, tasks] score matrix, all of the task means: IQM and optimality gap
+# over tasks as in Gato's per-task reporting (rliable pools runs, here episodes, into its IQM).
+AGGREGATES = {
+    "mean": lambda matrix: float(_rliable()[1].aggregate_mean(matrix)),
+    "iqm": lambda matrix: iqm(np.mean(matrix, axis=0)),
+    "optimality_gap": lambda matrix: float(
+        _rliable()[1].aggregate_optimality_gap(np.mean(matrix, axis=0))),
+}
+
+
+def score_matrix(per_task: Sequence) -> np.ndarray:
+  """Tasks' episode scores as rliable's [episodes, tasks] matrix (equal counts required)."""
+  if not per_task or any(np.size(s) == 0 for s in per_task):
+    raise ValueError("scores need at least one task, each with at least one episode")
+  counts = sorted({np.size(s) for s in per_task})
+  if len(counts) > 1:
+    raise ValueError(f"every task needs the same number of episodes, got counts {counts}")
+  return np.stack([np.asarray(s, np.float64).reshape(-1) for s in per_task], axis=1)
 
 
 def stratified_bootstrap_ci(per_task: Sequence[np.ndarray], aggregate: str,
                             num_resamples: int = 2000, confidence: float = 0.95,
                             seed: int = 0) -> tuple[float, float]:
-  """Percentile CI of an aggregate of task means, resampling episodes within each task.
+  """rliable's percentile CI of an aggregate, resampling episodes within each task.
 
   Args:
-    per_task: one array of episode scores per task (lengths may differ).
-    aggregate: "mean" or "iqm", applied across the tasks' mean scores.
+    per_task: one array of episode scores per task (the same number for every task).
+    aggregate: a name in AGGREGATES, applied across the tasks' mean scores.
     num_resamples: bootstrap replicates.
     confidence: the interval's coverage (0.95 gives the 2.5 and 97.5 percentiles).
     seed: the resampling RNG's seed (the interval is deterministic given it).
@@ -76,22 +114,56 @@ def stratified_bootstrap_ci(per_task: Sequence[np.ndarray], aggregate: str,
   """
   if aggregate not in AGGREGATES:
     raise ValueError(f"aggregate must be one of {sorted(AGGREGATES)}, got {aggregate!r}")
-  if not per_task or any(np.size(s) == 0 for s in per_task):
-    raise ValueError("the bootstrap needs at least one task, each with at least one episode")
   if num_resamples < 1 or not 0 < confidence < 1:
     raise ValueError("num_resamples must be >= 1 and confidence in (0, 1)")
-  rng = np.random.default_rng(seed)
-  # [R, T]: each replicate's task means; tasks resampled independently (stratified).
-  means = np.empty((num_resamples, len(per_task)))
-  for t, scores in enumerate(per_task):
-    scores = np.asarray(scores, np.float64)
-    picks = rng.integers(0, scores.size, (num_resamples, scores.size))
-    means[:, t] = scores[picks].mean(axis=1)
+  library, _ = _rliable()
   fn = AGGREGATES[aggregate]
-  replicates = np.array([fn(row) for row in means])
-  alpha = (1.0 - confidence) / 2.0
-  low, high = np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)])
+  with _seeded_global_rng(seed):
+    _, intervals = library.get_interval_estimates(
+        {"run": score_matrix(per_task)}, lambda m: np.array([fn(m)]), reps=num_resamples,
+        confidence_interval_size=confidence)
+  low, high = np.asarray(intervals["run"]).reshape(-1)
   return float(low), float(high)
+
+
+def probability_of_improvement(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray],
+                               num_resamples: int = 2000, seed: int = 0) -> dict:
+  """P(an episode of run x scores above one of run y), averaged over their common tasks.
+
+  rliable's `probability_of_improvement` (the Mann-Whitney statistic per task, mean over tasks)
+  with its stratified bootstrap interval; the runs' episode counts may differ.
+
+  Args:
+    x, y: task -> episode normalised scores of two evaluations (e.g. two checkpoints).
+
+  Returns:
+    {"probability", "ci": [low, high], "tasks": the common tasks}.
+  """
+  tasks = sorted(set(x) & set(y))
+  if not tasks:
+    raise ValueError("the two runs have no task in common")
+  library, metrics = _rliable()
+  pair = (score_matrix([x[t] for t in tasks]), score_matrix([y[t] for t in tasks]))
+  with _seeded_global_rng(seed):
+    point, intervals = library.get_interval_estimates(
+        {"x>y": pair}, metrics.probability_of_improvement, reps=num_resamples)
+  return {"probability": float(point["x>y"]),
+          "ci": [float(v) for v in np.asarray(intervals["x>y"]).reshape(-1)], "tasks": tasks}
+
+
+def performance_profiles(runs: Mapping[str, Mapping[str, np.ndarray]], taus: np.ndarray,
+                         num_resamples: int = 2000, seed: int = 0
+                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """rliable's score distributions: per run, the fraction of episodes scoring above each tau.
+
+  Returns:
+    (profiles: run -> [len(taus)], intervals: run -> [2, len(taus)]).
+  """
+  library, _ = _rliable()
+  with _seeded_global_rng(seed):
+    return library.create_performance_profile(
+        {name: score_matrix([tasks[t] for t in sorted(tasks)]) for name, tasks in runs.items()},
+        np.asarray(taus, np.float64), reps=num_resamples)
 
 
 @dataclasses.dataclass
@@ -153,9 +225,11 @@ def aggregate(per_task: Mapping[str, np.ndarray], num_resamples: int = 2000,
     raise ValueError("aggregate needs at least one task")
   names = sorted(per_task)
   scores = [np.asarray(per_task[name], np.float64) for name in names]
-  task_means = np.array([s.mean() for s in scores])
-  out = {"num_tasks": len(names), "mean": float(task_means.mean()), "iqm": iqm(task_means)}
-  for name in AGGREGATES:
+  matrix = score_matrix(scores)
+  task_means = matrix.mean(axis=0)
+  out = {"num_tasks": len(names)}
+  for name, fn in AGGREGATES.items():
+    out[name] = fn(matrix)
     out[f"{name}_ci"] = (list(stratified_bootstrap_ci(scores, name, num_resamples, seed=seed))
                          if num_resamples else None)
   for threshold in THRESHOLDS:
