@@ -57,7 +57,7 @@ def _ensure_experts() -> None:
                                 os.path.join(CONFIGS, "experts", "gymnax.py"))
   for task in CONTROL_TASKS:
     env_id = task.split("/", 1)[1]
-    summary = gymnax_experts.train_and_evaluate(recipes.get_config(env_id))
+    summary = gymnax_experts.train_expert(recipes.get_config(env_id))
     print(f"{env_id} expert: return {summary['expert_return']:.1f} (random"
           f" {summary['random_return']:.1f})", flush=True)
 

@@ -59,7 +59,7 @@ def prepare_data(sweep) -> None:
       spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", EXPERT_RECIPES)
       recipes = importlib.util.module_from_spec(spec)
       spec.loader.exec_module(recipes)
-      gymnax_experts.train_and_evaluate(recipes.get_config(name))  # Cached after the first.
+      gymnax_experts.train_expert(recipes.get_config(name))  # Cached after the first.
     rows.append(generation.generate_task(task, data_dir, sweep.data.episodes))
   print(generation.format_table(rows), flush=True)
 

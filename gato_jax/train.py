@@ -178,9 +178,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("stopped at step %d of %d (train.stop_at_step); rerun to continue", stop,
                  config.train.steps)
   return values
-
-
-def latest_losses(workdir: str) -> list[tuple[int, float]]:
-  """(step, loss) of every logged step in `workdir`, for tests and reports."""
-  # Evaluation records (eval/...) share the file and carry no loss.
-  return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(workdir) if "loss" in r]

@@ -15,8 +15,8 @@ import pytest
 
 from gato_jax import tokenizer as T
 from gato_jax.data import episodes as E
-from gato_jax.envs import base, gymnax_envs, policies, registry
-from gato_jax.evaluation import (agents, context, evaluator, model_agent, prompts, reports,
+from gato_jax.envs import base, gymnax_envs, policies, registry, runner
+from gato_jax.evaluation import (context, evaluator, model_agent, prompts, reports,
                                  rollouts, scores)
 from gato_jax.inference.decode import mask_to_range
 from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
@@ -54,8 +54,8 @@ def test_normalized_score_arithmetic():
   # Negative returns (Pendulum-like): the scale is the expert's margin over random.
   stats = E.TaskStats("gymnax/Pendulum-v1", -1200.0, 0.0, 5, expert_return=-150.0)
   np.testing.assert_allclose(scores.normalized_scores([-150, -675, -1200], stats), [1, 0.5, 0])
-  # Agrees with the data pipeline's definition.
-  assert scores.normalized_scores([-675], stats)[0] == pytest.approx(E.normalized_score(-675, stats))
+  # Agrees with the data pipeline's filter: the threshold at fraction f scores f.
+  assert scores.normalized_scores([E.return_threshold(stats, 0.3)], stats)[0] == pytest.approx(0.3)
 
 
 def test_missing_or_degenerate_expert_scores_are_clear_errors(tmp_path):
@@ -196,10 +196,10 @@ def test_scripted_policy_reproduces_recorded_score_on_gymnax():
                       expert_return=expert_mean, expert_episodes=5)
   assert expert_mean > random_mean
 
-  agent = agents.PolicyAgent(CartPoleController)
-  outcomes, timing = rollouts.run_task(make_env, agent, 5, batch_size=2, seed=0)
+  agent = runner.PolicyAgent(CartPoleController)
+  outcomes, timing = rollouts.run_task(runner.host_batch(make_env), agent, 5, batch_size=2, seed=0)
   assert [o.seed for o in outcomes] == seeds
-  np.testing.assert_array_equal(rollouts.returns_of(outcomes),
+  np.testing.assert_array_equal([o.episode_return for o in outcomes],
                                 [e["episode_metadata"]["return"] for e in expert])
   task = scores.score_task(env.name, outcomes, stats)
   assert task.summary()["normalized_score"] == pytest.approx(1.0)
@@ -216,7 +216,7 @@ def test_babyai_bot_reaches_expert_score_through_evaluate_task(tmp_path):
   stats = generation.ensure_stats(env, str(tmp_path), seed=0, num_episodes=6)
   config = _config(tmp_path, episodes=6, batch_size=3, prompt_tokens=0)
   task_scores, loaded, timing = evaluator.evaluate_task(
-      task, config, CFG, None, agent=agents.PolicyAgent(registry.make_expert))
+      task, config, CFG, None, agent=runner.PolicyAgent(registry.make_expert))
   assert loaded == stats
   summary = task_scores.summary()
   assert summary["success_rate"] == 1.0
@@ -242,7 +242,7 @@ def test_gave_up_ends_the_episode_as_a_failure():
       return np.int32(0)
 
   make_env = lambda: gymnax_envs.GymnaxEnvironment("CartPole-v1", max_episode_steps=50)
-  outcomes, _ = rollouts.run_task(make_env, agents.PolicyAgent(GivesUp), 3, batch_size=2)
+  outcomes, _ = rollouts.run_task(runner.host_batch(make_env), runner.PolicyAgent(GivesUp), 3, batch_size=2)
   assert all(o.gave_up and o.success == 0 and o.length <= 3 for o in outcomes)
 
 
@@ -316,7 +316,7 @@ class FullForwardAgent(model_agent.ModelAgent):
     return np.stack(ids, axis=1)
 
 
-class Recorder(agents.Agent):
+class Recorder(runner.Agent):
   """Wraps an agent and records every batch of actions it returns."""
 
   def __init__(self, inner):
@@ -348,7 +348,7 @@ def test_cached_rollout_matches_full_forward_rollout(params):
     agent = cls(config, params, sampler, headroom=0.25)
     recorder = Recorder(agent)
     envs = [CountingEnv() for _ in range(3)]
-    outcomes = rollouts.run_episodes(envs, recorder, seeds=list(range(7)))
+    outcomes = runner.run_episodes(runner.HostBatch(envs), recorder, seeds=list(range(7)))
     runs[name] = (recorder.log, outcomes, agent)
   (cached_log, cached_out, cached_agent), (full_log, full_out, _) = runs["cached"], runs["full"]
   assert cached_log == full_log

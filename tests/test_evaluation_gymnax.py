@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gato_jax.data import episodes as E
-from gato_jax.envs import gymnax_envs, policies
-from gato_jax.evaluation import agents, gymnax_rollouts, model_agent, rollouts, scores
+from gato_jax.envs import gymnax_envs, policies, runner
+from gato_jax.evaluation import model_agent, rollouts, scores
 from gato_jax.model import ModelConfig, init_variables
 
 CFG = ModelConfig.from_size("tiny", max_decode_length=64)
@@ -49,21 +49,27 @@ class Reactive(policies.Policy):
 
 def _host(task, agent, episodes, batch_size, max_steps):
   make_env = lambda: gymnax_envs.GymnaxEnvironment(task)
-  return rollouts.run_task(make_env, agent, episodes, batch_size, seed=0, max_steps=max_steps)
+  return rollouts.run_task(runner.host_batch(make_env), agent, episodes, batch_size, seed=0,
+                           max_steps=max_steps)
+
+
+def _jit(task, agent, episodes, batch_size, max_steps):
+  make_batch = lambda num_envs: gymnax_envs.GymnaxBatch(task, num_envs)
+  return rollouts.run_task(make_batch, agent, episodes, batch_size, seed=0, max_steps=max_steps)
 
 
 @pytest.mark.parametrize("task,max_steps,exact", [("CartPole-v1", 40, True),
                                                   ("Breakout-MinAtar", 15, True),
                                                   ("Pendulum-v1", 12, False)])
 def test_jit_path_matches_host_loop_for_scripted_policy(task, max_steps, exact):
-  host, host_timing = _host(task, agents.PolicyAgent(Reactive), 5, 2, max_steps)
-  jitted, jit_timing = gymnax_rollouts.run_task(task, agents.PolicyAgent(Reactive), 5, 2,
-                                                seed=0, max_steps=max_steps)
+  host, host_timing = _host(task, runner.PolicyAgent(Reactive), 5, 2, max_steps)
+  jitted, jit_timing = _jit(task, runner.PolicyAgent(Reactive), 5, 2, max_steps)
   if exact:  # Integer rewards and comparisons only: the same episodes bit for bit.
     assert jitted == host
   else:
     # Pendulum's sin/cos vectorised over rows may round differently in the last float32 bit.
-    np.testing.assert_allclose(rollouts.returns_of(jitted), rollouts.returns_of(host), rtol=1e-5)
+    np.testing.assert_allclose([o.episode_return for o in jitted],
+                               [o.episode_return for o in host], rtol=1e-5)
     assert [(o.seed, o.length) for o in jitted] == [(o.seed, o.length) for o in host]
   assert [o.seed for o in jitted] == rollouts.eval_seeds(f"gymnax/{task}", 5)
   assert jit_timing.env_steps == host_timing.env_steps == sum(o.length for o in host)
@@ -81,14 +87,13 @@ def test_scripted_expert_reproduces_its_recorded_score_through_the_jit_path():
   stats = E.TaskStats(env.name, random_mean, random_std, n, expert_agent="balancer",
                       expert_return=expert_mean, expert_episodes=4)
   assert expert_mean > random_mean
-  outcomes, _ = gymnax_rollouts.run_task(env.name, agents.PolicyAgent(Balancer), 4, batch_size=3,
-                                         max_steps=60)
-  np.testing.assert_array_equal(rollouts.returns_of(outcomes),
+  outcomes, _ = _jit(env.name, runner.PolicyAgent(Balancer), 4, 3, max_steps=60)
+  np.testing.assert_array_equal([o.episode_return for o in outcomes],
                                 [e["episode_metadata"]["return"] for e in expert])
   assert scores.score_task(env.name, outcomes, stats).summary()["normalized_score"] == 1.0
 
 
-class Recorder(agents.Agent):
+class Recorder(runner.Agent):
   def __init__(self, inner):
     self.inner, self.log = inner, []
 
@@ -122,8 +127,7 @@ def test_jit_path_matches_host_loop_for_the_model(params):
     if name == "host":
       runs[name] = _host("CartPole-v1", recorder, 5, 3, 14) + (recorder.log, agent)
     else:
-      runs[name] = gymnax_rollouts.run_task("CartPole-v1", recorder, 5, 3, max_steps=14) + (
-          recorder.log, agent)
+      runs[name] = _jit("CartPole-v1", recorder, 5, 3, 14) + (recorder.log, agent)
   (host_out, _, host_log, host_agent), (jit_out, _, jit_log, jit_agent) = runs["host"], runs["jit"]
   assert jit_log == host_log and jit_out == host_out
   assert len({a for step in host_log for a in step if a is not None}) == 2  # Both actions used.
@@ -133,16 +137,16 @@ def test_jit_path_matches_host_loop_for_the_model(params):
 
 
 def test_batch_rejects_bad_actions_and_seeds():
-  batch = gymnax_rollouts.GymnaxBatch("CartPole-v1", 2)
+  batch = gymnax_envs.GymnaxBatch("CartPole-v1", 2)
   with pytest.raises(ValueError, match=r"shape \[2\]"):
-    batch.step(np.zeros(3, np.int32))
+    batch.check_actions(np.zeros(3, np.int32))
   with pytest.raises(ValueError, match="outside"):
-    batch.step(np.array([0, 2], np.int32))
+    batch.check_actions(np.array([0, 2], np.int32))
   with pytest.raises(TypeError, match="integers"):
-    batch.step(np.zeros(2, np.float32))
+    batch.check_actions(np.zeros(2, np.float32))
   with pytest.raises(ValueError, match="2 rows"):
     batch.reset([1])
   with pytest.raises(ValueError, match="seeds must be"):
     batch.reset([-1, None])
   with pytest.raises(ValueError, match="unknown gymnax task"):
-    gymnax_rollouts.GymnaxBatch("NoSuchTask-v0", 2)
+    gymnax_envs.GymnaxBatch("NoSuchTask-v0", 2)

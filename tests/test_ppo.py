@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gato_jax.data import episodes as E
 from gato_jax.envs import gymnax_envs
 from gato_jax.experts import gymnax_experts, ppo
 
@@ -29,9 +30,8 @@ def test_ppo_learns_cartpole_well_above_random(cartpole_params):
   assert metrics["episode_return"].shape == (_FAST_CARTPOLE.num_updates,)
   returns = gymnax_envs.rollout(
       "CartPole-v1", ppo.make_policy("CartPole-v1", _FAST_CARTPOLE, params), 50, seed=1)["returns"]
-  random = gymnax_envs.rollout(
-      "CartPole-v1", gymnax_envs.random_policy("CartPole-v1"), 50, seed=1)["returns"]
-  assert random.mean() < 40
+  random_return, *_ = E.random_baseline(gymnax_envs.GymnaxEnvironment("CartPole-v1"))
+  assert random_return < 40
   assert returns.mean() > 150, returns.mean()
 
 
@@ -126,19 +126,23 @@ def test_every_task_has_a_valid_recipe():
     recipes.get_config("Pong-v5")
 
 
-def test_train_and_evaluate_caches_and_reevaluates(tmp_path):
+def test_train_expert_caches_and_reevaluates(tmp_path):
   config = _recipes().get_config("CartPole-v1")
   config.ppo.update(total_timesteps=512, num_envs=4, num_steps=64, num_epochs=1,
                     num_minibatches=1, hidden_sizes=(16,))
   config.eval.num_episodes = 4
-  summary = gymnax_experts.train_and_evaluate(config, str(tmp_path))
+  summary = gymnax_experts.train_expert(config, str(tmp_path))
   assert summary["env_id"] == "CartPole-v1" and summary["deterministic"]
   assert summary["expert_return"] == summary["greedy"]["mean_return"]
-  assert summary["random"]["num_episodes"] == 4 and summary["train_timesteps"] == 512
+  assert summary["train_timesteps"] == 512
+  # The random baseline is the task's one measurement, whatever the expert's evaluation size.
+  assert summary["random"]["num_episodes"] == E.BASELINE_EPISODES
+  assert summary["random_return"] == E.random_baseline(gymnax_envs.GymnaxEnvironment(
+      "CartPole-v1"))[0]
   # Cached: a second call returns the stored summary without training.
-  assert gymnax_experts.train_and_evaluate(config, str(tmp_path)) == summary
+  assert gymnax_experts.train_expert(config, str(tmp_path)) == summary
   config.eval.deterministic = False
-  again = gymnax_experts.train_and_evaluate(config, str(tmp_path), reevaluate=True)
+  again = gymnax_experts.train_expert(config, str(tmp_path), reevaluate=True)
   assert not again["deterministic"] and again["expert_return"] == again["sampled"]["mean_return"]
   assert again["train_seconds"] == summary["train_seconds"]
   assert not gymnax_experts.load_expert(str(tmp_path), "CartPole-v1").deterministic

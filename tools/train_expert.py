@@ -76,7 +76,7 @@ def main(argv):
     if _OVERWRITE.value:
       config.unlock()
       config.overwrite = True
-    summary = experts.train_and_evaluate(config, _WORKDIR.value, _REEVALUATE.value)
+    summary = experts.train_expert(config, _WORKDIR.value, _REEVALUATE.value)
     print(json.dumps(summary, sort_keys=True), flush=True)
 
 

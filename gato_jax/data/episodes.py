@@ -12,8 +12,9 @@ As in RLDS, step t holds observation o_t, the action a_t taken there and the rew
 that followed it; the extra last step holds the final observation with a zero action, zero
 reward and `is_last` (plus `is_terminal` when the MDP ended rather than a time limit).
 `success` is 1/0 where the task defines success and -1 where it does not; an episode the
-policy gave up on (policies.PolicyGaveUp) ends there, truncated, with success 0. This module has no
-TensorFlow; `rlds_io` stores and reads these trees as TFDS datasets.
+policy gave up on (policies.PolicyGaveUp) ends there, truncated, with success 0. The episode
+runner (`envs.runner.run_episodes(..., record=True)`) makes these trees. This module has no
+TensorFlow; `rlds_io` stores and reads them as TFDS datasets.
 """
 
 import dataclasses
@@ -25,14 +26,15 @@ from typing import Any, Iterable
 import numpy as np
 
 from gato_jax import files
-from gato_jax.envs import policies
-from gato_jax.tokenizer import specs as token_specs
+from gato_jax.envs import policies, runner
 
-SUCCESS_UNDEFINED = -1
+SUCCESS_UNDEFINED = runner.SUCCESS_UNDEFINED
 # Seed streams: episodes stored as data, and the separate rollouts that measure the statistics.
 DATA_STREAM, EXPERT_STATS_STREAM, RANDOM_STATS_STREAM = 0, 1, 2
 # Gato keeps episodes that reach 80% of the expert (GATO_SPEC.md, Training, Data filtering).
 DEFAULT_FILTER_FRACTION = 0.8
+# Episodes per policy behind a task's statistics (tools/generate_data.py --stats_episodes).
+BASELINE_EPISODES = 50
 
 
 def episode_seed(base_seed: int, task: str, index: int, stream: int = DATA_STREAM) -> int:
@@ -41,80 +43,30 @@ def episode_seed(base_seed: int, task: str, index: int, stream: int = DATA_STREA
   return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _zero_action(action_spec: Any) -> Any:
-  leaves = []
-  for _, leaf in token_specs.action_leaf_specs(action_spec):
-    dtype = np.int32 if isinstance(leaf, token_specs.DiscreteSpec) else np.float32
-    leaves.append(np.zeros(leaf.shape, dtype))
-  return token_specs.unflatten(action_spec, leaves)
-
-
-def _stack(trees: list, spec: Any) -> Any:
-  """Stacks a list of trees shaped like `spec` along a new time axis; text becomes object arrays."""
-  columns = [[] for _ in token_specs.leaf_specs(spec)]
-  for tree in trees:
-    for column, (_, value, _) in zip(columns, token_specs.flatten_with_paths(tree, spec)):
-      column.append(value)
-  leaves = []
-  for column, (_, leaf) in zip(columns, token_specs.leaf_specs(spec)):
-    if isinstance(leaf, token_specs.TextSpec):
-      leaves.append(np.array(column, dtype=object))
-    else:
-      leaves.append(np.stack([np.asarray(v) for v in column]))
-  return token_specs.unflatten(spec, leaves)
-
-
 def rollout(env, policy, seed: int) -> dict:
-  """Runs one episode of `policy` in `env` from `seed` -> an RLDS episode tree (see module doc)."""
-  observation = env.reset(seed)
-  policy.reset(seed)
-  limit = env.max_episode_steps  # Read after reset: BabyAI sets its limit per episode.
-  observations, actions, rewards, discounts = [observation], [], [], []
-  terminated, success = False, SUCCESS_UNDEFINED
-  for _ in range(limit):
-    try:
-      action = policy.act(observation)
-    except policies.PolicyGaveUp:
-      # The episode ends here, unfinished: a failure of the policy, not a terminal state.
-      success = 0
-      break
-    result = env.step(action)
-    actions.append(action)
-    rewards.append(result.reward)
-    discounts.append(0.0 if result.terminated else 1.0)
-    observations.append(result.observation)
-    observation = result.observation
-    if "success" in result.info:
-      success = int(bool(result.info["success"]))
-    if result.terminated or result.truncated:
-      terminated = result.terminated
-      break
-  # The extra last step carries the final observation; its action/reward are padding (RLDS).
-  actions.append(_zero_action(env.action_spec))
-  rewards.append(0.0)
-  discounts.append(0.0 if terminated else 1.0)
-  num_steps = len(observations)
-  is_last = np.zeros(num_steps, bool)
-  is_last[-1] = True
-  return {
-      "steps": {
-          "observation": _stack(observations, env.observation_spec),
-          "action": _stack(actions, env.action_spec),
-          "reward": np.asarray(rewards, np.float32),
-          "discount": np.asarray(discounts, np.float32),
-          "is_first": np.arange(num_steps) == 0,
-          "is_last": is_last,
-          "is_terminal": is_last & terminated,
-      },
-      "episode_metadata": {
-          "task": env.name,
-          "agent": policy.name,
-          # float32 like the rewards: TFDS stores floats as tf.train.Example float32 lists.
-          "return": np.float32(np.sum(np.asarray(rewards, np.float32), dtype=np.float64)),
-          "success": np.int8(success),
-          "seed": np.int64(seed),
-      },
-  }
+  """One episode of `policy` in `env` from `seed` -> an RLDS episode tree (see module doc)."""
+  agent = runner.PolicyAgent(lambda _: policy, name=policy.name)
+  return runner.run_episodes(runner.HostBatch([env]), agent, [seed], record=True)[0].episode
+
+
+def measure_returns(env, policy, seed: int, num_episodes: int,
+                    stream: int) -> tuple[float, float, int, float | None]:
+  """`summarize_returns` of `policy`'s episodes on the seeds of `stream` (`episode_seed`)."""
+  seeds = [episode_seed(seed, env.name, i, stream) for i in range(num_episodes)]
+  agent = runner.PolicyAgent(lambda _: policy, name=policy.name)
+  outcomes = runner.run_episodes(runner.HostBatch([env]), agent, seeds, record=True)
+  return summarize_returns(o.episode for o in outcomes)
+
+
+def random_baseline(env, seed: int = 0, num_episodes: int = BASELINE_EPISODES
+                    ) -> tuple[float, float, int, float | None]:
+  """The uniformly random policy's returns: the 0% anchor of normalised scores.
+
+  The one measurement of a task's random baseline: its statistics (`generation.ensure_stats`)
+  and the experts' summaries both call this, so every table reports the same number.
+  """
+  return measure_returns(env, policies.RandomPolicy(env), seed, num_episodes,
+                         RANDOM_STATS_STREAM)
 
 
 def num_actions(episode: dict) -> int:
@@ -216,10 +168,6 @@ def return_threshold(stats: TaskStats, fraction: float = DEFAULT_FILTER_FRACTION
   return stats.random_return + fraction * gap
 
 
-def keep_episode(episode: dict, stats: TaskStats, fraction: float = DEFAULT_FILTER_FRACTION) -> bool:
-  return float(episode["episode_metadata"]["return"]) >= return_threshold(stats, fraction)
-
-
 def filter_episodes(episodes: Iterable[dict], stats: TaskStats,
                     fraction: float = DEFAULT_FILTER_FRACTION) -> Iterable[dict]:
   """Yields the episodes whose return reaches `return_threshold(stats, fraction)`."""
@@ -228,7 +176,3 @@ def filter_episodes(episodes: Iterable[dict], stats: TaskStats,
     if float(episode["episode_metadata"]["return"]) >= threshold:
       yield episode
 
-
-def normalized_score(episode_return: float, stats: TaskStats) -> float:
-  """(return - random) / (expert - random): 1.0 is the expert, 0.0 a random policy."""
-  return (episode_return - stats.random_return) / (return_threshold(stats, 1.0) - stats.random_return)

@@ -73,15 +73,12 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
   except FileNotFoundError:
     pass  # No statistics yet: measure them below.
 
-  def measure(policy, stream):
-    seeds = [episodes_lib.episode_seed(seed, env.name, i, stream) for i in range(num_episodes)]
-    return episodes_lib.summarize_returns(episodes_lib.rollout(env, policy, s) for s in seeds)
-
-  mean, std, count, rate = measure(policies.RandomPolicy(env), episodes_lib.RANDOM_STATS_STREAM)
+  mean, std, count, rate = episodes_lib.random_baseline(env, seed, num_episodes)
   stats = episodes_lib.TaskStats(env.name, mean, std, count, rate)
   if with_expert:
     expert = registry.make_expert(env)
-    mean, std, count, rate = measure(expert, episodes_lib.EXPERT_STATS_STREAM)
+    mean, std, count, rate = episodes_lib.measure_returns(
+        env, expert, seed, num_episodes, episodes_lib.EXPERT_STATS_STREAM)
     stats = dataclasses.replace(stats, expert_agent=expert.name, expert_return=mean,
                                 expert_return_std=std, expert_episodes=count,
                                 expert_success_rate=rate)

@@ -294,7 +294,7 @@ def read_episodes(source: str, split: str = "train", data_dir: str | None = None
     key_map: {our path: their path} for datasets with other key names.
     task: the task name to record where the dataset's metadata has none.
     limit: stop after this many episodes (counted before `keep`).
-    keep: an optional predicate, e.g. `lambda ep: episodes.keep_episode(ep, stats)`.
+    keep: an optional predicate, e.g. `lambda ep: ep["episode_metadata"]["success"] == 1`.
   """
   ds = load_dataset(source, split, data_dir, key_map)
   if limit is not None:

@@ -7,12 +7,16 @@ Gato's view of these tasks:
   * actions: DiscreteSpec(num_values=n), or ContinuousSpec((d,), mu_law=False) in [-1, 1] that
     `unit_to_env_action` rescales to the environment's bounds (Pendulum's torque is in [-2, 2]).
 
-The per-step adapter (`GymnaxEnvironment`) talks numpy, as every domain does; `rollout` runs many
-whole episodes under `jit` + `vmap` for fast expert and random-policy evaluation.
+The per-step adapter (`GymnaxEnvironment`) talks numpy, as every domain does; `GymnaxBatch` is
+the episode runner's on-device backend (`runner.run_episodes`): every row of a batch resets and
+steps in one `jit(vmap(...))` call, replaying the adapter's key schedule exactly, so an episode's
+outcome is the host adapter's for the same seed (bit for bit where the dynamics are arithmetic
+and comparisons, up to the last float32 bit of vectorised sin/cos elsewhere). `rollout` plays
+whole episodes of a pure-JAX policy (the PPO experts') in one `jit` + `vmap` + `scan`.
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -160,12 +164,145 @@ class GymnaxEnvironment(base.Environment):
     return action.astype(np.float32)
 
 
-def random_policy(env_id: str) -> PolicyFn:
-  """The uniformly random policy (the 0% anchor of normalised scores), as a `PolicyFn`."""
-  _, action_spec = gato_specs(env_id)
-  if isinstance(action_spec, token_specs.DiscreteSpec):
-    return lambda obs, key: jax.random.randint(key, (), 0, action_spec.num_values)
-  return lambda obs, key: jax.random.uniform(key, action_spec.shape, minval=-1.0, maxval=1.0)
+# One set of jitted functions per task and time limit: every batch of the task (and of any size,
+# jit caching per shape) reuses their compilations.
+@functools.lru_cache(maxsize=None)
+def _batch_functions(env_id: str, max_episode_steps: int | None):
+  """Jitted (reset rows, step rows, initial state) over a batch, replaying the adapter's keys."""
+  env, params = make(env_id, max_episode_steps)
+  space = env.action_space(params)
+
+  def reset_row(seed, key, state, fresh):
+    key_reset, new_key = jax.random.split(jax.random.key(seed))
+    obs, new_state = env.reset(key_reset, params)
+    pick = lambda new, old: jnp.where(fresh, new, old)
+    return pick(obs, jnp.zeros_like(obs)), pick(new_key, key), jax.tree.map(pick, new_state, state)
+
+  def step_row(key, state, action):
+    key, key_step = jax.random.split(key)
+    _, state, reward, terminated, truncated, info = env.step(
+        key_step, state, unit_to_env_action(space, action), params)
+    return key, state, info["final_observation"], reward, terminated, truncated
+
+  def initial(seeds):
+    key_reset, keys = jax.vmap(lambda s: tuple(jax.random.split(jax.random.key(s))))(seeds)
+    _, states = jax.vmap(env.reset, in_axes=(0, None))(key_reset, params)
+    return keys, states
+
+  return jax.jit(jax.vmap(reset_row)), jax.jit(jax.vmap(step_row)), jax.jit(initial)
+
+
+class GymnaxBatch:
+  """`num_envs` environments of one gymnax task, reset and stepped as one jitted call.
+
+  Args:
+    env_id: "gymnax/<id>" or "<id>".
+    num_envs: rows of the batch.
+    max_episode_steps: the time limit; the task's own when None (as `GymnaxEnvironment`).
+  """
+
+  def __init__(self, env_id: str, num_envs: int, max_episode_steps: int | None = None):
+    if num_envs < 1:
+      raise ValueError(f"num_envs must be positive, got {num_envs}")
+    self.env_id = canonical_id(env_id)
+    self.name = f"{DOMAIN}/{self.env_id}"
+    self.num_envs = num_envs
+    self._max_episode_steps = max_episode_steps
+    _, params = make(self.env_id, max_episode_steps)
+    self.max_episode_steps = int(params.max_steps_in_episode)
+    self.observation_spec, self.action_spec = gato_specs(self.env_id)
+    self._reset, self._step, initial = _batch_functions(self.env_id, max_episode_steps)
+    self._keys, self._states = initial(jnp.zeros(num_envs, jnp.int32))
+    self.observations = None  # Stacked over rows once `reset` has run.
+
+  def row_environments(self) -> list[GymnaxEnvironment]:
+    """One numpy adapter per row, for what agents read in `setup` (name, specs); never stepped."""
+    return [GymnaxEnvironment(self.env_id, self._max_episode_steps)
+            for _ in range(self.num_envs)]
+
+  def reset(self, seeds: Sequence[int | None]) -> None:
+    """Starts an episode from `seeds[row]` in each row whose seed is not None.
+
+    `observations` then holds the new episodes' first observations in those rows, stacked over
+    rows ({"state": [B, n]} or {"grid": [B, 10, 10, C]}); other rows keep theirs.
+    """
+    if len(seeds) != self.num_envs:
+      raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} rows")
+    fresh = np.array([s is not None for s in seeds])
+    values = np.array([0 if s is None else int(s) for s in seeds], np.int64)
+    if np.any((values < 0) | (values > np.iinfo(np.int32).max)):
+      raise ValueError(f"reset seeds must be in [0, 2**31), got {values[fresh].tolist()}")
+    obs, self._keys, self._states = self._reset(
+        jnp.asarray(values, jnp.int32), self._keys, self._states, jnp.asarray(fresh))
+    # The adapter's conversion is elementwise: it serves a stacked batch as well.
+    new = to_gato_observation(self.env_id, jax.device_get(obs))
+    if self.observations is None:
+      self.observations = new
+      return
+    self.observations = {k: np.where(fresh.reshape((-1,) + (1,) * (v.ndim - 1)), new[k], v)
+                         for k, v in self.observations.items()}
+
+  def step_limit(self, row: int) -> int:
+    del row  # One limit for every row.
+    return self.max_episode_steps
+
+  def observation(self, row: int) -> dict:
+    return {k: v[row] for k, v in self.observations.items()}
+
+  def act(self, agent, active: np.ndarray) -> list:
+    """The agent's actions for every row, from the stacked observations (`act_batch`)."""
+    return agent.act_batch(self.observations, active)
+
+  def step(self, actions: Sequence[Any], live: np.ndarray):
+    """Steps every row (idle ones with a zero action, their results to be ignored).
+
+    Args:
+      actions: one Gato action per row (an int for discrete tasks, floats in [-1, 1] for
+        continuous ones); rows not `live` may hold anything.
+      live: the rows whose actions count.
+
+    Returns:
+      (float32 rewards [B], terminated [B], truncated [B], infos: None per row); `observations`
+      then holds each row's next observation (a row that just ended: its episode's last one).
+    """
+    stacked = self.check_actions(_stack_actions(actions, live, self.action_spec))
+    self._keys, self._states, obs, reward, terminated, truncated = self._step(
+        self._keys, self._states, stacked)
+    obs, reward, terminated, truncated = jax.device_get((obs, reward, terminated, truncated))
+    terminated = np.asarray(terminated, bool)
+    self.observations = to_gato_observation(self.env_id, obs)
+    return (np.asarray(reward, np.float32), terminated,
+            np.asarray(truncated, bool) & ~terminated, [None] * self.num_envs)
+
+  def close(self) -> None:
+    """Nothing to release: the jitted functions are shared by every batch of the task."""
+
+  def check_actions(self, actions) -> np.ndarray:
+    actions = np.asarray(actions)
+    spec = self.action_spec
+    expected = (self.num_envs, *spec.shape)
+    if actions.shape != expected:
+      raise ValueError(f"{self.name}: actions must have shape {list(expected)} (rows first),"
+                       f" got {list(actions.shape)}")
+    if isinstance(spec, token_specs.DiscreteSpec):
+      if not np.issubdtype(actions.dtype, np.integer):
+        raise TypeError(f"{self.name}: discrete actions must be integers, got {actions.dtype}")
+      if np.any((actions < 0) | (actions >= spec.num_values)):
+        raise ValueError(f"{self.name}: actions {actions.tolist()} outside [0, {spec.num_values})")
+      return actions.astype(np.int32)
+    if not np.all(np.isfinite(actions)) or np.any(np.abs(actions) > 1.0):
+      raise ValueError(f"{self.name}: continuous actions must be finite and in [-1, 1]")
+    return actions.astype(np.float32)
+
+
+def _stack_actions(actions: Sequence[Any], live: np.ndarray, action_spec) -> np.ndarray:
+  """Rows' actions as one array; rows not `live` (idle, gave up) get a zero action."""
+  dtype = np.int32 if isinstance(action_spec, token_specs.DiscreteSpec) else np.float32
+  out = np.zeros((len(actions), *action_spec.shape), dtype)
+  for row, action in enumerate(actions):
+    if live[row]:
+      out[row] = np.asarray(action)
+  return out
 
 
 def rollout(env_id: str, policy: PolicyFn, num_episodes: int, seed: int = 0,

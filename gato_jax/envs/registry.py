@@ -38,11 +38,6 @@ _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
 }
 
 
-def register_domain(domain: str, module: str, factory: str = "make_env") -> None:
-  """Registers a domain module (exposing TASKS and `factory(task)`) under `domain`."""
-  _DOMAINS[domain] = (module, factory)
-
-
 def register_expert(domain: str, factory: str | Callable[[base.Environment], policies.Policy]):
   """Registers the expert of every task in `domain`: a callable or its "module:attribute"."""
   _EXPERTS[domain] = factory

@@ -22,9 +22,8 @@ import ml_collections
 
 from gato_jax import checkpoint, sharding
 from gato_jax.data import episodes as episodes_lib
-from gato_jax.envs import registry
-from gato_jax.evaluation import (agents, gymnax_rollouts, model_agent, non_control, prompts,
-                                 reports, rollouts, scores)
+from gato_jax.envs import gymnax_envs, registry, runner
+from gato_jax.evaluation import model_agent, non_control, prompts, reports, rollouts, scores
 from gato_jax.model import ModelConfig
 from gato_jax.model.gato import init_variables
 from gato_jax.training.optimizer import OptimizerConfig, make_optimizer
@@ -201,7 +200,7 @@ def evaluate_non_control_task(task: str, config: ml_collections.ConfigDict,
 
 
 def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: ModelConfig,
-                  params: Any, agent: agents.Agent | None = None,
+                  params: Any, agent: runner.Agent | None = None,
                   ) -> tuple[scores.TaskScores, episodes_lib.TaskStats, dict]:
   """Rollouts and scores of one task -> (TaskScores, its statistics, timing dict).
 
@@ -209,7 +208,7 @@ def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: Mo
     task: "<domain>/<task>".
     config: the config (`data.data_dir` and the `eval` group are used).
     model_config, params: the model to evaluate (unused when `agent` is given).
-    agent: plays in place of the model when given, e.g. `agents.PolicyAgent(make_expert)` for
+    agent: plays in place of the model when given, e.g. `runner.PolicyAgent(registry.make_expert)` for
       an expert or scripted baseline scored exactly as the model would be.
   """
   data_dir = os.path.expanduser(config.data.data_dir)
@@ -228,15 +227,13 @@ def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: Mo
     agent = model_agent.ModelAgent(model_config, params, prompt_fn,
                                    temperature=config.eval.temperature, seed=config.eval.seed,
                                    headroom=config.eval.context_headroom)
+  make_batch = runner.host_batch(make_env)
   if scores.domain_of(task) == "gymnax" and config.eval.get("jit_envs", True):
     # Pure-JAX environments: the whole batch resets and steps in one jitted call.
-    outcomes, timing = gymnax_rollouts.run_task(task, agent, config.eval.episodes,
-                                                config.eval.batch_size, config.eval.seed,
-                                                config.eval.max_steps)
-  else:
-    outcomes, timing = rollouts.run_task(make_env, agent, config.eval.episodes,
-                                         config.eval.batch_size, config.eval.seed,
-                                         config.eval.max_steps)
+    make_batch = lambda num_envs: gymnax_envs.GymnaxBatch(task, num_envs)
+  outcomes, timing = rollouts.run_task(make_batch, agent, config.eval.episodes,
+                                       config.eval.batch_size, config.eval.seed,
+                                       config.eval.max_steps)
   task_scores = scores.score_task(task, outcomes, stats)
   timing_dict = {"agent_seconds": timing.agent_seconds, "env_seconds": timing.env_seconds,
                  "agent_calls": timing.agent_calls, "env_steps": timing.env_steps,

@@ -20,8 +20,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from gato_jax.envs import base
-from gato_jax.evaluation import agents
+from gato_jax.envs import base, runner
 from gato_jax.evaluation.context import RowContext, empty_group
 from gato_jax.inference.decode import CONTEXT_MULTIPLE, CachedDecoder, round_up
 from gato_jax.model.config import ModelConfig
@@ -60,7 +59,7 @@ def _unstack_rows(group: TokenGroup, num_rows: int) -> list[TokenGroup]:
   return rows
 
 
-class ModelAgent(agents.Agent):
+class ModelAgent(runner.Agent):
   """Gato acting in a batch of environments of one task.
 
   Args:

@@ -200,7 +200,7 @@ class TaskScores:
 
 
 def score_task(task: str, outcomes, stats: episodes_lib.TaskStats) -> TaskScores:
-  """TaskScores of rollout outcomes (`rollouts.EpisodeOutcome`s) against `stats`."""
+  """TaskScores of rollout outcomes (`runner.EpisodeOutcome`s) against `stats`."""
   if stats.task != task:
     raise ValueError(f"statistics are of task {stats.task!r}, not {task!r}")
   if not outcomes:

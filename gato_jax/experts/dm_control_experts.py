@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gato_jax.envs import base, policies
+from gato_jax.data import episodes as episodes_lib
+from gato_jax.envs import base, policies, runner
 from gato_jax.experts import cache, sac
 
 PARAMS_FILE, META_FILE = cache.PARAMS_FILE, cache.META_FILE
@@ -146,32 +147,13 @@ def load_expert(workdir: str, task: str) -> Expert:
                 summary=meta["summary"])
 
 
-def evaluate(env: base.Environment, policy: policies.Policy, seeds) -> dict:
-  """Mean/std return of `policy` over one episode per seed, each run to the time limit."""
-  returns = []
-  for seed in seeds:
-    observation = env.reset(int(seed))
-    policy.reset(int(seed))
-    total = 0.0
-    for _ in range(env.max_episode_steps):
-      result = env.step(policy.act(observation))
-      total += result.reward
-      observation = result.observation
-      if result.terminated or result.truncated:
-        break
-    returns.append(total)
-  returns = np.asarray(returns)
-  return dict(mean_return=float(returns.mean()), std_return=float(returns.std()),
-              num_episodes=int(len(returns)))
-
-
 def sac_config_from(config) -> sac.SACConfig:
   """The SACConfig of an experiments/configs/experts/dm_control.py config."""
   return sac.SACConfig(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
                           for k, v in config.sac.to_dict().items()})
 
 
-def train_and_evaluate(config, workdir: str | None = None, reevaluate: bool = False) -> dict:
+def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -> dict:
   """Trains (or reloads) the expert that `config` describes, evaluates it, caches it.
 
   Args:
@@ -232,11 +214,16 @@ _TRAINING_KEYS = ("train_seconds", "seed", "train_env_steps", "final_training_re
 
 
 def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:
-  """Expert (deterministic, with its action repeat) and random returns on the same seeds."""
+  """Expert returns (deterministic, with its action repeat), and the task's random baseline
+  (`episodes.random_baseline`, the number its statistics hold)."""
   seeds = [config.eval.seed + i for i in range(config.eval.num_episodes)]
   start = time.time()
-  expert_stats = evaluate(env, ExpertPolicy(expert), seeds)
-  random_stats = evaluate(env, policies.RandomPolicy(env), seeds)
+  agent = runner.PolicyAgent(lambda _: ExpertPolicy(expert))
+  returns = [o.episode_return for o in runner.run_episodes(runner.HostBatch([env]), agent, seeds)]
+  expert_stats = dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
+                      num_episodes=len(returns))
+  mean, std, count, _ = episodes_lib.random_baseline(env)
+  random_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
   logging.info("%s: expert %.1f +- %.1f, random %.1f, reference %.0f (%.0f s)", env.name,
                expert_stats["mean_return"], expert_stats["std_return"],
                random_stats["mean_return"], config.reference_return, time.time() - start)

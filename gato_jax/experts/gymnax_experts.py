@@ -19,6 +19,7 @@ from flax import serialization
 import jax
 import numpy as np
 
+from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, policies
 from gato_jax.experts import cache, ppo
 
@@ -124,15 +125,16 @@ def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) ->
                 deterministic=deterministic)
 
 
-def evaluate(env_id: str, policy: gymnax_envs.PolicyFn, num_episodes: int, seed: int) -> dict:
-  """Mean/std return and mean length over `num_episodes` batched episodes."""
+def policy_returns(env_id: str, policy: gymnax_envs.PolicyFn, num_episodes: int,
+                   seed: int) -> dict:
+  """Mean/std return and mean length of a pure-JAX policy over `num_episodes` episodes."""
   result = gymnax_envs.rollout(env_id, policy, num_episodes, seed=seed)
   return dict(mean_return=float(result["returns"].mean()),
               std_return=float(result["returns"].std()),
               mean_length=float(result["lengths"].mean()), num_episodes=int(num_episodes))
 
 
-def train_and_evaluate(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = False) -> dict:
+def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = False) -> dict:
   """Trains (or reloads) the expert that `config` describes, evaluates it, caches it.
 
   Args:
@@ -182,13 +184,15 @@ _TRAINING_KEYS = ("train_seconds", "seed", "train_timesteps", "final_training_re
 
 
 def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
-  """Greedy, sampled and random returns on the same episode seeds; `expert_return` is the
-  one `config.eval.deterministic` picks (the way the expert will act when generating data)."""
+  """Greedy and sampled returns on the same episode seeds, and the task's random baseline
+  (`episodes.random_baseline`, the number its statistics hold); `expert_return` is the one
+  `config.eval.deterministic` picks (the way the expert will act when generating data)."""
   env_id = gymnax_envs.canonical_id(config.env_id)
   n, seed = config.eval.num_episodes, config.eval.seed
-  greedy = evaluate(env_id, ppo.make_policy(env_id, ppo_config, params, True), n, seed)
-  sampled = evaluate(env_id, ppo.make_policy(env_id, ppo_config, params, False), n, seed)
-  random = evaluate(env_id, gymnax_envs.random_policy(env_id), n, seed)
+  greedy = policy_returns(env_id, ppo.make_policy(env_id, ppo_config, params, True), n, seed)
+  sampled = policy_returns(env_id, ppo.make_policy(env_id, ppo_config, params, False), n, seed)
+  mean, std, count, _ = episodes_lib.random_baseline(gymnax_envs.GymnaxEnvironment(env_id))
+  random = dict(mean_return=mean, std_return=std, num_episodes=count)
   chosen = greedy if config.eval.deterministic else sampled
   logging.info("%s: expert %.2f (greedy %.2f, sampled %.2f), random %.2f, reference %.1f",
                env_id, chosen["mean_return"], greedy["mean_return"], sampled["mean_return"],

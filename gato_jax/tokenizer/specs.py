@@ -50,7 +50,6 @@ class ContinuousSpec:
     object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
 
 
-LeafSpec = TextSpec | ImageSpec | DiscreteSpec | ContinuousSpec
 LEAF_SPEC_TYPES = (TextSpec, ImageSpec, DiscreteSpec, ContinuousSpec)
 ValueSpec = DiscreteSpec | ContinuousSpec
 

@@ -2,8 +2,8 @@ r"""Evaluation rollout step time: host-loop environments vs gymnax under jit + v
 
 One rollout step is what a batch of evaluation episodes costs per environment step: the model
 agent's batched call (tokenize the observations, extend the cache, decode the action tokens)
-plus stepping every environment. The host loop (`rollouts.run_task`) steps one
-`GymnaxEnvironment` after another; the jit path (`gymnax_rollouts.run_task`) steps the whole
+plus stepping every environment. The host backend (`runner.HostBatch`) steps one
+`GymnaxEnvironment` after another; the jit backend (`gymnax_envs.GymnaxBatch`) steps the whole
 batch in one jitted vmapped call and tokenizes the stacked observations in one call. Both play
 the same episodes (same seeds, same greedy actions). One JSON line per (size, path): medians over
 interleaved repeats of the milliseconds per rollout step, split into agent and environments.
@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from gato_jax.envs import gymnax_envs
-from gato_jax.evaluation import gymnax_rollouts, model_agent, rollouts
+from gato_jax.envs import gymnax_envs, runner
+from gato_jax.evaluation import model_agent, rollouts
 from gato_jax.model import ModelConfig, init_variables
 
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small"], "Model sizes to measure.")
@@ -31,13 +31,13 @@ _CONTEXT = flags.DEFINE_integer("context", 1024, "The model's max_decode_length.
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per path (the median is reported).")
 
 
-def _measure(path: str, cfg: ModelConfig, params) -> rollouts.RolloutTiming:
+def _measure(path: str, cfg: ModelConfig, params) -> runner.RolloutTiming:
   agent = model_agent.ModelAgent(cfg, params)
-  args = (agent, _EPISODES.value, _NUM_ENVS.value, 0, _STEPS.value)
+  make_batch = lambda num_envs: gymnax_envs.GymnaxBatch(_TASK.value, num_envs)
   if path == "host":
-    make_env = lambda: gymnax_envs.GymnaxEnvironment(_TASK.value)
-    return rollouts.run_task(make_env, *args)[1]
-  return gymnax_rollouts.run_task(_TASK.value, *args)[1]
+    make_batch = runner.host_batch(lambda: gymnax_envs.GymnaxEnvironment(_TASK.value))
+  return rollouts.run_task(make_batch, agent, _EPISODES.value, _NUM_ENVS.value, 0,
+                           _STEPS.value)[1]
 
 
 def main(argv):
