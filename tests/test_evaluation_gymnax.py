@@ -139,11 +139,11 @@ def test_jit_path_matches_host_loop_for_the_model(params):
 def test_batch_rejects_bad_actions_and_seeds():
   batch = gymnax_envs.GymnaxBatch("CartPole-v1", 2)
   with pytest.raises(ValueError, match=r"shape \[2\]"):
-    batch.check_actions(np.zeros(3, np.int32))
+    gymnax_envs.check_actions(batch.name, batch.action_spec, np.zeros(3, np.int32), 2)
   with pytest.raises(ValueError, match="outside"):
-    batch.check_actions(np.array([0, 2], np.int32))
+    gymnax_envs.check_actions(batch.name, batch.action_spec, np.array([0, 2], np.int32), 2)
   with pytest.raises(TypeError, match="integers"):
-    batch.check_actions(np.zeros(2, np.float32))
+    gymnax_envs.check_actions(batch.name, batch.action_spec, np.zeros(2, np.float32), 2)
   with pytest.raises(ValueError, match="2 rows"):
     batch.reset([1])
   with pytest.raises(ValueError, match="seeds must be"):

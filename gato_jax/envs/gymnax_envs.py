@@ -132,7 +132,7 @@ class GymnaxEnvironment(base.Environment):
     if self._state is None:
       raise RuntimeError(
           f"{self.name}: call reset() before step() (and again after an episode ends)")
-    action = self._check_action(action)
+    action = check_actions(self.name, self.action_spec, action)
     self._key, key_step = jax.random.split(self._key)
     env_action = unit_to_env_action(self._action_space, action)
     _, state, reward, terminated, truncated, info = self._step(
@@ -144,24 +144,27 @@ class GymnaxEnvironment(base.Environment):
         observation=to_gato_observation(self.env_id, info["final_observation"]),
         reward=float(reward), terminated=terminated, truncated=truncated and not terminated)
 
-  def _check_action(self, action) -> np.ndarray:
-    """Validates an action against `action_spec` with a message that names the task."""
-    action = np.asarray(action)
-    spec = self.action_spec
-    if action.shape != spec.shape:
-      raise ValueError(
-          f"{self.name}: action must have shape {list(spec.shape)}, got {list(action.shape)}")
-    if isinstance(spec, token_specs.DiscreteSpec):
-      if not np.issubdtype(action.dtype, np.integer):
-        raise TypeError(
-            f"{self.name}: discrete action must be an integer, got dtype {action.dtype}")
-      if not 0 <= int(action) < spec.num_values:
-        raise ValueError(f"{self.name}: action {int(action)} outside [0, {spec.num_values})")
-      return action.astype(np.int32)
-    if not np.all(np.isfinite(action)) or np.any(np.abs(action) > 1.0):
-      raise ValueError(
-          f"{self.name}: continuous action must be finite and in [-1, 1], got {action}")
-    return action.astype(np.float32)
+
+def check_actions(name: str, spec: Any, actions, rows: int | None = None) -> np.ndarray:
+  """Validates one action (`rows` None) or a batch stacked over `rows` against `spec`.
+
+  Returns:
+    The actions as int32 (discrete) or float32 (continuous); errors name the task.
+  """
+  actions = np.asarray(actions)
+  expected = spec.shape if rows is None else (rows, *spec.shape)
+  if actions.shape != expected:
+    raise ValueError(f"{name}: action must have shape {list(expected)}"
+                     f"{' (rows first)' if rows is not None else ''}, got {list(actions.shape)}")
+  if isinstance(spec, token_specs.DiscreteSpec):
+    if not np.issubdtype(actions.dtype, np.integer):
+      raise TypeError(f"{name}: discrete actions must be integers, got dtype {actions.dtype}")
+    if np.any((actions < 0) | (actions >= spec.num_values)):
+      raise ValueError(f"{name}: action {actions.tolist()} outside [0, {spec.num_values})")
+    return actions.astype(np.int32)
+  if not np.all(np.isfinite(actions)) or np.any(np.abs(actions) > 1.0):
+    raise ValueError(f"{name}: continuous actions must be finite and in [-1, 1], got {actions}")
+  return actions.astype(np.float32)
 
 
 # One set of jitted functions per task and time limit: every batch of the task (and of any size,
@@ -265,7 +268,8 @@ class GymnaxBatch:
       (float32 rewards [B], terminated [B], truncated [B], infos: None per row); `observations`
       then holds each row's next observation (a row that just ended: its episode's last one).
     """
-    stacked = self.check_actions(_stack_actions(actions, live, self.action_spec))
+    stacked = check_actions(self.name, self.action_spec,
+                            _stack_actions(actions, live, self.action_spec), self.num_envs)
     self._keys, self._states, obs, reward, terminated, truncated = self._step(
         self._keys, self._states, stacked)
     obs, reward, terminated, truncated = jax.device_get((obs, reward, terminated, truncated))
@@ -276,23 +280,6 @@ class GymnaxBatch:
 
   def close(self) -> None:
     """Nothing to release: the jitted functions are shared by every batch of the task."""
-
-  def check_actions(self, actions) -> np.ndarray:
-    actions = np.asarray(actions)
-    spec = self.action_spec
-    expected = (self.num_envs, *spec.shape)
-    if actions.shape != expected:
-      raise ValueError(f"{self.name}: actions must have shape {list(expected)} (rows first),"
-                       f" got {list(actions.shape)}")
-    if isinstance(spec, token_specs.DiscreteSpec):
-      if not np.issubdtype(actions.dtype, np.integer):
-        raise TypeError(f"{self.name}: discrete actions must be integers, got {actions.dtype}")
-      if np.any((actions < 0) | (actions >= spec.num_values)):
-        raise ValueError(f"{self.name}: actions {actions.tolist()} outside [0, {spec.num_values})")
-      return actions.astype(np.int32)
-    if not np.all(np.isfinite(actions)) or np.any(np.abs(actions) > 1.0):
-      raise ValueError(f"{self.name}: continuous actions must be finite and in [-1, 1]")
-    return actions.astype(np.float32)
 
 
 def _stack_actions(actions: Sequence[Any], live: np.ndarray, action_spec) -> np.ndarray:

@@ -198,7 +198,8 @@ class HostBatch:
     for row in np.flatnonzero(live):
       result = self.envs[row].step(actions[row])
       self.observations[row] = result.observation
-      rewards[row], terminated[row], truncated[row] = result.reward, result.terminated, result.truncated
+      rewards[row], terminated[row] = result.reward, result.terminated
+      truncated[row] = result.truncated
       infos[row] = result.info
     return rewards, terminated, truncated, infos
 
@@ -208,7 +209,7 @@ class HostBatch:
 
 
 def host_batch(make_env: Callable[[], base.Environment]) -> Callable[[int], HostBatch]:
-  """`num_envs -> HostBatch` of environments from `make_env` (for `evaluation.rollouts.run_task`)."""
+  """`num_envs -> HostBatch` of `make_env()` environments (`evaluation.rollouts.run_task`)."""
   return lambda num_envs: HostBatch([make_env() for _ in range(num_envs)])
 
 

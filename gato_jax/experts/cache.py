@@ -1,8 +1,9 @@
 """The on-disk cache of trained experts: parameters and metadata, written atomically."""
 
 import importlib.metadata
+import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 from flax import serialization
 import jax
@@ -19,6 +20,18 @@ def write_expert(directory: str, params: Any, meta: dict) -> str:
                     serialization.to_bytes(jax.device_get(params)))
   files.write_json(os.path.join(directory, META_FILE), meta)
   return directory
+
+
+def has_expert(directory: str) -> bool:
+  return all(os.path.exists(os.path.join(directory, f)) for f in (PARAMS_FILE, META_FILE))
+
+
+def read_expert(directory: str, make_template: Callable[[dict], Any]) -> tuple[Any, dict]:
+  """(params, metadata) of a cached expert; `make_template(metadata)` gives the params' tree."""
+  with open(os.path.join(directory, META_FILE)) as f:
+    meta = json.load(f)
+  with open(os.path.join(directory, PARAMS_FILE), "rb") as f:
+    return serialization.from_bytes(make_template(meta), f.read()), meta
 
 
 def package_versions(*packages: str) -> dict[str, str]:

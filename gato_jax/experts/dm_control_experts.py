@@ -13,13 +13,11 @@ which consecutive groups of `action_repeat` are equal.
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any
 
 from absl import logging
-from flax import serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,7 +111,7 @@ def make_expert(env: base.Environment, workdir: str | None = None) -> ExpertPoli
 def has_expert(task: str, workdir: str | None = None) -> bool:
   """Whether `task` ("dm_control/cartpole-balance") has a cached expert (registry check)."""
   directory = expert_dir(workdir or default_workdir(), task)
-  return all(os.path.exists(os.path.join(directory, f)) for f in (PARAMS_FILE, META_FILE))
+  return cache.has_expert(directory)
 
 
 def save_expert(workdir: str, task: str, config: sac.SACConfig, obs_keys, obs_dim: int,
@@ -130,19 +128,14 @@ def save_expert(workdir: str, task: str, config: sac.SACConfig, obs_keys, obs_di
 def load_expert(workdir: str, task: str) -> Expert:
   """Reloads a cached expert; ExpertNotTrainedError naming the training command if absent."""
   directory = expert_dir(workdir, task)
-  params_path, meta_path = (os.path.join(directory, f) for f in (PARAMS_FILE, META_FILE))
   if not has_expert(task, workdir):
     raise ExpertNotTrainedError(
         f"no expert trained for dm_control/{canonical_task(task)}: {directory} holds no SAC"
         f" parameters; train one with: {train_command(task, workdir)}")
-  with open(meta_path) as f:
-    meta = json.load(f)
-  config = sac.SACConfig(**meta["sac_config"])
-  template = sac.SAC(meta["obs_dim"], meta["action_dim"], config).init_actor_params(
-      jax.random.key(0))
-  with open(params_path, "rb") as f:
-    params = serialization.from_bytes(template, f.read())
-  return Expert(task=meta["task"], config=config, obs_keys=tuple(meta["obs_keys"]),
+  config_of = lambda meta: sac.SACConfig(**meta["sac_config"])
+  params, meta = cache.read_expert(directory, lambda meta: sac.SAC(
+      meta["obs_dim"], meta["action_dim"], config_of(meta)).init_actor_params(jax.random.key(0)))
+  return Expert(task=meta["task"], config=config_of(meta), obs_keys=tuple(meta["obs_keys"]),
                 obs_dim=int(meta["obs_dim"]), action_dim=int(meta["action_dim"]), params=params,
                 summary=meta["summary"])
 

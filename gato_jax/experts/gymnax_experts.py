@@ -9,13 +9,11 @@ The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GAT
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any
 
 from absl import logging
-from flax import serialization
 import jax
 import numpy as np
 
@@ -108,17 +106,14 @@ def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) ->
   `deterministic=None` acts as the expert was evaluated (its summary's "deterministic" flag).
   """
   directory = expert_dir(workdir, env_id)
-  params_path, meta_path = (os.path.join(directory, f) for f in (PARAMS_FILE, META_FILE))
-  if not (os.path.exists(params_path) and os.path.exists(meta_path)):
+  if not cache.has_expert(directory):
     raise FileNotFoundError(
         f"no cached expert for {env_id!r} in {directory}; train one with: python"
         f" tools/train_expert.py --env={gymnax_envs.canonical_id(env_id)} --workdir={workdir}")
-  with open(meta_path) as f:
-    meta = json.load(f)
-  config = ppo.PPOConfig(**meta["ppo_config"])
-  template = ppo.init_params(env_id, config, jax.random.key(0))
-  with open(params_path, "rb") as f:
-    params = serialization.from_bytes(template, f.read())
+  config_of = lambda meta: ppo.PPOConfig(**meta["ppo_config"])
+  params, meta = cache.read_expert(
+      directory, lambda meta: ppo.init_params(env_id, config_of(meta), jax.random.key(0)))
+  config = config_of(meta)
   if deterministic is None:
     deterministic = bool(meta["summary"].get("deterministic", True))
   return Expert(env_id=meta["env_id"], config=config, params=params, summary=meta["summary"],

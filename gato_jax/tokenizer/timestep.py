@@ -214,14 +214,9 @@ def _tokenize_batched(observation, action, observation_spec, action_spec, batch_
   )
 
 
-def tokenize_timestep(
-    observation: Any,
-    action: Any,
-    observation_spec: Any,
-    action_spec: Any = None,
-    text_tokenizer=None,
-    separator: bool = True,
-) -> TokenGroup:
+def tokenize_timestep(observation: Any, action: Any, observation_spec: Any,
+                      action_spec: Any = None, text_tokenizer=None,
+                      separator: bool = True) -> TokenGroup:
   """Tokenizes one timestep: observation tokens, `|`, action tokens.
 
   Args:
@@ -276,13 +271,8 @@ def concat_token_groups(groups: Sequence[TokenGroup]) -> TokenGroup:
   )
 
 
-def tokenize_episode(
-    observations: Any,
-    actions: Any,
-    observation_spec: Any,
-    action_spec: Any = None,
-    text_tokenizer=None,
-) -> TokenGroup:
+def tokenize_episode(observations: Any, actions: Any, observation_spec: Any,
+                     action_spec: Any = None, text_tokenizer=None) -> TokenGroup:
   """Tokenizes an episode whose leaves carry a leading time axis [T, ...].
 
   Timesteps are tokenized as one vectorised batch and concatenated in time order. On the host,
