@@ -22,10 +22,11 @@ import os
 import time
 
 os.environ.setdefault("MUJOCO_GL", "disable")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices.
 
 from absl import app, flags, logging
 
-from gato_jax import train
+from gato_jax import console, train
 from gato_jax.data import generation
 from gato_jax.evaluation import evaluator, reports
 
@@ -79,6 +80,8 @@ def main(argv):
   started = time.time()
   workdir = os.path.expanduser(_WORKDIR.value)
   data_dir = os.path.expanduser(_DATA_DIR.value)
+  # The console shows progress and tables; orbax's and TFDS's logs go to <workdir>/logs.
+  print(f"full logs in {console.log_to_file(workdir, 'quickstart')}", flush=True)
   _ensure_experts()
   rows = [generation.generate_task(task, data_dir, _EPISODES.value) for task in CONTROL_TASKS]
   print(generation.format_table(rows), flush=True)

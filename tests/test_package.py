@@ -40,3 +40,30 @@ def test_tokenize_demo_on_real_dm_control():
                        check=True, capture_output=True, text=True, env=env).stdout
   assert "7 tokens (observation, separator, action)" in out
   assert "separator" in out and "decoded action" in out
+
+
+def test_launcher_console_shows_ours_and_the_file_keeps_everything(tmp_path):
+  # A launcher (this script) logs, orbax logs from its own file, TFDS's banner is kept off the
+  # console by rlds_io: only the launcher's line and the error reach the console.
+  script = tmp_path / "launch.py"
+  script.write_text(
+      "from absl import app, logging\n"
+      "import orbax.checkpoint  # noqa: F401 (its logger lines come from its own files)\n"
+      "from orbax.checkpoint import options\n"
+      "from gato_jax import console\n"
+      "def main(argv):\n"
+      f"  console.log_to_file({str(tmp_path)!r}, 'launch')\n"
+      "  logging.info('progress of ours')\n"
+      "  logging.info('banner', extra={'console': False})\n"
+      "  exec(compile('logging.info(\"orbax internals\")', options.__file__, 'exec'))\n"
+      "  exec(compile('logging.error(\"orbax failed\")', options.__file__, 'exec'))\n"
+      "app.run(main)\n")
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+  done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                        check=True)
+  shown = [line.split("] ", 1)[-1] for line in done.stderr.splitlines() if "] " in line]
+  assert [m for m in shown if m in ("progress of ours", "banner", "orbax internals",
+                                    "orbax failed")] == ["progress of ours", "orbax failed"]
+  logged = (tmp_path / "logs" / "launch.INFO").read_text()
+  for message in ("progress of ours", "banner", "orbax internals", "orbax failed"):
+    assert message in logged
