@@ -72,7 +72,7 @@ def _global_max(value: int) -> int:
   return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
-def _split_rows(metrics: dict, data: mixture.MixtureIterator, step: int) -> dict:
+def _domain_losses(metrics: dict, data: mixture.MixtureIterator, step: int) -> dict:
   """Replaces the per-row loss sums with the loss of each domain in the batch."""
   metrics = dict(metrics)
   row_loss, row_targets = metrics.pop("row_loss_sum"), metrics.pop("row_targets")
@@ -151,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       metrics = jax.device_get(metrics)  # Waits for the step: the interval's time is real.
       seconds = (time.perf_counter() - interval_start) / interval_steps
       values = logger.write(done, {
-          **_split_rows(metrics, data, step), "step_seconds": seconds,
+          **_domain_losses(metrics, data, step), "step_seconds": seconds,
           "tokens_per_second": tokens_per_step / seconds,
           "flops_per_second": flops_per_step / seconds,
           # Model FLOPs utilisation against the devices' dense peak (absent on CPUs).

@@ -104,7 +104,7 @@ def test_loss_is_split_by_domain():
   tasks_of_rows = [it.row_task(2, row) for row in range(8)]
   row_loss = np.arange(8, dtype=np.float32)
   row_targets = np.full(8, 2.0, np.float32)
-  split = train._split_rows({"loss": 1.0, "row_loss_sum": row_loss, "row_targets": row_targets},
+  split = train._domain_losses({"loss": 1.0, "row_loss_sum": row_loss, "row_targets": row_targets},
                             it, 2)
   alpha = [r for r, t in enumerate(tasks_of_rows) if t == "gato.alpha.x"]
   beta = [r for r, t in enumerate(tasks_of_rows) if t == "beta.y"]

@@ -166,13 +166,3 @@ def return_threshold(stats: TaskStats, fraction: float = DEFAULT_FILTER_FRACTION
   if not 0.0 <= fraction <= 1.0:
     raise ValueError(f"filter fraction must be in [0, 1], got {fraction}")
   return stats.random_return + fraction * gap
-
-
-def filter_episodes(episodes: Iterable[dict], stats: TaskStats,
-                    fraction: float = DEFAULT_FILTER_FRACTION) -> Iterable[dict]:
-  """Yields the episodes whose return reaches `return_threshold(stats, fraction)`."""
-  threshold = return_threshold(stats, fraction)
-  for episode in episodes:
-    if float(episode["episode_metadata"]["return"]) >= threshold:
-      yield episode
-

@@ -21,7 +21,7 @@ import abc
 import importlib
 import os
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -97,17 +97,6 @@ def to_python(tree: Any) -> Any:
   if isinstance(tree, np.ndarray) and tree.dtype.kind in "OS":
     return [to_python(v) for v in tree.tolist()]
   return tree
-
-
-def read_examples(source: str, split: str = "train", data_dir: str | None = None,
-                  limit: int | None = None) -> Iterator[dict]:
-  """Yields the examples of a split as Python/numpy dicts, in stored order."""
-  tfds = rlds_io.import_tfds()
-  ds = load_split(source, split, data_dir)
-  if limit is not None:
-    ds = ds.take(limit)
-  for example in tfds.as_numpy(ds):
-    yield to_python(example)
 
 
 class ExampleTask(abc.ABC):

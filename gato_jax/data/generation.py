@@ -107,14 +107,11 @@ def generate_staged(data_dir: str, name: str, config: str, manifest: dict,
                     request_keys: Iterable[str]) -> tuple[dict, str]:
   """The resumable skeleton of every generator of stored data (episodes and example sets).
 
-  Shards are made one at a time and pickled atomically into a staging folder; once all exist,
-  `write` stores them as TFDS dataset `name/config` and the staging folder goes. A killed run
-  resumes at the first missing shard; a finished dataset is found, not regenerated.
+  Shards are pickled atomically into a staging folder; once all exist, `write` stores them as
+  TFDS dataset `name/config` (in `data_dir`) and the staging folder goes. A killed run resumes
+  at the first missing shard; a finished dataset is found, not regenerated.
 
   Args:
-    data_dir: TFDS data directory (also holds gato_meta/).
-    name: the TFDS dataset name.
-    config: its config name.
     manifest: what the run is asked for (task, agent, counts, seed, shard size); staged shards
       and a finished dataset are reused only for the same request.
     num_shards: {split: number of shards}.

@@ -207,21 +207,17 @@ class GymnaxBatch:
   def __init__(self, env_id: str, num_envs: int, max_episode_steps: int | None = None):
     if num_envs < 1:
       raise ValueError(f"num_envs must be positive, got {num_envs}")
-    self.env_id = canonical_id(env_id)
-    self.name = f"{DOMAIN}/{self.env_id}"
+    # The numpy adapter holds the task's name, specs and limit; agents read it, nobody steps it.
+    self.env = GymnaxEnvironment(env_id, max_episode_steps)
+    self.env_id, self.name, self.action_spec = self.env.env_id, self.env.name, self.env.action_spec
     self.num_envs = num_envs
-    self._max_episode_steps = max_episode_steps
-    _, params = make(self.env_id, max_episode_steps)
-    self.max_episode_steps = int(params.max_steps_in_episode)
-    self.observation_spec, self.action_spec = gato_specs(self.env_id)
+    self.max_episode_steps = self.env.max_episode_steps
     self._reset, self._step, initial = _batch_functions(self.env_id, max_episode_steps)
     self._keys, self._states = initial(jnp.zeros(num_envs, jnp.int32))
     self.observations = None  # Stacked over rows once `reset` has run.
 
   def row_environments(self) -> list[GymnaxEnvironment]:
-    """One numpy adapter per row, for what agents read in `setup` (name, specs); never stepped."""
-    return [GymnaxEnvironment(self.env_id, self._max_episode_steps)
-            for _ in range(self.num_envs)]
+    return [self.env] * self.num_envs
 
   def reset(self, seeds: Sequence[int | None]) -> None:
     """Starts an episode from `seeds[row]` in each row whose seed is not None.

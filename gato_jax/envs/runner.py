@@ -1,21 +1,13 @@
 """The one episode runner: a batch of environments, an agent acting for every row, N episodes.
 
-`run_episodes(batch, agent, seeds)` plays one episode per seed with `batch.num_envs` rows: the
-agent acts for all rows in one call (one batched model call per decoding step for the model),
-and a row whose episode ends starts the next pending seed, or idles once none is left. Each
-episode starts from its own seed, so its outcome does not depend on the batch size for a
-deterministic agent that sees only its own row. Data generation (with `record=True`, which
-returns RLDS episodes), the task statistics, expert evaluation and model evaluation all use it.
-
-Two backends step the batch:
-  * `HostBatch`: numpy environments (`base.Environment`, every domain) stepped one by one on
-    the host; the agent gets `act(observations)`, one per row (None where idle).
-  * `gymnax_envs.GymnaxBatch`: pure-JAX environments reset and stepped as one `jit(vmap(...))`
-    call; the agent gets `act_batch(stacked observations, active)`.
-
-Anything that acts is an `Agent`: the Gato model (`evaluation.model_agent.ModelAgent`), or a
-per-environment `policies.Policy` (an expert, the random baseline, a scripted controller)
-through `PolicyAgent`:
+`run_episodes(batch, agent, seeds)` plays one episode per seed, `batch.num_envs` at a time: the
+agent acts for all rows in one call, and a row whose episode ends starts the next pending seed.
+Each episode starts from its own seed, so its outcome does not depend on the batch size. Data
+generation (`record=True` returns RLDS episodes), task statistics, expert and model evaluation
+all use it, with one of two backends: `HostBatch` (numpy environments of any domain, stepped one
+by one; the agent's `act`) or `gymnax_envs.GymnaxBatch` (pure-JAX environments stepped in one
+`jit(vmap(...))` call; the agent's `act_batch` on stacked observations). An `Agent` is the Gato
+model (`evaluation.model_agent.ModelAgent`) or per-row `policies.Policy`s (`PolicyAgent`):
 
   agent.setup(envs)                       # once per task, one row per environment
   agent.begin_episode(row, seed)          # after the row's environment reset(seed)
@@ -81,12 +73,8 @@ class Agent(abc.ABC):
     Idle rows' entries in `observations` are ignored (they may hold anything).
     """
     active = np.asarray(active, bool)
-    return self.act([_row_of(observations, row) if active[row] else None
-                     for row in range(active.shape[0])])
-
-
-def _row_of(stacked: Any, row: int) -> Any:
-  return jax.tree.map(lambda leaf: np.asarray(leaf)[row], stacked)
+    return self.act([jax.tree.map(lambda leaf, row=row: np.asarray(leaf)[row], observations)
+                     if active[row] else None for row in range(active.shape[0])])
 
 
 class PolicyAgent(Agent):

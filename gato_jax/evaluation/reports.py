@@ -159,10 +159,14 @@ def plot_profiles(runs: dict, path: str, num_resamples: int = 2000, seed: int = 
 
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  from rliable import plot_utils
+  from rliable import library, plot_utils
 
+  # rliable's score distributions: per run, the fraction of episodes scoring above each tau.
   taus = np.linspace(0.0, 1.5, 31)
-  profiles, intervals = scores.performance_profiles(runs, taus, num_resamples, seed)
+  with scores.seeded_global_rng(seed):
+    profiles, intervals = library.create_performance_profile(
+        {name: scores.score_matrix([tasks[t] for t in sorted(tasks)])
+         for name, tasks in runs.items()}, taus, reps=num_resamples)
   fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
   plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=intervals,
                                        xlabel="normalised score (1 = expert)", ax=ax)

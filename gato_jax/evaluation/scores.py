@@ -55,7 +55,7 @@ def _rliable():
 
 
 @contextlib.contextmanager
-def _seeded_global_rng(seed: int):
+def seeded_global_rng(seed: int):
   """rliable 1.2.0 draws bootstrap indices from numpy's global RNG (`np.random.choice`) and
   ignores its `random_state` argument: seed that RNG for the call, then restore its state."""
   state = np.random.get_state()
@@ -118,7 +118,7 @@ def stratified_bootstrap_ci(per_task: Sequence[np.ndarray], aggregate: str,
     raise ValueError("num_resamples must be >= 1 and confidence in (0, 1)")
   library, _ = _rliable()
   fn = AGGREGATES[aggregate]
-  with _seeded_global_rng(seed):
+  with seeded_global_rng(seed):
     _, intervals = library.get_interval_estimates(
         {"run": score_matrix(per_task)}, lambda m: np.array([fn(m)]), reps=num_resamples,
         confidence_interval_size=confidence)
@@ -144,26 +144,11 @@ def probability_of_improvement(x: Mapping[str, np.ndarray], y: Mapping[str, np.n
     raise ValueError("the two runs have no task in common")
   library, metrics = _rliable()
   pair = (score_matrix([x[t] for t in tasks]), score_matrix([y[t] for t in tasks]))
-  with _seeded_global_rng(seed):
+  with seeded_global_rng(seed):
     point, intervals = library.get_interval_estimates(
         {"x>y": pair}, metrics.probability_of_improvement, reps=num_resamples)
   return {"probability": float(point["x>y"]),
           "ci": [float(v) for v in np.asarray(intervals["x>y"]).reshape(-1)], "tasks": tasks}
-
-
-def performance_profiles(runs: Mapping[str, Mapping[str, np.ndarray]], taus: np.ndarray,
-                         num_resamples: int = 2000, seed: int = 0
-                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """rliable's score distributions: per run, the fraction of episodes scoring above each tau.
-
-  Returns:
-    (profiles: run -> [len(taus)], intervals: run -> [2, len(taus)]).
-  """
-  library, _ = _rliable()
-  with _seeded_global_rng(seed):
-    return library.create_performance_profile(
-        {name: score_matrix([tasks[t] for t in sorted(tasks)]) for name, tasks in runs.items()},
-        np.asarray(taus, np.float64), reps=num_resamples)
 
 
 @dataclasses.dataclass

@@ -26,7 +26,6 @@ from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import base, policies, runner
 from gato_jax.experts import cache, sac
 
-PARAMS_FILE, META_FILE = cache.PARAMS_FILE, cache.META_FILE
 DOMAIN = "dm_control"
 
 
@@ -166,7 +165,7 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
   task = canonical_task(config.task)
   env = dm_control_envs.DMControlEnv(task)
   directory = expert_dir(workdir, task)
-  if not config.overwrite and os.path.exists(os.path.join(directory, META_FILE)):
+  if not config.overwrite and cache.has_expert(directory):
     expert = load_expert(workdir, task)
     if not reevaluate:
       logging.info("%s: reusing the cached expert in %s", env.name, directory)

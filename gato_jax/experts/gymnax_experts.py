@@ -22,7 +22,6 @@ from gato_jax.envs import gymnax_envs, policies
 from gato_jax.experts import cache, ppo
 
 DEFAULT_WORKDIR = os.environ.get("GATO_JAX_EXPERTS", "~/.cache/gato_jax/experts")
-PARAMS_FILE, META_FILE = cache.PARAMS_FILE, cache.META_FILE
 
 
 @dataclasses.dataclass
@@ -146,7 +145,7 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
   ppo_config = ppo.PPOConfig(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
                                 for k, v in config.ppo.to_dict().items()})
   directory = expert_dir(workdir, env_id)
-  if not config.overwrite and os.path.exists(os.path.join(directory, META_FILE)):
+  if not config.overwrite and cache.has_expert(directory):
     expert = load_expert(workdir, env_id)
     if not reevaluate:
       logging.info("%s: reusing the cached expert in %s", env_id, directory)
