@@ -26,7 +26,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 
 from absl import app, flags, logging
 
-from gato_jax import train
+from gato_jax import launch, train
 from gato_jax.data import generation
 from gato_jax.evaluation import evaluator, reports
 
@@ -93,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)
