@@ -16,6 +16,7 @@ array that differs. A save that fails (a full disk) removes its temporary folder
 import dataclasses
 import glob
 import os
+import re
 import shutil
 import threading
 import time
@@ -55,9 +56,30 @@ def error_cause(error: BaseException) -> str:
       return os.strerror(e.errno).lower()
     stack += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
   text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-  if "RESOURCE_EXHAUSTED" in text:  # How tensorstore reports ENOSPC.
-    return f"no space left on device ({text[:200]})"
+  code = re.search(r"os_error_code=\W*(\d+)", text)  # How tensorstore reports an OS error.
+  if code:
+    return os.strerror(int(code[1])).lower()
   return f"{type(error).__name__}: {text[:300]}"
+
+
+def _remove_when_quiet(prefix: str, timeout_s: float = 30.0) -> None:
+  """Removes the folders `prefix*`, again until no writer recreates them for a second.
+
+  tensorstore finishes the writes a failed save had issued from its own threads, which Python
+  cannot join, and creates their parent folders again as it does.
+  """
+  deadline, quiet_since = time.monotonic() + timeout_s, None
+  while time.monotonic() < deadline:
+    paths = glob.glob(f"{prefix}*")
+    for path in paths:
+      shutil.rmtree(path, ignore_errors=True)
+    if paths:
+      quiet_since = None
+    elif quiet_since is None:
+      quiet_since = time.monotonic()
+    elif time.monotonic() - quiet_since >= 1.0:
+      return
+    time.sleep(0.1)
 
 
 def _key_name(key) -> str:
@@ -161,14 +183,16 @@ class Checkpointer:
     # sync path too); wait for the threads the save started before removing the folder.
     deadline = time.monotonic() + 60
     for thread in set(threading.enumerate()) - self._threads_before - {threading.current_thread()}:
-      thread.join(timeout=max(0.0, deadline - time.monotonic()))
+      try:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+      except Exception:  # pylint: disable=broad-except
+        pass  # orbax's threads re-raise their failure from join(): the same one.
     try:  # A failed writer is not used again; its threads must not outlive the error quietly.
       self._manager.close()
     except Exception:  # pylint: disable=broad-except
       pass
     for step in steps:
-      for path in glob.glob(os.path.join(self.directory, f"{step}{TMP_SUFFIX}*")):
-        shutil.rmtree(path, ignore_errors=True)
+      _remove_when_quiet(os.path.join(self.directory, f"{step}{TMP_SUFFIX}"))
     where = os.path.join(self.directory, str(steps[-1])) if steps else self.directory
     raise CheckpointWriteError(
         f"could not write checkpoint {where}: {error_cause(error)}; the earlier checkpoints are"

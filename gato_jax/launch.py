@@ -8,6 +8,7 @@ one line and exit status 1. Any other exception keeps its traceback: it is a bug
 """
 
 import functools
+import os
 import re
 import sys
 from typing import Callable, Sequence
@@ -63,7 +64,12 @@ def _report_user_errors(main: Callable[[list[str]], None], argv: list[str]) -> N
     main(argv)
   except USER_ERRORS as e:
     logging.debug("the error's traceback:", exc_info=True)  # Shown with --verbosity=1.
-    sys.exit(f"error: {e}")
+    logging.flush()
+    sys.stdout.flush()
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    # Not sys.exit: at interpreter shutdown orbax's and asyncio's leftovers of a failed save print
+    # their own tracebacks ("Event loop is closed"), which would bury this line again.
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def run(main: Callable[[list[str]], None]) -> None:
