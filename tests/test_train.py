@@ -146,7 +146,8 @@ def test_misspelled_config_field_is_one_line(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"data.mixture": "gato.babyai.NoSuchLevel=1"}, "has no data"),
+    ({"data.mixture": "gato.babyai.NoSuchLevel=1"}, "unknown task 'gato.babyai.NoSuchLevel'"),
+    ({"data.data_dir": "/no/such/dir"}, "the data directory /no/such/dir does not exist"),
     ({"data.mixture": "babyai"}, "must be name=weight"),
     ({"mesh.shape": (3, 1, 1)}, "needs 3 devices, but 8"),
     ({"train.batch_size": 6}, "not divisible by the 4 data-parallel shards"),

@@ -403,10 +403,20 @@ def load_token_groups(name: str, split: str = "train", limit: int | None = None,
   if limit is not None:
     dataset = dataset.take(limit)
   groups = []
-  for example in dataset.as_numpy_iterator():
-    fields = {k: example[k] for k in FIELDS}
-    fields["loss_mask"] = fields["loss_mask"].astype(bool)
-    groups.append(TokenGroup(**fields))
+  tf = tf_compat.import_tensorflow()
+  try:
+    for example in dataset.as_numpy_iterator():
+      fields = {k: example[k] for k in FIELDS}
+      fields["loss_mask"] = fields["loss_mask"].astype(bool)
+      groups.append(TokenGroup(**fields))
+  except tf.errors.InvalidArgumentError as e:
+    # The tokenizer's own error, raised inside tf.numpy_function, comes back wrapped in graph
+    # noise; its last "XError: message" line is what the user needs.
+    causes = re.findall(r"^\w*Error: (.+)$", e.message, re.M)
+    if not causes:
+      raise
+    raise ValueError(f"task {name!r}: its stored episodes do not fit its specs: {causes[-1]}"
+                     ) from None
   if not groups:
     where = f" shard {shard[0]} of {shard[1]}" if shard else ""
     raise ValueError(f"task {name!r} has no episodes in split {split!r}{where} (after filtering)")
