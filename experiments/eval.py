@@ -23,6 +23,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")  # State-based environments need n
 from absl import app, flags
 from ml_collections import config_flags
 
+from gato_jax import launch
 from gato_jax.evaluation import evaluator, reports
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config file.", lock_config=True)
@@ -40,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

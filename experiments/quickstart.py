@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging
 
-from gato_jax import console, train
+from gato_jax import console, launch, train
 from gato_jax.data import generation
 from gato_jax.evaluation import evaluator, reports
 
@@ -95,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

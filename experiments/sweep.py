@@ -28,6 +28,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")  # State-based environments need n
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gato_jax import launch, workdir_lock
 from gato_jax.sweep import plan, report, runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
@@ -104,6 +105,9 @@ def main(argv):
                            f"{', '.join(run.name for run in runs)}")
   else:
     selected = runs
+  if _DISPATCH.value != "print" and not _RUN.value:
+    # Held until this process exits; a --run process holds only its run (runner.execute).
+    workdir_lock.WorkdirLock(workdir).acquire()
   todo = runner.pending(workdir, selected)
   logging.info("sweep %s: %d runs, %d unfinished", sweep.ladder, len(selected), len(todo))
 
@@ -134,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

@@ -15,7 +15,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")  # State-based environments need n
 from absl import app, flags
 from ml_collections import config_flags
 
-from gato_jax import train
+from gato_jax import launch, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints and metrics.")
@@ -29,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

@@ -6,11 +6,20 @@ seen. Saving is asynchronous; the newest `keep_last` checkpoints and the `keep_b
 evaluation metric are kept, and nothing else in the directory is ever deleted. Restoring takes an
 abstract state carrying the target shardings, so a checkpoint written on 8 devices restores onto
 1 or 4 (or another mesh shape). A checkpoint that cannot be read is reported and skipped in
-favour of the newest readable one.
+favour of the newest readable one; the trainer also moves it aside (`quarantine/`, never
+deleted), so that its step is saved again and retention never keeps it over a good one. A
+checkpoint of another model (other array shapes) is not damaged and is refused, naming the first
+array that differs. A save that fails (a full disk) removes its temporary folder and raises one
+`CheckpointWriteError` naming the path and the cause.
 """
 
 import dataclasses
+import glob
 import os
+import re
+import shutil
+import threading
+import time
 from typing import Any
 
 from absl import logging
@@ -19,8 +28,65 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 
+QUARANTINE_DIR = "quarantine"  # Under the checkpoint directory: unreadable checkpoints.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # How orbax names a step's folder until it is complete.
+
+
 class CheckpointError(RuntimeError):
   """No checkpoint in the directory could be restored."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The checkpoint holds a model of other shapes than the one restoring it."""
+
+
+class CheckpointWriteError(CheckpointError):
+  """A checkpoint could not be written (e.g. no space left on device)."""
+
+
+def error_cause(error: BaseException) -> str:
+  """The root cause of `error` in a few words: the OS error's text where there is one."""
+  seen, stack = set(), [error]
+  while stack:
+    e = stack.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno:
+      return os.strerror(e.errno).lower()
+    stack += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+  text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  code = re.search(r"os_error_code=\W*(\d+)", text)  # How tensorstore reports an OS error.
+  if code:
+    return os.strerror(int(code[1])).lower()
+  return f"{type(error).__name__}: {text[:300]}"
+
+
+def _remove_when_quiet(prefix: str, timeout_s: float = 30.0) -> None:
+  """Removes the folders `prefix*`, again until no writer recreates them for a second.
+
+  tensorstore finishes the writes a failed save had issued from its own threads, which Python
+  cannot join, and creates their parent folders again as it does.
+  """
+  deadline, quiet_since = time.monotonic() + timeout_s, None
+  while time.monotonic() < deadline:
+    paths = glob.glob(f"{prefix}*")
+    for path in paths:
+      shutil.rmtree(path, ignore_errors=True)
+    if paths:
+      quiet_since = None
+    elif quiet_since is None:
+      quiet_since = time.monotonic()
+    elif time.monotonic() - quiet_since >= 1.0:
+      return
+    time.sleep(0.1)
+
+
+def _key_name(key) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +119,7 @@ class Checkpointer:
     self.directory = os.path.abspath(os.path.expanduser(directory))
     self.save_interval_steps = save_interval_steps
     self.best_metric = best_metric
+    self._async = async_save
     policies = [checkpoint_managers.LatestN(n=keep_last)]
     if keep_best:
       policies.append(checkpoint_managers.BestN(
@@ -65,8 +132,13 @@ class Checkpointer:
         cleanup_tmp_directories=False,
         create=True,
     )
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "data"))
+    # Handlers named up front: a fresh manager can then read a step's metadata (shapes).
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler()})
+    self._unfinished: list[int] = []  # Steps whose (async) save has not been confirmed.
+    self._threads_before: set[threading.Thread] = set()  # Alive before those saves began.
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -86,18 +158,59 @@ class Checkpointer:
     metrics = dict(metrics or {})
     args = {"state": ocp.args.StandardSave(state)}
     args["data"] = ocp.args.JsonSave(data_state if data_state is not None else {})
-    self._manager.save(step, args=ocp.args.Composite(**args),
-                       metrics=metrics if self.best_metric in metrics else None, force=True)
+    if not self._unfinished:
+      self._threads_before = set(threading.enumerate())
+    self._unfinished.append(step)
+    try:  # Also where orbax reports a failure of the previous asynchronous save.
+      self._manager.save(step, args=ocp.args.Composite(**args),
+                         metrics=metrics if self.best_metric in metrics else None, force=True)
+    except Exception as e:  # orbax and tensorstore raise many types for one failed write.
+      self._write_failed(e)
+    if not self._async:
+      self._unfinished.clear()
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> Restored:
+  def _write_failed(self, error: Exception):
+    """Removes the failed saves' temporary folders and raises one CheckpointWriteError.
+
+    The checkpointer is closed: a run whose disk is full stops rather than trains on unsaved.
+    """
+    steps, self._unfinished = self._unfinished, []
+    try:
+      self._manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except
+      pass  # The same failure, reported below.
+    # The other items of a failed save go on writing into its folder from orbax's threads (the
+    # sync path too); wait for the threads the save started before removing the folder.
+    deadline = time.monotonic() + 60
+    for thread in set(threading.enumerate()) - self._threads_before - {threading.current_thread()}:
+      try:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+      except Exception:  # pylint: disable=broad-except
+        pass  # orbax's threads re-raise their failure from join(): the same one.
+    try:  # A failed writer is not used again; its threads must not outlive the error quietly.
+      self._manager.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+    for step in steps:
+      _remove_when_quiet(os.path.join(self.directory, f"{step}{TMP_SUFFIX}"))
+    where = os.path.join(self.directory, str(steps[-1])) if steps else self.directory
+    raise CheckpointWriteError(
+        f"could not write checkpoint {where}: {error_cause(error)}; the earlier checkpoints are"
+        " intact") from error
+
+  def restore(self, abstract_state: Any, step: int | None = None,
+              quarantine: bool = False) -> Restored:
     """Restores `step` (default: the newest readable) onto `abstract_state`'s shardings.
 
     Args:
       abstract_state: a tree of jax.ShapeDtypeStruct with `.sharding` set (e.g. from
         `jax.eval_shape` plus the state shardings), or of arrays whose shardings to copy.
       step: a specific step; if it cannot be read the error is raised rather than skipped.
+      quarantine: move each unreadable checkpoint into `quarantine/` (the writer's choice; a
+        reader such as the evaluator leaves the directory as it is).
 
     Raises:
+      CheckpointMismatchError: the newest checkpoint holds other array shapes.
       CheckpointError: naming every step tried and why it failed.
     """
     self.wait()
@@ -105,27 +218,82 @@ class Checkpointer:
     if not candidates:
       raise CheckpointError(f"no checkpoints in {self.directory}")
     target = jax.tree.map(_abstract_leaf, abstract_state)
-    failures = []
+    failures, mismatch = [], ""
     for candidate in candidates:
       try:
+        mismatch = self._shape_mismatch(candidate, target)
+        if mismatch:
+          break
         restored = self._manager.restore(candidate, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
       except Exception as e:  # orbax raises many types for unreadable data; report them all.
+        if "not compatible with the stored shape" in str(e):  # Another model, not damage.
+          mismatch = str(e).split(". ")[0]
+          break
         failures.append(f"step {candidate}: {type(e).__name__}: {str(e)[:300]}")
-        logging.error("checkpoint %d in %s is unreadable, trying an older one: %s", candidate,
-                      self.directory, e)
+        if quarantine and step is None:
+          self._quarantine(candidate, e)
+        else:
+          logging.error("checkpoint %d in %s is unreadable, trying an older one: %s", candidate,
+                        self.directory, str(e)[:300])
         continue
       data_state = restored["data"] or None
       return Restored(step=candidate, state=restored["state"], data_state=data_state)
+    if mismatch:
+      raise CheckpointMismatchError(
+          f"checkpoint {candidate} in {self.directory} holds another model: {mismatch}; restore"
+          " it with the config it was trained with, or use another workdir")
     raise CheckpointError(
         f"no readable checkpoint in {self.directory}; tried:\n  " + "\n  ".join(failures))
 
+  def _shape_mismatch(self, step: int, target: Any) -> str:
+    """How the stored arrays' shapes differ from `target`'s ("" if they agree)."""
+    stored = {m.name: tuple(m.shape) for m in jax.tree.leaves(
+        self._manager.item_metadata(step)["state"]) if hasattr(m, "shape")}
+    wanted = {".".join(_key_name(k) for k in path): tuple(leaf.shape)
+              for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+    if not set(stored) & set(wanted):
+      return ""  # Names of another scheme: let the restore itself judge.
+    # Parameters first: their names say most about the model (optimizer state mirrors them).
+    differ = sorted((k for k in set(stored) & set(wanted) if stored[k] != wanted[k]),
+                    key=lambda k: (not k.startswith("params."), k))
+    if differ:
+      return (f"{differ[0]} has shape {stored[differ[0]]} there but {wanted[differ[0]]} here"
+              f" ({len(differ)} of {len(wanted)} arrays differ)")
+    if set(stored) != set(wanted):
+      return (f"arrays {sorted(set(stored) - set(wanted))[:3]} are only there and"
+              f" {sorted(set(wanted) - set(stored))[:3]} only here")
+    return ""
+
+  def _quarantine(self, step: int, error: Exception) -> None:
+    """Moves unreadable checkpoint `step` into quarantine/ so that it is written again."""
+    destination = os.path.join(self.directory, QUARANTINE_DIR,
+                               f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0:  # Processes of a multi-host job share the directory.
+      os.makedirs(os.path.dirname(destination), exist_ok=True)
+      os.replace(os.path.join(self.directory, str(step)), destination)
+    self._manager.reload()
+    logging.error("checkpoint %d in %s is unreadable (%s); moved it to %s and trying an older"
+                  " one", step, self.directory, error_cause(error), destination)
+
   def wait(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until pending asynchronous saves are on disk.
+
+    Raises:
+      CheckpointWriteError: a save failed (its temporary folder is removed).
+    """
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # orbax and tensorstore raise many types for one failed write.
+      self._write_failed(e)
+    self._unfinished.clear()
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for pending saves (see `wait`) and releases orbax's threads."""
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
 
 
 def _abstract_leaf(x):

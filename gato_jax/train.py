@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gato_jax import checkpoint, sharding
+from gato_jax import checkpoint, sharding, workdir_lock
 from gato_jax.data import mixture, presets, sequences, tasks
 from gato_jax.model import ModelConfig
 from gato_jax.training import flops, metrics_log
@@ -94,7 +94,11 @@ def _abstract_state(state, shardings):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (resuming if `workdir` holds a checkpoint); returns the last logged metrics."""
+  """Trains (resuming if `workdir` holds a checkpoint); returns the last logged metrics.
+
+  The run holds `workdir`'s lock throughout: a second trainer on it refuses at once
+  (`workdir_lock.WorkdirLockedError`) instead of mixing its checkpoints and metrics in.
+  """
   mesh_cfg = config.mesh
   sharding.maybe_initialize_distributed(
       mesh_cfg.multi_host, coordinator_address=mesh_cfg.coordinator_address or None,
@@ -102,6 +106,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       process_id=mesh_cfg.process_id if mesh_cfg.process_id >= 0 else None,
       cpu_collectives=mesh_cfg.cpu_collectives or None)
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  with workdir_lock.WorkdirLock(workdir, jax.process_index()):
+    return _train_holding_workdir(config, workdir)
+
+
+def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  mesh_cfg = config.mesh
   model_config = ModelConfig.from_dict(config.model)
   optimizer_config = OptimizerConfig.from_dict(config.optimizer)
   mesh = sharding.create_mesh(tuple(mesh_cfg.shape))
@@ -120,13 +130,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       best_metric="eval/normalized_score", async_save=config.checkpoint.async_save)
   start = 0
   if checkpoints.latest_step() is not None:
-    restored = checkpoints.restore(_abstract_state(state, trainer.state_shardings))
+    # Unreadable checkpoints are moved aside, so their steps are saved again.
+    restored = checkpoints.restore(_abstract_state(state, trainer.state_shardings),
+                                   quarantine=True)
     state, start = restored.state, restored.step
     data.set_state(restored.data_state)
     logging.info("resumed from step %d in %s", start, checkpoints.directory)
 
   stop = config.train.stop_at_step or config.train.steps
-  logger = metrics_log.MetricsLogger(workdir, config.train.steps, tensorboard=config.log.tensorboard)
+  logger = metrics_log.MetricsLogger(workdir, config.train.steps, tensorboard=config.log.tensorboard,
+                                     resume_step=start)
   example, _ = data.batch_at(start)
   train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules))
   rng = jax.random.key(config.train.seed + 1)

@@ -1,14 +1,18 @@
 """Checkpoints: round trip with the data state, other mesh shapes, keep policy, corruption."""
 
+import dataclasses
+import errno
 import os
 import pathlib
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from gato_jax import sharding
-from gato_jax.checkpoint import Checkpointer, CheckpointError
+from gato_jax.checkpoint import (Checkpointer, CheckpointError, CheckpointMismatchError,
+                                 CheckpointWriteError)
 from gato_jax.model import ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training.step import create_train_state
@@ -83,3 +87,70 @@ def test_empty_directory_is_a_clear_error(tmp_path):
   state, trainer = _state((1, 1, 1), "fsdp")
   with pytest.raises(CheckpointError, match="no checkpoints in"):
     Checkpointer(str(tmp_path / "empty")).restore(_abstract(state, trainer))
+
+
+def _damage(step_dir):
+  damaged = 0
+  for path in pathlib.Path(step_dir, "state").rglob("*"):
+    if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+      path.write_bytes(b"\0" * 7)
+      damaged += 1
+  assert damaged
+
+
+def test_corrupt_newest_checkpoint_is_quarantined_and_saved_again(tmp_path):
+  state, trainer = _state((1, 1, 1), "fsdp")
+  ckpt = Checkpointer(str(tmp_path), keep_last=2, keep_best=0, async_save=False)
+  ckpt.save(1, state, data_state={"position": 1})
+  ckpt.save(2, state, data_state={"position": 2})
+  _damage(tmp_path / "2")
+  healing = Checkpointer(str(tmp_path), keep_last=2, keep_best=0, async_save=False)
+  restored = healing.restore(_abstract(state, trainer), quarantine=True)
+  assert restored.step == 1
+  (moved,) = os.listdir(tmp_path / "quarantine")  # Moved aside, not deleted.
+  assert moved.startswith("2-") and os.listdir(tmp_path / "quarantine" / moved)
+  assert healing.all_steps() == [1]
+  # The recomputed step is written again, and retention keeps it and its good predecessor.
+  healing.save(2, state, data_state={"position": 22})
+  healing.save(3, state, data_state={"position": 3})
+  assert healing.all_steps() == [2, 3]
+  again = Checkpointer(str(tmp_path)).restore(_abstract(state, trainer), step=2)
+  assert again.data_state == {"position": 22}
+  _assert_same(again.state, state)
+
+
+def test_checkpoint_of_another_model_size_names_the_shapes(tmp_path):
+  state, _ = _state((1, 1, 1), "fsdp")
+  Checkpointer(str(tmp_path), async_save=False).save(1, state)
+  mesh = sharding.create_mesh((1, 1, 1), jax.devices()[:1])
+  other, trainer = create_train_state(dataclasses.replace(TINY, num_layers=3),
+                                      OPT, mesh, "fsdp", jax.random.key(0))
+  with pytest.raises(CheckpointMismatchError,
+                     match=r"checkpoint 1 in .* holds another model: params\.decoder\.layers\."
+                           r"\w+\.\w+ has shape \(2, .*\) there but \(3, .*\) here"):
+    Checkpointer(str(tmp_path)).restore(_abstract(other, trainer), quarantine=True)
+  assert os.listdir(tmp_path) == ["1"]  # A good checkpoint of another model is never moved.
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_write_failure_is_one_error_and_leaves_no_temporary_folder(tmp_path, monkeypatch,
+                                                                    async_save):
+  state, trainer = _state((1, 1, 1), "fsdp")
+  ckpt = Checkpointer(str(tmp_path), keep_best=0, async_save=async_save)
+  ckpt.save(1, state, data_state={"position": 1})
+  ckpt.wait()
+
+  async def full_disk(self, item, directory):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+  monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
+  with pytest.raises(CheckpointWriteError) as raised:
+    ckpt.save(2, state, data_state={"position": 2})
+    ckpt.wait()
+  assert str(raised.value) == (f"could not write checkpoint {tmp_path}/2: no space left on device;"
+                               " the earlier checkpoints are intact")
+  monkeypatch.undo()
+  ckpt.close()
+  assert os.listdir(tmp_path) == ["1"]  # No N.orbax-checkpoint-tmp-* left behind.
+  assert Checkpointer(str(tmp_path)).restore(_abstract(state, trainer)).data_state == {
+      "position": 1}

@@ -1,5 +1,6 @@
 """Metrics logging: JSON lines, TensorBoard events, progress line."""
 
+import errno
 import glob
 import math
 import os
@@ -30,3 +31,47 @@ def test_non_scalar_metrics_are_rejected(tmp_path):
   logger = MetricsLogger(str(tmp_path), total_steps=1, tensorboard=False)
   with pytest.raises(ValueError, match="scalars"):
     logger.write(1, {"loss": np.zeros(3)})
+
+
+def test_torn_line_is_skipped_by_the_reader_and_repaired_on_resume(tmp_path):
+  logger = MetricsLogger(str(tmp_path), total_steps=10, tensorboard=False)
+  logger.write(1, {"loss": 3.0})
+  logger.write(2, {"loss": 2.0})
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 3, "lo')  # A write cut short by a crash.
+  assert read_metrics(str(tmp_path)) == [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}]
+  resumed = MetricsLogger(str(tmp_path), total_steps=10, tensorboard=False, resume_step=2)
+  resumed.write(3, {"loss": 1.0})
+  assert (tmp_path / "metrics.jsonl").read_text().splitlines() == [
+      '{"step": 1, "loss": 3.0}', '{"step": 2, "loss": 2.0}', '{"step": 3, "loss": 1.0}']
+
+
+def test_resume_drops_the_steps_it_replays(tmp_path):
+  logger = MetricsLogger(str(tmp_path), total_steps=10, tensorboard=False)
+  for step in (1, 2, 3, 4):
+    logger.write(step, {"loss": float(step)})
+  logger.write(2, {"eval/score": 0.5})
+  # Killed after step 4; the newest checkpoint is step 2, so steps 3 and 4 run again.
+  resumed = MetricsLogger(str(tmp_path), total_steps=10, tensorboard=False, resume_step=2)
+  resumed.write(3, {"loss": 30.0})
+  assert read_metrics(str(tmp_path)) == [
+      {"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}, {"step": 2, "eval/score": 0.5},
+      {"step": 3, "loss": 30.0}]
+
+
+def test_failed_write_leaves_no_half_record(tmp_path, monkeypatch):
+  logger = MetricsLogger(str(tmp_path), total_steps=10, tensorboard=False)
+  logger.write(1, {"loss": 3.0})
+  real_write = os.write
+
+  def full_disk(fd, data):
+    real_write(fd, data[:5])  # Part of the record reaches the file before the disk fills.
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "write", full_disk)
+  with pytest.raises(OSError, match="No space left on device: '.*metrics.jsonl'") as raised:
+    logger.write(2, {"loss": 2.0})
+  monkeypatch.undo()
+  assert raised.value.errno == errno.ENOSPC
+  logger.write(2, {"loss": 2.0})
+  assert read_metrics(str(tmp_path)) == [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}]

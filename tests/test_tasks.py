@@ -1,6 +1,10 @@
 """SeqIO Tasks over stored episodes: exact tokens, filtering, custom public-style datasets, and
 a mixture of real domains feeding the model's train step."""
 
+import glob
+import os
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -185,3 +189,49 @@ def test_text_and_vision_language_tasks_join_the_mixture(data_dir, tmp_path):
                                       jax.random.key(0))
   _, metrics = make_train_step(trainer, batch)(state, batch, jax.random.key(0))
   assert np.isfinite(float(metrics["loss"])) and float(metrics["text_tokens"]) > 0
+
+
+def test_missing_data_messages_name_the_real_cause(data_dir, tmp_path):
+  from gato_jax.data import presets
+
+  try:
+    tasks.register_builtin_tasks(data_dir)
+    available = tasks.available_builtin_tasks()
+    with pytest.raises(ValueError, match="^mixture task 'gato.babyai.GoToRedBal': unknown task"
+                                         " 'gato.babyai.GoToRedBal'; did you mean"
+                                         " 'gato.babyai.GoToRedBall'\\?$"):
+      presets.resolve("gato.babyai.GoToRedBal=1", available)
+    # A generation killed mid-write left TFDS's folder (an older writer's leftover).
+    source = tasks.BUILTIN_SOURCES["gato.babyai.GoToLocal"][1]
+    os.makedirs(os.path.join(os.path.dirname(source), "incomplete.ABC123_1.0.0"))
+    with pytest.raises(ValueError, match="^mixture task 'gato.babyai.GoToLocal': task"
+                                         " 'gato.babyai.GoToLocal' has no data: its generation was"
+                                         " interrupted \\(left .*incomplete.ABC123_1.0.0\\)"):
+      presets.resolve("gato.babyai.GoToLocal=1", available)
+    # The next writer of that dataset removes the dead writer's folder.
+    generation.generate_task("babyai/GoToLocal", data_dir, num_episodes=2, stats_episodes=2,
+                             shard_episodes=2, progress=lambda line: None)
+    assert not glob.glob(os.path.join(os.path.dirname(source), "incomplete.*"))
+
+    missing = str(tmp_path / "no_such_dir")
+    tasks.register_builtin_tasks(missing)
+    message = re.escape(f"the data directory {missing} does not exist (config.data.data_dir)")
+    with pytest.raises(ValueError, match=f"^mixture task 'gato.babyai.GoToLocal': {message}$"):
+      presets.resolve("gato.babyai.GoToLocal=1", {})
+    with pytest.raises(ValueError, match=f"^mixture 'babyai=1' names no task with data \\({message}"):
+      presets.resolve("babyai=1", {})
+  finally:
+    tasks.register_builtin_tasks()  # Back to the default data directory for other tests.
+
+
+def test_stored_episodes_that_do_not_fit_the_specs_are_one_clear_error(data_dir):
+  env = registry.make_env("babyai/GoToRedBall")
+  source = rlds_io.dataset_dir(data_dir, generation.dataset_name("babyai", "expert"),
+                               rlds_io.config_name("babyai/GoToRedBall"))
+  observation_spec = {**env.observation_spec, "grid": T.DiscreteSpec((3, 3))}
+  tasks.register_control_task("custom.misfit_test", source, observation_spec, env.action_spec)
+  with pytest.raises(ValueError) as raised:
+    tasks.load_token_groups("custom.misfit_test")
+  assert str(raised.value) == (
+      "task 'custom.misfit_test': its stored episodes do not fit its specs: observation 'grid'"
+      " must have shape [4, 3, 3] (spec [3, 3]), got [4, 7, 7, 3]")

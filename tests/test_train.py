@@ -1,13 +1,16 @@
 """The trainer end to end: smoke run on a (2, 2, 2) mesh, exact resume, launcher, bad configs."""
 
+import errno
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
+import orbax.checkpoint as ocp
 import pytest
 
-from gato_jax import train
+from gato_jax import checkpoint, train
 from gato_jax.data import generation, presets
 from gato_jax.training import metrics_log
 
@@ -71,8 +74,80 @@ def test_launcher_and_overrides(data_dir, tmp_path):
   assert record["step"] == 1 and record["loss"] > 0
 
 
+def _launch(workdir, data_dir, *overrides):
+  return subprocess.run(
+      [sys.executable, "experiments/train.py", "--config=experiments/configs/gato.py:tiny,smoke",
+       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *overrides],
+      cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+
+
+def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeypatch):
+  workdir, second = tmp_path / "run", []
+  write = metrics_log.MetricsLogger.write
+
+  def write_then_start_a_second_trainer(self, step, metrics):
+    if not second:  # While this (the first) trainer holds the workdir: the same command.
+      second.append(_launch(workdir, data_dir))
+    return write(self, step, metrics)
+
+  monkeypatch.setattr(metrics_log.MetricsLogger, "write", write_then_start_a_second_trainer)
+  train.train_and_evaluate(_config(data_dir), str(workdir))
+  monkeypatch.undo()
+  (refused,) = second
+  assert refused.returncode == 1
+  assert refused.stderr.splitlines()[-1] == (
+      f"error: workdir {workdir} is in use by pid {os.getpid()} on host {socket.gethostname()};"
+      " wait for it to finish or use another --workdir")
+  # The first run finished alone: its own four steps, each once, as an undisturbed run logs them.
+  train.train_and_evaluate(_config(data_dir), str(tmp_path / "alone"))
+  assert train.latest_losses(str(workdir)) == train.latest_losses(str(tmp_path / "alone"))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
+def test_corrupt_newest_checkpoint_is_repaired_by_the_next_run(data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(_config(data_dir), str(workdir))
+  losses = train.latest_losses(str(workdir))
+  for path in (workdir / "checkpoints" / "4" / "state").rglob("*"):
+    if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+      path.write_bytes(b"\0" * 7)
+  train.train_and_evaluate(_config(data_dir), str(workdir))  # Resumes from 2, saves 4 again.
+  (moved,) = os.listdir(workdir / "checkpoints" / "quarantine")
+  assert moved.startswith("4-")
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "quarantine"]
+  assert train.latest_losses(str(workdir)) == losses  # Steps 3 and 4 replayed, logged once.
+  train.train_and_evaluate(_config(data_dir), str(workdir))  # The new step 4 reads: no change.
+  assert len(os.listdir(workdir / "checkpoints" / "quarantine")) == 1
+  assert train.latest_losses(str(workdir)) == losses
+
+
+def test_full_disk_stops_with_one_error_and_no_temporary_folder(data_dir, tmp_path, monkeypatch):
+  async def full_disk(self, item, directory):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+  monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
+  with pytest.raises(checkpoint.CheckpointWriteError) as raised:
+    train.train_and_evaluate(_config(data_dir), str(tmp_path))
+  monkeypatch.undo()
+  assert str(raised.value) == (f"could not write checkpoint {tmp_path}/checkpoints/2: no space"
+                               " left on device; the earlier checkpoints are intact")
+  assert os.listdir(tmp_path / "checkpoints") == []  # No 2.orbax-checkpoint-tmp left.
+  assert [r["step"] for r in metrics_log.read_metrics(str(tmp_path))] == [1, 2]
+  train.train_and_evaluate(_config(data_dir), str(tmp_path))  # Space again: the run recovers.
+  assert [step for step, _ in train.latest_losses(str(tmp_path))] == [1, 2, 3, 4]
+
+
+def test_misspelled_config_field_is_one_line(data_dir, tmp_path):
+  out = _launch(tmp_path, data_dir, "--config.train.stepz=3")
+  assert out.returncode == 1
+  assert out.stderr.splitlines()[-1] == (
+      "error: unknown config field train.stepz; did you mean train.steps? (in"
+      " --config.train.stepz)")
+
+
 @pytest.mark.parametrize("overrides, message", [
-    ({"data.mixture": "gato.babyai.NoSuchLevel=1"}, "has no data"),
+    ({"data.mixture": "gato.babyai.NoSuchLevel=1"}, "unknown task 'gato.babyai.NoSuchLevel'"),
+    ({"data.data_dir": "/no/such/dir"}, "the data directory /no/such/dir does not exist"),
     ({"data.mixture": "babyai"}, "must be name=weight"),
     ({"mesh.shape": (3, 1, 1)}, "needs 3 devices, but 8"),
     ({"train.batch_size": 6}, "not divisible by the 4 data-parallel shards"),

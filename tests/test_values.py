@@ -155,3 +155,39 @@ def test_device_path_clips_discrete_instead_of_failing():
   np.testing.assert_array_equal(jax.jit(T.tokenize_discrete)(jnp.array([-3, 5000])), [32000, 33023])
   with pytest.raises(TypeError, match="integers"):
     jax.jit(T.tokenize_discrete)(jnp.array([1.5]))
+
+
+def test_wide_integers_are_checked_before_the_int32_cast():
+  # Each of these used to wrap silently into range (2**32 -> 0, 2**32 + 2 -> 2).
+  for value, dtype in [(2**32, np.int64), (2**32 + 2, np.int64), (2**63 - 1, np.int64),
+                       (2**64 - 1, np.uint64), (-2**40, np.int64)]:
+    with pytest.raises(ValueError, match=f"must lie in \\[0, 1024\\); found {value} at index"):
+      T.tokenize_discrete(np.array([value], dtype))
+  with pytest.raises(ValueError, match="found 2147483649 at"):  # Not -2147483647.
+    T.tokenize_discrete(np.array([2**31 + 1], np.uint32))
+  with pytest.raises(ValueError, match="found 4294999298"):
+    T.detokenize_discrete(np.array([32000 + 2**32 + 2], np.int64))
+  np.testing.assert_array_equal(T.tokenize_discrete(np.array([5, 1023], np.uint64)), [32005, 33023])
+
+
+def test_inf_is_refused_like_nan_for_mu_law_unless_allowed():
+  with pytest.raises(ValueError, match="contains inf .*index \\(1,\\)"):
+    T.tokenize_continuous(np.array([0.0, np.inf]))
+  with pytest.raises(ValueError, match="contains -inf"):
+    T.mu_law_encode(np.array([-np.inf]))
+  with pytest.raises(ValueError, match="contains NaN"):
+    T.tokenize_continuous(np.array([np.nan]), allow_inf=True)
+  ids = T.tokenize_continuous(np.array([-np.inf, np.inf]), allow_inf=True)
+  np.testing.assert_array_equal(ids, [32000, 33023])
+  # Actions (no mu-law) clip to [-1, 1], as any out-of-range action does.
+  np.testing.assert_array_equal(T.tokenize_continuous(np.array([np.inf]), mu_law=False), [33023])
+
+
+def test_bfloat16_is_accepted_like_float32():
+  import ml_dtypes
+
+  x = np.array([-1.0, 0.0, 0.5, 3.0], np.float32)
+  np.testing.assert_array_equal(T.tokenize_continuous(x.astype(ml_dtypes.bfloat16)),
+                                T.tokenize_continuous(x))
+  np.testing.assert_array_equal(T.tokenize_continuous(jnp.asarray(x, jnp.bfloat16)),
+                                T.tokenize_continuous(x))

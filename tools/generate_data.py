@@ -24,6 +24,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 
 from absl import app, flags
 
+from gato_jax import launch
 from gato_jax.data import example_sets, generation
 from gato_jax.envs import registry
 
@@ -75,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 from ml_collections import config_flags
 
+from gato_jax import launch
 from gato_jax.model import NOMINAL_PARAMS, ModelConfig, count_params, init_variables
 from gato_jax.tokenizer.constants import padded_vocab_size
 
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

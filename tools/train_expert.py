@@ -25,6 +25,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from gato_jax import launch
+
 _RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments", "configs", "experts")
 _RECIPES = os.path.join(_RECIPE_DIR, "gymnax.py")
@@ -81,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

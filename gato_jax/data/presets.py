@@ -67,6 +67,13 @@ def parse(spec: str) -> dict[str, float]:
   return weights
 
 
+def _missing_data_reason(name: str) -> str:
+  # Imported here: the task registry pulls in TensorFlow, which parsing a spec never needs.
+  from gato_jax.data import tasks
+
+  return tasks.missing_data_reason(name)
+
+
 def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
   """Expands a spec over available data: {SeqIO task name: probability}.
 
@@ -86,13 +93,14 @@ def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
     elif name in all_tasks:
       weights[name] = weights.get(name, 0.0) + weight
     elif "." in name:
-      raise ValueError(f"mixture task {name!r} has no data; generate it with tools/generate_data.py"
-                       f" (tasks with data: {sorted(all_tasks)})")
+      raise ValueError(f"mixture task {name!r}: {_missing_data_reason(name)}")
     else:
       missing.append(name)
   if missing:
     logging.warning("mixture domains without data (their weight is renormalised over the rest):"
                     " %s", missing)
   if not weights:
-    raise ValueError(f"mixture {spec!r} names no task with data; have {sorted(all_tasks)}")
+    reason = _missing_data_reason(missing[0])
+    raise ValueError(f"mixture {spec!r} names no task with data ({reason}); tasks with data:"
+                     f" {sorted(all_tasks)}")
   return mixture.normalize_weights(weights)

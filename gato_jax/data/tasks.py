@@ -16,7 +16,9 @@ training mixture (gato_jax.data.mixture) windows, prompts and packs them. Episod
 paper's 80%-of-expert bar are dropped where the task's statistics are known.
 """
 
+import difflib
 import functools
+import glob
 import os
 import re
 from typing import Any, Mapping
@@ -283,6 +285,8 @@ def register_example_task(name: str, kind: str, source: str, data_dir: str | Non
 
 # SeqIO name -> (domain, dataset directory) of the built-in tasks as last registered.
 BUILTIN_SOURCES: dict[str, tuple[str, str]] = {}
+# The data directory they were last registered with (expanded).
+BUILTIN_DATA_DIR: list[str] = [os.path.expanduser(DEFAULT_DATA_DIR)]
 
 
 def task_domain(name: str) -> str:
@@ -310,6 +314,7 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
   from gato_jax.data import generation
   from gato_jax.envs import registry
 
+  BUILTIN_DATA_DIR[0] = os.path.expanduser(data_dir)
   names = []
   for domain in registry.domains():
     try:
@@ -341,6 +346,26 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       BUILTIN_SOURCES[names[-1]] = (domain, source)
       register_example_task(names[-1], kind, source)
   return names
+
+
+def missing_data_reason(name: str) -> str:
+  """Why built-in task or domain `name` has no data, in words that point at the fix."""
+  data_dir = BUILTIN_DATA_DIR[0]
+  if not os.path.isdir(data_dir):
+    return f"the data directory {data_dir} does not exist (config.data.data_dir)"
+  if name in {domain for domain, _ in BUILTIN_SOURCES.values()}:
+    return f"domain {name!r} has no generated data in {data_dir}; generate it with" \
+           " tools/generate_data.py"
+  if name not in BUILTIN_SOURCES:
+    close = difflib.get_close_matches(name, BUILTIN_SOURCES, n=1)
+    return f"unknown task {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+  source = BUILTIN_SOURCES[name][1]
+  interrupted = glob.glob(os.path.join(os.path.dirname(source), "incomplete.*"))
+  if interrupted:
+    return (f"task {name!r} has no data: its generation was interrupted (left {interrupted[0]});"
+            " run tools/generate_data.py again")
+  return f"task {name!r} has no data: no dataset at {source}; generate it with" \
+         " tools/generate_data.py"
 
 
 @functools.cache
@@ -378,10 +403,20 @@ def load_token_groups(name: str, split: str = "train", limit: int | None = None,
   if limit is not None:
     dataset = dataset.take(limit)
   groups = []
-  for example in dataset.as_numpy_iterator():
-    fields = {k: example[k] for k in FIELDS}
-    fields["loss_mask"] = fields["loss_mask"].astype(bool)
-    groups.append(TokenGroup(**fields))
+  tf = tf_compat.import_tensorflow()
+  try:
+    for example in dataset.as_numpy_iterator():
+      fields = {k: example[k] for k in FIELDS}
+      fields["loss_mask"] = fields["loss_mask"].astype(bool)
+      groups.append(TokenGroup(**fields))
+  except tf.errors.InvalidArgumentError as e:
+    # The tokenizer's own error, raised inside tf.numpy_function, comes back wrapped in graph
+    # noise; its last "XError: message" line is what the user needs.
+    causes = re.findall(r"^\w*Error: (.+)$", e.message, re.M)
+    if not causes:
+      raise
+    raise ValueError(f"task {name!r}: its stored episodes do not fit its specs: {causes[-1]}"
+                     ) from None
   if not groups:
     where = f" shard {shard[0]} of {shard[1]}" if shard else ""
     raise ValueError(f"task {name!r} has no episodes in split {split!r}{where} (after filtering)")

@@ -24,7 +24,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from gato_jax import files
+from gato_jax import files, workdir_lock
 from gato_jax.sweep.plan import Run
 
 RESULTS_FILE = "results.json"
@@ -108,14 +108,6 @@ def loss_curve(records: list[dict], window_steps: int) -> list[tuple[int, float]
   return curve
 
 
-def _read_metrics(directory: str) -> list[dict]:
-  path = os.path.join(directory, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def _summarise_eval(results: dict) -> dict:
   """What a sweep keeps of an evaluation: mean normalised score overall, per domain, per task."""
   overall = results["overall"]
@@ -153,38 +145,43 @@ def execute(run: Run, workdir: str, train_fn: TrainFn, evaluate_fn: EvaluateFn,
   result_path = os.path.join(directory, RUN_RESULT_FILE)
   if os.path.exists(result_path):
     return _read_json(result_path)
-  os.makedirs(directory, exist_ok=True)
-  _check_run_config(directory, run)
-  params, flops_per_token = costs or model_costs(run.config)
-  for step in run.eval_steps:
-    point_path = os.path.join(directory, POINTS_DIR, f"{step}.json")
-    if os.path.exists(point_path):
-      continue
-    started = time.time()
-    if step not in checkpoint_steps(directory):
-      config = copy.deepcopy(run.config)
-      config.train.stop_at_step = step if step < config.train.steps else 0
-      logging.info("sweep: training %s to step %d of %d", run.name, step, config.train.steps)
-      train_fn(config, directory)
+  # Held between training segments too: another sweep process must not run this run.
+  with workdir_lock.WorkdirLock(directory):
+    _check_run_config(directory, run)
+    params, flops_per_token = costs or model_costs(run.config)
+    for step in run.eval_steps:
+      point_path = os.path.join(directory, POINTS_DIR, f"{step}.json")
+      if os.path.exists(point_path):
+        continue
+      started = time.time()
       if step not in checkpoint_steps(directory):
-        raise RuntimeError(f"training {run.name} to step {step} left no checkpoint {step} in"
-                           f" {directory}/checkpoints")
-    trained = time.time()
-    logging.info("sweep: evaluating %s at step %d", run.name, step)
-    summary = _summarise_eval(evaluate_fn(run.config, directory, step))
-    files.write_json(point_path, {"step": step, **summary, "train_seconds": trained - started,
-                             "eval_seconds": time.time() - trained})
+        config = copy.deepcopy(run.config)
+        config.train.stop_at_step = step if step < config.train.steps else 0
+        logging.info("sweep: training %s to step %d of %d", run.name, step, config.train.steps)
+        train_fn(config, directory)
+        if step not in checkpoint_steps(directory):
+          raise RuntimeError(f"training {run.name} to step {step} left no checkpoint {step} in"
+                             f" {directory}/checkpoints")
+      trained = time.time()
+      logging.info("sweep: evaluating %s at step %d", run.name, step)
+      summary = _summarise_eval(evaluate_fn(run.config, directory, step))
+      files.write_json(point_path, {"step": step, **summary, "train_seconds": trained - started,
+                                    "eval_seconds": time.time() - trained})
 
-  result = build_result(run, directory, params, flops_per_token, loss_window_steps)
-  files.write_json(result_path, result)
-  return result
+    result = build_result(run, directory, params, flops_per_token, loss_window_steps)
+    files.write_json(result_path, result)
+    return result
 
 
 def build_result(run: Run, directory: str, params: int, flops_per_token: float,
                  loss_window_steps: int) -> dict:
   """The run's result from its evaluated points and metrics.jsonl; `finished` says whether every
   evaluation point is there (a partial result shows a sweep in progress)."""
-  curve = loss_curve(_read_metrics(directory), loss_window_steps)
+  from gato_jax.training import metrics_log  # Imports jax, which planning a sweep never needs.
+
+  records = (metrics_log.read_metrics(directory)
+             if os.path.exists(os.path.join(directory, "metrics.jsonl")) else [])
+  curve = loss_curve(records, loss_window_steps)
   if not curve:
     raise RuntimeError(f"{directory}/metrics.jsonl has no logged loss")
   curve_steps = np.array([s for s, _ in curve])

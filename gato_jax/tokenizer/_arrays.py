@@ -26,29 +26,50 @@ def is_host(xp) -> bool:
   return xp is np
 
 
-def as_float32(x, name: str, xp):
-  """Casts real numeric input to float32; rejects strings, objects, complex and bool."""
+INT32_MIN, INT32_END = -2**31, 2**31  # The int32 range as [low, high).
+
+
+def _is_float(dtype) -> bool:
+  # jnp.issubdtype knows bfloat16 (an ml_dtypes type numpy does not count as floating).
+  return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+def as_float32(x, name: str, xp, allow_inf: bool = True):
+  """Casts real numeric input (bfloat16 included) to float32; rejects strings, objects, complex
+  and bool. On the host path NaN is refused, and so is inf unless `allow_inf`."""
   x = xp.asarray(x)
-  if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+  if not (_is_float(x.dtype) or np.issubdtype(x.dtype, np.integer)):
     raise TypeError(f"{name} must hold real numbers (float or int), got dtype {x.dtype}")
-  if is_host(xp) and np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
-    first = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
-    raise ValueError(f"{name} contains NaN (first at index {first}); NaN has no token")
-  return x.astype(xp.float32)
+  x = x.astype(xp.float32)  # Exact for every float dtype narrower than float32.
+  if is_host(xp) and x.size:
+    bad = np.isnan(x) if allow_inf else ~np.isfinite(x)
+    if bad.any():
+      first = tuple(int(i) for i in np.argwhere(bad)[0])
+      value = "NaN" if np.isnan(x[first]) else str(x[first])
+      raise ValueError(f"{name} contains {value} (first at index {first}); {value} has no token")
+  return x
 
 
-def as_int32(x, name: str, xp):
-  """Casts integer or bool input to int32; floats are rejected rather than silently truncated."""
+def as_int32(x, name: str, xp, low: int = INT32_MIN, high: int = INT32_END):
+  """Casts integer or bool input to int32; floats are rejected rather than silently truncated.
+
+  On the host path the values are checked against [low, high) in their own dtype, before the
+  cast: an int64 2**32 + 2 must be refused, not wrapped to 2.
+  """
   x = xp.asarray(x)
   if not (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
     raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+  if not INT32_MIN <= low < high <= INT32_END:
+    raise ValueError(f"[{low}, {high}) is not an int32 range")
+  check_range(x, low, high, name, xp)
   return x.astype(xp.int32)
 
 
 def check_range(x, low: int, high: int, name: str, xp) -> None:
-  """On the host path, raises if any value lies outside [low, high)."""
+  """On the host path, raises if any value lies outside [low, high) (compared in x's dtype)."""
   if not is_host(xp) or x.size == 0:
     return
+  # numpy compares integer arrays with Python ints exactly, whatever the array's width or sign.
   bad = (x < low) | (x >= high)
   if bad.any():
     index = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -41,10 +41,15 @@ class DiscreteSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ContinuousSpec:
-  """Floats of the given shape; mu_law=True for observations, False for actions in [-1, 1]."""
+  """Floats of the given shape; mu_law=True for observations, False for actions in [-1, 1].
+
+  `allow_inf` lets +-inf through the mu-law as the extreme bins; by default an infinite
+  observation is refused like NaN, as a sign of a broken environment.
+  """
 
   shape: tuple[int, ...] = ()
   mu_law: bool = True
+  allow_inf: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))

@@ -98,10 +98,9 @@ def _leaf_tokens(path: str, x, leaf_spec, batch_shape, xp, for_action: bool):
   """Tokenizes one leaf with leading `batch_shape` -> (ids [*B, n], kind, patches or None)."""
   nb = len(batch_shape)
   if isinstance(leaf_spec, specs.TextSpec):
-    x = _arrays.as_int32(x, f"text ids {path!r}", xp)
+    x = _arrays.as_int32(x, f"text ids {path!r}", xp, 0, TEXT_VOCAB_SIZE)
     if x.ndim != nb + 1:
       raise ValueError(f"text ids {path!r} must have shape {list(batch_shape)}+[n], got {x.shape}")
-    _arrays.check_range(x, 0, TEXT_VOCAB_SIZE, f"text ids {path!r}", xp)
     return x, TokenKind.TEXT, None
   if isinstance(leaf_spec, specs.ImageSpec):
     x = xp.asarray(x)
@@ -118,12 +117,12 @@ def _leaf_tokens(path: str, x, leaf_spec, batch_shape, xp, for_action: bool):
         f" {list(expected)} (spec {list(leaf_spec.shape)}), got {list(np.shape(x))}"
     )
   if isinstance(leaf_spec, specs.DiscreteSpec):
-    x = _arrays.as_int32(x, f"discrete values {path!r}", xp)
-    _arrays.check_range(x, 0, leaf_spec.num_values, f"discrete values {path!r}", xp)
+    x = _arrays.as_int32(x, f"discrete values {path!r}", xp, 0, leaf_spec.num_values)
     ids = values.tokenize_discrete(x)
   else:
-    x = _arrays.as_float32(x, f"continuous values {path!r}", xp)
-    ids = values.tokenize_continuous(x, mu_law=leaf_spec.mu_law)
+    x = _arrays.as_float32(x, f"continuous values {path!r}", xp,
+                           allow_inf=leaf_spec.allow_inf or not leaf_spec.mu_law)
+    ids = values.tokenize_continuous(x, mu_law=leaf_spec.mu_law, allow_inf=True)  # Checked.
   return ids.reshape(*batch_shape, -1), TokenKind.VALUE, None
 
 

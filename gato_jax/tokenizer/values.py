@@ -13,10 +13,14 @@ from gato_jax.tokenizer import _arrays
 from gato_jax.tokenizer.constants import MU_LAW_M, MU_LAW_MU, NUM_BINS, VALUE_OFFSET
 
 
-def mu_law_encode(x, mu: float = MU_LAW_MU, m: float = MU_LAW_M):
-  """Companding F(x) = sgn(x) * log(|x| mu + 1) / log(M mu + 1); |x| <= M maps into [-1, 1]."""
+def mu_law_encode(x, mu: float = MU_LAW_MU, m: float = MU_LAW_M, allow_inf: bool = False):
+  """Companding F(x) = sgn(x) * log(|x| mu + 1) / log(M mu + 1); |x| <= M maps into [-1, 1].
+
+  NaN is refused on the host path, and so is inf unless `allow_inf` (it would map to +-1 and
+  hide a broken observation as the largest value).
+  """
   xp = _arrays.namespace(x)
-  x = _arrays.as_float32(x, "mu_law_encode input", xp)
+  x = _arrays.as_float32(x, "mu_law_encode input", xp, allow_inf=allow_inf)
   scale = xp.float32(1.0 / xp.log1p(xp.float32(m * mu)))
   return xp.sign(x) * xp.log1p(xp.abs(x) * xp.float32(mu)) * scale
 
@@ -50,29 +54,28 @@ def discretize(x, num_bins: int = NUM_BINS):
 def undiscretize(bins, num_bins: int = NUM_BINS):
   """Bin centres, -1 + (2i + 1)/n, as float32; bins must lie in [0, num_bins)."""
   xp = _arrays.namespace(bins)
-  bins = _arrays.as_int32(bins, "undiscretize bins", xp)
-  _arrays.check_range(bins, 0, num_bins, "undiscretize bins", xp)
+  bins = _arrays.as_int32(bins, "undiscretize bins", xp, 0, num_bins)
   return (2.0 * bins.astype(xp.float32) + 1.0) / xp.float32(num_bins) - 1.0
 
 
-def tokenize_continuous(x, mu_law: bool = True):
+def tokenize_continuous(x, mu_law: bool = True, allow_inf: bool = False):
   """Continuous values -> int32 ids in [32000, 33024): optional mu-law, clip, 1024 bins, shift.
 
   Use `mu_law=True` for observations and `mu_law=False` for actions, which already lie in
-  [-1, 1] (GATO_SPEC.md).
+  [-1, 1] (GATO_SPEC.md). NaN is refused; inf is refused before the mu-law unless `allow_inf`
+  (without the mu-law it clips to +-1 like any out-of-range action).
   """
   xp = _arrays.namespace(x)
-  x = _arrays.as_float32(x, "continuous values", xp)
+  x = _arrays.as_float32(x, "continuous values", xp, allow_inf=allow_inf or not mu_law)
   if mu_law:
-    x = mu_law_encode(x)
+    x = mu_law_encode(x, allow_inf=True)  # Checked above.
   return discretize(x, NUM_BINS) + VALUE_OFFSET
 
 
 def detokenize_continuous(ids, mu_law: bool = True):
   """Value ids -> float32 bin centres, then the inverse mu-law when `mu_law`."""
   xp = _arrays.namespace(ids)
-  ids = _arrays.as_int32(ids, "continuous value ids", xp)
-  _arrays.check_range(ids, VALUE_OFFSET, VALUE_OFFSET + NUM_BINS, "continuous value ids", xp)
+  ids = _arrays.as_int32(ids, "continuous value ids", xp, VALUE_OFFSET, VALUE_OFFSET + NUM_BINS)
   values = undiscretize(xp.clip(ids - VALUE_OFFSET, 0, NUM_BINS - 1), NUM_BINS)
   return mu_law_decode(values) if mu_law else values
 
@@ -80,14 +83,12 @@ def detokenize_continuous(ids, mu_law: bool = True):
 def tokenize_discrete(x):
   """Integers in [0, 1024) -> int32 ids in [32000, 33024). Floats are rejected, not truncated."""
   xp = _arrays.namespace(x)
-  x = _arrays.as_int32(x, "discrete values", xp)
-  _arrays.check_range(x, 0, NUM_BINS, "discrete values", xp)
+  x = _arrays.as_int32(x, "discrete values", xp, 0, NUM_BINS)
   return xp.clip(x, 0, NUM_BINS - 1) + VALUE_OFFSET
 
 
 def detokenize_discrete(ids):
   """Value ids -> the int32 values they encode."""
   xp = _arrays.namespace(ids)
-  ids = _arrays.as_int32(ids, "discrete value ids", xp)
-  _arrays.check_range(ids, VALUE_OFFSET, VALUE_OFFSET + NUM_BINS, "discrete value ids", xp)
+  ids = _arrays.as_int32(ids, "discrete value ids", xp, VALUE_OFFSET, VALUE_OFFSET + NUM_BINS)
   return xp.clip(ids - VALUE_OFFSET, 0, NUM_BINS - 1)

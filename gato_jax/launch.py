@@ -1,0 +1,77 @@
+"""What every absl launcher shares: `run(main)` in place of `app.run(main)`.
+
+A launcher's user needs the cause of a failure in the last line, not at the end of a chain of
+tracebacks. `run` parses the flags, naming a misspelled config field the way it was typed
+(`unknown config field train.stepz; did you mean train.steps?`), and reports the errors a user
+can fix (a busy workdir, an unusable checkpoint, a full disk, a bad config or missing data) as
+one line and exit status 1. Any other exception keeps its traceback: it is a bug to report.
+"""
+
+import functools
+import os
+import re
+import sys
+from typing import Callable, Sequence
+
+from absl import app, logging
+
+from gato_jax import checkpoint, workdir_lock
+
+# What a user can fix from the message alone; each carries its cause in its text.
+USER_ERRORS = (workdir_lock.WorkdirLockedError, checkpoint.CheckpointError, OSError, ValueError)
+
+_DID_YOU_MEAN = re.compile(r"'(?P<key>[^'\\]+)'.*Did you mean \"(?P<suggestion>[^\"]+)\"", re.S)
+
+
+def config_override_error(argv: Sequence[str], error: Exception) -> str | None:
+  """The one-line message for an override of a config field that does not exist, else None.
+
+  ml_collections reports only the unknown key ("'stepz' Did you mean "steps"?"); the override
+  in `argv` that names it gives the full path.
+  """
+  text = str(error.args[0]) if error.args else str(error)
+  text = text.replace("\\n", "\n").replace("\\'", "'")
+  match = _DID_YOU_MEAN.search(text)
+  key = match["key"] if match else text.strip("'\" \n")
+  for arg in argv[1:]:
+    flag = arg.lstrip("-").split("=", 1)[0]
+    if not arg.startswith("-") or "." not in flag:
+      continue
+    name, *path = flag.split(".")
+    if key in path:
+      field = ".".join(path)
+      message = f"unknown config field {field} (in --{flag})"
+      if match:
+        fixed = ".".join(match["suggestion"] if part == key else part for part in path)
+        message = f"unknown config field {field}; did you mean {fixed}? (in --{flag})"
+      return message
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a misspelled `--config.a.b` override reported in one line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:  # How ml_collections refuses an unknown field.
+    message = config_override_error(argv, e)
+    if message is None:
+      raise
+    sys.exit(f"error: {message}")
+
+
+def _report_user_errors(main: Callable[[list[str]], None], argv: list[str]) -> None:
+  try:
+    main(argv)
+  except USER_ERRORS as e:
+    logging.debug("the error's traceback:", exc_info=True)  # Shown with --verbosity=1.
+    logging.flush()
+    sys.stdout.flush()
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    # Not sys.exit: at interpreter shutdown orbax's and asyncio's leftovers of a failed save print
+    # their own tracebacks ("Event loop is closed"), which would bury this line again.
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`app.run(main)` with flag typos and user errors reported as one final line."""
+  app.run(functools.partial(_report_user_errors, main), flags_parser=parse_flags)
