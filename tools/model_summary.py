@@ -6,7 +6,6 @@ Prints `params: N`, then the count per top-level module and per decoder sub-modu
 deviation from the paper's nominal size where it names one.
 """
 
-from absl import app
 import flax.linen as nn
 import jax
 from ml_collections import config_flags
