@@ -25,6 +25,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.model.stochastic_depth = 0.1  # Per-residual-branch skip probability (training only).
   config.model.dropout = 0.0  # Residual-branch dropout (training only).
   config.model.dtype = SIZES[size].get("dtype", "bfloat16")  # Activation/matmul dtype.
+  # gelu | geglu (the paper's feed-forward; the paper sizes' default, see ModelConfig.mlp_dim).
+  config.model.mlp_activation = SIZES[size].get("mlp_activation", "gelu")
   config.model.param_dtype = "float32"  # Parameters and optimizer state.
   config.model.scan_layers = True  # Scan over layers: compile time flat in depth.
   config.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
