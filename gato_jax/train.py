@@ -128,7 +128,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stop = config.train.stop_at_step or config.train.steps
   logger = metrics_log.MetricsLogger(workdir, config.train.steps, tensorboard=config.log.tensorboard)
   example, _ = data.batch_at(start)
-  train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules))
+  train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules),
+                               config.train.microbatches)
   rng = jax.random.key(config.train.seed + 1)
   tokens_per_step = config.train.batch_size * config.train.seq_len
   flops_per_step = flops.train_flops_per_token(model_config, num_params,

@@ -53,6 +53,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train.seed = 0  # Parameter init and step RNG.
   config.train.stop_at_step = 0  # >0: stop (after saving) at this step, as a preemption would.
   config.train.logits_at_targets_only = True  # Project to the vocabulary only where loss counts.
+  # Gradient accumulation: each step's global batch in this many slices (same update, the
+  # activation memory of one slice); the data stream does not change.
+  config.train.microbatches = 1
 
   config.data = ml_collections.ConfigDict()
   config.data.mixture = "control"  # Preset (quickstart | control | paper) or "name=weight,...".
