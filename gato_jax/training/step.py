@@ -45,23 +45,38 @@ class Trainer:
   state_shardings: Any
 
 
-def create_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
-                       mesh: jax.sharding.Mesh, rules, rng) -> tuple[TrainState, Trainer]:
-  """Initialises parameters and optimizer state directly into their shards."""
-  rules = sharding.axis_rules(rules)
-  model = Gato(model_config)
-  tx, schedule = make_optimizer(optimizer_config)
-
+def _state_initializer(model_config: ModelConfig, tx: optax.GradientTransformation):
   def init_boxed(rng):
     params = init_variables(model_config, rng)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return init_boxed
 
-  abstract = jax.eval_shape(init_boxed, rng)
+
+def abstract_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
+                         mesh: jax.sharding.Mesh, rules) -> tuple[TrainState, Trainer]:
+  """The state as ShapeDtypeStructs carrying their shardings, and its Trainer; no memory used.
+
+  What ahead-of-time compilation (tools/aot_compile.py) lowers the step with, for a mesh of
+  devices that need not be present.
+  """
+  rules = sharding.axis_rules(rules)
+  tx, schedule = make_optimizer(optimizer_config)
+  abstract = jax.eval_shape(_state_initializer(model_config, tx), jax.random.key(0))
   state_shardings = sharding.logical_shardings(abstract, mesh, rules)
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                       nn.unbox(abstract), state_shardings)
+  return state, Trainer(Gato(model_config), tx, schedule, mesh, rules, state_shardings)
+
+
+def create_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
+                       mesh: jax.sharding.Mesh, rules, rng) -> tuple[TrainState, Trainer]:
+  """Initialises parameters and optimizer state directly into their shards."""
+  _, trainer = abstract_train_state(model_config, optimizer_config, mesh, rules)
+  init_boxed = _state_initializer(model_config, trainer.tx)
   # No ambient mesh here: flax's DenseGeneral would constrain its flat kernel with the names of
   # the reshaped one. The out_shardings alone place every shard.
-  state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=state_shardings)(rng)
-  return state, Trainer(model, tx, schedule, mesh, rules, state_shardings)
+  state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=trainer.state_shardings)(rng)
+  return state, trainer
 
 
 def target_mask(batch: Batch):
@@ -228,6 +243,20 @@ def batch_shardings(trainer: Trainer, batch: Batch):
   return jax.tree.map(lambda x: sharding.batch_sharding(trainer.mesh, trainer.rules, x.ndim), batch)
 
 
+def jit_train_step(trainer: Trainer, example_batch: Batch, num_targets: int | None = None,
+                   microbatches: int = 1):
+  """`train_step` jitted with explicit shardings and the old state donated (call it, or
+  `.lower()` it, under `jax.set_mesh(trainer.mesh)`)."""
+  return jax.jit(
+      functools.partial(train_step, trainer=trainer, num_targets=num_targets,
+                        microbatches=microbatches),
+      in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
+                    sharding.replicated(trainer.mesh)),
+      out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
+      donate_argnums=0,
+  )
+
+
 def make_train_step(trainer: Trainer, example_batch: Batch, microbatches: int = 1):
   """`train_step` jitted with explicit shardings and the old state donated.
 
@@ -241,22 +270,12 @@ def make_train_step(trainer: Trainer, example_batch: Batch, microbatches: int = 
   compiled = {}
   seq_len = example_batch.tokens.shape[1]
 
-  def jitted(bucket):
-    if bucket not in compiled:
-      compiled[bucket] = jax.jit(
-          functools.partial(train_step, trainer=trainer, num_targets=bucket,
-                            microbatches=microbatches),
-          in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
-                        sharding.replicated(trainer.mesh)),
-          out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
-          donate_argnums=0,
-      )
-    return compiled[bucket]
-
   def step(state, batch, rng, num_targets: int | None = None):
     bucket = None if num_targets is None else target_bucket(num_targets, seq_len)
+    if bucket not in compiled:
+      compiled[bucket] = jit_train_step(trainer, example_batch, bucket, microbatches)
     with jax.set_mesh(trainer.mesh):
-      return jitted(bucket)(state, batch, rng)
+      return compiled[bucket](state, batch, rng)
 
   return step
 
