@@ -35,6 +35,8 @@ _SLICES = flags.DEFINE_list("slices", None, "Slice presets of gato.py (e.g. v4_8
 _TARGETS = flags.DEFINE_integer("targets_per_row", None,
                                 "Loss targets per row (logits budget); default half the sequence.")
 _MARKDOWN = flags.DEFINE_bool("markdown", False, "Also print the results as a Markdown table.")
+_FROM_JSONL = flags.DEFINE_string("from_jsonl", None, "Print the Markdown table of saved result"
+                                  " lines (this tool's output) instead of compiling.")
 
 
 def _cases():
@@ -56,7 +58,8 @@ def _cases():
     yield config, topology
 
 
-def _markdown(rows) -> str:
+def markdown_table(rows) -> str:
+  """README's table from result rows (train cases)."""
   gib = lambda v: "-" if v is None else f"{v:.1f}"
   lines = ["| size | slice | mesh (data, fsdp, tensor) | rules | remat | micro | params |"
            " args GiB | temp GiB | total / HBM GiB | fits | est. step s | est. MFU |",
@@ -76,6 +79,11 @@ def _markdown(rows) -> str:
 
 def main(argv):
   del argv
+  if _FROM_JSONL.value:
+    with open(_FROM_JSONL.value) as f:
+      rows = [json.loads(line) for line in f if line.startswith("{")]
+    print(markdown_table([r for r in rows if r["what"] == "train"]))
+    return
   from gato_jax.training import aot  # pylint: disable=g-import-not-at-top
 
   rows = []
@@ -86,7 +94,7 @@ def main(argv):
       print(json.dumps(row), flush=True)
       rows.append(row)
   if _MARKDOWN.value:
-    print(_markdown([r for r in rows if r["what"] == "train"]))
+    print(markdown_table([r for r in rows if r["what"] == "train"]))
 
 
 if __name__ == "__main__":
