@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
+needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
     reason="libtpu is not installed (pip install -e .[tpu]): cannot compile for a TPU topology")
 
@@ -22,6 +22,7 @@ TINY_ARGS = ["--config=experiments/configs/gato.py:tiny", "--config.train.batch_
              "--config.eval.batch_size=4", "--topology=v5e:2x2", "--what=train,decode"]
 
 
+@needs_libtpu
 def test_aot_tool_reports_tiny_on_a_v5e_slice():
   from gato_jax.model import ModelConfig
   from gato_jax.training import flops
@@ -45,6 +46,7 @@ def test_aot_tool_reports_tiny_on_a_v5e_slice():
   assert (decode["what"], decode["global_batch"], decode["cache_length"]) == ("decode", 4, 1024)
 
 
+@needs_libtpu
 def test_out_of_memory_is_a_result():
   """Logits at all 1024 positions of 512 rows do not fit a v5e chip: fits is False, not a crash."""
   from experiments.configs import gato
@@ -59,8 +61,21 @@ def test_out_of_memory_is_a_result():
   assert row["est_step_seconds"] > 0
 
 
+@needs_libtpu
 def test_unknown_topology_names_the_problem():
   from gato_jax.training import aot
 
   with pytest.raises(ValueError, match="could not describe TPU topology 'v9z:1x1'"):
     aot.topology_devices("v9z:1x1")
+
+
+def test_slice_presets_launch_as_they_are():
+  from experiments.configs import gato
+
+  config = gato.get_config("1.18b,v5e16")
+  assert (config.mesh.topology, tuple(config.mesh.shape), config.mesh.rules) == ("v5e:4x4", (1, -1, 1), "fsdp")
+  assert config.mesh.multi_host and config.train.batch_size == 512 and config.train.seq_len == 1024
+  assert (config.model.remat_policy, config.train.microbatches, config.model.mlp_activation) == ("full", 2, "geglu")
+  assert not gato.get_config("79m,v4_8").mesh.multi_host
+  with pytest.raises(ValueError, match="preset 'v5p8' has plans for sizes"):
+    gato.get_config("tiny,v5p8")

@@ -156,7 +156,7 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
   elif preset in SLICES:
     # The paper's batch (512 x 1024) on a TPU slice: FSDP over every chip, and the remat policy
     # and gradient accumulation that the compiler says fit (README, "Pod readiness").
-    topology, plans = SLICES[preset]
+    topology, hosts, plans = SLICES[preset]
     if config.model.size not in plans:
       raise ValueError(f"preset {preset!r} has plans for sizes {sorted(plans)}, not"
                        f" {config.model.size!r}")
@@ -164,16 +164,17 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.mesh.topology = topology
     config.mesh.shape = (1, -1, 1)
     config.mesh.rules = "fsdp"
+    config.mesh.multi_host = hosts > 1  # Every host runs the same command.
     config.model.remat_policy = remat_policy
     config.train.microbatches = microbatches
   else:
     raise ValueError(f"unknown preset {preset!r}; presets: smoke, quickstart, {', '.join(SLICES)}")
 
 
-# Slice presets: libtpu topology, and per size (remat policy, microbatches) at batch 512 x 1024,
-# chosen with tools/aot_compile.py as the least recomputation and accumulation that fits.
+# Slice presets: libtpu topology, hosts, and per size (remat policy, microbatches) at batch
+# 512 x 1024; README's "Pod readiness" table gives the compiler's verdict on each.
 SLICES = {
-    "v4_8": ("v4:2x2x1", {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 4)}),
-    "v5e16": ("v5e:4x4", {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 2)}),
-    "v5p8": ("v5p:2x2x1", {"79m": ("full", 1), "364m": ("full", 1), "1.18b": ("full", 2)}),
+    "v4_8": ("v4:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 4)}),
+    "v5e16": ("v5e:4x4", 4, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 2)}),
+    "v5p8": ("v5p:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 1), "1.18b": ("full", 2)}),
 }
