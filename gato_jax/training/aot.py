@@ -9,6 +9,7 @@ analysis counts a scanned layer's body once. Needs libtpu (`pip install -e .[tpu
 is imported by `import gato_jax`.
 """
 
+import os
 import re
 import time
 from typing import Any
@@ -37,6 +38,10 @@ MEGACORE = ("v4", "v5p")
 def topology_devices(topology: str) -> list:
   """The devices of a TPU topology such as "v5e:4x4" or "v4:2x2x1", present or not."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+
+  # Compiling drives no TPU, so two compiling processes (or one beside a TPU job) may share
+  # libtpu; without this the second fails on libtpu's lockfile.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
   # v4 and v5p chips hold two TensorCores that JAX drives as one device ("megacore").
   kwargs = {"chip_config_name": "megacore"} if topology.split(":")[0] in MEGACORE else {}
