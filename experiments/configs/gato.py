@@ -32,7 +32,6 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.model.mlp_activation = SIZES[size].get("mlp_activation", "gelu")
   config.model.param_dtype = "float32"  # Parameters and optimizer state.
   config.model.scan_layers = True  # Scan over layers: compile time flat in depth.
-  config.model.scan_unroll = 1  # Layers per scan iteration; >1 unrolls (same weights and math).
   config.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
   config.model.attention_impl = ml_collections.config_dict.placeholder(str)  # None | xla | cudnn
   config.model.max_decode_length = 1024  # Key/value cache length when acting.

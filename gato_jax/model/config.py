@@ -38,9 +38,6 @@ class ModelConfig:
   dtype: str = "bfloat16"  # Activations and matmuls.
   param_dtype: str = "float32"
   scan_layers: bool = True  # One compiled layer, scanned: compile time flat in depth.
-  # Layers per scan iteration (scan_layers): >1 unrolls the loop, same stacked weights and math.
-  # On CPU a loop iteration costs copies of each layer's weights and activations.
-  scan_unroll: int = 1
   remat_policy: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
   attention_impl: str | None = None  # None (XLA; cuDNN picked by jax on GPU when given) | xla | cudnn
   max_decode_length: int = 1024  # Key/value cache length for decoding.

@@ -158,7 +158,6 @@ class Decoder(nn.Module):
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast,),
           length=cfg.num_layers,
-          unroll=cfg.scan_unroll,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )(cfg, self.train, self.decode, name="layers")
       x, _ = stack(x, segment_ids)
