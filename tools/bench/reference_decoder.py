@@ -22,13 +22,13 @@ def init_params(cfg: ModelConfig, rng):
   e, h, d, f, n = cfg.width, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.num_layers
   keys = iter(jax.random.split(rng, 8))
   normal = lambda shape, fan_in: jax.random.normal(next(keys), shape) * fan_in**-0.5
-  ones, zeros = jnp.ones((n, e)), jnp.zeros((n, e))
+  norm = lambda *shape: (jnp.ones(shape), jnp.zeros(shape))  # Fresh arrays: each is donated.
   return {
       "embedding": normal((vocab, e), e), "local": normal((cfg.num_local_positions, e), 50 * 50),
       "qkv": normal((n, 3, e, h, d), e), "out": normal((n, h, d, e), h * d),
       "up": normal((n, e, f), e), "up_bias": jnp.zeros((n, f)),
-      "down": normal((n, f, e), f), "down_bias": zeros,
-      "norm1": (ones, zeros), "norm2": (ones, zeros), "final_norm": (jnp.ones(e), jnp.zeros(e)),
+      "down": normal((n, f, e), f), "down_bias": jnp.zeros((n, e)),
+      "norm1": norm(n, e), "norm2": norm(n, e), "final_norm": norm(e),
   }
 
 
