@@ -39,9 +39,10 @@ def test_aot_tool_reports_tiny_on_a_v5e_slice():
     assert 0 < row["est_mfu"] <= 1 and row["est_step_seconds"] > 0
   assert (train["what"], train["global_batch"], train["logits_per_row"]) == ("train", 8, 64)
   assert train["temp_gib"] > 0
-  # Replicated fp32 parameters and two Adam moments, plus a quarter of the batch, per chip.
+  # Replicated fp32 parameters and two Adam moments, plus a quarter of the batch, per chip; the
+  # TPU pads small arrays to its tiles, hence the margin above the exact count.
   state_bytes = 3 * 4 * 576_976
-  assert train["argument_gib"] * 2**30 == pytest.approx(state_bytes, rel=0.05)
+  assert state_bytes < train["argument_gib"] * 2**30 < 1.25 * state_bytes
   expected_flops = flops.train_flops_per_token(ModelConfig.from_size("tiny"), 576_976, 128, 64) * 8 * 128 / 4
   assert train["flops_per_device"] == float(f"{expected_flops:.4g}")
   assert (decode["what"], decode["global_batch"], decode["cache_length"]) == ("decode", 4, 1024)
