@@ -45,7 +45,7 @@ def train_flops_per_token(cfg: ModelConfig, num_params: int, seq_len: int,
   projection's value and gate halves (E x F) and the down-projection (F/2 x E). The token table
   counts once, as the output projection at every position; `logits_per_row` (logits at targets
   only, K of the T positions) takes off the (T - K) / T share of it that is not computed. The
-  patch ResNet's convolutions are not counted (well under 1% at the paper sizes).
+  patch ResNet's convolutions are not counted.
   """
   flops = 6.0 * num_params + 6.0 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
   if logits_per_row is not None:
