@@ -48,6 +48,9 @@ setuptools.setup(
     ],
     extras_require={
         "cuda": ["jax[cuda12]==0.10.2"],
+        # libtpu (about 200 MB) from PyPI; on a TPU VM it runs the TPUs, and on any machine,
+        # CPU-only included, it compiles for a TPU slice that is not there (tools/aot_compile.py,
+        # tests/test_aot.py). The default install and CI stay without it.
         "tpu": ["jax[tpu]==0.10.2"],
         "test": ["pytest>=9"],
         "dev": ["ruff==0.17.6"],

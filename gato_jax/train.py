@@ -141,7 +141,8 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   logger = metrics_log.MetricsLogger(workdir, config.train.steps, tensorboard=config.log.tensorboard,
                                      resume_step=start)
   example, _ = data.batch_at(start)
-  train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules))
+  train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules),
+                               config.train.microbatches)
   rng = jax.random.key(config.train.seed + 1)
   tokens_per_step = config.train.batch_size * config.train.seq_len
   flops_per_step = flops.train_flops_per_token(model_config, num_params,

@@ -22,8 +22,8 @@ ROOT = pathlib.Path(__file__).parents[1]
 TINY = ModelConfig.from_size("tiny", stochastic_depth=0.0)
 
 # Exact counts pin the architecture: a change to any of them must be deliberate.
-EXPECTED_PARAMS = {"tiny": 576_976, "mini": 1_756_704, "small": 5_218_304, "79m": 83_144_064, "364m": 392_816_256,
-                   "1.18b": 1_278_944_384}
+EXPECTED_PARAMS = {"tiny": 576_976, "mini": 1_756_704, "small": 5_218_304, "79m": 73_706_880, "364m": 336_193_152,
+                   "1.18b": 1_077_617_792}
 
 
 def test_parameter_counts_of_every_size():
@@ -33,6 +33,24 @@ def test_parameter_counts_of_every_size():
     if size in NOMINAL_PARAMS:
       assert abs(count / NOMINAL_PARAMS[size] - 1) < 0.10, size
   assert EXPECTED_PARAMS["tiny"] < 1_000_000
+
+
+def test_geglu_feed_forward():
+  """The paper sizes use GEGLU: down(value * gelu(gate)), value and gate halves of mlp_dim."""
+  from gato_jax.model.transformer import Mlp
+  assert [SIZES[s].get("mlp_activation", "gelu") for s in SIZES] == ["gelu"] * 3 + ["geglu"] * 3
+  cfg = ModelConfig.from_size("tiny", mlp_activation="geglu")
+  x = jax.random.normal(jax.random.key(0), (2, 3, cfg.width))
+  params = nn.unbox(Mlp(cfg).init(jax.random.key(1), x))["params"]
+  assert {k: v["kernel"].shape for k, v in params.items()} == {
+      "up": (16, 32), "gate": (16, 32), "down": (32, 16)}
+  assert nn.get_partition_spec(Mlp(cfg).init(jax.random.key(1), x))["params"]["gate"]["kernel"] \
+      == jax.sharding.PartitionSpec("embed", "mlp")
+  dense = lambda p, h: h @ p["kernel"] + p["bias"]
+  expected = dense(params["down"], dense(params["up"], x) * jax.nn.gelu(dense(params["gate"], x)))
+  np.testing.assert_allclose(Mlp(cfg).apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="unknown mlp_activation 'swiglu'"):
+    ModelConfig.from_size("tiny", mlp_activation="swiglu")
 
 
 def test_model_summary_tool():

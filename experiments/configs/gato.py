@@ -1,9 +1,12 @@
 r"""Gato configs: `gato.py:SIZE[,PRESET...]`, one knob for the model size.
 
 SIZE is one of tiny, small, 79m, 364m, 1.18b (gato_jax.model.config.SIZES). Presets adjust the
-recipe: `smoke` (a few tiny steps for tests), `quickstart` (the CPU demo).
+recipe: `smoke` (a few tiny steps for tests), `quickstart` (the CPU demo), and TPU slices for the
+paper sizes at the paper's batch: `v4_8`, `v5e16`, `v5p8` (mesh, remat and gradient accumulation
+that fit, checked with tools/aot_compile.py without the slice).
 
   python tools/model_summary.py --config=experiments/configs/gato.py:79m
+  python experiments/train.py --config=experiments/configs/gato.py:1.18b,v5e16 --workdir=...
   python tools/bench/train_step.py --config=experiments/configs/gato.py:small \
       --config.train.batch_size=8 --config.mesh.shape=1,1,1
 """
@@ -25,6 +28,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.model.stochastic_depth = 0.1  # Per-residual-branch skip probability (training only).
   config.model.dropout = 0.0  # Residual-branch dropout (training only).
   config.model.dtype = SIZES[size].get("dtype", "bfloat16")  # Activation/matmul dtype.
+  # gelu | geglu (the paper's feed-forward; the paper sizes' default, see ModelConfig.mlp_dim).
+  config.model.mlp_activation = SIZES[size].get("mlp_activation", "gelu")
   config.model.param_dtype = "float32"  # Parameters and optimizer state.
   config.model.scan_layers = True  # Scan over layers: compile time flat in depth.
   config.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
@@ -51,6 +56,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train.seed = 0  # Parameter init and step RNG.
   config.train.stop_at_step = 0  # >0: stop (after saving) at this step, as a preemption would.
   config.train.logits_at_targets_only = True  # Project to the vocabulary only where loss counts.
+  # Gradient accumulation: each step's global batch in this many slices (same update, the
+  # activation memory of one slice); the data stream does not change.
+  config.train.microbatches = 1
 
   config.data = ml_collections.ConfigDict()
   config.data.mixture = "control"  # Preset (quickstart | control | paper) or "name=weight,...".
@@ -93,6 +101,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices.
   config.mesh.rules = "fsdp"  # Logical-axis rules preset: data_parallel | fsdp | fsdp_tensor
+  # The TPU slice the config is sized for (libtpu's name, e.g. v5e:4x4); tools/aot_compile.py
+  # compiles for it without the slice being present. Empty: none in particular.
+  config.mesh.topology = ""
   config.mesh.multi_host = False  # Call jax.distributed.initialize() at start.
   config.mesh.coordinator_address = ""  # host:port; empty lets jax.distributed find it.
   config.mesh.num_processes = 0  # With coordinator_address: how many processes.
@@ -142,5 +153,28 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.eval.batch_size = 32
     config.checkpoint.every_steps = 200
     config.log.every_steps = 20
+  elif preset in SLICES:
+    # The paper's batch (512 x 1024) on a TPU slice: FSDP over every chip, and the remat policy
+    # and gradient accumulation that the compiler says fit (README, "Pod readiness").
+    topology, hosts, plans = SLICES[preset]
+    if config.model.size not in plans:
+      raise ValueError(f"preset {preset!r} has plans for sizes {sorted(plans)}, not"
+                       f" {config.model.size!r}")
+    remat_policy, microbatches = plans[config.model.size]
+    config.mesh.topology = topology
+    config.mesh.shape = (1, -1, 1)
+    config.mesh.rules = "fsdp"
+    config.mesh.multi_host = hosts > 1  # Every host runs the same command.
+    config.model.remat_policy = remat_policy
+    config.train.microbatches = microbatches
   else:
-    raise ValueError(f"unknown preset {preset!r}; presets: smoke, quickstart")
+    raise ValueError(f"unknown preset {preset!r}; presets: smoke, quickstart, {', '.join(SLICES)}")
+
+
+# Slice presets: libtpu topology, hosts, and per size (remat policy, microbatches) at batch
+# 512 x 1024; README's "Pod readiness" table gives the compiler's verdict on each.
+SLICES = {
+    "v4_8": ("v4:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 4)}),
+    "v5e16": ("v5e:4x4", 4, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 2)}),
+    "v5p8": ("v5p:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 1), "1.18b": ("full", 2)}),
+}

@@ -19,7 +19,10 @@ class ModelConfig:
   width: int = 768  # Model (embedding) dimension.
   num_heads: int = 24
   head_dim: int = 32
-  mlp_dim: int = 3072
+  mlp_dim: int = 3072  # FF hidden: the up-projection's output (value and gate halves for geglu).
+  # gelu: down(gelu(up(x))). geglu (the paper's, Table C.1): the mlp_dim outputs split into a
+  # value and a gate half, down(value * gelu(gate)), so the down-projection reads mlp_dim / 2.
+  mlp_activation: str = "gelu"
   vocab_multiple: int = 128  # Embedding rows: 33,025 ids padded up to this multiple.
   # Image patches.
   patch_size: int = PATCH_SIZE
@@ -49,6 +52,10 @@ class ModelConfig:
       raise ValueError(f"patch_pool {self.patch_pool} must divide patch_size {self.patch_size}")
     if not 0.0 <= self.stochastic_depth < 1.0 or not 0.0 <= self.dropout < 1.0:
       raise ValueError("stochastic_depth and dropout must lie in [0, 1)")
+    if self.mlp_activation not in MLP_ACTIVATIONS:
+      raise ValueError(f"unknown mlp_activation {self.mlp_activation!r}; choose from {MLP_ACTIVATIONS}")
+    if self.mlp_activation == "geglu" and self.mlp_dim % 2:
+      raise ValueError(f"geglu splits mlp_dim into two halves; {self.mlp_dim} is odd")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {REMAT_POLICIES}")
 
@@ -74,6 +81,7 @@ class ModelConfig:
     return cls.from_size(size, **fields) if size else cls(**fields)
 
 
+MLP_ACTIVATIONS = ("gelu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 # The paper's three sizes (Table of GATO_SPEC.md) and smaller ones for tests and CPU runs. Tiny's
@@ -83,9 +91,12 @@ SIZES: dict[str, dict[str, Any]] = {
     # Between tiny and small, for the CPU scaling ladder (experiments/configs/sweep.py:cpu).
     "mini": dict(num_layers=3, width=48, num_heads=2, head_dim=24, mlp_dim=192, dtype="float32"),
     "small": dict(num_layers=4, width=128, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
-    "79m": dict(num_layers=8, width=768, num_heads=24, head_dim=32, mlp_dim=3072),
-    "364m": dict(num_layers=12, width=1536, num_heads=12, head_dim=128, mlp_dim=6144),
-    "1.18b": dict(num_layers=24, width=2048, num_heads=16, head_dim=128, mlp_dim=8192),
+    "79m": dict(num_layers=8, width=768, num_heads=24, head_dim=32, mlp_dim=3072,
+                mlp_activation="geglu"),
+    "364m": dict(num_layers=12, width=1536, num_heads=12, head_dim=128, mlp_dim=6144,
+                 mlp_activation="geglu"),
+    "1.18b": dict(num_layers=24, width=2048, num_heads=16, head_dim=128, mlp_dim=8192,
+                  mlp_activation="geglu"),
 }
 
 # Parameter counts the paper names for its sizes; the exact counts must stay within 10%.

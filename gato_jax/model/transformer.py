@@ -83,9 +83,16 @@ class Mlp(nn.Module):
   def __call__(self, x):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    h = nn.Dense(cfg.mlp_dim, dtype=dtype, param_dtype=cfg.param_dtype,
-                 kernel_init=dense_init(("embed", "mlp")), name="up")(x)
-    h = nn.with_logical_constraint(nn.gelu(h), ("act_batch", "act_len", "act_mlp"))
+    act_mlp = ("act_batch", "act_len", "act_mlp")
+    up = lambda features, name: nn.Dense(features, dtype=dtype, param_dtype=cfg.param_dtype,
+                                         kernel_init=dense_init(("embed", "mlp")), name=name)(x)
+    if cfg.mlp_activation == "geglu":
+      # The up-projection's mlp_dim outputs, as two kernels (value, gate) of mlp_dim / 2 each so
+      # that each splits over `mlp` on its own: [B, T, E] -> [B, T, F/2] twice.
+      h = up(cfg.mlp_dim // 2, "up") * nn.gelu(up(cfg.mlp_dim // 2, "gate"))
+    else:
+      h = nn.gelu(up(cfg.mlp_dim, "up"))  # [B, T, E] -> [B, T, F]
+    h = nn.with_logical_constraint(h, act_mlp)
     return nn.Dense(cfg.width, dtype=dtype, param_dtype=cfg.param_dtype,
                     kernel_init=dense_init(("mlp", "embed")), name="down")(h)
 

@@ -45,23 +45,38 @@ class Trainer:
   state_shardings: Any
 
 
-def create_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
-                       mesh: jax.sharding.Mesh, rules, rng) -> tuple[TrainState, Trainer]:
-  """Initialises parameters and optimizer state directly into their shards."""
-  rules = sharding.axis_rules(rules)
-  model = Gato(model_config)
-  tx, schedule = make_optimizer(optimizer_config)
-
+def _state_initializer(model_config: ModelConfig, tx: optax.GradientTransformation):
   def init_boxed(rng):
     params = init_variables(model_config, rng)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return init_boxed
 
-  abstract = jax.eval_shape(init_boxed, rng)
+
+def abstract_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
+                         mesh: jax.sharding.Mesh, rules) -> tuple[TrainState, Trainer]:
+  """The state as ShapeDtypeStructs carrying their shardings, and its Trainer; no memory used.
+
+  What ahead-of-time compilation (tools/aot_compile.py) lowers the step with, for a mesh of
+  devices that need not be present.
+  """
+  rules = sharding.axis_rules(rules)
+  tx, schedule = make_optimizer(optimizer_config)
+  abstract = jax.eval_shape(_state_initializer(model_config, tx), jax.random.key(0))
   state_shardings = sharding.logical_shardings(abstract, mesh, rules)
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                       nn.unbox(abstract), state_shardings)
+  return state, Trainer(Gato(model_config), tx, schedule, mesh, rules, state_shardings)
+
+
+def create_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
+                       mesh: jax.sharding.Mesh, rules, rng) -> tuple[TrainState, Trainer]:
+  """Initialises parameters and optimizer state directly into their shards."""
+  _, trainer = abstract_train_state(model_config, optimizer_config, mesh, rules)
+  init_boxed = _state_initializer(model_config, trainer.tx)
   # No ambient mesh here: flax's DenseGeneral would constrain its flat kernel with the names of
   # the reshaped one. The out_shardings alone place every shard.
-  state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=state_shardings)(rng)
-  return state, Trainer(model, tx, schedule, mesh, rules, state_shardings)
+  state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=trainer.state_shardings)(rng)
+  return state, trainer
 
 
 def target_mask(batch: Batch):
@@ -147,15 +162,76 @@ def compute_gradients(params, batch: Batch, rng, trainer: Trainer, num_targets: 
   return metrics, grads
 
 
+# Metrics that are means over some count: their weight when microbatches are combined.
+_MEAN_WEIGHTS = {"loss": "target_tokens", "loss_text": "text_tokens", "loss_action": "action_tokens",
+                 "accuracy_text": "text_tokens", "accuracy_action": "action_tokens"}
+_PER_ROW = ("row_loss_sum", "row_targets")
+
+
+def split_microbatches(batch: Batch, microbatches: int) -> Batch:
+  """[B, ...] -> [M, B/M, ...]; microbatch m takes rows m, m + M, ..., so each spans every shard.
+
+  With the batch split in contiguous blocks over devices, strided rows keep every device busy in
+  every microbatch (as long as M divides the rows per device).
+  """
+  rows = batch.tokens.shape[0]
+  if rows % microbatches:
+    raise ValueError(f"train.microbatches={microbatches} does not divide the global batch of {rows}")
+  split = lambda x: jnp.swapaxes(x.reshape((rows // microbatches, microbatches) + x.shape[1:]), 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def accumulate_gradients(params, batch: Batch, rng, trainer: Trainer,
+                         num_targets: int | None = None, microbatches: int = 1):
+  """(metrics, gradients) of the whole batch, computed `microbatches` slices at a time.
+
+  Each slice's gradient of its summed (not mean) loss is accumulated and the total divided by the
+  batch's target count, so the result is the one large batch's gradient (up to float rounding);
+  only one slice's activations are alive at a time. Stochastic depth draws per slice.
+  """
+  if microbatches == 1:
+    return compute_gradients(params, batch, rng, trainer, num_targets)
+  micro = split_microbatches(batch, microbatches)
+
+  def body(carry, inputs):
+    index, mb = inputs
+    metrics, grads = compute_gradients(params, mb, jax.random.fold_in(rng, index), trainer,
+                                       num_targets)
+    # Undo each mean: the loss is sum / max(count, 1), its gradient scales the same way.
+    scale = jnp.maximum(metrics["target_tokens"], 1.0)
+    grad_sum = jax.tree.map(lambda acc, g: acc + g * scale, carry[0], grads)
+    sums = {k: v * jnp.maximum(metrics[_MEAN_WEIGHTS[k]], 1.0) if k in _MEAN_WEIGHTS else v
+            for k, v in metrics.items() if k not in _PER_ROW}
+    sums = jax.tree.map(jnp.add, carry[1], sums)
+    return (grad_sum, sums), {k: metrics[k] for k in _PER_ROW}
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  metric_shapes = jax.eval_shape(lambda: compute_gradients(
+      params, jax.tree.map(lambda x: x[0], micro), rng, trainer, num_targets)[0])
+  zero_sums = {k: jnp.zeros(v.shape, v.dtype) for k, v in metric_shapes.items() if k not in _PER_ROW}
+  (grad_sum, sums), rows = jax.lax.scan(body, (zeros, zero_sums),
+                                        (jnp.arange(microbatches), micro))
+  total = jnp.maximum(sums["target_tokens"], 1.0)
+  grads = jax.tree.map(lambda g: g / total, grad_sum)
+  metrics = {k: v / jnp.maximum(sums[_MEAN_WEIGHTS[k]], 1.0) if k in _MEAN_WEIGHTS else v
+             for k, v in sums.items()}
+  # [M, B/M] -> [B] in the batch's own row order (the inverse of split_microbatches).
+  metrics.update({k: jnp.swapaxes(v, 0, 1).reshape(-1) for k, v in rows.items()})
+  return metrics, grads
+
+
 def train_step(state: TrainState, batch: Batch, rng, *, trainer: Trainer,
-               num_targets: int | None = None):
+               num_targets: int | None = None, microbatches: int = 1):
   """One optimiser step; pure, so it can be jitted, sharded and tested as it is.
 
   `num_targets` (static), when given, bounds the loss targets of every row: logits are then
   computed at those positions only. It must be at least `max_targets_per_row(batch)`.
+  `microbatches` (static) accumulates the gradient over that many slices of the batch: the same
+  update as one step on the whole batch, with a slice's activation memory.
   """
   rng = jax.random.fold_in(rng, state.step)
-  metrics, grads = compute_gradients(state.params, batch, rng, trainer, num_targets)
+  metrics, grads = accumulate_gradients(state.params, batch, rng, trainer, num_targets,
+                                        microbatches)
   updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
@@ -167,8 +243,24 @@ def batch_shardings(trainer: Trainer, batch: Batch):
   return jax.tree.map(lambda x: sharding.batch_sharding(trainer.mesh, trainer.rules, x.ndim), batch)
 
 
-def make_train_step(trainer: Trainer, example_batch: Batch):
+def jit_train_step(trainer: Trainer, example_batch: Batch, num_targets: int | None = None,
+                   microbatches: int = 1):
+  """`train_step` jitted with explicit shardings and the old state donated (call it, or
+  `.lower()` it, under `jax.set_mesh(trainer.mesh)`)."""
+  return jax.jit(
+      functools.partial(train_step, trainer=trainer, num_targets=num_targets,
+                        microbatches=microbatches),
+      in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
+                    sharding.replicated(trainer.mesh)),
+      out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
+      donate_argnums=0,
+  )
+
+
+def make_train_step(trainer: Trainer, example_batch: Batch, microbatches: int = 1):
   """`train_step` jitted with explicit shardings and the old state donated.
+
+  `microbatches` (config `train.microbatches`) splits each global batch inside the step.
 
   Returns:
     step(state, batch, rng, num_targets=None) -> (state, metrics). With `num_targets` (the
@@ -178,21 +270,12 @@ def make_train_step(trainer: Trainer, example_batch: Batch):
   compiled = {}
   seq_len = example_batch.tokens.shape[1]
 
-  def jitted(bucket):
-    if bucket not in compiled:
-      compiled[bucket] = jax.jit(
-          functools.partial(train_step, trainer=trainer, num_targets=bucket),
-          in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
-                        sharding.replicated(trainer.mesh)),
-          out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
-          donate_argnums=0,
-      )
-    return compiled[bucket]
-
   def step(state, batch, rng, num_targets: int | None = None):
     bucket = None if num_targets is None else target_bucket(num_targets, seq_len)
+    if bucket not in compiled:
+      compiled[bucket] = jit_train_step(trainer, example_batch, bucket, microbatches)
     with jax.set_mesh(trainer.mesh):
-      return jitted(bucket)(state, batch, rng)
+      return compiled[bucket](state, batch, rng)
 
   return step
 

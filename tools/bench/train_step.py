@@ -1,16 +1,27 @@
-r"""Training-step throughput and model FLOPs utilisation: one JSON line per size.
+r"""Training-step throughput and model FLOPs utilisation: one JSON line per case and size.
 
   python tools/bench/train_step.py --config=experiments/configs/gato.py:small \
       --sizes=tiny,small --config.train.batch_size=8 --config.train.seq_len=256
+  # CPU step efficiency: ours against a minimal plain-JAX decoder of the same shapes, on the
+  # quickstart's real batches (python experiments/quickstart.py generates its data first).
+  python tools/bench/train_step.py --config=experiments/configs/gato.py:small,quickstart \
+      --config.mesh.shape=1,1,1 --batches=data --cases=matmul,gato,reference,gato,reference
 
+Cases: `gato` (the real jitted train step), `reference` (tools/bench/reference_decoder.py: same
+shapes and batches, logits at the same targets, AdamW, nothing else) and `matmul` (the rate of
+one [B*T, E] x [E, 4E] float32 matmul, what the machine's matmuls reach at these shapes).
+Repeating cases alternates them, so that a loaded machine's drift hits both alike.
 Keys: `tokens_per_second`, `mfu` (null where the device's peak is unknown: pass
---peak_tflops), `step_ms`, `params`. FLOPs per token are 6 N plus causal attention.
+--peak_tflops), `step_ms`, `params`, `gflops_per_second` (model FLOPs: 6 N plus causal
+attention, the output projection at the computed logits only).
 """
 
 import json
 
 from absl import app, flags
 import jax
+import jax.numpy as jnp
+import numpy as np
 from ml_collections import config_flags
 
 from gato_jax import sharding
@@ -18,14 +29,95 @@ from gato_jax.model import ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training import flops
 from gato_jax.training.step import (abstract_param_count, batch_shardings, create_train_state,
-                                     make_train_step, max_targets_per_row)
-from tools.bench import _common
+                                     make_train_step, max_targets_per_row, target_bucket,
+                                     target_mask, target_positions)
+from tools.bench import _common, reference_decoder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
 _SIZES = flags.DEFINE_list("sizes", None, "Sizes to measure (default: the config's).")
 _NUM_PATCHES = flags.DEFINE_integer("num_patches", 32, "Image-patch slots per sequence.")
 _SECONDS = flags.DEFINE_float("seconds", 5.0, "Minimum measuring time per size.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of all devices together.")
+_CASES = flags.DEFINE_list("cases", ["gato"], "gato, reference, matmul; repeats alternate.")
+_BATCHES = flags.DEFINE_enum(
+    "batches", "random", ["random", "data"],
+    "random: control-like batches with --num_patches patches; data: the config's mixture, as the"
+    " trainer builds it (its data must exist under data.data_dir).")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Distinct batches cycled through (data).")
+
+
+def _batches(config, model_config: ModelConfig) -> list:
+  if _BATCHES.value == "random":
+    return [_common.random_batch(model_config, config.train.batch_size, config.train.seq_len,
+                                 _NUM_PATCHES.value)]
+  from gato_jax import train  # pylint: disable=g-import-not-at-top
+
+  try:
+    data = train.build_data(config, model_config.patch_dim)
+  except Exception as e:  # Missing datasets surface as TFDS / SeqIO errors.
+    raise SystemExit(f"--batches=data needs the mixture {config.data.mixture!r} under"
+                     f" {config.data.data_dir} ({type(e).__name__}: {e}); for the quickstart's,"
+                     " run `python experiments/quickstart.py` once (about 4 minutes of it"
+                     " generates the data)") from e
+  return [data.batch_at(step)[0] for step in range(_NUM_BATCHES.value)]
+
+
+def _gato_case(config, model_config, mesh, batches):
+  """(seconds per step, logits per row) of the real jitted train step, as the trainer calls it."""
+  state, trainer = create_train_state(model_config, OptimizerConfig.from_dict(config.optimizer),
+                                      mesh, config.mesh.rules, jax.random.key(0))
+  batches = [jax.device_put(b, batch_shardings(trainer, b)) for b in batches]
+  step = make_train_step(trainer, batches[0], config.train.microbatches)
+  # As the trainer does: logits only where the loss counts, unless the config says otherwise.
+  num_targets = None
+  if config.train.logits_at_targets_only:
+    num_targets = max(max_targets_per_row(b) for b in batches)
+  holder = {"state": state, "i": 0}
+
+  def run():
+    batch = batches[holder["i"] % len(batches)]
+    holder["i"] += 1
+    holder["state"], metrics = step(holder["state"], batch, jax.random.key(0), num_targets)
+    jax.block_until_ready(metrics["loss"])
+
+  logits = None if num_targets is None else target_bucket(num_targets, config.train.seq_len)
+  return run, logits
+
+
+def _reference_case(config, model_config, mesh, batches):
+  """The minimal decoder on the same batches, with the same logits budget."""
+  del mesh
+  seq_len = config.train.seq_len
+  num_targets = target_bucket(max(max_targets_per_row(b) for b in batches), seq_len)
+  arrays = []
+  for b in batches:  # Targets, weights and positions prepared once: the step sees arrays only.
+    positions = target_positions(b, num_targets)
+    counts = np.asarray(target_mask(b)).sum(1, keepdims=True)
+    targets = np.take_along_axis(np.asarray(b.tokens)[:, 1:], np.asarray(positions), 1)
+    weights = (np.arange(num_targets)[None] < counts).astype(np.float32)
+    arrays.append(jax.device_put((b.tokens, b.local_positions, b.segment_ids, positions,
+                                  targets, weights)))
+  init_opt, step = reference_decoder.make_step()
+  params = reference_decoder.init_params(model_config, jax.random.key(0))
+  holder = {"params": params, "opt": init_opt(params), "i": 0}
+
+  def run():
+    holder["params"], holder["opt"], loss = step(holder["params"], holder["opt"],
+                                                 arrays[holder["i"] % len(arrays)])
+    holder["i"] += 1
+    jax.block_until_ready(loss)
+
+  return run, num_targets
+
+
+def _matmul_case(config, model_config):
+  rows, width = config.train.batch_size * config.train.seq_len, model_config.width
+  a = jax.random.normal(jax.random.key(0), (rows, width))
+  b = jax.random.normal(jax.random.key(1), (width, 4 * width))
+  matmul = jax.jit(jnp.matmul)
+  seconds = _common.time_calls(lambda: jax.block_until_ready(matmul(a, b)), _SECONDS.value)
+  return {"case": "matmul", "shape": [rows, width, 4 * width],
+          "gflops_per_second": round(2 * rows * width * 4 * width / seconds / 1e9, 2)}
 
 
 def main(argv):
@@ -35,33 +127,33 @@ def main(argv):
   for size in _SIZES.value or [config.model.size]:
     model_config = ModelConfig.from_dict({**config.model.to_dict(), "size": size})
     num_params = abstract_param_count(model_config)
-    state, trainer = create_train_state(model_config, OptimizerConfig.from_dict(config.optimizer),
-                                        mesh, config.mesh.rules, jax.random.key(0))
-    batch = _common.random_batch(model_config, config.train.batch_size, config.train.seq_len,
-                                 _NUM_PATCHES.value)
-    batch = jax.device_put(batch, batch_shardings(trainer, batch))
-    step = make_train_step(trainer, batch)
-    holder = {"state": state}
-    # As the trainer does: logits only where the loss counts, unless the config says otherwise.
-    num_targets = max_targets_per_row(batch) if config.train.logits_at_targets_only else None
-
-    def run():
-      holder["state"], metrics = step(holder["state"], batch, jax.random.key(0), num_targets)
-      jax.block_until_ready(metrics["loss"])
-
-    seconds = _common.time_calls(run, _SECONDS.value)
-    tokens = config.train.batch_size * config.train.seq_len
-    step_flops = flops.train_flops_per_token(model_config, num_params, config.train.seq_len) * tokens
-    peak = flops.peak_flops(_PEAK_TFLOPS.value)
-    print(json.dumps({
-        "size": size, "params": num_params, "batch_size": config.train.batch_size,
-        "seq_len": config.train.seq_len, "dtype": model_config.dtype,
-        "remat_policy": model_config.remat_policy, "step_ms": round(1e3 * seconds, 2),
-        "tokens_per_second": round(tokens / seconds, 1),
-        "mfu": round(step_flops / seconds / peak, 4) if peak else None,
-        "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
-    }), flush=True)
-    del state, holder
+    batches = _batches(config, model_config) if set(_CASES.value) - {"matmul"} else []
+    runs = {}
+    for case in _CASES.value:
+      if case == "matmul":
+        print(json.dumps({"size": size, **_matmul_case(config, model_config)}), flush=True)
+        continue
+      if case not in runs:
+        if case not in ("gato", "reference"):
+          raise app.UsageError(f"unknown case {case!r}; cases: gato, reference, matmul")
+        make = _gato_case if case == "gato" else _reference_case
+        runs[case] = make(config, model_config, mesh, batches)
+      run, logits = runs[case]
+      seconds = _common.time_calls(run, _SECONDS.value)
+      tokens = config.train.batch_size * config.train.seq_len
+      step_flops = flops.train_flops_per_token(model_config, num_params, config.train.seq_len,
+                                               logits) * tokens
+      peak = flops.peak_flops(_PEAK_TFLOPS.value)
+      print(json.dumps({
+          "case": case, "size": size, "params": num_params, "batches": _BATCHES.value,
+          "batch_size": config.train.batch_size, "seq_len": config.train.seq_len,
+          "logits_per_row": logits, "dtype": model_config.dtype,
+          "remat_policy": model_config.remat_policy, "step_ms": round(1e3 * seconds, 2),
+          "tokens_per_second": round(tokens / seconds, 1),
+          "gflops_per_second": round(step_flops / seconds / 1e9, 2),
+          "mfu": round(step_flops / seconds / peak, 4) if peak else None,
+          "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
+      }), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+r"""Compile the real train / decode step for a TPU slice from this machine: one JSON line per case.
+
+  pip install -e .[tpu]   # libtpu: compiles for TPUs that are not present
+  python tools/aot_compile.py --config=experiments/configs/gato.py:1.18b,v5e16 \
+      --topology=v5e:4x4 --what=train,decode
+  # README's table: every size on every slice preset, with the preset's mesh, rules and remat.
+  python tools/aot_compile.py --sizes=79m,364m,1.18b --slices=v4_8,v5e16,v5p8 --markdown
+
+Keys: `size`, `topology`, `devices`, `mesh`, `rules`, `remat_policy`, `microbatches`,
+`global_batch`, per device `argument_gib`, `output_gib`, `temp_gib`, `total_gib` (what the
+compiler needs), `hbm_gib` (the chip's), `fits` (the compiler's verdict: an out-of-memory compile
+is `false`, with its numbers, not a crash), `flops_per_device` (the model's formula),
+`compile_seconds`, and a roofline estimate `est_step_seconds` / `est_mfu` (gato_jax.training.aot).
+"""
+
+import json
+import os
+
+# Compile-only TPU devices come from libtpu's topology description; the local backend is the CPU.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from absl import app, flags  # pylint: disable=g-import-not-at-top
+from ml_collections import config_flags
+
+from experiments.configs import gato as gato_configs
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
+_TOPOLOGY = flags.DEFINE_list(
+    "topology", None, "TPU topologies (libtpu names, e.g. v4:2x2x1, v5e:4x4, v5p:2x2x1); default:"
+    " the config's mesh.topology.")
+_WHAT = flags.DEFINE_list("what", ["train"], "Steps to compile: train, decode.")
+_SIZES = flags.DEFINE_list("sizes", None, "With --slices: sizes to compile (instead of --config).")
+_SLICES = flags.DEFINE_list("slices", None, "Slice presets of gato.py (e.g. v4_8,v5e16,v5p8); each"
+                            " case is gato.py:SIZE,SLICE on the preset's topology.")
+_TARGETS = flags.DEFINE_integer("targets_per_row", None,
+                                "Loss targets per row (logits budget); default half the sequence.")
+_MARKDOWN = flags.DEFINE_bool("markdown", False, "Also print the results as a Markdown table.")
+_FROM_JSONL = flags.DEFINE_string("from_jsonl", None, "Print the Markdown table of saved result"
+                                  " lines (this tool's output) instead of compiling.")
+
+
+def _cases():
+  if _SLICES.value:
+    if _CONFIG.value is not None or _TOPOLOGY.value:
+      raise app.UsageError("--slices builds its own configs: give --sizes, not --config/--topology")
+    for size in _SIZES.value or ["tiny"]:
+      for slice_name in _SLICES.value:
+        config = gato_configs.get_config(f"{size},{slice_name}")
+        yield config, config.mesh.topology
+    return
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("give --config=experiments/configs/gato.py:SIZE[,PRESET] or --slices")
+  topologies = _TOPOLOGY.value or [config.mesh.topology]
+  if not all(topologies):
+    raise app.UsageError("give --topology (the config names none in mesh.topology)")
+  for topology in topologies:
+    yield config, topology
+
+
+def markdown_table(rows) -> str:
+  """README's table from result rows (train cases)."""
+  gib = lambda v: "-" if v is None else f"{v:.1f}"
+  lines = ["| size | slice | mesh (data, fsdp, tensor) | rules | remat | micro | params |"
+           " args GiB | temp GiB | total / HBM GiB | fits | est. step s | est. MFU |",
+           "| --- " * 13 + "|"]
+  for r in rows:
+    mesh = ",".join(str(v) for v in r["mesh"].values())
+    est = "-" if r["est_step_seconds"] is None else f"{r['est_step_seconds']:.2f}"
+    mfu = "-" if r["est_mfu"] is None else f"{100 * r['est_mfu']:.0f}%"
+    lines.append(
+        f"| {r['size']} | {r['topology']} ({r['devices']} chips) | {mesh} | {r['rules']} |"
+        f" {r['remat_policy']} | {r.get('microbatches', '-')} | {r['params'] / 1e6:,.1f}M |"
+        f" {gib(r['argument_gib'])} | {gib(r['temp_gib'])} |"
+        f" {gib(r.get('total_gib'))} / {gib(r['hbm_gib'])} | {'yes' if r['fits'] else 'no'} |"
+        f" {est} | {mfu} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  if _FROM_JSONL.value:
+    with open(_FROM_JSONL.value) as f:
+      rows = [json.loads(line) for line in f if line.startswith("{")]
+    print(markdown_table([r for r in rows if r["what"] == "train"]))
+    return
+  from gato_jax.training import aot  # pylint: disable=g-import-not-at-top
+
+  rows = []
+  for config, topology in _cases():
+    for what in _WHAT.value:
+      kwargs = {"targets_per_row": _TARGETS.value} if what == "train" else {}
+      row = aot.compile_case(config, topology, what, **kwargs)
+      print(json.dumps(row), flush=True)
+      rows.append(row)
+  if _MARKDOWN.value:
+    print(markdown_table([r for r in rows if r["what"] == "train"]))
+
+
+if __name__ == "__main__":
+  app.run(main)
