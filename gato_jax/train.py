@@ -48,7 +48,7 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
   process samples only its own shards.
   """
   data_dir = os.path.expanduser(config.data.data_dir)
-  tasks.register_builtin_tasks(data_dir)
+  tasks.register_builtin_tasks(data_dir, config.data.policy)
   for module in filter(None, (m.strip() for m in config.data.imports.split(","))):
     importlib.import_module(module)
   weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())

@@ -9,15 +9,19 @@ import pytest
 from gato_jax import tokenizer as T
 from gato_jax.data import generation, mixture, rlds_io, sequences, store, tasks
 from gato_jax.envs import registry
+from gato_jax.tokenizer import images
 
 FIELDS = ("tokens", "kinds", "local_positions", "loss_mask", "timesteps", "patches", "patch_rows",
           "patch_cols")
 
 
-def _assert_groups_equal(a, b):
+def _assert_groups_equal(stored, expected):
+  """A group read from a store (images as uint8 pixels) equals the tokenized one."""
+  if stored.patches.size:
+    assert stored.patches.dtype == np.uint8
+    stored = stored.replace(patches=images.normalize_pixels(stored.patches))
   for field in FIELDS:
-    np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
-  assert a.patches.dtype == np.float32 or not a.patches.size
+    np.testing.assert_array_equal(getattr(stored, field), getattr(expected, field), err_msg=field)
 
 
 @pytest.fixture(scope="module")

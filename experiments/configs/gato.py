@@ -58,6 +58,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # A registered seqio Mixture or Task (built-in: quickstart | control | paper) or "name=weight,...".
   config.data.mixture = "control"
   config.data.data_dir = "~/.cache/gato_jax"  # Generated TFDS datasets (tools/generate_data.py).
+  config.data.policy = "expert"  # Built-in control tasks read: expert (filtered) | random episodes.
   config.data.prompt_probability = 0.25  # Share of sequences prompted with another episode.
   config.data.prompt_end_fraction = 0.5  # Of prompts, the share taken from an episode's end.
   config.data.prompt_tokens = 256  # Prompt budget (at most half the context).

@@ -8,8 +8,9 @@ from the task's SeqIO examples (`build`, or on demand by `ensure`). A task's sto
   <derived_dir>/<task>/meta.json             written last: its presence marks a complete build
 
 Records hold token fields as int32 and image patches as their uint8 pixels (4x smaller than the
-float32 vectors), normalised when a window is read (`images.normalize_pixels`, bit-exact with
-the tokenizer). The index is small (a few integers per timestep), so a sampler chooses an item
+float32 vectors). Windows read from a store keep the uint8 pixels as their `patches` (4x less to
+copy while a row is cut and packed); `model.inputs.batch_from_token_groups` normalises them
+into the batch (`images.normalize_pixels`, bit-exact with the tokenizer). The index is small (a few integers per timestep), so a sampler chooses an item
 and a window from the index alone and reads only the chunks that window covers: memory does not
 grow with the data set. An "item" is an episode of a control task, a document of a text task or
 an (image, text) example of a vision-language task.
@@ -79,9 +80,8 @@ def _decode(record: bytes, step_tokens: np.ndarray) -> TokenGroup:
   at += 16 * n
   positions = np.frombuffer(record, np.float32, 4 * p, at).reshape(p, 4)
   at += 16 * p
-  if is_pixels:
-    patches = images.normalize_pixels(np.frombuffer(record, np.uint8, p * patch_dim, at)
-                                      .reshape(p, patch_dim))
+  if is_pixels:  # Normalised when the batch is assembled (model.inputs.batch_from_token_groups).
+    patches = np.frombuffer(record, np.uint8, p * patch_dim, at).reshape(p, patch_dim)
   else:
     patches = np.frombuffer(record, np.float32, p * patch_dim, at).reshape(p, patch_dim)
   return TokenGroup(tokens=ints[0], kinds=ints[1], local_positions=ints[2],
@@ -245,7 +245,8 @@ class TaskStore:
   def read(self, item: int, start: int = 0, stop: int | None = None) -> TokenGroup:
     """Timesteps [start, stop) of an item (default: all), renumbered from 0.
 
-    Reads only the chunks those timesteps lie in.
+    Reads only the chunks those timesteps lie in. Patches stored as pixels come back as uint8
+    pixels (see the module docstring).
     """
     first, last = self._steps(item)
     stop = last - first if stop is None else stop

@@ -382,7 +382,11 @@ def available_builtin_tasks() -> dict[str, list[str]]:
 
 def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expert") -> list[str]:
   """Registers "gato.<domain>.<task>" for every task of every registered domain, reading the
-  datasets under `data_dir`, then the built-in mixtures over the tasks with data."""
+  datasets under `data_dir`, then the built-in mixtures over the tasks with data.
+
+  `policy` picks whose generated episodes the control tasks read: "expert" (filtered at 80% of
+  the expert's margin over random) or "random" (unfiltered; for tests and benchmarks).
+  """
   from gato_jax.data import generation
   from gato_jax.envs import registry
 
@@ -400,7 +404,8 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       preprocessor = functools.partial(_builtin_tokenize_preprocessor, env_task=task,
                                        task=names[-1])
       _add_control_task(names[-1], source, preprocessor, data_dir, None, task,
-                        episodes_lib.DEFAULT_FILTER_FRACTION, ("train",), domain, task)
+                        episodes_lib.DEFAULT_FILTER_FRACTION if policy == "expert" else None,
+                        ("train",), domain, task)
   from gato_jax.data import example_sets
 
   example_kinds = {"text/cpython_docs": "text", "vision_language/shapes_captions": "captioning",
