@@ -52,7 +52,7 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
   for module in filter(None, (m.strip() for m in config.data.imports.split(","))):
     importlib.import_module(module)
   weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())
-  derived_dir = config.data.derived_dir or os.path.join(data_dir, "derived")
+  derived_dir = tasks.store_root(data_dir, config.data.derived_dir)
   stores = {name: tasks.open_store(name, derived_dir) for name in weights}
   limit = config.data.max_episodes_per_task or None
   num_shards = config.data.num_shards or jax.process_count()
@@ -66,7 +66,7 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
                {name: sum(len(pools[shard][name]) for shard in pools) for name in weights})
   kinds = {name: tasks.task_info(name).kind for name in weights}
   max_patches = mixture.patch_budget(
-      {name: s.max_patch_fraction() for name, s in stores.items()}, kinds,
+      {name: (s.max_patch_fraction(), s.max_item_patches()) for name, s in stores.items()}, kinds,
       config.train.seq_len, config.train.max_patches)
   prompt = sequences.PromptConfig(probability=config.data.prompt_probability,
                                   end_fraction=config.data.prompt_end_fraction,

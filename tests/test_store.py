@@ -55,6 +55,7 @@ def test_windows_read_from_the_store_equal_the_tokenized_episode(tmp_path):
   # Chunks of at most 25 tokens: two timesteps each, so windows cross chunk boundaries.
   built = store.build("test.images", episodes, str(tmp_path / "s"), "fp", chunk_tokens=25)
   assert len(built) == 3 and built.meta["chunks"] > 3
+  assert built.max_item_patches() == 7 * 6 and built.max_patch_fraction() == 6 / 10
   for item, episode in enumerate(episodes):
     _assert_groups_equal(built.read(item), episode)
     num_steps = len(sequences.timestep_offsets(episode)) - 1
@@ -131,10 +132,12 @@ def test_task_store_is_built_once_and_checked(data_dir, tmp_path):
 
 
 def test_patch_budget_follows_the_context():
-  fractions = {"atari": 25 / 27, "state": 0.0, "captions": 16 / 30}
+  fractions = {"atari": (25 / 27, 25), "state": (0.0, 0), "captions": (16 / 18, 16)}
   kinds = {"captions": "vision_language"}
   assert mixture.patch_budget(fractions, kinds, 1024) == 949
-  assert mixture.patch_budget({"state": 0.0}, {}, 1024) == 0
+  assert mixture.patch_budget({"state": (0.0, 0)}, {}, 1024) == 0
+  # Five (image, text) pairs of 16 patches at most.
+  assert mixture.patch_budget({"captions": (16 / 18, 16)}, kinds, 1024) == 80
   assert mixture.patch_budget(fractions, kinds, 1024, max_patches=1000) == 1000
   with pytest.raises(ValueError, match="task atari needs up to 949 patch slots in a row of 1024"
                                        r" tokens, but train.max_patches=256; set"):

@@ -42,7 +42,7 @@ def main(argv):
               if n not in names]
   if not names:
     raise app.UsageError("name the stores to build with --mixture and/or --tasks")
-  derived_dir = _DERIVED_DIR.value or os.path.join(data_dir, "derived")
+  derived_dir = tasks.store_root(data_dir, _DERIVED_DIR.value)
   for name in names:
     start = time.perf_counter()
     built = tasks.open_store(name, derived_dir, rebuild=_REBUILD.value)

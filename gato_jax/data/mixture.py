@@ -48,16 +48,18 @@ def describe(probabilities: Mapping[str, float]) -> str:
   return "\n".join(f"  {100 * p:6.2f}%  {task}" for task, p in probabilities.items())
 
 
-def patch_budget(patch_fractions: Mapping[str, float], kinds: Mapping[str, str], context: int,
-                 max_patches: int = -1) -> int:
+def patch_budget(patch_limits: Mapping[str, tuple[float, int]], kinds: Mapping[str, str],
+                 context: int, max_patches: int = -1) -> int:
   """Patch slots per row: enough for any row the mixture can draw, or a checked fixed number.
 
   A control row is whole timesteps of one task (window and prompt) within `context` tokens, so
   it holds at most ceil(context * f) patches, f being the task's largest share of patches among
-  a timestep's tokens. Vision-language rows are cropped to the budget; text rows have none.
+  a timestep's tokens. A vision-language row holds at most its pairs' images (and is cropped to
+  the budget); text rows hold none.
 
   Args:
-    patch_fractions: task -> its largest patch share of a timestep (store.max_patch_fraction).
+    patch_limits: task -> (its largest patch share of a timestep, the most patches of one
+      item): `store.TaskStore.max_patch_fraction()` and `max_item_patches()`.
     kinds: task -> kind ("control" by default).
     context: tokens per row.
     max_patches: -1 derives the budget; a number >= 0 is checked against the control tasks.
@@ -65,8 +67,13 @@ def patch_budget(patch_fractions: Mapping[str, float], kinds: Mapping[str, str],
   Raises:
     ValueError: naming the task and what to set, if a fixed budget is too small for it.
   """
-  needs = {task: int(np.ceil(context * f - 1e-9)) for task, f in patch_fractions.items()
-           if kinds.get(task, "control") != "text"}
+  needs = {}
+  for task, (fraction, item_patches) in patch_limits.items():
+    kind = kinds.get(task, "control")
+    if kind != "text":
+      needs[task] = int(np.ceil(context * fraction - 1e-9))
+    if kind == "vision_language":
+      needs[task] = min(needs[task], sequences.VISION_LANGUAGE_PAIRS * item_patches)
   if max_patches < 0:
     return max(needs.values(), default=0)
   for task, need in sorted(needs.items()):
@@ -222,6 +229,10 @@ class MixtureIterator:
 
     dataset = grain.MapDataset.range(start, stop).map(self.host_batch)
     if processes > 0:
+      from absl import flags
+
+      if not flags.FLAGS.is_parsed():  # Grain's workers read its flags (outside absl apps too).
+        flags.FLAGS.mark_as_parsed()
       iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(threads, 1),
                                                            prefetch_buffer_size=prefetch))
       iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(

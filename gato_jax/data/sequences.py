@@ -193,7 +193,11 @@ def text_row(documents, context: int, rng: np.random.Generator,
   return row
 
 
-def vision_language_sequence(examples, context: int, rng: np.random.Generator, pairs: int = 5,
+VISION_LANGUAGE_PAIRS = 5  # (image, text) examples per vision-language sequence (GATO_SPEC.md).
+
+
+def vision_language_sequence(examples, context: int, rng: np.random.Generator,
+                             pairs: int = VISION_LANGUAGE_PAIRS,
                              max_patches: int | None = None,
                              name: str = "vision_language") -> TokenGroup:
   """`pairs` random (image, text) examples concatenated, cropped to whole examples that fit

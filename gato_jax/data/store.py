@@ -242,11 +242,18 @@ class TaskStore:
     """The largest share of patches among a timestep's tokens (a row's patch budget per token)."""
     return float(np.max(self._step_patches / np.maximum(self._step_tokens, 1)))
 
-  def read(self, item: int, start: int = 0, stop: int | None = None) -> TokenGroup:
+  def max_item_patches(self) -> int:
+    """The most patches of any one item (a vision-language example's image)."""
+    per_item = np.add.reduceat(self._step_patches, self._chunk_steps[self._item_chunks[:-1]])
+    return int(per_item.max())
+
+  def read(self, item: int, start: int = 0, stop: int | None = None,
+           pixels: bool = True) -> TokenGroup:
     """Timesteps [start, stop) of an item (default: all), renumbered from 0.
 
     Reads only the chunks those timesteps lie in. Patches stored as pixels come back as uint8
-    pixels (see the module docstring).
+    pixels (see the module docstring), or normalised float32 vectors with `pixels=False` (for
+    joining tokens made elsewhere, as evaluation prompts do).
     """
     first, last = self._steps(item)
     stop = last - first if stop is None else stop
@@ -261,9 +268,11 @@ class TaskStore:
               for c, r in zip(range(lo, hi), self._records(c_lo + lo, c_lo + hi))]
     group = concat_token_groups(groups) if len(groups) > 1 else groups[0]
     skip = start - int(steps[lo])
-    if skip == 0 and stop == int(steps[hi]):
-      return group
-    return sequences.slice_timesteps(group, skip, stop - int(steps[lo]))
+    if skip or stop != int(steps[hi]):
+      group = sequences.slice_timesteps(group, skip, stop - int(steps[lo]))
+    if not pixels and group.patches.dtype == np.uint8:
+      group = group.replace(patches=images.normalize_pixels(group.patches))
+    return group
 
 
 @dataclasses.dataclass(frozen=True)

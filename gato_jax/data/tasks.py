@@ -479,6 +479,11 @@ def load_token_groups(name: str, split: str = "train", limit: int | None = None,
   return groups
 
 
+def store_root(data_dir: str, derived_dir: str = "") -> str:
+  """Where the derived stores of a data directory go (data.derived_dir; default DATA_DIR/derived)."""
+  return os.path.expanduser(derived_dir or os.path.join(os.path.expanduser(data_dir), "derived"))
+
+
 def store_dir(derived_dir: str, name: str, split: str = "train") -> str:
   """Where a task's derived store lives: the one place a file name derives from a task name."""
   return os.path.join(os.path.expanduser(derived_dir), name, split)

@@ -218,11 +218,8 @@ def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: Mo
   make_env = lambda: registry.make_env(task)
   prompt_fn = None
   if agent is None and config.eval.prompt_tokens:
-    probe = make_env()
-    specs = (probe.observation_spec, probe.action_spec)
-    probe.close()
-    demos = prompts.load_demonstrations(task, data_dir, stats, *specs,
-                                        max_episodes=config.eval.prompt_episodes)
+    demos = prompts.load_demonstrations(task, data_dir, config.eval.prompt_episodes,
+                                        config.data.get("derived_dir", ""))
     prompt_fn = prompts.PromptSampler(demos, config.eval.prompt_tokens, task)
   if agent is None:
     agent = model_agent.ModelAgent(model_config, params, prompt_fn,

@@ -62,7 +62,7 @@ def main(argv):
   config.data.policy = _POLICY.value
   config.train.batch_size = _BATCH_SIZE.value
   config.train.seq_len = _CONTEXT.value
-  derived = config.data.derived_dir or os.path.join(os.path.expanduser(_DATA_DIR.value), "derived")
+  derived = tasks.store_root(_DATA_DIR.value, config.data.derived_dir)
   data = train.build_data(config, patch_dim=768)
   built_here = any(os.path.getmtime(os.path.join(tasks.store_dir(derived, n), "meta.json"))
                    > time.time() - process_seconds() for n in data.probabilities)
