@@ -7,7 +7,6 @@ checkpoints as configured. `train.stop_at_step` ends the run early exactly as a 
 would: after a checkpoint, with nothing else changed, so rerunning without it finishes the run.
 """
 
-import importlib
 import os
 import time
 from typing import Any
@@ -48,9 +47,7 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
   process samples only its own shards.
   """
   data_dir = os.path.expanduser(config.data.data_dir)
-  tasks.register_builtin_tasks(data_dir, config.data.policy)
-  for module in filter(None, (m.strip() for m in config.data.imports.split(","))):
-    importlib.import_module(module)
+  tasks.register_run_tasks(data_dir, config.data.policy, config.data.imports)
   weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())
   derived_dir = tasks.store_root(data_dir, config.data.derived_dir)
   stores = {name: tasks.open_store(name, derived_dir) for name in weights}

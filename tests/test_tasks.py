@@ -142,9 +142,10 @@ def test_builtin_tasks_register_explicitly_for_a_data_dir(tmp_path):
   for task in ("babyai/BossLevel", "dm_control/walker-walk", "babyai/GoToRedBall"):
     assert tasks.task_name(task) in seqio.TaskRegistry.names()
   info = tasks.task_info("gato.babyai.GoToRedBall")
-  assert (info.domain, info.kind, info.env_task) == ("babyai", "control", "babyai/GoToRedBall")
+  assert (info.domain, info.kind, info.builtin) == ("babyai", "control", "babyai/GoToRedBall")
   assert info.source.startswith(str(tmp_path)) and not info.has_data()
   assert tasks.task_info("gato.vision_language.shapes_vqa").kind == "vision_language"
+  assert tasks.builtin_names(["gato.text.cpython_docs", "user.task"]) == ["text/cpython_docs"]
   assert tasks.available_builtin_tasks() == {}
   with pytest.raises(KeyError, match="'gato.nope' is not in the gato_jax task catalogue"):
     tasks.task_info("gato.nope")

@@ -8,7 +8,6 @@ complete and fresh are skipped, so an interrupted run resumes where it stopped.
   python tools/build_store.py --data_dir=~/.cache/gato_jax --tasks=gato.babyai.GoToRedBall --rebuild
 """
 
-import importlib
 import json
 import os
 import time
@@ -33,9 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   data_dir = os.path.expanduser(_DATA_DIR.value)
-  tasks.register_builtin_tasks(data_dir, _POLICY.value)
-  for module in _IMPORTS.value:
-    importlib.import_module(module)
+  tasks.register_run_tasks(data_dir, _POLICY.value, ",".join(_IMPORTS.value))
   names = list(_TASKS.value)
   if _MIXTURE.value:
     names += [n for n in presets.resolve(_MIXTURE.value, tasks.available_builtin_tasks())

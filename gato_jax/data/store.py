@@ -100,8 +100,12 @@ def _step_counts(group: TokenGroup) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(task: str, items: Iterable[TokenGroup], directory: str, source_fingerprint: str,
-          chunk_tokens: int = CHUNK_TOKENS) -> "TaskStore":
-  """Writes a task's store at `directory` (replacing any there) from its tokenized items."""
+          chunk_tokens: int = CHUNK_TOKENS, repair: bool = True) -> "TaskStore":
+  """Writes a task's store at `directory` from its tokenized items.
+
+  A store already there is replaced, unless `repair` is False and it is complete with the same
+  fingerprint (built meanwhile by another process sharing the disk, which may be reading it).
+  """
   from array_record.python import array_record_module
 
   parent = os.path.dirname(os.path.abspath(directory))
@@ -149,12 +153,18 @@ def build(task: str, items: Iterable[TokenGroup], directory: str, source_fingerp
             "bytes": {name: os.path.getsize(os.path.join(partial, name)) for name in (RECORDS, INDEX)}}
     with open(os.path.join(partial, META), "w") as f:
       json.dump(meta, f, indent=1)
-    if os.path.isdir(directory):
-      shutil.rmtree(directory)
-    try:
-      os.rename(partial, directory)
-    except OSError:  # Another process built the same store meanwhile: keep theirs.
+    existing = read_meta(directory)
+    if not repair and existing is not None and existing.get("fingerprint") == source_fingerprint:
+      # Another process (a host sharing the disk) built the same store meanwhile: keep theirs,
+      # which it may be reading already.
       shutil.rmtree(partial, ignore_errors=True)
+    else:
+      if os.path.isdir(directory):
+        shutil.rmtree(directory)
+      try:
+        os.rename(partial, directory)
+      except OSError:  # Renamed into place by another process between the two lines above.
+        shutil.rmtree(partial, ignore_errors=True)
   except BaseException:
     shutil.rmtree(partial, ignore_errors=True)
     raise

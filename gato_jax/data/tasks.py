@@ -24,6 +24,7 @@ task): the one place that knows what a name refers to.
 import dataclasses
 import functools
 import hashlib
+import importlib
 import os
 import re
 from typing import Any, Iterator, Mapping
@@ -58,7 +59,8 @@ class TaskInfo:
     data_dir: the TFDS data directory (also where generated statistics live), or None.
     stats_task: the "<domain>/<task>" whose statistics set the episode filter, or None.
     filter_fraction: the filter's fraction of the expert's margin over random; None: off.
-    env_task: the environment task ("babyai/GoToRedBall") of a built-in control task, else None.
+    builtin: the "<domain>/<task>" a built-in task comes from (its environment or example set,
+      as evaluation and reports name it; "babyai/GoToRedBall"), else None.
   """
 
   name: str
@@ -68,7 +70,7 @@ class TaskInfo:
   data_dir: str | None = None
   stats_task: str | None = None
   filter_fraction: float | None = None
-  env_task: str | None = None
+  builtin: str | None = None
 
   def has_data(self) -> bool:
     """Whether the source exists (a TFDS name in data_dir, or a generated dataset directory)."""
@@ -238,7 +240,7 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
 
 def _add_control_task(name: str, source: str, preprocessor, data_dir: str | None, key_map,
                       stats_task: str | None, filter_fraction: float | None, splits,
-                      domain: str | None = None, env_task: str | None = None):
+                      domain: str | None = None, builtin: str | None = None):
   tf_compat.import_tensorflow()
   import seqio
 
@@ -246,7 +248,7 @@ def _add_control_task(name: str, source: str, preprocessor, data_dir: str | None
     seqio.TaskRegistry.remove(name)
   CATALOGUE[name] = TaskInfo(name, domain or _domain_from_name(name), "control", source, data_dir,
                              stats_task if filter_fraction is not None else None,
-                             filter_fraction if stats_task is not None else None, env_task)
+                             filter_fraction if stats_task is not None else None, builtin)
   dataset_fn = functools.partial(_episode_source, source, data_dir, key_map, stats_task,
                                  filter_fraction)
   return seqio.TaskRegistry.add(
@@ -329,7 +331,7 @@ def _tokenize_examples(dataset, kind: str):
 
 def register_example_task(name: str, kind: str, source: str, data_dir: str | None = None,
                           text_key: str = "text", splits=("train", "validation"),
-                          domain: str | None = None):
+                          domain: str | None = None, builtin: str | None = None):
   """Registers a SeqIO Task over a text ("text"), captioning or VQA set.
 
   Args:
@@ -348,7 +350,7 @@ def register_example_task(name: str, kind: str, source: str, data_dir: str | Non
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   CATALOGUE[name] = TaskInfo(name, domain or _domain_from_name(name), EXAMPLE_KINDS[kind], source,
-                             data_dir)
+                             data_dir, builtin=builtin)
   dataset_fn = functools.partial(_example_source, kind, source, data_dir, text_key)
   return seqio.TaskRegistry.add(
       name, source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
@@ -418,7 +420,7 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       source = rlds_io.dataset_dir(os.path.expanduser(data_dir), example_sets.make_task(task).dataset,
                                    rlds_io.config_name(task))
       names.append(task_name(task))
-      register_example_task(names[-1], kind, source, domain=domain)
+      register_example_task(names[-1], kind, source, domain=domain, builtin=task)
   _BUILTIN.clear()
   _BUILTIN.update(names)
   from gato_jax.data import presets
@@ -479,6 +481,19 @@ def load_token_groups(name: str, split: str = "train", limit: int | None = None,
   return groups
 
 
+def register_run_tasks(data_dir: str, policy: str = "expert", imports: str = "") -> None:
+  """What a run's config registers: the built-in tasks and mixtures for `data_dir`, then the
+  modules of `imports` (comma-separated; data.imports), which may add tasks and mixtures."""
+  register_builtin_tasks(data_dir, policy)
+  for module in filter(None, (m.strip() for m in imports.split(","))):
+    importlib.import_module(module)
+
+
+def builtin_names(names) -> list[str]:
+  """The "<domain>/<task>" of each built-in task among `names` (others are left out)."""
+  return [CATALOGUE[n].builtin for n in names if n in CATALOGUE and CATALOGUE[n].builtin]
+
+
 def store_root(data_dir: str, derived_dir: str = "") -> str:
   """Where the derived stores of a data directory go (data.derived_dir; default DATA_DIR/derived)."""
   return os.path.expanduser(derived_dir or os.path.join(os.path.expanduser(data_dir), "derived"))
@@ -506,5 +521,6 @@ def open_store(name: str, derived_dir: str, split: str = "train",
       raise FileNotFoundError(f"task {name}: no dataset at {info.source} to build its store from;"
                               " generate it with tools/generate_data.py")
     logging.info("building the derived store of %s (%s) at %s", name, split, directory)
-    return store_lib.build(name, iter_token_groups(name, split), directory, fingerprint)
+    return store_lib.build(name, iter_token_groups(name, split), directory, fingerprint,
+                           repair=rebuild)
   return store_lib.TaskStore(directory, name)
