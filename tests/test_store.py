@@ -52,8 +52,9 @@ def _image_episode(seed, steps=7):
 
 def test_windows_read_from_the_store_equal_the_tokenized_episode(tmp_path):
   episodes = [_image_episode(seed) for seed in range(3)]
-  # Chunks of at most 25 tokens: two timesteps each, so windows cross chunk boundaries.
-  built = store.build("test.images", episodes, str(tmp_path / "s"), "fp", chunk_tokens=25)
+  # Timesteps of 10 tokens and 6 patches (4,864 stored bytes): two a chunk, so windows cross
+  # chunk boundaries.
+  built = store.build("test.images", episodes, str(tmp_path / "s"), "fp", chunk_bytes=10_000)
   assert len(built) == 3 and built.meta["chunks"] > 3
   assert built.max_item_patches() == 7 * 6 and built.max_patch_fraction() == 6 / 10
   for item, episode in enumerate(episodes):
@@ -73,7 +74,7 @@ def test_windows_read_from_the_store_equal_the_tokenized_episode(tmp_path):
 def test_stored_pools_give_the_in_memory_batches(tmp_path):
   episodes = {task: [_image_episode(10 * k + i, steps=5 + i) for i in range(4)]
               for k, task in enumerate(("a", "b"))}
-  stored = {task: store.Pool.shard(store.build(task, eps, str(tmp_path / task), "fp", 30))
+  stored = {task: store.Pool.shard(store.build(task, eps, str(tmp_path / task), "fp", 12_000))
             for task, eps in episodes.items()}
   args = dict(weights={"a": 2, "b": 1}, batch_size=4, context=60, max_patches=60, patch_dim=768,
               seed=3, prompt=sequences.PromptConfig(probability=0.5, max_tokens=30))

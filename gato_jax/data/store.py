@@ -29,14 +29,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from gato_jax.data import sequences
 from gato_jax.tokenizer import images
 from gato_jax.tokenizer.constants import TokenKind
-from gato_jax.tokenizer.timestep import TokenGroup, concat_token_groups
+from gato_jax.tokenizer.timestep import TokenGroup
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 RECORDS, INDEX, META = "records.array_record", "index.npz", "meta.json"
-CHUNK_TOKENS = 256  # A chunk holds whole timesteps, up to this many tokens (at least one step).
+# A chunk holds whole timesteps of about this many bytes (at least one step): a 1024-token window
+# is then one or two records of state tokens, or three to five of 80x80 frames.
+CHUNK_BYTES = 256 * 1024
 _HEADER = 5  # int64 header: tokens, patches, patch_dim, pixels (1: uint8, 0: float32), steps.
 _INT_FIELDS = ("tokens", "kinds", "local_positions", "loss_mask")
 
@@ -71,8 +72,9 @@ def _encode(group: TokenGroup, steps: int) -> bytes:
   return header.tobytes() + ints.tobytes() + positions.tobytes() + patch_bytes
 
 
-def _decode(record: bytes, step_tokens: np.ndarray) -> TokenGroup:
-  """One record -> its TokenGroup with timesteps numbered from 0 (`step_tokens`: per step)."""
+def _decode(record: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """One record -> (int32 [4, tokens] token fields, float32 [patches, 4] rows and columns,
+  [patches, patch_dim] uint8 pixels or float32 vectors)."""
   header = np.frombuffer(record, np.int64, _HEADER)
   n, p, patch_dim, is_pixels, _ = (int(v) for v in header)
   at = _HEADER * 8
@@ -84,10 +86,7 @@ def _decode(record: bytes, step_tokens: np.ndarray) -> TokenGroup:
     patches = np.frombuffer(record, np.uint8, p * patch_dim, at).reshape(p, patch_dim)
   else:
     patches = np.frombuffer(record, np.float32, p * patch_dim, at).reshape(p, patch_dim)
-  return TokenGroup(tokens=ints[0], kinds=ints[1], local_positions=ints[2],
-                    loss_mask=ints[3].astype(bool),
-                    timesteps=np.repeat(np.arange(len(step_tokens), dtype=np.int32), step_tokens),
-                    patches=patches, patch_rows=positions[:, :2], patch_cols=positions[:, 2:])
+  return ints, positions, patches
 
 
 def _step_counts(group: TokenGroup) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +99,7 @@ def _step_counts(group: TokenGroup) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(task: str, items: Iterable[TokenGroup], directory: str, source_fingerprint: str,
-          chunk_tokens: int = CHUNK_TOKENS, repair: bool = True) -> "TaskStore":
+          chunk_bytes: int = CHUNK_BYTES, repair: bool = True) -> "TaskStore":
   """Writes a task's store at `directory` from its tokenized items.
 
   A store already there is replaced, unless `repair` is False and it is complete with the same
@@ -121,10 +120,13 @@ def build(task: str, items: Iterable[TokenGroup], directory: str, source_fingerp
         raise ValueError(f"task {task}: item {len(item_chunks) - 1} has no tokens")
       offsets = np.concatenate([[0], np.cumsum(tokens)])
       patch_offsets = np.concatenate([[0], np.cumsum(patches)])
+      patch_dim = group.patches.shape[1] if group.patches.shape[0] else 0
+      # Stored bytes of each timestep: 4 int32 fields a token, pixels and positions a patch.
+      byte_offsets = np.concatenate([[0], np.cumsum(16 * tokens + (patch_dim + 16) * patches)])
       start = 0
       while start < tokens.size:
-        # Whole timesteps up to chunk_tokens (one at least).
-        stop = max(start + 1, int(np.searchsorted(offsets, offsets[start] + chunk_tokens,
+        # Whole timesteps up to chunk_bytes (one at least).
+        stop = max(start + 1, int(np.searchsorted(byte_offsets, byte_offsets[start] + chunk_bytes,
                                                   side="right")) - 1)
         lo, hi, p_lo, p_hi = offsets[start], offsets[stop], patch_offsets[start], patch_offsets[stop]
         chunk = TokenGroup(
@@ -274,15 +276,24 @@ class TaskStore:
     steps = self._chunk_steps[c_lo:c_hi + 1] - first
     lo = int(np.searchsorted(steps, start, side="right")) - 1
     hi = int(np.searchsorted(steps, stop, side="left"))
-    groups = [_decode(r, self._step_tokens[first + steps[c]:first + steps[c + 1]])
-              for c, r in zip(range(lo, hi), self._records(c_lo + lo, c_lo + hi))]
-    group = concat_token_groups(groups) if len(groups) > 1 else groups[0]
-    skip = start - int(steps[lo])
-    if skip or stop != int(steps[hi]):
-      group = sequences.slice_timesteps(group, skip, stop - int(steps[lo]))
-    if not pixels and group.patches.dtype == np.uint8:
-      group = group.replace(patches=images.normalize_pixels(group.patches))
-    return group
+    decoded = [_decode(r) for r in self._records(c_lo + lo, c_lo + hi)]
+    join = lambda arrays, axis=0: arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis)
+    ints = join([d[0] for d in decoded], 1)
+    positions = join([d[1] for d in decoded])
+    patches = join([d[2] for d in decoded]) if any(d[2].size for d in decoded) else decoded[0][2]
+    # Cut the wanted timesteps [a, b) out of the chunks', which start at timestep `base`.
+    base, a, b = first + int(steps[lo]), first + start, first + stop
+    t0 = int(self._step_tokens[base:a].sum())
+    t1 = t0 + int(self._step_tokens[a:b].sum())
+    p0 = int(self._step_patches[base:a].sum())
+    p1 = p0 + int(self._step_patches[a:b].sum())
+    ints, positions, patches = ints[:, t0:t1], positions[p0:p1], patches[p0:p1]
+    if not pixels and patches.dtype == np.uint8:
+      patches = images.normalize_pixels(patches)
+    return TokenGroup(tokens=ints[0], kinds=ints[1], local_positions=ints[2],
+                      loss_mask=ints[3].astype(bool),
+                      timesteps=np.repeat(np.arange(b - a, dtype=np.int32), self._step_tokens[a:b]),
+                      patches=patches, patch_rows=positions[:, :2], patch_cols=positions[:, 2:])
 
 
 @dataclasses.dataclass(frozen=True)
