@@ -26,6 +26,9 @@ setuptools.setup(
         "tensorflow-text>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
         "seqio==0.0.20",
+        # The derived training store (ArrayRecord) and parallel batch building (Grain).
+        "grain==0.2.18",
+        "array-record==0.8.6",
         "sentencepiece>=0.2",
         "gymnax==1.0.1",
         "dm-control==1.0.50",

@@ -1,7 +1,7 @@
 """The training loop: `train_and_evaluate(config, workdir)`, which launchers and tests call.
 
-It joins a multi-host job when told to, builds the mesh, loads the mixture's episodes through
-their SeqIO Tasks, initialises (or resumes) the sharded train state and the data stream from the
+It joins a multi-host job when told to, builds the mesh, opens the derived stores of the
+mixture's tasks (built from their SeqIO Tasks on first use), initialises (or resumes) the sharded train state and the data stream from the
 newest readable checkpoint in `workdir/checkpoints`, and trains, logging metrics and saving
 checkpoints as configured. `train.stop_at_step` ends the run early exactly as a preemption
 would: after a checkpoint, with nothing else changed, so rerunning without it finishes the run.
@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from gato_jax import checkpoint, sharding, workdir_lock
-from gato_jax.data import mixture, presets, sequences, tasks
+from gato_jax.data import mixture, presets, sequences, store, tasks
 from gato_jax.model import ModelConfig
 from gato_jax.training import flops, metrics_log
 from gato_jax.training.optimizer import OptimizerConfig
@@ -39,28 +39,39 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
 
 
 def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.MixtureIterator:
-  """The training stream: this process's rows of each batch of the configured mixture."""
+  """The training stream: this process's rows of each batch of the configured mixture.
+
+  Registers the built-in tasks and mixtures for the run's data directory, imports the modules of
+  `data.imports` (which may register their own tasks and seqio Mixtures), resolves
+  `data.mixture`, and opens each task's derived store (building it on first use), of which this
+  process samples only its own shards.
+  """
   data_dir = os.path.expanduser(config.data.data_dir)
-  tasks.register_builtin_tasks(data_dir)
+  tasks.register_run_tasks(data_dir, config.data.policy, config.data.imports)
   weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())
+  derived_dir = tasks.store_root(data_dir, config.data.derived_dir)
+  stores = {name: tasks.open_store(name, derived_dir) for name in weights}
   limit = config.data.max_episodes_per_task or None
   num_shards = config.data.num_shards or jax.process_count()
   host_shards = mixture.host_shards(config.train.batch_size, num_shards, jax.process_index(),
                                     jax.process_count())
-  # Each process reads only its own shards of every task.
-  pools = {shard: {name: tasks.load_token_groups(name, limit=limit, shard=(shard, num_shards))
+  # Each process samples only its own shards of every task.
+  pools = {shard: {name: store.Pool.shard(stores[name], shard, num_shards, limit)
                    for name in weights}
            for shard in host_shards}
   logging.info("episodes per task in data shards %s of %d: %s", list(host_shards), num_shards,
                {name: sum(len(pools[shard][name]) for shard in pools) for name in weights})
+  kinds = {name: tasks.task_info(name).kind for name in weights}
+  max_patches = mixture.patch_budget(
+      {name: (s.max_patch_fraction(), s.max_item_patches()) for name, s in stores.items()}, kinds,
+      config.train.seq_len, config.train.max_patches)
   prompt = sequences.PromptConfig(probability=config.data.prompt_probability,
                                   end_fraction=config.data.prompt_end_fraction,
                                   max_tokens=config.data.prompt_tokens)
   return mixture.MixtureIterator(
-      pools, weights, config.train.batch_size, config.train.seq_len, config.train.max_patches,
+      pools, weights, config.train.batch_size, config.train.seq_len, max_patches,
       patch_dim, seed=config.data.seed, prompt=prompt, process_index=jax.process_index(),
-      process_count=jax.process_count(), kinds={name: tasks.TASK_KINDS[name] for name in weights},
-      num_shards=num_shards)
+      process_count=jax.process_count(), kinds=kinds, num_shards=num_shards)
 
 
 def _global_max(value: int) -> int:
@@ -151,8 +162,10 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   values: dict[str, Any] = {}
   interval_start, interval_steps = time.perf_counter(), 0
   eval_every = config.eval.every_steps if "eval" in config else 0
+  batches = data.stream(start, stop, threads=config.data.read_threads,
+                        processes=config.data.read_processes)
   for step in range(start, stop):
-    local_batch, _ = data.batch_at(step)
+    local_batch = next(batches)
     data.step = step + 1
     num_targets = None
     if config.train.logits_at_targets_only:

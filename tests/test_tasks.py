@@ -129,13 +129,30 @@ def test_unknown_task_is_a_clear_error():
     seqio.get_mixture_or_task("gato.no_such_task")
 
 
-def test_import_registers_every_builtin_task():
+def test_builtin_tasks_register_explicitly_for_a_data_dir(tmp_path):
+  import subprocess
+  import sys
+
+  # Importing registers nothing: the run's data directory decides what the tasks read.
+  code = ("import seqio; from gato_jax.data import tasks;"
+          " assert not [n for n in seqio.TaskRegistry.names() if n.startswith('gato.')];"
+          " assert not tasks.CATALOGUE")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
   import seqio
 
-  names = set(seqio.TaskRegistry.names())
+  names = tasks.register_builtin_tasks(str(tmp_path))
+  assert len(names) >= 26
   for task in ("babyai/BossLevel", "dm_control/walker-walk", "babyai/GoToRedBall"):
-    assert tasks.task_name(task) in names
-  assert len(tasks.BUILTIN_TASKS) >= 26
+    assert tasks.task_name(task) in seqio.TaskRegistry.names()
+  info = tasks.task_info("gato.babyai.GoToRedBall")
+  assert (info.domain, info.kind, info.builtin) == ("babyai", "control", "babyai/GoToRedBall")
+  assert info.source.startswith(str(tmp_path)) and not info.has_data()
+  assert tasks.task_info("gato.vision_language.shapes_vqa").kind == "vision_language"
+  assert tasks.builtin_names(["gato.text.cpython_docs", "user.task"]) == ["text/cpython_docs"]
+  assert tasks.available_builtin_tasks() == {}
+  with pytest.raises(KeyError, match="'gato.nope' is not in the gato_jax task catalogue"):
+    tasks.task_info("gato.nope")
 
 
 def test_builtin_tasks_read_generated_data(data_dir):
@@ -144,6 +161,12 @@ def test_builtin_tasks_read_generated_data(data_dir):
     groups = tasks.load_token_groups("gato.babyai.GoToRedBall")
     stats = episodes_lib.load_stats(data_dir, "babyai/GoToRedBall")
     assert 1 <= len(groups) <= 4 and stats.expert_return > stats.random_return
+    # The built-in mixture presets are seqio Mixtures over the tasks with data.
+    from gato_jax.data import presets
+    import seqio
+
+    assert presets.seqio_weights("control") == {"gato.babyai.GoToRedBall": 1.0}
+    assert seqio.get_mixture_or_task("paper").name == "paper"
   finally:
     tasks.register_builtin_tasks()  # Back to the default data directory for other tests.
 
@@ -174,7 +197,8 @@ def test_text_and_vision_language_tasks_join_the_mixture(data_dir, tmp_path):
   babyai, _, _ = _register(data_dir, "babyai/GoToRedBall")
   pools = {"test.docs": documents, "test.captions": captions, babyai: tasks.load_token_groups(babyai)}
   it = mixture.MixtureIterator(pools, {name: 1.0 for name in pools}, batch_size=6, context=384,
-                               max_patches=80, patch_dim=768, seed=0, kinds=tasks.TASK_KINDS)
+                               max_patches=80, patch_dim=768, seed=0,
+                               kinds={name: tasks.task_info(name).kind for name in pools})
   batch, row_tasks = it.batch_at(0)
   for row, task in enumerate(row_tasks):
     segments = batch.segment_ids[row]

@@ -11,8 +11,14 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gato_jax import checkpoint, train
+from gato_jax import tokenizer as T
 from gato_jax.data import generation, presets
 from gato_jax.training import metrics_log
+
+
+def _losses(workdir: str) -> list[tuple[int, float]]:
+  """(step, loss) of every logged training step (evaluation records carry no loss)."""
+  return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(workdir) if "loss" in r]
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -61,16 +67,23 @@ def test_smoke_run_and_exact_resume(data_dir, tmp_path):
     assert a["learning_rate"] == pytest.approx(b["learning_rate"], rel=1e-6)
 
 
-def test_launcher_and_overrides(data_dir, tmp_path):
-  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def test_launcher_trains_a_seqio_mixture_registered_by_user_code(data_dir, tmp_path):
+  # A user module, named by data.imports, mixes a built-in task into a seqio Mixture of its own.
+  (tmp_path / "user_mixtures.py").write_text(
+      "import seqio\n"
+      "seqio.MixtureRegistry.add('user_mix', [('gato.babyai.GoToLocal', 3),"
+      " ('gato.babyai.GoToRedBall', 1)])\n")
+  workdir = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
   out = subprocess.run(
       [sys.executable, "experiments/train.py", "--config=experiments/configs/gato.py:tiny,smoke",
-       f"--workdir={tmp_path}", f"--config.data.data_dir={data_dir}", "--config.train.steps=1",
+       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.train.steps=1",
        "--config.mesh.shape=-1,1,1", "--config.mesh.rules=data_parallel",
-       "--config.data.mixture=gato.babyai.GoToLocal=1"],
+       "--config.data.imports=user_mixtures", "--config.data.mixture=user_mix"],
       cwd=ROOT, env=env, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
-  (record,) = metrics_log.read_metrics(str(tmp_path))
+  assert "75.00%  gato.babyai.GoToLocal" in out.stderr  # The realised rates are logged.
+  (record,) = metrics_log.read_metrics(str(workdir))
   assert record["step"] == 1 and record["loss"] > 0
 
 
@@ -100,14 +113,14 @@ def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeyp
       " wait for it to finish or use another --workdir")
   # The first run finished alone: its own four steps, each once, as an undisturbed run logs them.
   train.train_and_evaluate(_config(data_dir), str(tmp_path / "alone"))
-  assert train.latest_losses(str(workdir)) == train.latest_losses(str(tmp_path / "alone"))
+  assert _losses(str(workdir)) == _losses(str(tmp_path / "alone"))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
 
 
 def test_corrupt_newest_checkpoint_is_repaired_by_the_next_run(data_dir, tmp_path):
   workdir = tmp_path / "run"
   train.train_and_evaluate(_config(data_dir), str(workdir))
-  losses = train.latest_losses(str(workdir))
+  losses = _losses(str(workdir))
   for path in (workdir / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
       path.write_bytes(b"\0" * 7)
@@ -115,10 +128,10 @@ def test_corrupt_newest_checkpoint_is_repaired_by_the_next_run(data_dir, tmp_pat
   (moved,) = os.listdir(workdir / "checkpoints" / "quarantine")
   assert moved.startswith("4-")
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "quarantine"]
-  assert train.latest_losses(str(workdir)) == losses  # Steps 3 and 4 replayed, logged once.
+  assert _losses(str(workdir)) == losses  # Steps 3 and 4 replayed, logged once.
   train.train_and_evaluate(_config(data_dir), str(workdir))  # The new step 4 reads: no change.
   assert len(os.listdir(workdir / "checkpoints" / "quarantine")) == 1
-  assert train.latest_losses(str(workdir)) == losses
+  assert _losses(str(workdir)) == losses
 
 
 def test_full_disk_stops_with_one_error_and_no_temporary_folder(data_dir, tmp_path, monkeypatch):
@@ -134,7 +147,7 @@ def test_full_disk_stops_with_one_error_and_no_temporary_folder(data_dir, tmp_pa
   assert os.listdir(tmp_path / "checkpoints") == []  # No 2.orbax-checkpoint-tmp left.
   assert [r["step"] for r in metrics_log.read_metrics(str(tmp_path))] == [1, 2]
   train.train_and_evaluate(_config(data_dir), str(tmp_path))  # Space again: the run recovers.
-  assert [step for step, _ in train.latest_losses(str(tmp_path))] == [1, 2, 3, 4]
+  assert [step for step, _ in _losses(str(tmp_path))] == [1, 2, 3, 4]
 
 
 def test_misspelled_config_field_is_one_line(data_dir, tmp_path):
@@ -143,6 +156,40 @@ def test_misspelled_config_field_is_one_line(data_dir, tmp_path):
   assert out.stderr.splitlines()[-1] == (
       "error: unknown config field train.stepz; did you mean train.steps? (in"
       " --config.train.stepz)")
+@pytest.fixture(scope="module")
+def atari_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("atari_data"))
+  generation.generate_task("atari/Breakout", path, num_episodes=2, stats_episodes=2,
+                           shard_episodes=2, policy="random", progress=lambda line: None)
+  return path
+
+
+def test_default_config_trains_an_image_control_task(atari_dir, tmp_path):
+  from gato_jax.data import rlds_io, tasks
+  from gato_jax.envs import registry
+
+  env = registry.make_env("atari/Breakout")
+  source = rlds_io.dataset_dir(atari_dir, generation.dataset_name("atari", "random"),
+                               rlds_io.config_name("atari/Breakout"))
+  tasks.register_control_task("test.atari_breakout", source, env.observation_spec,
+                              env.action_spec, data_dir=atari_dir, stats_task=None)
+  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
+  import gato  # experiments/configs/gato.py
+
+  config = gato.get_config()  # The default seq_len and patch settings.
+  config.data.data_dir = atari_dir
+  config.data.mixture = "test.atari_breakout"  # A registered seqio Task is a mixture too.
+  config.train.batch_size, config.train.steps = 8, 1
+  config.checkpoint.async_save, config.log.every_steps, config.log.tensorboard = False, 1, False
+  assert config.train.seq_len == 1024
+  data = train.build_data(config, patch_dim=768)
+  # 80x80 frames: 25 patches of a 27-token timestep, so 1024 tokens hold up to 949 patches.
+  assert data.max_patches == 949
+  batch = data.host_batch(0)
+  patches_per_row = (batch.kinds == T.TokenKind.IMAGE_PATCH).sum(axis=1)
+  assert patches_per_row.max() > 256  # More than the old fixed budget.
+  record = train.train_and_evaluate(config, str(tmp_path))
+  assert record["loss"] > 0 and record["action_tokens"] > 0
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -164,8 +211,10 @@ def test_mixture_presets():
   available = {"babyai": ["gato.babyai.A", "gato.babyai.B"], "dm_control": ["gato.dm_control.C"]}
   weights = presets.resolve("babyai=1,dm_control=1,atari=5", available)  # atari: no data.
   assert weights == {"gato.babyai.A": 0.25, "gato.babyai.B": 0.25, "gato.dm_control.C": 0.5}
-  assert presets.resolve("paper", available)["gato.dm_control.C"] == pytest.approx(
-      4.62 / (9.06 + 4.62))
+  # The presets are plain data, expanded over the tasks with data (register_mixtures registers
+  # the result as a seqio.Mixture, which `resolve` then prefers).
+  paper = presets.expand(presets.parse("paper"), available, quiet=True)
+  assert paper["gato.dm_control.C"] / sum(paper.values()) == pytest.approx(4.62 / (9.06 + 4.62))
 
 
 def test_loss_is_split_by_domain():

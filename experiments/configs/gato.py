@@ -51,7 +51,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 512  # Global sequences per step.
   config.train.seq_len = 1024  # Tokens per sequence (the context).
-  config.train.max_patches = 256  # Patch slots per sequence in a batch.
+  # Patch slots per sequence: -1 derives the most any row of the mixture can hold from the context
+  # and the data (an 80x80 Atari window of 1024 tokens: ~950); >= 0 fixes it (checked at start).
+  config.train.max_patches = -1
   config.train.steps = 1_000_000  # Total optimiser steps.
   config.train.seed = 0  # Parameter init and step RNG.
   config.train.stop_at_step = 0  # >0: stop (after saving) at this step, as a preemption would.
@@ -61,12 +63,21 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train.microbatches = 1
 
   config.data = ml_collections.ConfigDict()
-  config.data.mixture = "control"  # Preset (quickstart | control | paper) or "name=weight,...".
+  # A registered seqio Mixture or Task (built-in: quickstart | control | paper) or "name=weight,...".
+  config.data.mixture = "control"
   config.data.data_dir = "~/.cache/gato_jax"  # Generated TFDS datasets (tools/generate_data.py).
+  config.data.policy = "expert"  # Built-in control tasks read: expert (filtered) | random episodes.
   config.data.prompt_probability = 0.25  # Share of sequences prompted with another episode.
   config.data.prompt_end_fraction = 0.5  # Of prompts, the share taken from an episode's end.
   config.data.prompt_tokens = 256  # Prompt budget (at most half the context).
-  config.data.max_episodes_per_task = 0  # 0: all; otherwise load at most this many per task.
+  config.data.max_episodes_per_task = 0  # 0: all; otherwise sample from at most this many per task.
+  # Comma-separated modules imported after the built-in tasks are registered for data_dir and
+  # before data.mixture is resolved: they may register seqio Tasks and Mixtures of their own.
+  config.data.imports = ""
+  # Derived stores (tokenized episodes, random access; built on first use). Empty: data_dir/derived.
+  config.data.derived_dir = ""
+  config.data.read_threads = 0  # Grain threads building batches ahead of the step (0: inline).
+  config.data.read_processes = 0  # Grain worker processes building batches (0: none).
   config.data.seed = 0  # Seed of the data stream (task, episode, window and prompt draws).
   # Episodes split into this many shards, each feeding its own block of rows; a process reads
   # only its shards. 0: one per process. The stream depends on this, not on the process count.

@@ -11,10 +11,14 @@ many equal blocks of rows: the rows of block k sample only from shard k. Each ho
 the shards its own rows draw from. The stream
 depends on the shard count, not on how many hosts share the shards: one process holding all
 shards yields exactly the batches that several hosts assemble together.
+
+A task's pool is a list of in-memory TokenGroups or a `store.Pool` of lazily read episodes from
+the derived store; the draws, and so the batches, are the same for both. `stream` runs
+`batch_at` for the coming steps in Grain worker threads or processes with prefetch.
 """
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -42,6 +46,42 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 def describe(probabilities: Mapping[str, float]) -> str:
   return "\n".join(f"  {100 * p:6.2f}%  {task}" for task, p in probabilities.items())
+
+
+def patch_budget(patch_limits: Mapping[str, tuple[float, int]], kinds: Mapping[str, str],
+                 context: int, max_patches: int = -1) -> int:
+  """Patch slots per row: enough for any row the mixture can draw, or a checked fixed number.
+
+  A control row is whole timesteps of one task (window and prompt) within `context` tokens, so
+  it holds at most ceil(context * f) patches, f being the task's largest share of patches among
+  a timestep's tokens. A vision-language row holds at most its pairs' images (and is cropped to
+  the budget); text rows hold none.
+
+  Args:
+    patch_limits: task -> (its largest patch share of a timestep, the most patches of one
+      item): `store.TaskStore.max_patch_fraction()` and `max_item_patches()`.
+    kinds: task -> kind ("control" by default).
+    context: tokens per row.
+    max_patches: -1 derives the budget; a number >= 0 is checked against the control tasks.
+
+  Raises:
+    ValueError: naming the task and what to set, if a fixed budget is too small for it.
+  """
+  needs = {}
+  for task, (fraction, item_patches) in patch_limits.items():
+    kind = kinds.get(task, "control")
+    if kind != "text":
+      needs[task] = int(np.ceil(context * fraction - 1e-9))
+    if kind == "vision_language":
+      needs[task] = min(needs[task], sequences.VISION_LANGUAGE_PAIRS * item_patches)
+  if max_patches < 0:
+    return max(needs.values(), default=0)
+  for task, need in sorted(needs.items()):
+    if kinds.get(task, "control") == "control" and need > max_patches:
+      raise ValueError(f"task {task} needs up to {need} patch slots in a row of {context} tokens,"
+                       f" but train.max_patches={max_patches}; set train.max_patches={need} (or"
+                       " -1, derived from the context and the data)")
+  return max_patches
 
 
 def host_shards(batch_size: int, num_shards: int, process_index: int, process_count: int) -> range:
@@ -167,6 +207,40 @@ class MixtureIterator:
     batch = packing.rows_batch([groups for _, groups in rows], self.context, self.max_patches,
                                self.patch_dim)
     return batch, [task for task, _ in rows]
+
+  def host_batch(self, step: int) -> Batch:
+    """This host's rows of batch `step` (a pure function of the step)."""
+    return self.batch_at(step)[0]
+
+  def stream(self, start: int, stop: int, threads: int = 0, processes: int = 0,
+             prefetch: int = 4) -> Iterator[Batch]:
+    """`host_batch(step)` for steps [start, stop), in order, built ahead by Grain workers.
+
+    Args:
+      start, stop: the steps to yield.
+      threads: Grain read threads (0 with no processes: built in the caller's thread).
+      processes: Grain worker processes, each building whole batches (threads then apply
+        inside each worker); they need a picklable iterator (stores reopen their files).
+      prefetch: batches built ahead of the consumer (per worker process, with processes).
+    """
+    if threads <= 0 and processes <= 0:
+      return (self.host_batch(step) for step in range(start, stop))
+    import grain
+
+    dataset = grain.MapDataset.range(start, stop).map(self.host_batch)
+    if processes > 0:
+      from absl import flags
+
+      if not flags.FLAGS.is_parsed():  # Grain's workers read its flags (outside absl apps too).
+        flags.FLAGS.mark_as_parsed()
+      iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(threads, 1),
+                                                           prefetch_buffer_size=prefetch))
+      iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=processes, per_worker_buffer_size=prefetch))
+    else:
+      iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                                           prefetch_buffer_size=prefetch))
+    return iter(iterable)
 
   def __iter__(self):
     return self

@@ -1,9 +1,17 @@
-"""Mixture specifications: named presets, the paper's Table 1, and `task=weight` strings.
+"""Mixtures: the built-in presets (plain data), their SeqIO Mixtures, and `name=weight` strings.
 
-A mixture spec is a preset name or a comma-separated list of `name=weight`, where a name is a
-SeqIO task ("gato.babyai.GoToRedBall") or a whole domain ("babyai", whose weight is split evenly
-over its tasks that have data). `resolve` turns a spec into {SeqIO task: probability} over the
-tasks whose data exists, naming whatever it had to leave out.
+A mixture spec (`data.mixture`) is the name of any registered `seqio.Mixture` or Task, or a
+comma-separated list of `name=weight`, where a name is a task ("gato.babyai.GoToRedBall") or a
+whole domain ("babyai", whose weight is split evenly over its tasks that have data).
+
+The presets below ("quickstart", "control", and "paper", Table 1 over our domains) are
+registered as `seqio.Mixture`s by `register_mixtures`, which `tasks.register_builtin_tasks` calls
+for the run's data directory, over the tasks that have data. User code registers its own the
+SeqIO way, in a module named by `data.imports` (imported after the built-in tasks):
+
+  seqio.MixtureRegistry.add("my_mix", [("gato.babyai.GoToRedBall", 2), ("my_robot.pick", 1)])
+
+`resolve` turns a spec into {task: probability}, naming whatever it had to leave out.
 """
 
 from typing import Mapping
@@ -45,6 +53,41 @@ def paper_weights() -> dict[str, float]:
   return weights
 
 
+def register_mixtures(available: Mapping[str, list[str]]) -> list[str]:
+  """Registers (or replaces) a seqio.Mixture per preset over `available` tasks; returns names.
+
+  A preset none of whose tasks has data is not registered (resolving it names the problem).
+  """
+  import seqio
+
+  names = []
+  for name in ("paper", *PRESETS):
+    try:
+      weights = expand(parse(name), available, quiet=True)
+    except ValueError:
+      weights = {}
+    if name in seqio.MixtureRegistry.names():
+      seqio.MixtureRegistry.remove(name)
+    if weights:
+      seqio.MixtureRegistry.add(name, sorted(weights.items()))
+      names.append(name)
+  return names
+
+
+def seqio_weights(name: str) -> dict[str, float] | None:
+  """{task: rate} of a registered seqio Mixture (rate 1 for a Task), or None if not registered."""
+  if "=" in name or "," in name:
+    return None
+  import seqio
+
+  if name in seqio.MixtureRegistry.names():
+    mix = seqio.MixtureRegistry.get(name)
+    return {task.name: float(mix.get_rate(task)) for task in mix.tasks}
+  if name in seqio.TaskRegistry.names():
+    return {name: 1.0}
+  return None
+
+
 def parse(spec: str) -> dict[str, float]:
   """"paper" / a preset / "a=1,b=2" -> {name: weight}."""
   spec = spec.strip()
@@ -75,18 +118,28 @@ def _missing_data_reason(name: str) -> str:
 
 
 def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
-  """Expands a spec over available data: {SeqIO task name: probability}.
+  """A spec over available data: {task name: probability}.
 
   Args:
-    spec: see `parse`.
-    available: domain -> SeqIO task names whose data exists.
+    spec: a registered seqio Mixture or Task name, or see `parse`.
+    available: domain -> built-in task names whose data exists.
 
   Raises:
     ValueError: if a named task has no data, or nothing named has any.
   """
+  registered = seqio_weights(spec.strip())
+  if registered is not None:
+    logging.info("mixture %r: a registered SeqIO mixture or task", spec)
+    return mixture.normalize_weights(registered)
+  return mixture.normalize_weights(expand(parse(spec), available))
+
+
+def expand(named: Mapping[str, float], available: Mapping[str, list[str]],
+           quiet: bool = False) -> dict[str, float]:
+  """{task or domain: weight} -> {task: weight} over tasks with data (see `resolve`)."""
   all_tasks = {task for tasks in available.values() for task in tasks}
   weights, missing = {}, []
-  for name, weight in parse(spec).items():
+  for name, weight in named.items():
     if name in available and available[name]:
       for task in available[name]:
         weights[task] = weights.get(task, 0.0) + weight / len(available[name])
@@ -96,11 +149,11 @@ def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
       raise ValueError(f"mixture task {name!r}: {_missing_data_reason(name)}")
     else:
       missing.append(name)
-  if missing:
+  if missing and not quiet:
     logging.warning("mixture domains without data (their weight is renormalised over the rest):"
                     " %s", missing)
   if not weights:
-    reason = _missing_data_reason(missing[0])
-    raise ValueError(f"mixture {spec!r} names no task with data ({reason}); tasks with data:"
+    reason = _missing_data_reason(missing[0]) if missing else "no data"
+    raise ValueError(f"mixture {dict(named)} names no task with data ({reason}); tasks with data:"
                      f" {sorted(all_tasks)}")
-  return mixture.normalize_weights(weights)
+  return weights

@@ -6,6 +6,10 @@ task, half taken from the end of that episode and half from a uniformly chosen p
 pack documents; vision-language sequences concatenate 5 (image, text) pairs. Everything here
 is numpy over `TokenGroup`s and takes an explicit `numpy.random.Generator`, so a seeded pipeline
 produces the same sequences on every run.
+
+An episode, document or example is either a `TokenGroup` in memory or a lazily read item of the
+derived store (`store.StoredEpisode`, which knows its tokens per timestep and reads a window of
+timesteps on demand); both give the same sequences for the same draws.
 """
 
 import dataclasses
@@ -44,6 +48,25 @@ def timestep_offsets(group: TokenGroup) -> np.ndarray:
   return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
+def step_offsets(episode) -> np.ndarray:
+  """`timestep_offsets` of an in-memory TokenGroup or a stored episode (from its index)."""
+  if isinstance(episode, TokenGroup):
+    return timestep_offsets(episode)
+  return np.concatenate([[0], np.cumsum(episode.step_tokens)]).astype(np.int64)
+
+
+def read_timesteps(episode, start: int, stop: int) -> TokenGroup:
+  """Timesteps [start, stop) of an in-memory TokenGroup or a stored episode, renumbered from 0."""
+  if isinstance(episode, TokenGroup):
+    return slice_timesteps(episode, start, stop)
+  return episode.read(start, stop)
+
+
+def as_group(episode) -> TokenGroup:
+  """The whole of an in-memory TokenGroup or a stored episode, as a TokenGroup."""
+  return episode if isinstance(episode, TokenGroup) else episode.read()
+
+
 def slice_timesteps(group: TokenGroup, start: int, stop: int) -> TokenGroup:
   """Timesteps [start, stop) of an unbatched group, renumbered from 0, with their patches."""
   offsets = timestep_offsets(group)
@@ -66,7 +89,7 @@ def _fitting_stop(offsets: np.ndarray, start: int, max_tokens: int) -> int:
   return int(np.searchsorted(offsets, offsets[start] + max_tokens, side="right")) - 1
 
 
-def window_bounds(group: TokenGroup, max_tokens: int, rng: np.random.Generator,
+def window_bounds(group, max_tokens: int, rng: np.random.Generator,
                   anchor: str = "uniform", name: str = "episode") -> tuple[int, int]:
   """Chooses timesteps [start, stop) holding at most `max_tokens` tokens.
 
@@ -79,7 +102,7 @@ def window_bounds(group: TokenGroup, max_tokens: int, rng: np.random.Generator,
   Raises:
     WindowError: if a single timestep is longer than `max_tokens`.
   """
-  offsets = timestep_offsets(group)
+  offsets = step_offsets(group)
   num_steps = len(offsets) - 1
   lengths = np.diff(offsets)
   if num_steps == 0:
@@ -100,25 +123,25 @@ def window_bounds(group: TokenGroup, max_tokens: int, rng: np.random.Generator,
   return start, _fitting_stop(offsets, start, max_tokens)
 
 
-def random_window(group: TokenGroup, max_tokens: int, rng: np.random.Generator,
+def random_window(group, max_tokens: int, rng: np.random.Generator,
                   name: str = "episode") -> TokenGroup:
   start, stop = window_bounds(group, max_tokens, rng, "uniform", name)
-  return slice_timesteps(group, start, stop)
+  return read_timesteps(group, start, stop)
 
 
-def prompt_from(group: TokenGroup, config: PromptConfig, rng: np.random.Generator,
+def prompt_from(group, config: PromptConfig, rng: np.random.Generator,
                 name: str = "episode") -> TokenGroup:
   """A prompt: whole timesteps of at most `config.max_tokens`, from the end or a uniform point."""
   anchor = "end" if rng.random() < config.end_fraction else "uniform"
   start, stop = window_bounds(group, config.max_tokens, rng, anchor, name)
-  prompt = slice_timesteps(group, start, stop)
+  prompt = read_timesteps(group, start, stop)
   if not config.loss:
     prompt = prompt.replace(loss_mask=np.zeros_like(prompt.loss_mask))
   return prompt
 
 
-def make_sequence(episode: TokenGroup, context: int, rng: np.random.Generator,
-                  prompt_episode: TokenGroup | None = None,
+def make_sequence(episode, context: int, rng: np.random.Generator,
+                  prompt_episode=None,
                   prompt_config: PromptConfig | None = None,
                   name: str = "episode") -> TokenGroup:
   """One training sequence: [prompt] + a random window, together at most `context` tokens.
@@ -164,13 +187,17 @@ def text_row(documents, context: int, rng: np.random.Generator,
     room = context - used
     if document.num_tokens > room:
       start = int(rng.integers(document.num_tokens - room + 1))
-      document = token_slice(document, start, start + room)
-    row.append(document)
+      document = token_slice(as_group(document), start, start + room)
+    row.append(as_group(document))
     used += document.num_tokens
   return row
 
 
-def vision_language_sequence(examples, context: int, rng: np.random.Generator, pairs: int = 5,
+VISION_LANGUAGE_PAIRS = 5  # (image, text) examples per vision-language sequence (GATO_SPEC.md).
+
+
+def vision_language_sequence(examples, context: int, rng: np.random.Generator,
+                             pairs: int = VISION_LANGUAGE_PAIRS,
                              max_patches: int | None = None,
                              name: str = "vision_language") -> TokenGroup:
   """`pairs` random (image, text) examples concatenated, cropped to whole examples that fit
@@ -178,7 +205,7 @@ def vision_language_sequence(examples, context: int, rng: np.random.Generator, p
 
   GATO_SPEC.md, Training: vision-language sequences are 5 (image, text) pairs, padded or cropped.
   """
-  chosen = [examples[int(i)] for i in rng.integers(len(examples), size=pairs)]
+  chosen = [as_group(examples[int(i)]) for i in rng.integers(len(examples), size=pairs)]
   sequence = concat_token_groups(chosen)
   stop = _fitting_stop(timestep_offsets(sequence), 0, context)
   if max_patches is not None:

@@ -1,9 +1,10 @@
-"""SeqIO Tasks, one per control task: stored RLDS episodes -> tokenized episodes.
+"""The task catalogue: one SeqIO Task and one `TaskInfo` per task, and the derived stores.
 
-Importing this module registers a Task for every task of the built-in domains, named
-"gato.<domain>.<task>" (e.g. "gato.babyai.GoToRedBall"), reading the locally generated TFDS
-dataset under the default data directory. `register_control_task` adds any other RLDS/TFDS
-dataset (a public one by name, with a key map) in one call, e.g.
+Nothing is registered on import. `register_builtin_tasks(data_dir)` registers a Task for every
+task of the built-in domains, named "gato.<domain>.<task>" (e.g. "gato.babyai.GoToRedBall"),
+reading the locally generated TFDS dataset under the run's data directory, and the built-in
+mixtures over the tasks that have data (gato_jax.data.presets). `register_control_task` adds any
+other RLDS/TFDS dataset (a public one by name, with a key map) in one call, e.g.
 
   tasks.register_control_task(
       "my_robot.pick", source="my_rlds_dataset", data_dir="/data/tfds",
@@ -11,24 +12,31 @@ dataset (a public one by name, with a key map) in one call, e.g.
       action_spec=ContinuousSpec((4,), mu_law=False),
       key_map={"steps/observation/state": "steps/observation/joint_pos"})
 
-Each Task yields one example per (filtered) episode, with the fields of a TokenGroup; the
-training mixture (gato_jax.data.mixture) windows, prompts and packs them. Episodes below the
+Each Task yields one example per (filtered) episode, with the fields of a TokenGroup. Training
+does not read the Tasks directly: `open_store` tokenizes a task once, through its Task, into the
+derived store (gato_jax.data.store) that the mixture samples windows from. Episodes below the
 paper's 80%-of-expert bar are dropped where the task's statistics are known.
+
+`CATALOGUE` maps each registered task name to its `TaskInfo` (domain, kind, source, statistics
+task): the one place that knows what a name refers to.
 """
 
+import dataclasses
 import difflib
 import functools
 import glob
+import hashlib
+import importlib
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from absl import logging
 import numpy as np
 
 from gato_jax import tf_compat
 from gato_jax.data import episodes as episodes_lib
-from gato_jax.data import rlds_io
+from gato_jax.data import rlds_io, store as store_lib
 from gato_jax.tokenizer import specs as token_specs
 from gato_jax.tokenizer.constants import NO_LOCAL_POSITION, VOCAB_SIZE, TokenKind
 from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode, tokenize_timestep
@@ -39,6 +47,72 @@ TASK_PREFIX = "gato"
 FIELDS = {"tokens": 1, "kinds": 1, "local_positions": 1, "loss_mask": 1, "timesteps": 1,
           "patches": 2, "patch_rows": 2, "patch_cols": 2}
 _FLOAT_FIELDS = ("patches", "patch_rows", "patch_cols")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+  """What the catalogue knows of one task.
+
+  Attributes:
+    name: the SeqIO task name, used in configs, mixtures, logs and derived file names.
+    domain: "babyai", "text", ... (per-domain losses and reports group by it).
+    kind: how the mixture builds its sequences, one of gato_jax.data.mixture.KINDS.
+    source: the TFDS dataset directory or name the Task reads.
+    data_dir: the TFDS data directory (also where generated statistics live), or None.
+    stats_task: the "<domain>/<task>" whose statistics set the episode filter, or None.
+    filter_fraction: the filter's fraction of the expert's margin over random; None: off.
+    builtin: the "<domain>/<task>" a built-in task comes from (its environment or example set,
+      as evaluation and reports name it; "babyai/GoToRedBall"), else None.
+  """
+
+  name: str
+  domain: str
+  kind: str
+  source: str
+  data_dir: str | None = None
+  stats_task: str | None = None
+  filter_fraction: float | None = None
+  builtin: str | None = None
+
+  def has_data(self) -> bool:
+    """Whether the source exists (a TFDS name in data_dir, or a generated dataset directory)."""
+    if os.path.isabs(os.path.expanduser(self.source)):
+      return os.path.isfile(os.path.join(os.path.expanduser(self.source), "dataset_info.json"))
+    return True  # A TFDS name: found (or not) when read.
+
+  def fingerprint(self, split: str) -> str:
+    """Changes when the source files or the filter's statistics change (the store is stale)."""
+    parts: list[Any] = [self.name, split, self.kind, self.source, self.filter_fraction]
+    source = os.path.expanduser(self.source)
+    if os.path.isdir(source):
+      parts.append(sorted((f, os.path.getsize(os.path.join(source, f))) for f in os.listdir(source)))
+      info = os.path.join(source, "dataset_info.json")
+      if os.path.isfile(info):
+        with open(info, "rb") as f:
+          parts.append(hashlib.sha256(f.read()).hexdigest())
+    if self.stats_task and self.filter_fraction is not None:
+      path = episodes_lib.stats_path(self.stats_data_dir, self.stats_task)
+      if os.path.isfile(path):
+        with open(path, "rb") as f:
+          parts.append(hashlib.sha256(f.read()).hexdigest())
+    return store_lib.fingerprint(*parts)
+
+  @property
+  def stats_data_dir(self) -> str:
+    return os.path.expanduser(self.data_dir or DEFAULT_DATA_DIR)
+
+
+# Task name -> its TaskInfo, for every task registered through this module.
+CATALOGUE: dict[str, TaskInfo] = {}
+
+
+def task_info(name: str) -> TaskInfo:
+  """The catalogue entry of a registered task; a clear error for anything else."""
+  if name not in CATALOGUE:
+    raise KeyError(f"task {name!r} is not in the gato_jax task catalogue; register it with"
+                   " gato_jax.data.tasks.register_control_task or register_example_task (built-in"
+                   " tasks: register_builtin_tasks(data_dir))")
+  return CATALOGUE[name]
 
 
 def task_name(task: str) -> str:
@@ -167,13 +241,16 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
 
 
 def _add_control_task(name: str, source: str, preprocessor, data_dir: str | None, key_map,
-                      stats_task: str | None, filter_fraction: float | None, splits):
+                      stats_task: str | None, filter_fraction: float | None, splits,
+                      domain: str | None = None, builtin: str | None = None):
   tf_compat.import_tensorflow()
   import seqio
 
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  TASK_KINDS[name] = "control"
+  CATALOGUE[name] = TaskInfo(name, domain or _domain_from_name(name), "control", source, data_dir,
+                             stats_task if filter_fraction is not None else None,
+                             filter_fraction if stats_task is not None else None, builtin)
   dataset_fn = functools.partial(_episode_source, source, data_dir, key_map, stats_task,
                                  filter_fraction)
   return seqio.TaskRegistry.add(
@@ -197,8 +274,6 @@ def _builtin_tokenize_preprocessor(dataset, env_task: str, task: str):
   return tokenize_preprocessor(dataset, *specs, task=task)
 
 
-# SeqIO name -> "control" | "text" | "vision_language": how the mixture builds its sequences.
-TASK_KINDS: dict[str, str] = {}
 EXAMPLE_KINDS = {"text": "text", "captioning": "vision_language", "vqa": "vision_language"}
 _VL_SPEC = {"image": token_specs.ImageSpec(), "text": token_specs.TextSpec()}
 
@@ -257,7 +332,8 @@ def _tokenize_examples(dataset, kind: str):
 
 
 def register_example_task(name: str, kind: str, source: str, data_dir: str | None = None,
-                          text_key: str = "text", splits=("train", "validation")):
+                          text_key: str = "text", splits=("train", "validation"),
+                          domain: str | None = None, builtin: str | None = None):
   """Registers a SeqIO Task over a text ("text"), captioning or VQA set.
 
   Args:
@@ -275,7 +351,8 @@ def register_example_task(name: str, kind: str, source: str, data_dir: str | Non
     raise ValueError(f"unknown example kind {kind!r}; kinds: {sorted(EXAMPLE_KINDS)}")
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  TASK_KINDS[name] = EXAMPLE_KINDS[kind]
+  CATALOGUE[name] = TaskInfo(name, domain or _domain_from_name(name), EXAMPLE_KINDS[kind], source,
+                             data_dir, builtin=builtin)
   dataset_fn = functools.partial(_example_source, kind, source, data_dir, text_key)
   return seqio.TaskRegistry.add(
       name, source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
@@ -283,38 +360,43 @@ def register_example_task(name: str, kind: str, source: str, data_dir: str | Non
       output_features=output_features())
 
 
-# SeqIO name -> (domain, dataset directory) of the built-in tasks as last registered.
-BUILTIN_SOURCES: dict[str, tuple[str, str]] = {}
-# The data directory they were last registered with (expanded).
-BUILTIN_DATA_DIR: list[str] = [os.path.expanduser(DEFAULT_DATA_DIR)]
-
-
-def task_domain(name: str) -> str:
-  """A task's domain: its built-in domain, else the part of its name before the task.
-
-  "gato.<domain>.<task>" names follow the built-ins; others ("public.arm") use their first part.
-  """
-  if name in BUILTIN_SOURCES:
-    return BUILTIN_SOURCES[name][0]
+def _domain_from_name(name: str) -> str:
+  """"gato.<domain>.<task>" -> domain; other names ("public.arm") -> their first part."""
   parts = name.split(".")
   return parts[1] if parts[0] == TASK_PREFIX and len(parts) > 2 else parts[0]
 
 
+def task_domain(name: str) -> str:
+  """A task's domain: its catalogue entry's, else the one its name implies."""
+  return CATALOGUE[name].domain if name in CATALOGUE else _domain_from_name(name)
+
+
+_BUILTIN: set[str] = set()  # Names that register_builtin_tasks registered.
+# The data directory they were last registered with (expanded).
+_BUILTIN_DATA_DIR: list[str] = [os.path.expanduser(DEFAULT_DATA_DIR)]
+
+
 def available_builtin_tasks() -> dict[str, list[str]]:
-  """domain -> built-in SeqIO task names whose dataset exists on disk."""
+  """domain -> built-in task names whose dataset exists on disk."""
   available: dict[str, list[str]] = {}
-  for name, (domain, source) in sorted(BUILTIN_SOURCES.items()):
-    if os.path.isfile(os.path.join(source, "dataset_info.json")):
-      available.setdefault(domain, []).append(name)
+  for name in sorted(_BUILTIN):
+    info = CATALOGUE[name]
+    if info.has_data():
+      available.setdefault(info.domain, []).append(name)
   return available
 
 
 def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expert") -> list[str]:
-  """Registers "gato.<domain>.<task>" for every task of every registered domain."""
+  """Registers "gato.<domain>.<task>" for every task of every registered domain, reading the
+  datasets under `data_dir`, then the built-in mixtures over the tasks with data.
+
+  `policy` picks whose generated episodes the control tasks read: "expert" (filtered at 80% of
+  the expert's margin over random) or "random" (unfiltered; for tests and benchmarks).
+  """
   from gato_jax.data import generation
   from gato_jax.envs import registry
 
-  BUILTIN_DATA_DIR[0] = os.path.expanduser(data_dir)
+  _BUILTIN_DATA_DIR[0] = os.path.expanduser(data_dir)
   names = []
   for domain in registry.domains():
     try:
@@ -326,11 +408,11 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       source = rlds_io.dataset_dir(os.path.expanduser(data_dir),
                                    generation.dataset_name(domain, policy), rlds_io.config_name(task))
       names.append(task_name(task))
-      BUILTIN_SOURCES[names[-1]] = (domain, source)
       preprocessor = functools.partial(_builtin_tokenize_preprocessor, env_task=task,
                                        task=names[-1])
       _add_control_task(names[-1], source, preprocessor, data_dir, None, task,
-                        episodes_lib.DEFAULT_FILTER_FRACTION, ("train",))
+                        episodes_lib.DEFAULT_FILTER_FRACTION if policy == "expert" else None,
+                        ("train",), domain, task)
   from gato_jax.data import example_sets
 
   example_kinds = {"text/cpython_docs": "text", "vision_language/shapes_captions": "captioning",
@@ -343,23 +425,27 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       source = rlds_io.dataset_dir(os.path.expanduser(data_dir), example_sets.make_task(task).dataset,
                                    rlds_io.config_name(task))
       names.append(task_name(task))
-      BUILTIN_SOURCES[names[-1]] = (domain, source)
-      register_example_task(names[-1], kind, source)
+      register_example_task(names[-1], kind, source, domain=domain, builtin=task)
+  _BUILTIN.clear()
+  _BUILTIN.update(names)
+  from gato_jax.data import presets
+
+  presets.register_mixtures(available_builtin_tasks())
   return names
 
 
 def missing_data_reason(name: str) -> str:
   """Why built-in task or domain `name` has no data, in words that point at the fix."""
-  data_dir = BUILTIN_DATA_DIR[0]
+  data_dir = _BUILTIN_DATA_DIR[0]
   if not os.path.isdir(data_dir):
     return f"the data directory {data_dir} does not exist (config.data.data_dir)"
-  if name in {domain for domain, _ in BUILTIN_SOURCES.values()}:
+  if name in {CATALOGUE[task].domain for task in _BUILTIN}:
     return f"domain {name!r} has no generated data in {data_dir}; generate it with" \
            " tools/generate_data.py"
-  if name not in BUILTIN_SOURCES:
-    close = difflib.get_close_matches(name, BUILTIN_SOURCES, n=1)
+  if name not in _BUILTIN:
+    close = difflib.get_close_matches(name, sorted(_BUILTIN), n=1)
     return f"unknown task {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-  source = BUILTIN_SOURCES[name][1]
+  source = CATALOGUE[name].source
   interrupted = glob.glob(os.path.join(os.path.dirname(source), "incomplete.*"))
   if interrupted:
     return (f"task {name!r} has no data: its generation was interrupted (left {interrupted[0]});"
@@ -382,12 +468,12 @@ def _specs_of(task: str):
   return specs
 
 
-def load_token_groups(name: str, split: str = "train", limit: int | None = None,
-                      shard: tuple[int, int] | None = None) -> list[TokenGroup]:
-  """A SeqIO Task's examples as TokenGroups (the mixture's episode pool for that task).
+def iter_token_groups(name: str, split: str = "train",
+                      shard: tuple[int, int] | None = None) -> Iterator[TokenGroup]:
+  """A SeqIO Task's examples as TokenGroups, one at a time (the source of a derived store).
 
   `shard=(index, count)` reads only that shard (seqio.ShardInfo: whole files when the dataset has
-  enough of them, otherwise every count-th example); `limit` then applies within the shard.
+  enough of them, otherwise every count-th example).
   """
   tf_compat.import_tensorflow()
   import seqio
@@ -400,15 +486,12 @@ def load_token_groups(name: str, split: str = "train", limit: int | None = None,
     shard_info = seqio.ShardInfo(index=index, num_shards=count)
   dataset = seqio.get_mixture_or_task(name).get_dataset(
       sequence_length=None, split=split, shuffle=False, use_cached=False, shard_info=shard_info)
-  if limit is not None:
-    dataset = dataset.take(limit)
-  groups = []
   tf = tf_compat.import_tensorflow()
   try:
     for example in dataset.as_numpy_iterator():
       fields = {k: example[k] for k in FIELDS}
       fields["loss_mask"] = fields["loss_mask"].astype(bool)
-      groups.append(TokenGroup(**fields))
+      yield TokenGroup(**fields)
   except tf.errors.InvalidArgumentError as e:
     # The tokenizer's own error, raised inside tf.numpy_function, comes back wrapped in graph
     # noise; its last "XError: message" line is what the user needs.
@@ -417,11 +500,62 @@ def load_token_groups(name: str, split: str = "train", limit: int | None = None,
       raise
     raise ValueError(f"task {name!r}: its stored episodes do not fit its specs: {causes[-1]}"
                      ) from None
+
+
+def load_token_groups(name: str, split: str = "train", limit: int | None = None,
+                      shard: tuple[int, int] | None = None) -> list[TokenGroup]:
+  """`iter_token_groups` as a list of at most `limit` (within the shard); none is an error."""
+  groups = []
+  for group in iter_token_groups(name, split, shard):
+    if limit is not None and len(groups) >= limit:
+      break
+    groups.append(group)
   if not groups:
     where = f" shard {shard[0]} of {shard[1]}" if shard else ""
     raise ValueError(f"task {name!r} has no episodes in split {split!r}{where} (after filtering)")
   return groups
 
 
-# Importing this module is how users get the built-in tasks (as with t5.data.tasks).
-BUILTIN_TASKS = register_builtin_tasks()
+def register_run_tasks(data_dir: str, policy: str = "expert", imports: str = "") -> None:
+  """What a run's config registers: the built-in tasks and mixtures for `data_dir`, then the
+  modules of `imports` (comma-separated; data.imports), which may add tasks and mixtures."""
+  register_builtin_tasks(data_dir, policy)
+  for module in filter(None, (m.strip() for m in imports.split(","))):
+    importlib.import_module(module)
+
+
+def builtin_names(names) -> list[str]:
+  """The "<domain>/<task>" of each built-in task among `names` (others are left out)."""
+  return [CATALOGUE[n].builtin for n in names if n in CATALOGUE and CATALOGUE[n].builtin]
+
+
+def store_root(data_dir: str, derived_dir: str = "") -> str:
+  """Where the derived stores of a data directory go (data.derived_dir; default DATA_DIR/derived)."""
+  return os.path.expanduser(derived_dir or os.path.join(os.path.expanduser(data_dir), "derived"))
+
+
+def store_dir(derived_dir: str, name: str, split: str = "train") -> str:
+  """Where a task's derived store lives: the one place a file name derives from a task name."""
+  return os.path.join(os.path.expanduser(derived_dir), name, split)
+
+
+def open_store(name: str, derived_dir: str, split: str = "train",
+               rebuild: bool = False) -> store_lib.TaskStore:
+  """A task's derived store, built first if it is missing, stale or `rebuild` is set.
+
+  Raises:
+    store_lib.StoreError: naming the task and the file, if a store's files are corrupt.
+    KeyError: if the task is not in the catalogue.
+  """
+  info = task_info(name)
+  directory = store_dir(derived_dir, name, split)
+  fingerprint = info.fingerprint(split)
+  meta = store_lib.read_meta(directory)
+  if rebuild or meta is None or meta.get("fingerprint") != fingerprint:
+    if not info.has_data():
+      raise FileNotFoundError(f"task {name}: no dataset at {info.source} to build its store from;"
+                              " generate it with tools/generate_data.py")
+    logging.info("building the derived store of %s (%s) at %s", name, split, directory)
+    return store_lib.build(name, iter_token_groups(name, split), directory, fingerprint,
+                           repair=rebuild)
+  return store_lib.TaskStore(directory, name)

@@ -73,20 +73,6 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, step: int | 
   return restored.state.params, restored.step
 
 
-def _env_task_names() -> dict[str, str]:
-  """SeqIO task name ("gato.babyai.GoToRedBall") -> environment task ("babyai/GoToRedBall")."""
-  from gato_jax.data import tasks as data_tasks
-
-  names = {}
-  for domain in registry.domains():
-    try:
-      domain_tasks = registry.list_tasks(domain)
-    except ImportError:
-      continue
-    names.update({data_tasks.task_name(task): task for task in domain_tasks})
-  return names
-
-
 def _requested_tasks(config: ml_collections.ConfigDict) -> list[str]:
   return [t.strip() for t in config.eval.tasks.split(",") if t.strip()]
 
@@ -96,7 +82,8 @@ def _mixture_tasks(config: ml_collections.ConfigDict) -> list[str]:
   from gato_jax.data import presets
   from gato_jax.data import tasks as data_tasks
 
-  data_tasks.register_builtin_tasks(os.path.expanduser(config.data.data_dir))
+  data_tasks.register_run_tasks(os.path.expanduser(config.data.data_dir),
+                                config.data.get("policy", "expert"), config.data.get("imports", ""))
   return list(presets.resolve(config.data.mixture, data_tasks.available_builtin_tasks()))
 
 
@@ -121,10 +108,12 @@ def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"unknown task {name!r} in eval.tasks; {domain} tasks: {known}")
       names.append(name)
     return names
+  from gato_jax.data import tasks as data_tasks
+
   weights = _mixture_tasks(config)
-  env_names = _env_task_names()
-  names = sorted(env_names[name] for name in weights if name in env_names)
-  skipped = sorted(name for name in weights if name not in env_names)
+  control = [n for n in weights if data_tasks.task_info(n).kind == "control"]
+  names = sorted(data_tasks.builtin_names(control))
+  skipped = sorted(n for n in weights if n not in control or not data_tasks.task_info(n).builtin)
   if skipped:
     logging.info("not evaluated in environments (no control task): %s", skipped)
   return names
@@ -151,8 +140,9 @@ def non_control_tasks(config: ml_collections.ConfigDict) -> list[str]:
       if name not in known:
         raise ValueError(f"unknown task {name!r} in eval.tasks; known: {known}")
     return names
-  by_seqio_name = {data_tasks.task_name(t): t for d in domains for t in example_sets.list_tasks(d)}
-  return sorted(by_seqio_name[n] for n in _mixture_tasks(config) if n in by_seqio_name)
+  weights = _mixture_tasks(config)
+  return sorted(data_tasks.builtin_names(n for n in weights
+                                         if data_tasks.task_info(n).kind != "control"))
 
 
 def evaluate_non_control_task(task: str, config: ml_collections.ConfigDict,
@@ -183,7 +173,11 @@ def evaluate_non_control_task(task: str, config: ml_collections.ConfigDict,
   split = non_control.HELD_OUT_SPLIT
   if domain == "text":
     data_tasks.register_builtin_tasks(data_dir)
-    documents = data_tasks.load_token_groups(data_tasks.task_name(task), split, limit=limit)
+    # The derived store of the held-out split: the reader training uses.
+    held_out = data_tasks.open_store(data_tasks.task_name(task),
+                                     data_tasks.store_root(data_dir, config.data.get("derived_dir", "")),
+                                     split)
+    documents = [held_out.read(i) for i in range(min(limit, len(held_out)))]
     row = non_control.evaluate_text(model_config, params, documents, config.train.seq_len,
                                     batch_size)
   elif "question" in example_sets.load_split(source, split).element_spec:
@@ -217,11 +211,8 @@ def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: Mo
   make_env = lambda: registry.make_env(task)
   prompt_fn = None
   if agent is None and config.eval.prompt_tokens:
-    probe = make_env()
-    specs = (probe.observation_spec, probe.action_spec)
-    probe.close()
-    demos = prompts.load_demonstrations(task, data_dir, stats, *specs,
-                                        max_episodes=config.eval.prompt_episodes)
+    demos = prompts.load_demonstrations(task, data_dir, config.eval.prompt_episodes,
+                                        config.data.get("derived_dir", ""))
     prompt_fn = prompts.PromptSampler(demos, config.eval.prompt_tokens, task)
   if agent is None:
     agent = model_agent.ModelAgent(model_config, params, prompt_fn,

@@ -1,6 +1,6 @@
 """Evaluation beyond control: text perplexity, image captioning and VQA on held-out splits.
 
-Training reads the "train" split of every task (`data.tasks.load_token_groups`); the text and
+Training reads the "train" split of every task (its derived store, `data.tasks.open_store`); the text and
 vision-language sets also store a "validation" split that it never sees (CPython documents held
 out by a hash of their text, `text_data.split_of`; scenes drawn from seeds of their own split,
 `vision_language.scene_seed`). Everything here reads that split.

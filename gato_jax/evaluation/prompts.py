@@ -12,10 +12,9 @@ import os
 
 import numpy as np
 
-from gato_jax.data import episodes as episodes_lib
 from gato_jax.data import rlds_io, sequences
 from gato_jax.envs import registry
-from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode
+from gato_jax.tokenizer.timestep import TokenGroup
 
 
 def demonstrations_dir(data_dir: str, task: str) -> str:
@@ -27,34 +26,31 @@ def demonstrations_dir(data_dir: str, task: str) -> str:
                              rlds_io.config_name(task))
 
 
-def load_demonstrations(task: str, data_dir: str, stats: episodes_lib.TaskStats,
-                        observation_spec, action_spec, max_episodes: int = 20,
-                        split: str = "train") -> list[TokenGroup]:
+def load_demonstrations(task: str, data_dir: str, max_episodes: int = 20,
+                        derived_dir: str = "") -> list[TokenGroup]:
   """Tokenized stored episodes of `task` that pass the filter (at most `max_episodes`).
+
+  They are the first episodes of the built-in task's derived store, the reader training uses
+  (built on first use; `derived_dir` as data.derived_dir).
 
   Raises:
     FileNotFoundError: if the task has no generated expert data.
-    ValueError: if no stored episode passes the filter.
   """
+  from gato_jax.data import tasks
+
   source = demonstrations_dir(data_dir, task)
   if not os.path.isfile(os.path.join(source, "dataset_info.json")):
     raise FileNotFoundError(
         f"no expert episodes of {task!r} to prompt with at {source}; generate them with"
         f" tools/generate_data.py --tasks=... --data_dir={data_dir}, or set eval.prompt_tokens=0"
         " for unprompted evaluation")
-  threshold = episodes_lib.return_threshold(stats)
-  groups = []
-  for episode in rlds_io.read_episodes(source, split, task=task):
-    if float(episode["episode_metadata"]["return"]) < threshold:
-      continue
-    observations, actions = episodes_lib.action_steps(episode)
-    groups.append(tokenize_episode(observations, actions, observation_spec, action_spec))
-    if len(groups) >= max_episodes:
-      break
-  if not groups:
-    raise ValueError(f"no stored episode of {task!r} reaches the filter's return {threshold:.4g};"
-                     " there is no successful demonstration to prompt with")
-  return groups
+  tasks.register_builtin_tasks(os.path.expanduser(data_dir))
+  try:
+    stored = tasks.open_store(tasks.task_name(task), tasks.store_root(data_dir, derived_dir))
+  except ValueError as e:
+    raise ValueError(f"no stored episode of {task!r} reaches the filter's return; there is no"
+                     f" successful demonstration to prompt with ({e})") from None
+  return [stored.read(item, pixels=False) for item in range(min(max_episodes, len(stored)))]
 
 
 class PromptSampler:

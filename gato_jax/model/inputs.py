@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import flax.struct
 import numpy as np
 
+from gato_jax.tokenizer import images
 from gato_jax.tokenizer.constants import NO_LOCAL_POSITION, TokenKind
 from gato_jax.tokenizer.timestep import TokenGroup
 
@@ -49,7 +50,8 @@ def batch_from_token_groups(
   """Pads (never crops) unbatched token groups into a numpy Batch, one sequence each.
 
   Args:
-    groups: token groups of at most `seq_len` tokens and `max_patches` patches each.
+    groups: token groups of at most `seq_len` tokens and `max_patches` patches each; their
+      patches are float32 vectors, or uint8 pixels (the derived store's) normalised here.
     seq_len: T, the padded sequence length.
     max_patches: P, the padded number of patches per sequence.
     patch_dim: D, the patch vector size (16 * 16 * 3 for RGB).
@@ -87,8 +89,11 @@ def batch_from_token_groups(
     out.local_positions[i, span] = group.local_positions
     out.loss_mask[i, span] = group.loss_mask
     out.segment_ids[i, span] = 1
-    if p:
+    if p and group.patches.dtype == np.uint8:  # Stored pixels (data.store): normalised here.
+      out.patches[i, :p] = images.normalize_pixels(group.patches)
+    elif p:
       out.patches[i, :p] = group.patches
+    if p:
       out.patch_rows[i, :p] = group.patch_rows
       out.patch_cols[i, :p] = group.patch_cols
   return out

@@ -59,10 +59,29 @@ def image_to_patches(image, patch_size: int = PATCH_SIZE):
   patches = image.reshape(*batch, rows, patch_size, cols, patch_size, channels)
   patches = xp.moveaxis(patches, -4, -3)
   patches = patches.reshape(*batch, rows * cols, patch_size * patch_size * channels)
+  return normalize_pixels(patches, patch_size)
+
+
+def normalize_pixels(pixels, patch_size: int = PATCH_SIZE):
+  """uint8 pixels (e.g. stored patches [..., P * P * C]) -> Gato's normalised float32 values."""
+  xp = _arrays.namespace(pixels)
   # Centring first is exact for integer pixels, leaving a single rounding (the scale), so the
   # numpy and XLA paths agree bit for bit.
   scale = np.float32(1.0 / (127.5 * math.sqrt(patch_size)))
-  return (patches.astype(xp.float32) - xp.float32(127.5)) * scale
+  return (pixels.astype(xp.float32) - xp.float32(127.5)) * scale
+
+
+def patches_to_pixels(patches: np.ndarray, patch_size: int = PATCH_SIZE) -> np.ndarray | None:
+  """Normalised patch vectors -> the uint8 pixels they came from, or None if they did not.
+
+  `normalize_pixels(patches_to_pixels(p)) == p` bit for bit whenever the result is not None,
+  which is what lets stored data keep images as uint8 (4x smaller) without changing a batch.
+  """
+  scale = np.float32(1.0 / (127.5 * math.sqrt(patch_size)))
+  pixels = np.clip(np.rint(np.asarray(patches, np.float32) / scale + 127.5), 0, 255).astype(np.uint8)
+  if not np.array_equal(normalize_pixels(pixels, patch_size), patches):
+    return None
+  return pixels
 
 
 def patch_intervals(height: int, width: int, patch_size: int = PATCH_SIZE):
