@@ -28,8 +28,9 @@ from gato_jax.evaluation import evaluator, reports
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
-_CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None,
-                                        "Checkpoint to evaluate (default: the newest).")
+_CHECKPOINT_STEP = flags.DEFINE_integer(
+  "checkpoint_step", None, "Checkpoint to evaluate (default: the newest)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

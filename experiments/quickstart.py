@@ -34,8 +34,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run d
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "Generated datasets.")
 _EPISODES = flags.DEFINE_integer("episodes", 60, "Expert episodes per control task.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Training steps (0: the quickstart preset's).")
-_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 0,
-                                      "Rollouts per control task (0: the preset's).")
+_EVAL_EPISODES = flags.DEFINE_integer(
+  "eval_episodes", 0, "Rollouts per control task (0: the preset's)."
+)
 
 CONTROL_TASKS = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1")
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -54,13 +55,17 @@ def _ensure_experts() -> None:
   """Trains each control task's PPO expert unless it is cached (gymnax_experts' directory)."""
   from gato_jax.experts import gymnax_experts
 
-  recipes = _load_config_module("gymnax_expert_recipes",
-                                os.path.join(CONFIGS, "experts", "gymnax.py"))
+  recipes = _load_config_module(
+    "gymnax_expert_recipes", os.path.join(CONFIGS, "experts", "gymnax.py")
+  )
   for task in CONTROL_TASKS:
     env_id = task.split("/", 1)[1]
     summary = gymnax_experts.train_expert(recipes.get_config(env_id))
-    print(f"{env_id} expert: return {summary['expert_return']:.1f} (random"
-          f" {summary['random_return']:.1f})", flush=True)
+    print(
+      f"{env_id} expert: return {summary['expert_return']:.1f} (random"
+      f" {summary['random_return']:.1f})",
+      flush=True,
+    )
 
 
 def _config(data_dir: str):
@@ -89,8 +94,10 @@ def main(argv):
   train.train_and_evaluate(config, workdir)
   results = evaluator.evaluate(config, workdir)
   print(reports.render_markdown(results))
-  print(f"quickstart finished in {(time.time() - started) / 60:.1f} min; report in"
-        f" {reports.results_dir(workdir, results.get('step'))}")
+  print(
+    f"quickstart finished in {(time.time() - started) / 60:.1f} min; report in"
+    f" {reports.results_dir(workdir, results.get('step'))}"
+  )
   logging.info("done")
 
 

@@ -33,13 +33,18 @@ from gato_jax.sweep import plan, report, runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory: runs/, results and plots.")
-_DISPATCH = flags.DEFINE_enum("dispatch", "local", ["local", "print", "prepare", "report"],
-                              "What to do with the unfinished runs (see the module docstring).")
+_DISPATCH = flags.DEFINE_enum(
+  "dispatch",
+  "local",
+  ["local", "print", "prepare", "report"],
+  "What to do with the unfinished runs (see the module docstring).",
+)
 _RUN = flags.DEFINE_string("run", None, "Run only this run (a name under DIR/runs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-EXPERT_RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "experts",
-                              "gymnax.py")
+EXPERT_RECIPES = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "configs", "experts", "gymnax.py"
+)
 
 
 def prepare_data(sweep) -> None:
@@ -101,8 +106,9 @@ def main(argv):
   if _RUN.value:
     selected = [run for run in runs if run.name == _RUN.value]
     if not selected:
-      raise app.UsageError(f"no run {_RUN.value!r} in this sweep; runs: "
-                           f"{', '.join(run.name for run in runs)}")
+      raise app.UsageError(
+        f"no run {_RUN.value!r} in this sweep; runs: {', '.join(run.name for run in runs)}"
+      )
   else:
     selected = runs
   if _DISPATCH.value != "print" and not _RUN.value:
@@ -125,8 +131,7 @@ def main(argv):
     for run in todo:
       started = time.time()
       runner.execute(run, workdir, _train, _evaluate, loss_window_steps=sweep.loss_window_steps)
-      print(f"sweep: run {run.name} finished in {(time.time() - started) / 60:.1f} min",
-            flush=True)
+      print(f"sweep: run {run.name} finished in {(time.time() - started) / 60:.1f} min", flush=True)
   if _DISPATCH.value in ("local", "report") and not _RUN.value:
     results = runner.collect(workdir, runs, sweep.ladder, sweep.loss_window_steps)
     if results["runs"]:

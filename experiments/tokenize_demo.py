@@ -30,8 +30,8 @@ def _fmt(values) -> str:
 def specs_from_dm_control(env):
   """Gato leaf specs for a DM Control environment's state observations and actions."""
   observation_spec = {
-      name: tokenizer.ContinuousSpec(shape=spec.shape, mu_law=True)
-      for name, spec in env.observation_spec().items()
+    name: tokenizer.ContinuousSpec(shape=spec.shape, mu_law=True)
+    for name, spec in env.observation_spec().items()
   }
   action = env.action_spec()
   if np.any(action.minimum < -1) or np.any(action.maximum > 1):
@@ -51,8 +51,10 @@ def main(argv):
   for _ in range(_STEPS.value):
     timestep = env.step(rng.uniform(spec.minimum, spec.maximum, spec.shape))
   action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(np.float32)
-  observation = {k: np.asarray(v, np.float32).reshape(observation_spec[k].shape)
-                 for k, v in timestep.observation.items()}
+  observation = {
+    k: np.asarray(v, np.float32).reshape(observation_spec[k].shape)
+    for k, v in timestep.observation.items()
+  }
 
   group = tokenizer.tokenize_timestep(observation, action, observation_spec, action_spec)
   print(f"DM Control {_DOMAIN.value}/{_TASK.value}, step {_STEPS.value}")
@@ -63,12 +65,14 @@ def main(argv):
   print(f"  {'slot':>4}  {'id':>6}  {'kind':<10}  {'local_pos':>9}  loss")
   for i in range(group.num_tokens):
     print(
-        f"  {i:>4}  {int(group.tokens[i]):>6}  {_KIND_NAMES[int(group.kinds[i])]:<10}"
-        f"  {int(group.local_positions[i]):>9}  {int(group.loss_mask[i])}"
+      f"  {i:>4}  {int(group.tokens[i]):>6}  {_KIND_NAMES[int(group.kinds[i])]:<10}"
+      f"  {int(group.local_positions[i]):>9}  {int(group.loss_mask[i])}"
     )
   decoded = tokenizer.detokenize_action(group.tokens[group.action_mask], action_spec)
-  print(f"decoded action: {_fmt(decoded)}"
-        f" (max error {np.abs(decoded - action).max():.5f}, half a bin is {1 / 1024:.5f})")
+  print(
+    f"decoded action: {_fmt(decoded)}"
+    f" (max error {np.abs(decoded - action).max():.5f}, half a bin is {1 / 1024:.5f})"
+  )
 
 
 if __name__ == "__main__":

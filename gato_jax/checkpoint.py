@@ -109,9 +109,17 @@ class Checkpointer:
     async_save: write in a background thread while training continues.
   """
 
-  def __init__(self, directory: str, *, save_interval_steps: int = 1000, keep_last: int = 3,
-               keep_best: int = 1, best_metric: str = "eval_score", best_mode: str = "max",
-               async_save: bool = True):
+  def __init__(
+    self,
+    directory: str,
+    *,
+    save_interval_steps: int = 1000,
+    keep_last: int = 3,
+    keep_best: int = 1,
+    best_metric: str = "eval_score",
+    best_mode: str = "max",
+    async_save: bool = True,
+  ):
     if save_interval_steps < 1 or keep_last < 1 or keep_best < 0:
       raise ValueError("save_interval_steps and keep_last must be >= 1, keep_best >= 0")
     if best_mode not in ("max", "min"):
@@ -122,21 +130,27 @@ class Checkpointer:
     self._async = async_save
     policies = [checkpoint_managers.LatestN(n=keep_last)]
     if keep_best:
-      policies.append(checkpoint_managers.BestN(
-          get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min",
-          n=keep_best, keep_checkpoints_without_metrics=False))
+      policies.append(
+        checkpoint_managers.BestN(
+          get_metric_fn=lambda metrics: metrics[best_metric],
+          reverse=best_mode == "min",
+          n=keep_best,
+          keep_checkpoints_without_metrics=False,
+        )
+      )
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save,
-        # Unfinished (temporary) folders of a killed save are evidence; leave them in place.
-        cleanup_tmp_directories=False,
-        create=True,
+      preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+      enable_async_checkpointing=async_save,
+      # Unfinished (temporary) folders of a killed save are evidence; leave them in place.
+      cleanup_tmp_directories=False,
+      create=True,
     )
     # Handlers named up front: a fresh manager can then read a step's metadata (shapes).
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=options,
+      item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+    )
     self._unfinished: list[int] = []  # Steps whose (async) save has not been confirmed.
     self._threads_before: set[threading.Thread] = set()  # Alive before those saves began.
 
@@ -149,8 +163,9 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return step % self.save_interval_steps == 0
 
-  def save(self, step: int, state: Any, data_state: Any = None,
-           metrics: dict[str, float] | None = None) -> None:
+  def save(
+    self, step: int, state: Any, data_state: Any = None, metrics: dict[str, float] | None = None
+  ) -> None:
     """Starts writing a checkpoint for `step` (returns before it is on disk when async)."""
     if step in self._manager.all_steps():
       logging.info("checkpoint %d already exists; not rewriting it", step)
@@ -162,8 +177,12 @@ class Checkpointer:
       self._threads_before = set(threading.enumerate())
     self._unfinished.append(step)
     try:  # Also where orbax reports a failure of the previous asynchronous save.
-      self._manager.save(step, args=ocp.args.Composite(**args),
-                         metrics=metrics if self.best_metric in metrics else None, force=True)
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(**args),
+        metrics=metrics if self.best_metric in metrics else None,
+        force=True,
+      )
     except Exception as e:  # orbax and tensorstore raise many types for one failed write.
       self._write_failed(e)
     if not self._async:
@@ -195,11 +214,13 @@ class Checkpointer:
       _remove_when_quiet(os.path.join(self.directory, f"{step}{TMP_SUFFIX}"))
     where = os.path.join(self.directory, str(steps[-1])) if steps else self.directory
     raise CheckpointWriteError(
-        f"could not write checkpoint {where}: {error_cause(error)}; the earlier checkpoints are"
-        " intact") from error
+      f"could not write checkpoint {where}: {error_cause(error)}; the earlier checkpoints are"
+      " intact"
+    ) from error
 
-  def restore(self, abstract_state: Any, step: int | None = None,
-              quarantine: bool = False) -> Restored:
+  def restore(
+    self, abstract_state: Any, step: int | None = None, quarantine: bool = False
+  ) -> Restored:
     """Restores `step` (default: the newest readable) onto `abstract_state`'s shardings.
 
     Args:
@@ -224,8 +245,12 @@ class Checkpointer:
         mismatch = self._shape_mismatch(candidate, target)
         if mismatch:
           break
-        restored = self._manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        restored = self._manager.restore(
+          candidate,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+          ),
+        )
       except Exception as e:  # orbax raises many types for unreadable data; report them all.
         if "not compatible with the stored shape" in str(e):  # Another model, not damage.
           mismatch = str(e).split(". ")[0]
@@ -234,47 +259,70 @@ class Checkpointer:
         if quarantine and step is None:
           self._quarantine(candidate, e)
         else:
-          logging.error("checkpoint %d in %s is unreadable, trying an older one: %s", candidate,
-                        self.directory, str(e)[:300])
+          logging.error(
+            "checkpoint %d in %s is unreadable, trying an older one: %s",
+            candidate,
+            self.directory,
+            str(e)[:300],
+          )
         continue
       data_state = restored["data"] or None
       return Restored(step=candidate, state=restored["state"], data_state=data_state)
     if mismatch:
       raise CheckpointMismatchError(
-          f"checkpoint {candidate} in {self.directory} holds another model: {mismatch}; restore"
-          " it with the config it was trained with, or use another workdir")
+        f"checkpoint {candidate} in {self.directory} holds another model: {mismatch}; restore"
+        " it with the config it was trained with, or use another workdir"
+      )
     raise CheckpointError(
-        f"no readable checkpoint in {self.directory}; tried:\n  " + "\n  ".join(failures))
+      f"no readable checkpoint in {self.directory}; tried:\n  " + "\n  ".join(failures)
+    )
 
   def _shape_mismatch(self, step: int, target: Any) -> str:
     """How the stored arrays' shapes differ from `target`'s ("" if they agree)."""
-    stored = {m.name: tuple(m.shape) for m in jax.tree.leaves(
-        self._manager.item_metadata(step)["state"]) if hasattr(m, "shape")}
-    wanted = {".".join(_key_name(k) for k in path): tuple(leaf.shape)
-              for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+    stored = {
+      m.name: tuple(m.shape)
+      for m in jax.tree.leaves(self._manager.item_metadata(step)["state"])
+      if hasattr(m, "shape")
+    }
+    wanted = {
+      ".".join(_key_name(k) for k in path): tuple(leaf.shape)
+      for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]
+    }
     if not set(stored) & set(wanted):
       return ""  # Names of another scheme: let the restore itself judge.
     # Parameters first: their names say most about the model (optimizer state mirrors them).
-    differ = sorted((k for k in set(stored) & set(wanted) if stored[k] != wanted[k]),
-                    key=lambda k: (not k.startswith("params."), k))
+    differ = sorted(
+      (k for k in set(stored) & set(wanted) if stored[k] != wanted[k]),
+      key=lambda k: (not k.startswith("params."), k),
+    )
     if differ:
-      return (f"{differ[0]} has shape {stored[differ[0]]} there but {wanted[differ[0]]} here"
-              f" ({len(differ)} of {len(wanted)} arrays differ)")
+      return (
+        f"{differ[0]} has shape {stored[differ[0]]} there but {wanted[differ[0]]} here"
+        f" ({len(differ)} of {len(wanted)} arrays differ)"
+      )
     if set(stored) != set(wanted):
-      return (f"arrays {sorted(set(stored) - set(wanted))[:3]} are only there and"
-              f" {sorted(set(wanted) - set(stored))[:3]} only here")
+      return (
+        f"arrays {sorted(set(stored) - set(wanted))[:3]} are only there and"
+        f" {sorted(set(wanted) - set(stored))[:3]} only here"
+      )
     return ""
 
   def _quarantine(self, step: int, error: Exception) -> None:
     """Moves unreadable checkpoint `step` into quarantine/ so that it is written again."""
-    destination = os.path.join(self.directory, QUARANTINE_DIR,
-                               f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    destination = os.path.join(
+      self.directory, QUARANTINE_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     if jax.process_index() == 0:  # Processes of a multi-host job share the directory.
       os.makedirs(os.path.dirname(destination), exist_ok=True)
       os.replace(os.path.join(self.directory, str(step)), destination)
     self._manager.reload()
-    logging.error("checkpoint %d in %s is unreadable (%s); moved it to %s and trying an older"
-                  " one", step, self.directory, error_cause(error), destination)
+    logging.error(
+      "checkpoint %d in %s is unreadable (%s); moved it to %s and trying an older one",
+      step,
+      self.directory,
+      error_cause(error),
+      destination,
+    )
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk.

@@ -16,7 +16,6 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class _OursOrErrors(std_logging.Filter):
-
   def __init__(self, roots: tuple[str, ...]):
     super().__init__()
     self.roots = roots

@@ -17,26 +17,24 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 # Rule presets: logical name -> mesh axis (or axes, or None for replicated).
 RULES: dict[str, tuple[tuple[str, Any], ...]] = {
-    # Parameters replicated; the batch split over every device.
-    "data_parallel": (
-        ("act_batch", ("data", "fsdp")),
-    ),
-    # ZeRO-3 style: parameters and optimizer state split over `fsdp`, gathered per layer.
-    "fsdp": (
-        ("act_batch", ("data", "fsdp")),
-        ("embed", "fsdp"),
-        ("vocab", None),
-    ),
-    # FSDP plus Megatron-style tensor parallelism over `tensor`.
-    "fsdp_tensor": (
-        ("act_batch", ("data", "fsdp")),
-        ("embed", "fsdp"),
-        ("mlp", "tensor"),
-        ("heads", "tensor"),
-        ("vocab", None),
-        ("act_heads", "tensor"),
-        ("act_mlp", "tensor"),
-    ),
+  # Parameters replicated; the batch split over every device.
+  "data_parallel": (("act_batch", ("data", "fsdp")),),
+  # ZeRO-3 style: parameters and optimizer state split over `fsdp`, gathered per layer.
+  "fsdp": (
+    ("act_batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vocab", None),
+  ),
+  # FSDP plus Megatron-style tensor parallelism over `tensor`.
+  "fsdp_tensor": (
+    ("act_batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vocab", None),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+  ),
 }
 
 
@@ -48,7 +46,7 @@ def axis_rules(preset_or_rules) -> tuple[tuple[str, Any], ...]:
     return RULES[preset_or_rules]
   rules = tuple((str(name), axes) for name, axes in preset_or_rules)
   for name, axes in rules:
-    for axis in (axes if isinstance(axes, (tuple, list)) else [axes]):
+    for axis in axes if isinstance(axes, (tuple, list)) else [axes]:
       if axis is not None and axis not in MESH_AXES:
         raise ValueError(f"rule {name!r} -> {axes!r} names an unknown mesh axis; use {MESH_AXES}")
   return rules
@@ -68,7 +66,7 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
     shape = tuple(num_devices // known if s == -1 else s for s in shape)
   if int(np.prod(shape)) != num_devices:
     raise ValueError(
-        f"mesh shape {shape} needs {int(np.prod(shape))} devices, but {num_devices} are available"
+      f"mesh shape {shape} needs {int(np.prod(shape))} devices, but {num_devices} are available"
     )
   return shape
 
@@ -102,10 +100,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def maybe_initialize_distributed(multi_host: bool, coordinator_address: str | None = None,
-                                 num_processes: int | None = None,
-                                 process_id: int | None = None,
-                                 cpu_collectives: str | None = None) -> None:
+def maybe_initialize_distributed(
+  multi_host: bool,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  cpu_collectives: str | None = None,
+) -> None:
   """Joins a multi-host job; on one host (the default) it does nothing.
 
   On TPU pods and SLURM/GPU clusters `jax.distributed.initialize()` finds its peers from the
@@ -119,8 +120,9 @@ def maybe_initialize_distributed(multi_host: bool, coordinator_address: str | No
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
   kwargs = {}
   if coordinator_address:
-    kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
-                  process_id=process_id)
+    kwargs = dict(
+      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
   jax.distributed.initialize(**kwargs)
 
 
@@ -131,6 +133,7 @@ def global_batch(local_batch, mesh: Mesh, rules) -> Any:
   tree of global `jax.Array`s whose leading dimension is the sum over processes. On one process
   this is a plain sharded `device_put`.
   """
+
   def assemble(x):
     x = np.asarray(x)
     return jax.make_array_from_process_local_data(batch_sharding(mesh, rules, x.ndim), x)

@@ -21,21 +21,31 @@ from gato_jax.data import mixture, presets, sequences, store, tasks
 from gato_jax.model import ModelConfig
 from gato_jax.training import flops, metrics_log
 from gato_jax.training.optimizer import OptimizerConfig
-from gato_jax.training.step import (abstract_param_count, create_train_state, make_train_step,
-                                     max_targets_per_row)
+from gato_jax.training.step import (
+  abstract_param_count,
+  create_train_state,
+  make_train_step,
+  max_targets_per_row,
+)
 
 
 def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   if config.train.batch_size % data_parallel:
-    raise ValueError(f"train.batch_size {config.train.batch_size} is not divisible by the"
-                     f" {data_parallel} data-parallel shards of mesh {dict(mesh.shape)}")
+    raise ValueError(
+      f"train.batch_size {config.train.batch_size} is not divisible by the"
+      f" {data_parallel} data-parallel shards of mesh {dict(mesh.shape)}"
+    )
   if config.train.batch_size % jax.process_count():
-    raise ValueError(f"train.batch_size {config.train.batch_size} does not split over"
-                     f" {jax.process_count()} processes")
+    raise ValueError(
+      f"train.batch_size {config.train.batch_size} does not split over"
+      f" {jax.process_count()} processes"
+    )
   if config.train.stop_at_step < 0 or config.train.stop_at_step > config.train.steps:
-    raise ValueError(f"train.stop_at_step must be in [0, train.steps={config.train.steps}],"
-                     f" got {config.train.stop_at_step}")
+    raise ValueError(
+      f"train.stop_at_step must be in [0, train.steps={config.train.steps}],"
+      f" got {config.train.stop_at_step}"
+    )
 
 
 def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.MixtureIterator:
@@ -53,25 +63,46 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
   stores = {name: tasks.open_store(name, derived_dir) for name in weights}
   limit = config.data.max_episodes_per_task or None
   num_shards = config.data.num_shards or jax.process_count()
-  host_shards = mixture.host_shards(config.train.batch_size, num_shards, jax.process_index(),
-                                    jax.process_count())
+  host_shards = mixture.host_shards(
+    config.train.batch_size, num_shards, jax.process_index(), jax.process_count()
+  )
   # Each process samples only its own shards of every task.
-  pools = {shard: {name: store.Pool.shard(stores[name], shard, num_shards, limit)
-                   for name in weights}
-           for shard in host_shards}
-  logging.info("episodes per task in data shards %s of %d: %s", list(host_shards), num_shards,
-               {name: sum(len(pools[shard][name]) for shard in pools) for name in weights})
+  pools = {
+    shard: {name: store.Pool.shard(stores[name], shard, num_shards, limit) for name in weights}
+    for shard in host_shards
+  }
+  logging.info(
+    "episodes per task in data shards %s of %d: %s",
+    list(host_shards),
+    num_shards,
+    {name: sum(len(pools[shard][name]) for shard in pools) for name in weights},
+  )
   kinds = {name: tasks.task_info(name).kind for name in weights}
   max_patches = mixture.patch_budget(
-      {name: (s.max_patch_fraction(), s.max_item_patches()) for name, s in stores.items()}, kinds,
-      config.train.seq_len, config.train.max_patches)
-  prompt = sequences.PromptConfig(probability=config.data.prompt_probability,
-                                  end_fraction=config.data.prompt_end_fraction,
-                                  max_tokens=config.data.prompt_tokens)
+    {name: (s.max_patch_fraction(), s.max_item_patches()) for name, s in stores.items()},
+    kinds,
+    config.train.seq_len,
+    config.train.max_patches,
+  )
+  prompt = sequences.PromptConfig(
+    probability=config.data.prompt_probability,
+    end_fraction=config.data.prompt_end_fraction,
+    max_tokens=config.data.prompt_tokens,
+  )
   return mixture.MixtureIterator(
-      pools, weights, config.train.batch_size, config.train.seq_len, max_patches,
-      patch_dim, seed=config.data.seed, prompt=prompt, process_index=jax.process_index(),
-      process_count=jax.process_count(), kinds=kinds, num_shards=num_shards)
+    pools,
+    weights,
+    config.train.batch_size,
+    config.train.seq_len,
+    max_patches,
+    patch_dim,
+    seed=config.data.seed,
+    prompt=prompt,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    kinds=kinds,
+    num_shards=num_shards,
+  )
 
 
 def _global_max(value: int) -> int:
@@ -100,8 +131,9 @@ def _domain_losses(metrics: dict, data: mixture.MixtureIterator, step: int) -> d
 
 
 def _abstract_state(state, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
-                      shardings)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+  )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -112,10 +144,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   mesh_cfg = config.mesh
   sharding.maybe_initialize_distributed(
-      mesh_cfg.multi_host, coordinator_address=mesh_cfg.coordinator_address or None,
-      num_processes=mesh_cfg.num_processes or None,
-      process_id=mesh_cfg.process_id if mesh_cfg.process_id >= 0 else None,
-      cpu_collectives=mesh_cfg.cpu_collectives or None)
+    mesh_cfg.multi_host,
+    coordinator_address=mesh_cfg.coordinator_address or None,
+    num_processes=mesh_cfg.num_processes or None,
+    process_id=mesh_cfg.process_id if mesh_cfg.process_id >= 0 else None,
+    cpu_collectives=mesh_cfg.cpu_collectives or None,
+  )
   workdir = os.path.abspath(os.path.expanduser(workdir))
   with workdir_lock.WorkdirLock(workdir, jax.process_index()):
     return _train_holding_workdir(config, workdir)
@@ -130,60 +164,78 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   _check_config(config, mesh)
   data = build_data(config, model_config.patch_dim)
 
-  state, trainer = create_train_state(model_config, optimizer_config, mesh, rules,
-                                      jax.random.key(config.train.seed))
+  state, trainer = create_train_state(
+    model_config, optimizer_config, mesh, rules, jax.random.key(config.train.seed)
+  )
   num_params = abstract_param_count(model_config)
-  logging.info("model %s: %d parameters; mesh %s, rules %s", config.model.size, num_params,
-               dict(mesh.shape), mesh_cfg.rules)
+  logging.info(
+    "model %s: %d parameters; mesh %s, rules %s",
+    config.model.size,
+    num_params,
+    dict(mesh.shape),
+    mesh_cfg.rules,
+  )
   checkpoints = checkpoint.Checkpointer(
-      os.path.join(workdir, "checkpoints"), save_interval_steps=config.checkpoint.every_steps,
-      keep_last=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
-      best_metric="eval/normalized_score", async_save=config.checkpoint.async_save)
+    os.path.join(workdir, "checkpoints"),
+    save_interval_steps=config.checkpoint.every_steps,
+    keep_last=config.checkpoint.keep,
+    keep_best=config.checkpoint.keep_best,
+    best_metric="eval/normalized_score",
+    async_save=config.checkpoint.async_save,
+  )
   start = 0
   if checkpoints.latest_step() is not None:
     # Unreadable checkpoints are moved aside, so their steps are saved again.
-    restored = checkpoints.restore(_abstract_state(state, trainer.state_shardings),
-                                   quarantine=True)
+    restored = checkpoints.restore(_abstract_state(state, trainer.state_shardings), quarantine=True)
     state, start = restored.state, restored.step
     data.set_state(restored.data_state)
     logging.info("resumed from step %d in %s", start, checkpoints.directory)
 
   stop = config.train.stop_at_step or config.train.steps
-  logger = metrics_log.MetricsLogger(workdir, config.train.steps, tensorboard=config.log.tensorboard,
-                                     resume_step=start)
+  logger = metrics_log.MetricsLogger(
+    workdir, config.train.steps, tensorboard=config.log.tensorboard, resume_step=start
+  )
   example, _ = data.batch_at(start)
-  train_step = make_train_step(trainer, sharding.global_batch(example, mesh, rules),
-                               config.train.microbatches)
+  train_step = make_train_step(
+    trainer, sharding.global_batch(example, mesh, rules), config.train.microbatches
+  )
   rng = jax.random.key(config.train.seed + 1)
   tokens_per_step = config.train.batch_size * config.train.seq_len
-  flops_per_step = flops.train_flops_per_token(model_config, num_params,
-                                               config.train.seq_len) * tokens_per_step
+  flops_per_step = (
+    flops.train_flops_per_token(model_config, num_params, config.train.seq_len) * tokens_per_step
+  )
   peak = flops.peak_flops()
   values: dict[str, Any] = {}
   interval_start, interval_steps = time.perf_counter(), 0
   eval_every = config.eval.every_steps if "eval" in config else 0
-  batches = data.stream(start, stop, threads=config.data.read_threads,
-                        processes=config.data.read_processes)
+  batches = data.stream(
+    start, stop, threads=config.data.read_threads, processes=config.data.read_processes
+  )
   for step in range(start, stop):
     local_batch = next(batches)
     data.step = step + 1
     num_targets = None
     if config.train.logits_at_targets_only:
       num_targets = _global_max(max_targets_per_row(local_batch))
-    state, metrics = train_step(state, sharding.global_batch(local_batch, mesh, rules), rng,
-                                num_targets=num_targets)
+    state, metrics = train_step(
+      state, sharding.global_batch(local_batch, mesh, rules), rng, num_targets=num_targets
+    )
     interval_steps += 1
     done = step + 1
     if done % config.log.every_steps == 0 or done == stop:
       metrics = jax.device_get(metrics)  # Waits for the step: the interval's time is real.
       seconds = (time.perf_counter() - interval_start) / interval_steps
-      values = logger.write(done, {
-          **_domain_losses(metrics, data, step), "step_seconds": seconds,
+      values = logger.write(
+        done,
+        {
+          **_domain_losses(metrics, data, step),
+          "step_seconds": seconds,
           "tokens_per_second": tokens_per_step / seconds,
           "flops_per_second": flops_per_step / seconds,
           # Model FLOPs utilisation against the devices' dense peak (absent on CPUs).
           **({"mfu": flops_per_step / seconds / peak} if peak else {}),
-      })
+        },
+      )
       logger.progress(done, values)
       interval_start, interval_steps = time.perf_counter(), 0
     eval_metrics = {}
@@ -202,6 +254,7 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   checkpoints.close()
   logger.close()
   if stop < config.train.steps:
-    logging.info("stopped at step %d of %d (train.stop_at_step); rerun to continue", stop,
-                 config.train.steps)
+    logging.info(
+      "stopped at step %d of %d (train.stop_at_step); rerun to continue", stop, config.train.steps
+    )
   return values

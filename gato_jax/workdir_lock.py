@@ -69,8 +69,9 @@ class WorkdirLock:
       except BlockingIOError:
         os.close(fd)
         raise WorkdirLockedError(
-            f"workdir {self.workdir} is in use by {_holder(key)}; wait for it to finish or"
-            " use another --workdir") from None
+          f"workdir {self.workdir} is in use by {_holder(key)}; wait for it to finish or"
+          " use another --workdir"
+        ) from None
       # Written only once locked; a reader may briefly see an empty file, never a mixed one.
       os.ftruncate(fd, 0)
       os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)

@@ -13,13 +13,20 @@ import sys
 import pytest
 
 needs_libtpu = pytest.mark.skipif(
-    importlib.util.find_spec("libtpu") is None,
-    reason="libtpu is not installed (pip install -e .[tpu]): cannot compile for a TPU topology")
+  importlib.util.find_spec("libtpu") is None,
+  reason="libtpu is not installed (pip install -e .[tpu]): cannot compile for a TPU topology",
+)
 
 ROOT = pathlib.Path(__file__).parents[1]
-TINY_ARGS = ["--config=experiments/configs/gato.py:tiny", "--config.train.batch_size=8",
-             "--config.train.seq_len=128", "--config.train.max_patches=4",
-             "--config.eval.batch_size=4", "--topology=v5e:2x2", "--what=train,decode"]
+TINY_ARGS = [
+  "--config=experiments/configs/gato.py:tiny",
+  "--config.train.batch_size=8",
+  "--config.train.seq_len=128",
+  "--config.train.max_patches=4",
+  "--config.eval.batch_size=4",
+  "--topology=v5e:2x2",
+  "--what=train,decode",
+]
 
 
 @needs_libtpu
@@ -27,8 +34,14 @@ def test_aot_tool_reports_tiny_on_a_v5e_slice():
   from gato_jax.model import ModelConfig
   from gato_jax.training import flops
 
-  out = subprocess.run([sys.executable, "tools/aot_compile.py", *TINY_ARGS], cwd=ROOT, check=True,
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+  out = subprocess.run(
+    [sys.executable, "tools/aot_compile.py", *TINY_ARGS],
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+    text=True,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  )
   train, decode = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
   for row in (train, decode):
     assert row["size"] == "tiny" and row["topology"] == "v5e:2x2"
@@ -43,7 +56,9 @@ def test_aot_tool_reports_tiny_on_a_v5e_slice():
   # TPU pads small arrays to its tiles, hence the margin above the exact count.
   state_bytes = 3 * 4 * 576_976
   assert state_bytes < train["argument_gib"] * 2**30 < 1.25 * state_bytes
-  expected_flops = flops.train_flops_per_token(ModelConfig.from_size("tiny"), 576_976, 128, 64) * 8 * 128 / 4
+  expected_flops = (
+    flops.train_flops_per_token(ModelConfig.from_size("tiny"), 576_976, 128, 64) * 8 * 128 / 4
+  )
   assert train["flops_per_device"] == float(f"{expected_flops:.4g}")
   assert (decode["what"], decode["global_batch"], decode["cache_length"]) == ("decode", 4, 1024)
 
@@ -75,9 +90,17 @@ def test_slice_presets_launch_as_they_are():
   from experiments.configs import gato
 
   config = gato.get_config("1.18b,v5e16")
-  assert (config.mesh.topology, tuple(config.mesh.shape), config.mesh.rules) == ("v5e:4x4", (1, -1, 1), "fsdp")
+  assert (config.mesh.topology, tuple(config.mesh.shape), config.mesh.rules) == (
+    "v5e:4x4",
+    (1, -1, 1),
+    "fsdp",
+  )
   assert config.mesh.multi_host and config.train.batch_size == 512 and config.train.seq_len == 1024
-  assert (config.model.remat_policy, config.train.microbatches, config.model.mlp_activation) == ("full", 2, "geglu")
+  assert (config.model.remat_policy, config.train.microbatches, config.model.mlp_activation) == (
+    "full",
+    2,
+    "geglu",
+  )
   assert not gato.get_config("79m,v4_8").mesh.multi_host
   with pytest.raises(ValueError, match="preset 'v5p8' has plans for sizes"):
     gato.get_config("tiny,v5p8")

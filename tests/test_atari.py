@@ -37,7 +37,9 @@ def test_every_game_ships_its_rom_and_has_gato_specs():
     assert env.observation_spec == {"image": T.ImageSpec()}
     assert env.action_spec == T.DiscreteSpec((), num_values=18)
     assert env.max_episode_steps == 27_000
-  assert atari.rom_id("SpaceInvaders") == "space_invaders" and atari.rom_id("MsPacman") == "ms_pacman"
+  assert (
+    atari.rom_id("SpaceInvaders") == "space_invaders" and atari.rom_id("MsPacman") == "ms_pacman"
+  )
 
 
 def test_random_episode_tokenizes_into_patches(pong):
@@ -80,8 +82,9 @@ def test_step_repeats_the_action_and_max_pools_the_last_two_frames():
     for _ in range(4):
       reward += reference.act(action)
       screens.append(reference.getScreenRGB())
-    np.testing.assert_array_equal(result.observation["image"],
-                                  resize(np.maximum(screens[-2], screens[-1])))
+    np.testing.assert_array_equal(
+      result.observation["image"], resize(np.maximum(screens[-2], screens[-1]))
+    )
     assert result.reward == reward
 
 
@@ -119,18 +122,18 @@ def _rlu_episode(length, checkpoint, episode_id, num_actions):
   """An episode laid out as TFDS rlu_atari stores it (atari_utils.atari_example_to_rlds)."""
   rng = np.random.default_rng(episode_id)
   return {
-      "steps": {
-          "observation": rng.integers(0, 256, (length, 84, 84, 1), dtype=np.uint8),
-          "action": rng.integers(0, num_actions, length).astype(np.int64),
-          "reward": rng.integers(-1, 2, length).astype(np.float32),
-          "discount": np.append(np.ones(length - 1, np.float32), 0.0).astype(np.float32),
-          "is_first": np.arange(length) == 0,
-          "is_last": np.arange(length) == length - 1,
-          "is_terminal": np.arange(length) == length - 1,
-      },
-      "checkpoint_id": np.int64(checkpoint),
-      "episode_id": np.int64(episode_id),
-      "episode_return": np.float32(episode_id * 10.0),
+    "steps": {
+      "observation": rng.integers(0, 256, (length, 84, 84, 1), dtype=np.uint8),
+      "action": rng.integers(0, num_actions, length).astype(np.int64),
+      "reward": rng.integers(-1, 2, length).astype(np.float32),
+      "discount": np.append(np.ones(length - 1, np.float32), 0.0).astype(np.float32),
+      "is_first": np.arange(length) == 0,
+      "is_last": np.arange(length) == length - 1,
+      "is_terminal": np.arange(length) == length - 1,
+    },
+    "checkpoint_id": np.int64(checkpoint),
+    "episode_id": np.int64(episode_id),
+    "episode_return": np.float32(episode_id * 10.0),
   }
 
 
@@ -141,16 +144,24 @@ def _write_rlu_atari(data_dir, game, run, episodes):
   from tensorflow_datasets.rl_unplugged import atari_utils
 
   tfds.dataset_builders.store_as_tfds_dataset(
-      name="rlu_atari", version="1.3.0", features=atari_utils.features_dict(),
-      split_datasets={"train": list(enumerate(episodes))}, config=f"{game}_run_{run}",
-      data_dir=str(data_dir), disable_shuffling=True)
+    name="rlu_atari",
+    version="1.3.0",
+    features=atari_utils.features_dict(),
+    split_datasets={"train": list(enumerate(episodes))},
+    config=f"{game}_run_{run}",
+    data_dir=str(data_dir),
+    disable_shuffling=True,
+  )
 
 
 def test_rl_unplugged_episodes_convert_to_our_layout(tmp_path):
   public = [_rlu_episode(5, 10, 1, 4), _rlu_episode(7, 45, 2, 4), _rlu_episode(4, 50, 3, 4)]
   _write_rlu_atari(tmp_path / "rlu", "Breakout", 2, public)
-  read = list(rl_unplugged.read_atari_episodes("Breakout", run=2, data_dir=str(tmp_path / "rlu"),
-                                               min_checkpoint=40))
+  read = list(
+    rl_unplugged.read_atari_episodes(
+      "Breakout", run=2, data_dir=str(tmp_path / "rlu"), min_checkpoint=40
+    )
+  )
   assert [int(ep["episode_metadata"]["episode_id"]) for ep in read] == [2, 3]
   episode, source = read[0], public[1]
   steps = episode["steps"]
@@ -175,8 +186,9 @@ def test_rl_unplugged_import_stores_expert_data_and_statistics(tmp_path):
   public = [_rlu_episode(6, 50, i, 4) for i in (1, 2, 3)]
   _write_rlu_atari(tmp_path / "rlu", "Breakout", 1, public)
   data_dir = str(tmp_path / "gato")
-  summary = rl_unplugged.import_atari("Breakout", 1, data_dir, num_episodes=2,
-                                      rlu_data_dir=str(tmp_path / "rlu"), stats_episodes=2)
+  summary = rl_unplugged.import_atari(
+    "Breakout", 1, data_dir, num_episodes=2, rlu_data_dir=str(tmp_path / "rlu"), stats_episodes=2
+  )
   assert (summary.episodes, summary.steps, summary.tokens) == (2, 10, 10 * 27)
   stored = list(rlds_io.read_episodes("gato_atari/breakout", data_dir=data_dir))
   expected = list(rl_unplugged.read_atari_episodes("Breakout", 1, str(tmp_path / "rlu"), limit=2))

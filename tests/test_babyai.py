@@ -47,7 +47,9 @@ def test_bot_episode_tokenizes(env):
 def test_reset_is_deterministic(env):
   a = E.rollout(env, registry.make_expert(env), seed=5)
   b = E.rollout(env, registry.make_expert(env), seed=5)
-  np.testing.assert_array_equal(a["steps"]["observation"]["grid"], b["steps"]["observation"]["grid"])
+  np.testing.assert_array_equal(
+    a["steps"]["observation"]["grid"], b["steps"]["observation"]["grid"]
+  )
   np.testing.assert_array_equal(a["steps"]["action"], b["steps"]["action"])
   c = E.rollout(env, policies.RandomPolicy(env), seed=5)
   d = E.rollout(env, policies.RandomPolicy(env), seed=5)

@@ -11,11 +11,23 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 def test_reference_decoder_and_gato_cases_run_on_cpu():
   out = subprocess.run(
-      [sys.executable, "tools/bench/train_step.py", "--config=experiments/configs/gato.py:tiny",
-       "--config.train.batch_size=4", "--config.train.seq_len=64", "--config.mesh.shape=1,1,1",
-       "--num_patches=0", "--seconds=0", "--cases=reference,gato"],
-      cwd=ROOT, check=True, capture_output=True, text=True,
-      env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}).stdout
+    [
+      sys.executable,
+      "tools/bench/train_step.py",
+      "--config=experiments/configs/gato.py:tiny",
+      "--config.train.batch_size=4",
+      "--config.train.seq_len=64",
+      "--config.mesh.shape=1,1,1",
+      "--num_patches=0",
+      "--seconds=0",
+      "--cases=reference,gato",
+    ],
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+    text=True,
+    env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""},
+  ).stdout
   rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   assert [r["case"] for r in rows] == ["reference", "gato"]
   for row in rows:

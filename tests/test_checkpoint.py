@@ -11,8 +11,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gato_jax import sharding
-from gato_jax.checkpoint import (Checkpointer, CheckpointError, CheckpointMismatchError,
-                                 CheckpointWriteError)
+from gato_jax.checkpoint import (
+  Checkpointer,
+  CheckpointError,
+  CheckpointMismatchError,
+  CheckpointWriteError,
+)
 from gato_jax.model import ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training.step import create_train_state
@@ -22,13 +26,14 @@ OPT = OptimizerConfig(warmup_steps=2, decay_steps=20)
 
 
 def _state(shape, rules="fsdp_tensor", seed=0):
-  mesh = sharding.create_mesh(shape, jax.devices()[:int(np.prod(shape))])
+  mesh = sharding.create_mesh(shape, jax.devices()[: int(np.prod(shape))])
   return create_train_state(TINY, OPT, mesh, rules, jax.random.key(seed))
 
 
 def _abstract(state, trainer):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
-                      trainer.state_shardings)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, trainer.state_shardings
+  )
 
 
 def _assert_same(a, b):
@@ -48,7 +53,9 @@ def test_save_on_eight_devices_restore_on_one_and_four(tmp_path):
     assert restored.data_state == {"epoch": 3, "position": [1, 2]}
     _assert_same(restored.state, state)
     kernel = restored.state.params["decoder"]["layers"]["mlp"]["up"]["kernel"]
-    assert kernel.sharding == trainer.state_shardings.params["decoder"]["layers"]["mlp"]["up"]["kernel"]
+    assert (
+      kernel.sharding == trainer.state_shardings.params["decoder"]["layers"]["mlp"]["up"]["kernel"]
+    )
     assert len(kernel.sharding.device_set) == int(np.prod(shape))
 
 
@@ -123,18 +130,22 @@ def test_checkpoint_of_another_model_size_names_the_shapes(tmp_path):
   state, _ = _state((1, 1, 1), "fsdp")
   Checkpointer(str(tmp_path), async_save=False).save(1, state)
   mesh = sharding.create_mesh((1, 1, 1), jax.devices()[:1])
-  other, trainer = create_train_state(dataclasses.replace(TINY, num_layers=3),
-                                      OPT, mesh, "fsdp", jax.random.key(0))
-  with pytest.raises(CheckpointMismatchError,
-                     match=r"checkpoint 1 in .* holds another model: params\.decoder\.layers\."
-                           r"\w+\.\w+ has shape \(2, .*\) there but \(3, .*\) here"):
+  other, trainer = create_train_state(
+    dataclasses.replace(TINY, num_layers=3), OPT, mesh, "fsdp", jax.random.key(0)
+  )
+  with pytest.raises(
+    CheckpointMismatchError,
+    match=r"checkpoint 1 in .* holds another model: params\.decoder\.layers\."
+    r"\w+\.\w+ has shape \(2, .*\) there but \(3, .*\) here",
+  ):
     Checkpointer(str(tmp_path)).restore(_abstract(other, trainer), quarantine=True)
   assert os.listdir(tmp_path) == ["1"]  # A good checkpoint of another model is never moved.
 
 
 @pytest.mark.parametrize("async_save", [False, True])
-def test_write_failure_is_one_error_and_leaves_no_temporary_folder(tmp_path, monkeypatch,
-                                                                    async_save):
+def test_write_failure_is_one_error_and_leaves_no_temporary_folder(
+  tmp_path, monkeypatch, async_save
+):
   state, trainer = _state((1, 1, 1), "fsdp")
   ckpt = Checkpointer(str(tmp_path), keep_best=0, async_save=async_save)
   ckpt.save(1, state, data_state={"position": 1})
@@ -147,10 +158,13 @@ def test_write_failure_is_one_error_and_leaves_no_temporary_folder(tmp_path, mon
   with pytest.raises(CheckpointWriteError) as raised:
     ckpt.save(2, state, data_state={"position": 2})
     ckpt.wait()
-  assert str(raised.value) == (f"could not write checkpoint {tmp_path}/2: no space left on device;"
-                               " the earlier checkpoints are intact")
+  assert str(raised.value) == (
+    f"could not write checkpoint {tmp_path}/2: no space left on device;"
+    " the earlier checkpoints are intact"
+  )
   monkeypatch.undo()
   ckpt.close()
   assert os.listdir(tmp_path) == ["1"]  # No N.orbax-checkpoint-tmp-* left behind.
   assert Checkpointer(str(tmp_path)).restore(_abstract(state, trainer)).data_state == {
-      "position": 1}
+    "position": 1
+  }

@@ -11,7 +11,10 @@ from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_vari
 
 CFG = ModelConfig.from_size("tiny", max_decode_length=64)
 OBS_SPEC = {"camera": T.ImageSpec(), "mission": T.TextSpec(), "proprio": T.ContinuousSpec((3,))}
-ACT_SPEC = {"button": T.DiscreteSpec((), num_values=4), "torque": T.ContinuousSpec((2,), mu_law=False)}
+ACT_SPEC = {
+  "button": T.DiscreteSpec((), num_values=4),
+  "torque": T.ContinuousSpec((2,), mu_law=False),
+}
 
 
 @pytest.fixture(scope="module")
@@ -21,21 +24,31 @@ def params():
 
 def _episode(num_steps, seed=0):
   rng = np.random.default_rng(seed)
-  obs = {"camera": rng.integers(0, 256, (num_steps, 16, 32, 3), dtype=np.uint8),
-         "mission": np.tile(rng.integers(0, 32000, (1, 2)), (num_steps, 1)),
-         "proprio": rng.standard_normal((num_steps, 3)).astype(np.float32)}
-  act = {"button": rng.integers(0, 4, num_steps).astype(np.int32),
-         "torque": rng.uniform(-1, 1, (num_steps, 2)).astype(np.float32)}
+  obs = {
+    "camera": rng.integers(0, 256, (num_steps, 16, 32, 3), dtype=np.uint8),
+    "mission": np.tile(rng.integers(0, 32000, (1, 2)), (num_steps, 1)),
+    "proprio": rng.standard_normal((num_steps, 3)).astype(np.float32),
+  }
+  act = {
+    "button": rng.integers(0, 4, num_steps).astype(np.int32),
+    "torque": rng.uniform(-1, 1, (num_steps, 2)).astype(np.float32),
+  }
   return T.tokenize_episode(obs, act, OBS_SPEC, ACT_SPEC)
 
 
 def _slice(batch, start, stop, patch_start, patch_stop):
   cut = lambda x: x[:, start:stop]
   cut_patches = lambda x: x[:, patch_start:patch_stop]
-  return batch.replace(tokens=cut(batch.tokens), kinds=cut(batch.kinds),
-                       local_positions=cut(batch.local_positions), loss_mask=cut(batch.loss_mask),
-                       segment_ids=cut(batch.segment_ids), patches=cut_patches(batch.patches),
-                       patch_rows=cut_patches(batch.patch_rows), patch_cols=cut_patches(batch.patch_cols))
+  return batch.replace(
+    tokens=cut(batch.tokens),
+    kinds=cut(batch.kinds),
+    local_positions=cut(batch.local_positions),
+    loss_mask=cut(batch.loss_mask),
+    segment_ids=cut(batch.segment_ids),
+    patches=cut_patches(batch.patches),
+    patch_rows=cut_patches(batch.patch_rows),
+    patch_cols=cut_patches(batch.patch_cols),
+  )
 
 
 def test_cached_logits_match_full_forward_pass(params):
@@ -46,16 +59,22 @@ def test_cached_logits_match_full_forward_pass(params):
   decoder = CachedDecoder(CFG, params, 2)
   split = 13  # Mid-timestep: the prefix holds the first step and part of the second.
   patches_before = int((batch.kinds[0, :split] == T.TokenKind.IMAGE_PATCH).sum())
-  chunks = [np.asarray(prefill(params, decoder.cache, _slice(batch, 0, split, 0, patches_before),
-                               model=decoder.model)[0])]
-  _, decoder.cache = prefill(params, decoder.cache, _slice(batch, 0, split, 0, patches_before),
-                             model=decoder.model)
+  chunks = [
+    np.asarray(
+      prefill(
+        params, decoder.cache, _slice(batch, 0, split, 0, patches_before), model=decoder.model
+      )[0]
+    )
+  ]
+  _, decoder.cache = prefill(
+    params, decoder.cache, _slice(batch, 0, split, 0, patches_before), model=decoder.model
+  )
   patch = patches_before
   for t in range(split, length):
     is_patch = int(batch.kinds[0, t] == T.TokenKind.IMAGE_PATCH)
-    logits, decoder.cache = prefill(params, decoder.cache,
-                                    _slice(batch, t, t + 1, patch, patch + is_patch),
-                                    model=decoder.model)
+    logits, decoder.cache = prefill(
+      params, decoder.cache, _slice(batch, t, t + 1, patch, patch + is_patch), model=decoder.model
+    )
     patch += is_patch
     chunks.append(np.asarray(logits))
   cached = np.concatenate(chunks, axis=1)
@@ -69,11 +88,18 @@ def _context(num_rows=2, num_steps=2, pad_to=None):
     episode = _episode(num_steps, seed)
     # Keep everything up to and including the last separator: the agent must now act.
     last_separator = int(np.flatnonzero(episode.tokens == T.SEPARATOR_ID)[-1])
-    groups.append(jax.tree.map(lambda x: x, episode.replace(
-        tokens=episode.tokens[:last_separator + 1], kinds=episode.kinds[:last_separator + 1],
-        local_positions=episode.local_positions[:last_separator + 1],
-        loss_mask=episode.loss_mask[:last_separator + 1],
-        timesteps=episode.timesteps[:last_separator + 1])))
+    groups.append(
+      jax.tree.map(
+        lambda x: x,
+        episode.replace(
+          tokens=episode.tokens[: last_separator + 1],
+          kinds=episode.kinds[: last_separator + 1],
+          local_positions=episode.local_positions[: last_separator + 1],
+          loss_mask=episode.loss_mask[: last_separator + 1],
+          timesteps=episode.timesteps[: last_separator + 1],
+        ),
+      )
+    )
   length = pad_to or groups[0].num_tokens
   return batch_from_token_groups(groups, length, 4 * num_steps, CFG.patch_dim, pad_side="left")
 
@@ -100,8 +126,12 @@ def test_left_padding_does_not_change_decisions(params):
 
 def test_temperature_sampling_uses_the_rng(params):
   context = _context()
-  draws = {tuple(np.asarray(decode_action(CFG, params, context, ACT_SPEC, jax.random.key(s), 5.0)[1]).ravel())
-           for s in range(4)}
+  draws = {
+    tuple(
+      np.asarray(decode_action(CFG, params, context, ACT_SPEC, jax.random.key(s), 5.0)[1]).ravel()
+    )
+    for s in range(4)
+  }
   assert len(draws) > 1
   for draw in draws:
     assert all(32000 <= i < 33024 for i in draw)

@@ -35,7 +35,9 @@ def test_random_episode_tokenizes(cartpole):
   observations, actions = E.action_steps(episode)
   group = T.tokenize_episode(observations, actions, cartpole.observation_spec, cartpole.action_spec)
   assert group.num_tokens == 1000 * (3 + 2 + 1 + 1)  # position(3), velocity(2), |, action(1).
-  decoded = T.detokenize_action(group.tokens[group.action_mask].reshape(1000, 1), cartpole.action_spec)
+  decoded = T.detokenize_action(
+    group.tokens[group.action_mask].reshape(1000, 1), cartpole.action_spec
+  )
   assert np.abs(decoded - actions).max() <= 1.0 / 1024 + 1e-6
 
 

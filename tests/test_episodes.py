@@ -21,8 +21,11 @@ class CountdownEnv(base.Environment):
   """
 
   name = "fake/countdown"
-  observation_spec = {"mission": T.TextSpec(), "grid": T.DiscreteSpec((2, 2), num_values=4),
-                      "pos": T.ContinuousSpec((3,))}
+  observation_spec = {
+    "mission": T.TextSpec(),
+    "grid": T.DiscreteSpec((2, 2), num_values=4),
+    "pos": T.ContinuousSpec((3,)),
+  }
   action_spec = T.DiscreteSpec((), num_values=3)
   max_episode_steps = 6
 
@@ -31,14 +34,22 @@ class CountdownEnv(base.Environment):
     return self._obs()
 
   def _obs(self):
-    return {"mission": f"press two {self._seed % 3}", "grid": np.full((2, 2), self._t % 4, np.uint8),
-            "pos": np.array([self._t, -self._t, self._seed], np.float32)}
+    return {
+      "mission": f"press two {self._seed % 3}",
+      "grid": np.full((2, 2), self._t % 4, np.uint8),
+      "pos": np.array([self._t, -self._t, self._seed], np.float32),
+    }
 
   def step(self, action):
     self._t += 1
     done = int(action) == 2
-    return base.StepResult(self._obs(), 1.0 if done else -0.25, done,
-                           self._t >= self.max_episode_steps and not done, {"success": done})
+    return base.StepResult(
+      self._obs(),
+      1.0 if done else -0.25,
+      done,
+      self._t >= self.max_episode_steps and not done,
+      {"success": done},
+    )
 
 
 class PressTwo(policies.Policy):
@@ -76,22 +87,32 @@ def test_rollout_is_rlds_shaped_and_tokenizes():
   assert steps["observation"]["pos"].shape == (4, 3)
   assert list(steps["observation"]["mission"]) == ["press two 1"] * 4
   meta = episode["episode_metadata"]
-  assert (meta["task"], meta["agent"], meta["success"], meta["seed"]) == ("fake/countdown", "press_two", 1, 7)
+  assert (meta["task"], meta["agent"], meta["success"], meta["seed"]) == (
+    "fake/countdown",
+    "press_two",
+    1,
+    7,
+  )
   assert meta["return"] == pytest.approx(0.5)
   observations, actions = E.action_steps(episode)
   group = T.tokenize_episode(observations, actions, env.observation_spec, env.action_spec)
   text = len(T.TextTokenizer().encode("press two 1"))
   assert group.num_tokens == 3 * (text + 4 + 3 + 1 + 1)
-  np.testing.assert_array_equal(T.detokenize_action(group.tokens[group.action_mask].reshape(3, 1),
-                                                env.action_spec), [0, 0, 2])
+  np.testing.assert_array_equal(
+    T.detokenize_action(group.tokens[group.action_mask].reshape(3, 1), env.action_spec), [0, 0, 2]
+  )
 
 
 def test_truncated_rollout_is_not_terminal():
   episode = E.rollout(CountdownEnv(), policies.RandomPolicy(CountdownEnv()), seed=0)
   if episode["episode_metadata"]["success"]:
-    episode = next(e for s in range(1, 50)
-                   if not (e := E.rollout(CountdownEnv(), policies.RandomPolicy(CountdownEnv()), s))
-                   ["episode_metadata"]["success"])
+    episode = next(
+      e
+      for s in range(1, 50)
+      if not (e := E.rollout(CountdownEnv(), policies.RandomPolicy(CountdownEnv()), s))[
+        "episode_metadata"
+      ]["success"]
+    )
   assert E.num_actions(episode) == 6
   assert not episode["steps"]["is_terminal"].any() and episode["steps"]["discount"][-1] == 1
 
@@ -125,8 +146,9 @@ def test_episode_seeds_are_stable_and_distinct():
 
 def test_tfds_round_trip_is_exact(tmp_path):
   env = CountdownEnv()
-  written = [E.rollout(env, PressTwo() if s % 2 else policies.RandomPolicy(env), seed=s)
-             for s in range(4)]
+  written = [
+    E.rollout(env, PressTwo() if s % 2 else policies.RandomPolicy(env), seed=s) for s in range(4)
+  ]
   path = rlds_io.write_episodes(written, str(tmp_path), "gato_fake", "countdown")
   assert path == str(tmp_path / "gato_fake" / "countdown" / "1.0.0")
   by_dir = list(rlds_io.read_episodes(path))
@@ -147,22 +169,41 @@ def test_public_key_names_load_through_a_key_map(tmp_path):
   foreign = []
   for s in range(2):
     n = 3 + s
-    foreign.append({
-        "steps": {"obs": {"joint_pos": np.arange(n * 2, dtype=np.float32).reshape(n, 2)},
-                  "act": np.full((n, 1), 0.5, np.float32), "rew": np.ones(n, np.float32),
-                  "first": np.arange(n) == 0, "last": np.arange(n) == n - 1},
+    foreign.append(
+      {
+        "steps": {
+          "obs": {"joint_pos": np.arange(n * 2, dtype=np.float32).reshape(n, 2)},
+          "act": np.full((n, 1), 0.5, np.float32),
+          "rew": np.ones(n, np.float32),
+          "first": np.arange(n) == 0,
+          "last": np.arange(n) == n - 1,
+        },
         "episode_metadata": {"file_path": f"ep{s}.npz"},
-    })
+      }
+    )
   path = rlds_io.write_episodes(foreign, str(tmp_path), "public_set", "default")
-  key_map = {"steps/observation/state": "steps/obs/joint_pos", "steps/action": "steps/act",
-             "steps/reward": "steps/rew", "steps/is_first": "steps/first",
-             "steps/is_last": "steps/last"}
+  key_map = {
+    "steps/observation/state": "steps/obs/joint_pos",
+    "steps/action": "steps/act",
+    "steps/reward": "steps/rew",
+    "steps/is_first": "steps/first",
+    "steps/is_last": "steps/last",
+  }
   episodes = list(rlds_io.read_episodes(path, key_map=key_map, task="public/arm"))
   assert len(episodes) == 2
   steps = episodes[1]["steps"]
-  assert sorted(steps) == ["action", "discount", "is_first", "is_last", "is_terminal",
-                           "observation", "reward"]
-  np.testing.assert_array_equal(steps["observation"]["state"], foreign[1]["steps"]["obs"]["joint_pos"])
+  assert sorted(steps) == [
+    "action",
+    "discount",
+    "is_first",
+    "is_last",
+    "is_terminal",
+    "observation",
+    "reward",
+  ]
+  np.testing.assert_array_equal(
+    steps["observation"]["state"], foreign[1]["steps"]["obs"]["joint_pos"]
+  )
   np.testing.assert_array_equal(steps["discount"], np.ones(4, np.float32))
   meta = episodes[1]["episode_metadata"]
   assert meta["return"] == 4.0 and meta["task"] == "public/arm" and meta["file_path"] == "ep1.npz"
@@ -193,8 +234,14 @@ def test_stats_round_trip(tmp_path):
 
 
 def test_filtering_keeps_episodes_near_the_expert():
-  stats = E.TaskStats("t/a", random_return=0.0, random_return_std=0, random_episodes=50,
-                      expert_return=1.0, expert_episodes=50)
+  stats = E.TaskStats(
+    "t/a",
+    random_return=0.0,
+    random_return_std=0,
+    random_episodes=50,
+    expert_return=1.0,
+    expert_episodes=50,
+  )
   assert E.return_threshold(stats) == pytest.approx(0.8)
   kept = [r for r in (0.0, 0.79, 0.8, 0.95, 1.2) if r >= E.return_threshold(stats)]
   assert kept == [0.8, 0.95, 1.2]
@@ -202,8 +249,14 @@ def test_filtering_keeps_episodes_near_the_expert():
 
 def test_filtering_with_negative_returns_is_relative_to_random():
   # Pendulum-like: 0.8 * expert (-120) would reject the expert's own typical episodes.
-  stats = E.TaskStats("t/pendulum", random_return=-1200.0, random_return_std=0, random_episodes=50,
-                      expert_return=-150.0, expert_episodes=50)
+  stats = E.TaskStats(
+    "t/pendulum",
+    random_return=-1200.0,
+    random_return_std=0,
+    random_episodes=50,
+    expert_return=-150.0,
+    expert_episodes=50,
+  )
   assert E.return_threshold(stats) == pytest.approx(-360.0)
   returns = (-150.0, -300.0, -400.0, -1100.0)
   assert [r for r in returns if r >= E.return_threshold(stats)] == [-150.0, -300.0]
@@ -235,8 +288,7 @@ def test_registry_errors_name_the_problem():
 
 def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
   task = "babyai/GoToRedBall"
-  kwargs = dict(num_episodes=5, seed=3, shard_episodes=2, stats_episodes=4,
-                progress=lambda _: None)
+  kwargs = dict(num_episodes=5, seed=3, shard_episodes=2, stats_episodes=4, progress=lambda _: None)
   data_seeds = [E.episode_seed(3, task, i) for i in range(5)]
   rollout, calls = E.rollout, []
 
@@ -274,8 +326,10 @@ def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
 
 
 def test_importing_gato_jax_data_and_envs_does_not_import_tensorflow():
-  code = ("import sys; import gato_jax, gato_jax.tokenizer, gato_jax.data.episodes,"
-          " gato_jax.data.generation, gato_jax.data.rlds_io, gato_jax.envs.babyai,"
-          " gato_jax.envs.registry; assert 'tensorflow' not in sys.modules, 'TF imported'")
+  code = (
+    "import sys; import gato_jax, gato_jax.tokenizer, gato_jax.data.episodes,"
+    " gato_jax.data.generation, gato_jax.data.rlds_io, gato_jax.envs.babyai,"
+    " gato_jax.envs.registry; assert 'tensorflow' not in sys.modules, 'TF imported'"
+  )
   env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -16,8 +16,7 @@ import pytest
 from gato_jax import tokenizer as T
 from gato_jax.data import episodes as E
 from gato_jax.envs import base, gymnax_envs, policies, registry, runner
-from gato_jax.evaluation import (context, evaluator, model_agent, prompts, reports,
-                                 rollouts, scores)
+from gato_jax.evaluation import context, evaluator, model_agent, prompts, reports, rollouts, scores
 from gato_jax.inference.decode import mask_to_range
 from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
 from gato_jax.tokenizer.timestep import tokenize_episode
@@ -47,10 +46,16 @@ def _config(data_dir, **eval_overrides):
 
 
 def test_normalized_score_arithmetic():
-  stats = E.TaskStats("gymnax/CartPole-v1", random_return=10.0, random_return_std=0.0,
-                      random_episodes=5, expert_return=110.0)
-  np.testing.assert_allclose(scores.normalized_scores([10, 60, 110, 160, 0], stats),
-                             [0.0, 0.5, 1.0, 1.5, -0.1])
+  stats = E.TaskStats(
+    "gymnax/CartPole-v1",
+    random_return=10.0,
+    random_return_std=0.0,
+    random_episodes=5,
+    expert_return=110.0,
+  )
+  np.testing.assert_allclose(
+    scores.normalized_scores([10, 60, 110, 160, 0], stats), [0.0, 0.5, 1.0, 1.5, -0.1]
+  )
   # Negative returns (Pendulum-like): the scale is the expert's margin over random.
   stats = E.TaskStats("gymnax/Pendulum-v1", -1200.0, 0.0, 5, expert_return=-150.0)
   np.testing.assert_allclose(scores.normalized_scores([-150, -675, -1200], stats), [1, 0.5, 0])
@@ -83,7 +88,9 @@ def test_unknown_tasks_are_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="<domain>/<task>"):
     evaluator.eval_tasks(_config(tmp_path, tasks="CartPole-v1"))
   assert evaluator.eval_tasks(_config(tmp_path, tasks="gymnax/CartPole-v1, babyai/GoToObj")) == [
-      "gymnax/CartPole-v1", "babyai/GoToObj"]
+    "gymnax/CartPole-v1",
+    "babyai/GoToObj",
+  ]
 
 
 def test_iqm_on_known_numbers():
@@ -130,8 +137,10 @@ def test_bootstrap_with_rliable_reproduces_the_numpy_intervals():
   rng = np.random.default_rng(0)
   per_task = [rng.normal(level, 0.3, 20) for level in (0.2, 0.5, 0.9, 1.1, 0.7)]
   before = np.random.get_state()[1].copy()
-  pinned = {"mean": (0.6473489648643913, 0.758313077192356),
-            "iqm": (0.6655425369938465, 0.7995544526501608)}
+  pinned = {
+    "mean": (0.6473489648643913, 0.758313077192356),
+    "iqm": (0.6655425369938465, 0.7995544526501608),
+  }
   for name, interval in pinned.items():
     got = scores.stratified_bootstrap_ci(per_task, name, 4000)
     assert got == pytest.approx(interval, abs=1e-12)
@@ -152,8 +161,9 @@ def test_probability_of_improvement_and_profiles(tmp_path):
 
 
 def test_aggregate_counts_tasks_above_thresholds():
-  out = scores.aggregate({"a/x": [0.4, 0.6], "a/y": [0.8, 0.8], "a/z": [1.0, 1.2],
-                          "a/w": [0.1, 0.1]}, num_resamples=50)
+  out = scores.aggregate(
+    {"a/x": [0.4, 0.6], "a/y": [0.8, 0.8], "a/z": [1.0, 1.2], "a/w": [0.1, 0.1]}, num_resamples=50
+  )
   # Task means 0.5, 0.8, 1.1, 0.1.
   assert out["num_tasks"] == 4
   assert out["mean"] == pytest.approx(0.625)
@@ -189,15 +199,23 @@ def test_scripted_policy_reproduces_recorded_score_on_gymnax():
   random = [E.rollout(env, policies.RandomPolicy(env), s) for s in seeds[:3]]
   expert_mean, *_ = E.summarize_returns(expert)
   random_mean, random_std, n, _ = E.summarize_returns(random)
-  stats = E.TaskStats(env.name, random_mean, random_std, n, expert_agent="scripted_cartpole",
-                      expert_return=expert_mean, expert_episodes=5)
+  stats = E.TaskStats(
+    env.name,
+    random_mean,
+    random_std,
+    n,
+    expert_agent="scripted_cartpole",
+    expert_return=expert_mean,
+    expert_episodes=5,
+  )
   assert expert_mean > random_mean
 
   agent = runner.PolicyAgent(CartPoleController)
   outcomes, timing = rollouts.run_task(runner.host_batch(make_env), agent, 5, batch_size=2, seed=0)
   assert [o.seed for o in outcomes] == seeds
-  np.testing.assert_array_equal([o.episode_return for o in outcomes],
-                                [e["episode_metadata"]["return"] for e in expert])
+  np.testing.assert_array_equal(
+    [o.episode_return for o in outcomes], [e["episode_metadata"]["return"] for e in expert]
+  )
   task = scores.score_task(env.name, outcomes, stats)
   assert task.summary()["normalized_score"] == pytest.approx(1.0)
   assert task.summary()["success_rate"] is None  # CartPole defines no success.
@@ -213,7 +231,8 @@ def test_babyai_bot_reaches_expert_score_through_evaluate_task(tmp_path):
   stats = generation.ensure_stats(env, str(tmp_path), seed=0, num_episodes=6)
   config = _config(tmp_path, episodes=6, batch_size=3, prompt_tokens=0)
   task_scores, loaded, timing = evaluator.evaluate_task(
-      task, config, CFG, None, agent=runner.PolicyAgent(registry.make_expert))
+    task, config, CFG, None, agent=runner.PolicyAgent(registry.make_expert)
+  )
   assert loaded == stats
   summary = task_scores.summary()
   assert summary["success_rate"] == 1.0
@@ -239,7 +258,9 @@ def test_gave_up_ends_the_episode_as_a_failure():
       return np.int32(0)
 
   make_env = lambda: gymnax_envs.GymnaxEnvironment("CartPole-v1", max_episode_steps=50)
-  outcomes, _ = rollouts.run_task(runner.host_batch(make_env), runner.PolicyAgent(GivesUp), 3, batch_size=2)
+  outcomes, _ = rollouts.run_task(
+    runner.host_batch(make_env), runner.PolicyAgent(GivesUp), 3, batch_size=2
+  )
   assert all(o.gave_up and o.success == 0 and o.length <= 3 for o in outcomes)
 
 
@@ -277,10 +298,13 @@ class CountingEnv(base.Environment):
 
 def _demo():
   """A tokenized toy episode to prompt with (8 tokens per timestep with a 4-id mission)."""
-  obs = {"mission": np.tile(np.arange(100, 104, dtype=np.int32), (5, 1)),
-         "state": np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)}
-  return tokenize_episode(obs, np.arange(5, dtype=np.int32) % 3, CountingEnv.observation_spec,
-                          CountingEnv.action_spec)
+  obs = {
+    "mission": np.tile(np.arange(100, 104, dtype=np.int32), (5, 1)),
+    "state": np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2),
+  }
+  return tokenize_episode(
+    obs, np.arange(5, dtype=np.int32) % 3, CountingEnv.observation_spec, CountingEnv.action_spec
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -300,12 +324,13 @@ class FullForwardAgent(model_agent.ModelAgent):
     for row, group in zip(self.rows, groups):
       assert group.num_tokens <= self.max_context
       if row.prompt is not None:  # The prompt always leads the context, untouched.
-        np.testing.assert_array_equal(group.tokens[:row.prompt.num_tokens], row.prompt.tokens)
+        np.testing.assert_array_equal(group.tokens[: row.prompt.num_tokens], row.prompt.tokens)
     ids = []
     for low, high in T.action_token_id_ranges(self.action_spec):
       # One padded length for every call: a single compilation.
-      batch = batch_from_token_groups(groups, self.model_config.max_decode_length, 0,
-                                      self.model_config.patch_dim, pad_side="left")
+      batch = batch_from_token_groups(
+        groups, self.model_config.max_decode_length, 0, self.model_config.patch_dim, pad_side="left"
+      )
       logits = _last_logits(self.params, batch, model=Gato(self.model_config))
       step_ids = np.asarray(jnp.argmax(mask_to_range(logits, low, high), axis=-1), np.int32)
       ids.append(step_ids)
@@ -359,10 +384,12 @@ def test_cached_rollout_matches_full_forward_rollout(params):
 def test_context_trimming_keeps_prompt_and_whole_timesteps():
   spec = {"state": T.ContinuousSpec((4,))}
   action_spec = T.DiscreteSpec((), num_values=2)
-  step = lambda v: T.tokenize_timestep({"state": np.full(4, v, np.float32)}, np.int32(1), spec,
-                                       action_spec)  # 6 tokens.
-  prompt = tokenize_episode({"state": np.zeros((2, 4), np.float32)}, np.zeros(2, np.int32), spec,
-                            action_spec)  # 12 tokens.
+  step = lambda v: T.tokenize_timestep(
+    {"state": np.full(4, v, np.float32)}, np.int32(1), spec, action_spec
+  )  # 6 tokens.
+  prompt = tokenize_episode(
+    {"state": np.zeros((2, 4), np.float32)}, np.zeros(2, np.int32), spec, action_spec
+  )  # 12 tokens.
   row = context.RowContext(prompt=prompt, history=[step(i / 10) for i in range(5)])
   row.pending = T.tokenize_timestep({"state": np.ones(4, np.float32)}, None, spec, action_spec)
   assert row.num_tokens == 12 + 30 + 5
@@ -412,7 +439,8 @@ def test_reports_are_written_and_regenerated_identically(tmp_path):
   assert set(loaded["tasks"]["babyai/GoTo"]) >= {"return", "normalized_score", "success_rate"}
   assert set(loaded["domains"]) == {"babyai", "gymnax"}
   assert loaded["domains"]["babyai"]["mean"] == pytest.approx(
-      np.mean([loaded["tasks"][t]["normalized_score"] for t in ("babyai/GoTo", "babyai/GoToObj")]))
+    np.mean([loaded["tasks"][t]["normalized_score"] for t in ("babyai/GoTo", "babyai/GoToObj")])
+  )
   table = pathlib.Path(paths["table"]).read_text()
   assert "| babyai/GoToObj |" in table and "| all | 3 |" in table
   chart = pathlib.Path(paths["chart"]).read_bytes()
@@ -426,10 +454,19 @@ def test_reports_are_written_and_regenerated_identically(tmp_path):
 
 def test_evaluate_writes_reports_for_given_params(tmp_path, params):
   task = "gymnax/CartPole-v1"
-  E.save_stats(E.TaskStats(task, 20.0, 5.0, 5, expert_agent="ppo", expert_return=500.0,
-                           expert_episodes=5), str(tmp_path))
-  config = _config(tmp_path, tasks=task, episodes=3, batch_size=2, prompt_tokens=0, max_steps=8,
-                   bootstrap_resamples=50)
+  E.save_stats(
+    E.TaskStats(task, 20.0, 5.0, 5, expert_agent="ppo", expert_return=500.0, expert_episodes=5),
+    str(tmp_path),
+  )
+  config = _config(
+    tmp_path,
+    tasks=task,
+    episodes=3,
+    batch_size=2,
+    prompt_tokens=0,
+    max_steps=8,
+    bootstrap_resamples=50,
+  )
   results = evaluator.evaluate(config, str(tmp_path / "run"), params=params, step=5)
   row = results["tasks"][task]
   assert row["episodes"] == 3 and row["return"] <= 8
@@ -448,15 +485,26 @@ def test_evaluate_restores_the_newest_checkpoint(tmp_path):
 
   task = "gymnax/CartPole-v1"
   E.save_stats(E.TaskStats(task, 20.0, 5.0, 5, expert_return=500.0), str(tmp_path))
-  config = _config(tmp_path, tasks=task, episodes=2, batch_size=2, prompt_tokens=0, max_steps=4,
-                   bootstrap_resamples=10)
+  config = _config(
+    tmp_path,
+    tasks=task,
+    episodes=2,
+    batch_size=2,
+    prompt_tokens=0,
+    max_steps=4,
+    bootstrap_resamples=10,
+  )
   workdir = tmp_path / "run"
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoints"):
     evaluator.evaluate(config, str(workdir))
   mesh = sharding.create_mesh((1, 1, 1), devices=jax.devices()[:1])
-  state, _ = create_train_state(ModelConfig.from_dict(config.model),
-                                OptimizerConfig.from_dict(config.optimizer), mesh, "fsdp",
-                                jax.random.key(0))
+  state, _ = create_train_state(
+    ModelConfig.from_dict(config.model),
+    OptimizerConfig.from_dict(config.optimizer),
+    mesh,
+    "fsdp",
+    jax.random.key(0),
+  )
   saver = checkpoint.Checkpointer(str(workdir / "checkpoints"), async_save=False)
   saver.save(7, state)
   saver.close()

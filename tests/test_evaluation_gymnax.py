@@ -41,7 +41,9 @@ class Reactive(policies.Policy):
 
   def act(self, observation):
     (value,) = observation.values()
-    signal = float(np.sum(np.asarray(value, np.float64) * np.arange(1, value.size + 1).reshape(value.shape)))
+    signal = float(
+      np.sum(np.asarray(value, np.float64) * np.arange(1, value.size + 1).reshape(value.shape))
+    )
     if hasattr(self.spec, "num_values"):
       return np.int32(int(abs(signal) * 7) % self.spec.num_values)
     return np.full(self.spec.shape, np.tanh(signal), np.float32)
@@ -49,8 +51,9 @@ class Reactive(policies.Policy):
 
 def _host(task, agent, episodes, batch_size, max_steps):
   make_env = lambda: gymnax_envs.GymnaxEnvironment(task)
-  return rollouts.run_task(runner.host_batch(make_env), agent, episodes, batch_size, seed=0,
-                           max_steps=max_steps)
+  return rollouts.run_task(
+    runner.host_batch(make_env), agent, episodes, batch_size, seed=0, max_steps=max_steps
+  )
 
 
 def _jit(task, agent, episodes, batch_size, max_steps):
@@ -58,9 +61,10 @@ def _jit(task, agent, episodes, batch_size, max_steps):
   return rollouts.run_task(make_batch, agent, episodes, batch_size, seed=0, max_steps=max_steps)
 
 
-@pytest.mark.parametrize("task,max_steps,exact", [("CartPole-v1", 40, True),
-                                                  ("Breakout-MinAtar", 15, True),
-                                                  ("Pendulum-v1", 12, False)])
+@pytest.mark.parametrize(
+  "task,max_steps,exact",
+  [("CartPole-v1", 40, True), ("Breakout-MinAtar", 15, True), ("Pendulum-v1", 12, False)],
+)
 def test_jit_path_matches_host_loop_for_scripted_policy(task, max_steps, exact):
   host, host_timing = _host(task, runner.PolicyAgent(Reactive), 5, 2, max_steps)
   jitted, jit_timing = _jit(task, runner.PolicyAgent(Reactive), 5, 2, max_steps)
@@ -68,8 +72,9 @@ def test_jit_path_matches_host_loop_for_scripted_policy(task, max_steps, exact):
     assert jitted == host
   else:
     # Pendulum's sin/cos vectorised over rows may round differently in the last float32 bit.
-    np.testing.assert_allclose([o.episode_return for o in jitted],
-                               [o.episode_return for o in host], rtol=1e-5)
+    np.testing.assert_allclose(
+      [o.episode_return for o in jitted], [o.episode_return for o in host], rtol=1e-5
+    )
     assert [(o.seed, o.length) for o in jitted] == [(o.seed, o.length) for o in host]
   assert [o.seed for o in jitted] == rollouts.eval_seeds(f"gymnax/{task}", 5)
   assert jit_timing.env_steps == host_timing.env_steps == sum(o.length for o in host)
@@ -84,12 +89,20 @@ def test_scripted_expert_reproduces_its_recorded_score_through_the_jit_path():
   random = [E.rollout(env, policies.RandomPolicy(env), s) for s in seeds[:3]]
   expert_mean, *_ = E.summarize_returns(expert)
   random_mean, random_std, n, _ = E.summarize_returns(random)
-  stats = E.TaskStats(env.name, random_mean, random_std, n, expert_agent="balancer",
-                      expert_return=expert_mean, expert_episodes=4)
+  stats = E.TaskStats(
+    env.name,
+    random_mean,
+    random_std,
+    n,
+    expert_agent="balancer",
+    expert_return=expert_mean,
+    expert_episodes=4,
+  )
   assert expert_mean > random_mean
   outcomes, _ = _jit(env.name, runner.PolicyAgent(Balancer), 4, 3, max_steps=60)
-  np.testing.assert_array_equal([o.episode_return for o in outcomes],
-                                [e["episode_metadata"]["return"] for e in expert])
+  np.testing.assert_array_equal(
+    [o.episode_return for o in outcomes], [e["episode_metadata"]["return"] for e in expert]
+  )
   assert scores.score_task(env.name, outcomes, stats).summary()["normalized_score"] == 1.0
 
 

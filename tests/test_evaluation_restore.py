@@ -24,8 +24,14 @@ def _config(data_dir):
   config = gato.get_config("tiny")
   config.data.data_dir = str(data_dir)
   config.model.max_decode_length = 64
-  config.eval.update(tasks="gymnax/CartPole-v1", episodes=2, batch_size=2, prompt_tokens=0,
-                     max_steps=3, bootstrap_resamples=10)
+  config.eval.update(
+    tasks="gymnax/CartPole-v1",
+    episodes=2,
+    batch_size=2,
+    prompt_tokens=0,
+    max_steps=3,
+    bootstrap_resamples=10,
+  )
   return config
 
 
@@ -37,9 +43,13 @@ def saved(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   config = _config(workdir)
   mesh = sharding.create_mesh((1, 1, 1), devices=jax.devices()[:1])
-  state, _ = create_train_state(ModelConfig.from_dict(config.model),
-                                OptimizerConfig.from_dict(config.optimizer), mesh, "fsdp",
-                                jax.random.key(0))
+  state, _ = create_train_state(
+    ModelConfig.from_dict(config.model),
+    OptimizerConfig.from_dict(config.optimizer),
+    mesh,
+    "fsdp",
+    jax.random.key(0),
+  )
   saver = checkpoint.Checkpointer(str(workdir / "checkpoints"), async_save=False)
   saver.save(3, state)
   saver.close()
@@ -69,13 +79,13 @@ def test_evaluate_runs_on_sharded_params(saved):
   workdir, _ = saved
   config = _config(workdir)
   config.mesh.shape = (-1, 2, 1)
-  E.save_stats(E.TaskStats("gymnax/CartPole-v1", 20.0, 5.0, 5, expert_return=500.0),
-               str(workdir))
+  E.save_stats(E.TaskStats("gymnax/CartPole-v1", 20.0, 5.0, 5, expert_return=500.0), str(workdir))
   results = evaluator.evaluate(config, str(workdir))
   one_device = _config(workdir)
   one_device.mesh.shape = (1, 1, 1)
-  params, _ = evaluator.restore_params(one_device, str(workdir),
-                                       mesh=sharding.create_mesh((1, 1, 1), jax.devices()[:1]))
+  params, _ = evaluator.restore_params(
+    one_device, str(workdir), mesh=sharding.create_mesh((1, 1, 1), jax.devices()[:1])
+  )
   reference = evaluator.evaluate(one_device, str(workdir / "one"), params=params, step=3)
   assert results["step"] == 3
   assert results["tasks"] == reference["tasks"]

@@ -18,16 +18,19 @@ def _batch(rows=8, seq_len=40, seed=0) -> Batch:
   rng = np.random.default_rng(seed)
   segments = np.ones((rows, seq_len), np.int32)
   for r in range(rows):
-    segments[r, rng.integers(8, 30):] = 2  # A second packed episode...
-    segments[r, seq_len - rng.integers(0, 8):] = 0  # ...then padding.
+    segments[r, rng.integers(8, 30) :] = 2  # A second packed episode...
+    segments[r, seq_len - rng.integers(0, 8) :] = 0  # ...then padding.
   loss_mask = (rng.random((rows, seq_len)) < np.linspace(0.1, 0.6, rows)[:, None]) & (segments > 0)
   return Batch(
-      tokens=rng.integers(T.VALUE_OFFSET, T.SEPARATOR_ID, (rows, seq_len)).astype(np.int32),
-      kinds=np.full((rows, seq_len), T.TokenKind.VALUE, np.int32),
-      local_positions=np.tile(np.arange(seq_len, dtype=np.int32) % 6, (rows, 1)),
-      loss_mask=loss_mask, segment_ids=segments,
-      patches=np.zeros((rows, 0, TINY.patch_dim), np.float32),
-      patch_rows=np.zeros((rows, 0, 2), np.float32), patch_cols=np.zeros((rows, 0, 2), np.float32))
+    tokens=rng.integers(T.VALUE_OFFSET, T.SEPARATOR_ID, (rows, seq_len)).astype(np.int32),
+    kinds=np.full((rows, seq_len), T.TokenKind.VALUE, np.int32),
+    local_positions=np.tile(np.arange(seq_len, dtype=np.int32) % 6, (rows, 1)),
+    loss_mask=loss_mask,
+    segment_ids=segments,
+    patches=np.zeros((rows, 0, TINY.patch_dim), np.float32),
+    patch_rows=np.zeros((rows, 0, 2), np.float32),
+    patch_cols=np.zeros((rows, 0, 2), np.float32),
+  )
 
 
 @pytest.mark.parametrize("logits_at_targets", [False, True])
@@ -48,7 +51,8 @@ def test_microbatches_give_the_large_batch_update(logits_at_targets):
   for key in metrics_1:
     np.testing.assert_allclose(metrics_4[key], metrics_1[key], rtol=2e-5, atol=1e-6, err_msg=key)
   assert metrics_4["target_tokens"] == batch.loss_mask[:, 1:].sum() - np.sum(
-      batch.loss_mask[:, 1:] & (batch.segment_ids[:, 1:] != batch.segment_ids[:, :-1]))
+    batch.loss_mask[:, 1:] & (batch.segment_ids[:, 1:] != batch.segment_ids[:, :-1])
+  )
   for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_4)):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
@@ -57,5 +61,7 @@ def test_microbatches_must_divide_the_batch():
   mesh = sharding.create_mesh((1, 1, 1), jax.devices()[:1])
   state, trainer = create_train_state(TINY, OptimizerConfig(), mesh, "fsdp", jax.random.key(0))
   batch = _batch(rows=6)
-  with pytest.raises(ValueError, match="train.microbatches=4 does not divide the global batch of 6"):
+  with pytest.raises(
+    ValueError, match="train.microbatches=4 does not divide the global batch of 6"
+  ):
     make_train_step(trainer, batch, 4)(state, batch, jax.random.key(0))

@@ -31,8 +31,10 @@ def test_specs_and_real_timesteps_tokenize(env_id):
     np.testing.assert_allclose(decoded, action, atol=2 / 1024)
 
 
-@pytest.mark.parametrize("env_id,channels,actions", [
-    ("Asterix-MinAtar", 4, 5), ("Freeway-MinAtar", 7, 3), ("SpaceInvaders-MinAtar", 6, 4)])
+@pytest.mark.parametrize(
+  "env_id,channels,actions",
+  [("Asterix-MinAtar", 4, 5), ("Freeway-MinAtar", 7, 3), ("SpaceInvaders-MinAtar", 6, 4)],
+)
 def test_minatar_specs(env_id, channels, actions):
   observation_spec, action_spec = gymnax_envs.gato_specs(env_id)
   assert observation_spec == {"grid": T.DiscreteSpec((10, 10, channels), num_values=2)}
@@ -52,8 +54,9 @@ def test_continuous_actions_are_unit_scaled():
   assert env.action_spec == T.ContinuousSpec((1,), mu_law=False)
   assert env.observation_spec == {"state": T.ContinuousSpec((3,), mu_law=True)}
   space = env._action_space
-  np.testing.assert_allclose(gymnax_envs.unit_to_env_action(space, jnp.array([-1.0, 0.0, 1.0])),
-                             [-2.0, 0.0, 2.0])
+  np.testing.assert_allclose(
+    gymnax_envs.unit_to_env_action(space, jnp.array([-1.0, 0.0, 1.0])), [-2.0, 0.0, 2.0]
+  )
   np.testing.assert_allclose(gymnax_envs.unit_to_env_action(space, jnp.array([5.0])), [2.0])
 
 

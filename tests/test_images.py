@@ -19,8 +19,9 @@ def test_known_pixels_normalisation():
   np.testing.assert_allclose(patches[0, 3:], -0.25)
   assert patches.min() >= -0.25 and patches.max() <= 0.25
   # Other patch sizes divide by their own square root.
-  np.testing.assert_allclose(T.image_to_patches(np.full((8, 8, 1), 255, np.uint8), patch_size=8),
-                             1 / math.sqrt(8), rtol=1e-6)
+  np.testing.assert_allclose(
+    T.image_to_patches(np.full((8, 8, 1), 255, np.uint8), patch_size=8), 1 / math.sqrt(8), rtol=1e-6
+  )
 
 
 def test_raster_order_and_inner_layout():
@@ -30,7 +31,9 @@ def test_raster_order_and_inner_layout():
   for r in range(h):
     for col in range(w):
       for ch in range(c):
-        image[r, col, ch] = ((r // p) * 3 + col // p) * 20 + ch * 5 + (r % p == 1) + 2 * (col % p == 1)
+        image[r, col, ch] = (
+          ((r // p) * 3 + col // p) * 20 + ch * 5 + (r % p == 1) + 2 * (col % p == 1)
+        )
   patches = T.image_to_patches(image)
   assert patches.shape == (6, p * p * c)
   pixels = np.rint((patches * 4 + 1) * 127.5).astype(int).reshape(6, p, p, c)

@@ -16,15 +16,15 @@ from gato_jax.data import rlds_io
 from gato_jax.envs import metaworld_envs, policies, registry
 
 
-
 @pytest.fixture(scope="module")
 def reach():
   pytest.importorskip("metaworld")
   return registry.make_env("metaworld/reach-v3")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("metaworld") is not None,
-                    reason="metaworld is installed")
+@pytest.mark.skipif(
+  importlib.util.find_spec("metaworld") is not None, reason="metaworld is installed"
+)
 def test_without_the_extra_tasks_list_and_building_says_how_to_install():
   assert "metaworld/reach-v3" in registry.list_tasks("metaworld")
   with pytest.raises(ImportError, match=r"install metaworld==3\.1\.1 into an environment"):

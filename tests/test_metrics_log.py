@@ -18,8 +18,10 @@ def test_jsonl_tensorboard_and_progress(tmp_path):
   values = logger.write(2, {"loss": 2.0, "grad_norm": float("nan")})
   logger.close()
   records = read_metrics(str(tmp_path))
-  assert records == [{"step": 1, "loss": 2.5, "target_tokens": 7},
-                     {"step": 2, "loss": 2.0, "grad_norm": None}]
+  assert records == [
+    {"step": 1, "loss": 2.5, "target_tokens": 7},
+    {"step": 2, "loss": 2.0, "grad_norm": None},
+  ]
   assert math.isnan(values["grad_norm"])
   assert glob.glob(os.path.join(tmp_path, "tensorboard", "events.out.tfevents.*"))
   logger.progress(2, {"loss": 2.0})
@@ -43,7 +45,10 @@ def test_torn_line_is_skipped_by_the_reader_and_repaired_on_resume(tmp_path):
   resumed = MetricsLogger(str(tmp_path), total_steps=10, tensorboard=False, resume_step=2)
   resumed.write(3, {"loss": 1.0})
   assert (tmp_path / "metrics.jsonl").read_text().splitlines() == [
-      '{"step": 1, "loss": 3.0}', '{"step": 2, "loss": 2.0}', '{"step": 3, "loss": 1.0}']
+    '{"step": 1, "loss": 3.0}',
+    '{"step": 2, "loss": 2.0}',
+    '{"step": 3, "loss": 1.0}',
+  ]
 
 
 def test_resume_drops_the_steps_it_replays(tmp_path):
@@ -55,8 +60,11 @@ def test_resume_drops_the_steps_it_replays(tmp_path):
   resumed = MetricsLogger(str(tmp_path), total_steps=10, tensorboard=False, resume_step=2)
   resumed.write(3, {"loss": 30.0})
   assert read_metrics(str(tmp_path)) == [
-      {"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}, {"step": 2, "eval/score": 0.5},
-      {"step": 3, "loss": 30.0}]
+    {"step": 1, "loss": 1.0},
+    {"step": 2, "loss": 2.0},
+    {"step": 2, "eval/score": 0.5},
+    {"step": 3, "loss": 30.0},
+  ]
 
 
 def test_failed_write_leaves_no_half_record(tmp_path, monkeypatch):

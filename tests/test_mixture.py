@@ -11,18 +11,34 @@ SPEC = {"proprio": T.ContinuousSpec((3,))}
 
 def _episodes(task_seed, count=4, steps=20, action_offset=0):
   rng = np.random.default_rng(task_seed)
-  return [T.tokenize_episode({"proprio": rng.standard_normal((steps, 3)).astype(np.float32)},
-                             np.full(steps, action_offset, np.int32), SPEC,
-                             T.DiscreteSpec((), num_values=8)) for _ in range(count)]
+  return [
+    T.tokenize_episode(
+      {"proprio": rng.standard_normal((steps, 3)).astype(np.float32)},
+      np.full(steps, action_offset, np.int32),
+      SPEC,
+      T.DiscreteSpec((), num_values=8),
+    )
+    for _ in range(count)
+  ]
 
 
-EPISODES = {"a": _episodes(0, action_offset=1), "b": _episodes(1, action_offset=2),
-            "c": _episodes(2, action_offset=3)}
+EPISODES = {
+  "a": _episodes(0, action_offset=1),
+  "b": _episodes(1, action_offset=2),
+  "c": _episodes(2, action_offset=3),
+}
 
 
 def _iterator(**kwargs):
-  args = dict(episodes=EPISODES, weights={"a": 3, "b": 1, "c": 0}, batch_size=8, context=40,
-              max_patches=0, patch_dim=768, seed=0)
+  args = dict(
+    episodes=EPISODES,
+    weights={"a": 3, "b": 1, "c": 0},
+    batch_size=8,
+    context=40,
+    max_patches=0,
+    patch_dim=768,
+    seed=0,
+  )
   return mixture.MixtureIterator(**{**args, **kwargs})
 
 
@@ -86,8 +102,10 @@ def test_data_shards_give_the_same_stream_on_any_host_count():
   shards = {k: {task: pool[k::2] for task, pool in EPISODES.items()} for k in range(2)}
   whole, tasks = _iterator(episodes=shards, num_shards=2).batch_at(5)
   assert _iterator(episodes=shards, num_shards=2).shard_of_row(3) == 0
-  hosts = [_iterator(episodes={k: shards[k]}, num_shards=2, process_index=k, process_count=2)
-           for k in range(2)]
+  hosts = [
+    _iterator(episodes={k: shards[k]}, num_shards=2, process_index=k, process_count=2)
+    for k in range(2)
+  ]
   parts = [host.batch_at(5) for host in hosts]
   np.testing.assert_array_equal(np.concatenate([p[0].tokens for p in parts]), whole.tokens)
   assert sum((p[1] for p in parts), []) == tasks
@@ -106,8 +124,9 @@ def test_data_shards_give_the_same_stream_on_any_host_count():
 
 
 def test_rows_draw_only_from_their_shard():
-  marked = {k: {task: _episodes(10 + k, count=2, action_offset=4 + k) for task in "abc"}
-            for k in range(2)}
+  marked = {
+    k: {task: _episodes(10 + k, count=2, action_offset=4 + k) for task in "abc"} for k in range(2)
+  }
   batch, _ = _iterator(episodes=marked, num_shards=2).batch_at(0)
   for row in range(8):
     actions = set((batch.tokens[row][batch.loss_mask[row]] - 32000).tolist())
@@ -115,7 +134,9 @@ def test_rows_draw_only_from_their_shard():
 
 
 def test_packing_short_sequences():
-  short = [sequences.slice_timesteps(EPISODES["a"][0], 0, n) for n in (1, 2, 3, 1)]  # 5 tokens a step
+  short = [
+    sequences.slice_timesteps(EPISODES["a"][0], 0, n) for n in (1, 2, 3, 1)
+  ]  # 5 tokens a step
   rows = packing.pack_rows(short, 20, 0)
   assert rows == [[0, 1, 3], [2]]
   batch = packing.packed_batch(short, 20, 0, 768, num_rows=3)

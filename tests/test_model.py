@@ -13,17 +13,35 @@ import pytest
 
 from gato_jax import sharding
 from gato_jax import tokenizer as T
-from gato_jax.model import NOMINAL_PARAMS, SIZES, Gato, ModelConfig, batch_from_token_groups, init_variables
+from gato_jax.model import (
+  NOMINAL_PARAMS,
+  SIZES,
+  Gato,
+  ModelConfig,
+  batch_from_token_groups,
+  init_variables,
+)
 from gato_jax.model.embeddings import patch_position_bins
 from gato_jax.training.optimizer import OptimizerConfig, learning_rate_schedule
-from gato_jax.training.step import abstract_param_count, create_train_state, make_train_step, masked_next_token_loss
+from gato_jax.training.step import (
+  abstract_param_count,
+  create_train_state,
+  make_train_step,
+  masked_next_token_loss,
+)
 
 ROOT = pathlib.Path(__file__).parents[1]
 TINY = ModelConfig.from_size("tiny", stochastic_depth=0.0)
 
 # Exact counts pin the architecture: a change to any of them must be deliberate.
-EXPECTED_PARAMS = {"tiny": 576_976, "mini": 1_756_704, "small": 5_218_304, "79m": 73_706_880, "364m": 336_193_152,
-                   "1.18b": 1_077_617_792}
+EXPECTED_PARAMS = {
+  "tiny": 576_976,
+  "mini": 1_756_704,
+  "small": 5_218_304,
+  "79m": 73_706_880,
+  "364m": 336_193_152,
+  "1.18b": 1_077_617_792,
+}
 
 
 def test_parameter_counts_of_every_size():
@@ -38,14 +56,19 @@ def test_parameter_counts_of_every_size():
 def test_geglu_feed_forward():
   """The paper sizes use GEGLU: down(value * gelu(gate)), value and gate halves of mlp_dim."""
   from gato_jax.model.transformer import Mlp
+
   assert [SIZES[s].get("mlp_activation", "gelu") for s in SIZES] == ["gelu"] * 3 + ["geglu"] * 3
   cfg = ModelConfig.from_size("tiny", mlp_activation="geglu")
   x = jax.random.normal(jax.random.key(0), (2, 3, cfg.width))
   params = nn.unbox(Mlp(cfg).init(jax.random.key(1), x))["params"]
   assert {k: v["kernel"].shape for k, v in params.items()} == {
-      "up": (16, 32), "gate": (16, 32), "down": (32, 16)}
-  assert nn.get_partition_spec(Mlp(cfg).init(jax.random.key(1), x))["params"]["gate"]["kernel"] \
-      == jax.sharding.PartitionSpec("embed", "mlp")
+    "up": (16, 32),
+    "gate": (16, 32),
+    "down": (32, 16),
+  }
+  assert nn.get_partition_spec(Mlp(cfg).init(jax.random.key(1), x))["params"]["gate"][
+    "kernel"
+  ] == jax.sharding.PartitionSpec("embed", "mlp")
   dense = lambda p, h: h @ p["kernel"] + p["bias"]
   expected = dense(params["down"], dense(params["up"], x) * jax.nn.gelu(dense(params["gate"], x)))
   np.testing.assert_allclose(Mlp(cfg).apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6)
@@ -54,9 +77,14 @@ def test_geglu_feed_forward():
 
 
 def test_model_summary_tool():
-  out = subprocess.run([sys.executable, "tools/model_summary.py", "--config=experiments/configs/gato.py:tiny"],
-                       cwd=ROOT, capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+  out = subprocess.run(
+    [sys.executable, "tools/model_summary.py", "--config=experiments/configs/gato.py:tiny"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=True,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  ).stdout
   assert f"params: {EXPECTED_PARAMS['tiny']}\n" in out
   assert "decoder/attention" in out and "embedder" in out
 
@@ -74,8 +102,10 @@ def _timestep_groups(num_steps=3, seed=0):
   """A real episode of image + proprio observations and 2-d continuous actions."""
   rng = np.random.default_rng(seed)
   spec = {"camera": T.ImageSpec(), "proprio": T.ContinuousSpec((3,))}
-  obs = {"camera": rng.integers(0, 256, (num_steps, 32, 32, 3), dtype=np.uint8),
-         "proprio": rng.standard_normal((num_steps, 3)).astype(np.float32)}
+  obs = {
+    "camera": rng.integers(0, 256, (num_steps, 32, 32, 3), dtype=np.uint8),
+    "proprio": rng.standard_normal((num_steps, 3)).astype(np.float32),
+  }
   act = rng.uniform(-1, 1, (num_steps, 2)).astype(np.float32)
   return T.tokenize_episode(obs, act, spec, T.ContinuousSpec((2,), mu_law=False))
 
@@ -94,8 +124,8 @@ def test_forward_shapes_and_padded_vocab(tiny_params):
   batch = _batch()
   logits = Gato(TINY).apply({"params": tiny_params}, batch)
   assert logits.shape == (2, 48, T.padded_vocab_size()) and logits.dtype == jnp.float32
-  assert np.all(np.asarray(logits[..., T.VOCAB_SIZE:]) <= -1e8)
-  assert np.isfinite(np.asarray(logits[..., :T.VOCAB_SIZE])).all()
+  assert np.all(np.asarray(logits[..., T.VOCAB_SIZE :]) <= -1e8)
+  assert np.isfinite(np.asarray(logits[..., : T.VOCAB_SIZE])).all()
 
 
 def test_causality_and_image_influence(tiny_params):
@@ -117,19 +147,23 @@ def test_packed_segments_do_not_attend_across(tiny_params):
   packed = T.concat_token_groups([a, b])
   batch = batch_from_token_groups([packed], 64, 16, TINY.patch_dim)
   segment_ids = batch.segment_ids.copy()
-  segment_ids[0, a.num_tokens:b.num_tokens + a.num_tokens] = 2
+  segment_ids[0, a.num_tokens : b.num_tokens + a.num_tokens] = 2
   logits = Gato(TINY).apply({"params": tiny_params}, batch.replace(segment_ids=segment_ids))
-  alone = Gato(TINY).apply({"params": tiny_params}, batch_from_token_groups([b], 64, 16, TINY.patch_dim))
+  alone = Gato(TINY).apply(
+    {"params": tiny_params}, batch_from_token_groups([b], 64, 16, TINY.patch_dim)
+  )
   # No global positions: the second segment sees exactly what it would see alone.
-  np.testing.assert_allclose(logits[0, a.num_tokens:a.num_tokens + b.num_tokens],
-                             alone[0, :b.num_tokens], atol=1e-4)
+  np.testing.assert_allclose(
+    logits[0, a.num_tokens : a.num_tokens + b.num_tokens], alone[0, : b.num_tokens], atol=1e-4
+  )
 
 
 def test_patch_position_bins():
   intervals = jnp.array([[0.0, 0.25], [0.5, 1.0], [0.9375, 1.0]])
   np.testing.assert_array_equal(patch_position_bins(intervals, 128, train=False), [16, 96, 124])
-  samples = patch_position_bins(jnp.tile(intervals, (2000, 1, 1)), 128, train=True,
-                                rng=jax.random.key(0))
+  samples = patch_position_bins(
+    jnp.tile(intervals, (2000, 1, 1)), 128, train=True, rng=jax.random.key(0)
+  )
   for i, (low, high) in enumerate([(0, 32), (64, 128), (120, 128)]):
     column = np.asarray(samples[:, i])
     assert column.min() == low and column.max() == high - 1  # Uniform over the whole interval.
@@ -139,18 +173,25 @@ def test_train_mode_is_stochastic_eval_is_not(tiny_params):
   cfg = ModelConfig.from_size("tiny", stochastic_depth=0.5)
   batch = _batch()
   model = Gato(cfg)
-  run = lambda seed: model.apply({"params": tiny_params}, batch, train=True,
-                                 rngs={"dropout": jax.random.key(seed), "patch_positions": jax.random.key(seed)})
+  run = lambda seed: model.apply(
+    {"params": tiny_params},
+    batch,
+    train=True,
+    rngs={"dropout": jax.random.key(seed), "patch_positions": jax.random.key(seed)},
+  )
   assert np.abs(np.asarray(run(0)) - np.asarray(run(1))).max() > 1e-4
-  np.testing.assert_array_equal(model.apply({"params": tiny_params}, batch),
-                                model.apply({"params": tiny_params}, batch))
+  np.testing.assert_array_equal(
+    model.apply({"params": tiny_params}, batch), model.apply({"params": tiny_params}, batch)
+  )
 
 
 def test_loss_counts_only_text_and_action_targets():
   batch = _batch()
   logits = jax.random.normal(jax.random.key(0), (2, 48, T.padded_vocab_size()))
   loss, metrics = masked_next_token_loss(logits, batch)
-  observation_slot = int(np.flatnonzero((batch.kinds[0] == T.TokenKind.VALUE) & ~batch.loss_mask[0])[1])
+  observation_slot = int(
+    np.flatnonzero((batch.kinds[0] == T.TokenKind.VALUE) & ~batch.loss_mask[0])[1]
+  )
   action_slot = int(np.flatnonzero(batch.loss_mask[0])[0])
   tokens = batch.tokens.copy()
   tokens[0, observation_slot] += 1
@@ -189,16 +230,21 @@ def test_loss_decreases_when_overfitting_a_batch():
 def test_remat_unrolled_and_bf16_variants(tiny_params):
   batch = _batch()
   base_loss = masked_next_token_loss(Gato(TINY).apply({"params": tiny_params}, batch), batch)[0]
-  grad = lambda cfg, params: jax.jit(jax.grad(
-      lambda p: masked_next_token_loss(Gato(cfg).apply({"params": p}, batch), batch)[0]))(params)
+  grad = lambda cfg, params: jax.jit(
+    jax.grad(lambda p: masked_next_token_loss(Gato(cfg).apply({"params": p}, batch), batch)[0])
+  )(params)
   remat = ModelConfig.from_size("tiny", stochastic_depth=0.0, remat_policy="full")
-  for a, b in zip(jax.tree.leaves(grad(TINY, tiny_params)), jax.tree.leaves(grad(remat, tiny_params))):
+  for a, b in zip(
+    jax.tree.leaves(grad(TINY, tiny_params)), jax.tree.leaves(grad(remat, tiny_params))
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   # Unrolled layers hold the same weights under per-layer names.
   unrolled = ModelConfig.from_size("tiny", stochastic_depth=0.0, scan_layers=False)
   layers = tiny_params["decoder"]["layers"]
-  params = dict(tiny_params, decoder={f"layer_{i}": jax.tree.map(lambda x: x[i], layers)
-                                      for i in range(TINY.num_layers)})
+  params = dict(
+    tiny_params,
+    decoder={f"layer_{i}": jax.tree.map(lambda x: x[i], layers) for i in range(TINY.num_layers)},
+  )
   unrolled_loss = masked_next_token_loss(Gato(unrolled).apply({"params": params}, batch), batch)[0]
   np.testing.assert_allclose(unrolled_loss, base_loss, rtol=1e-5)
   # bf16 compute keeps fp32 parameters and lands near the fp32 loss.
@@ -221,8 +267,9 @@ def test_logits_at_targets_only_give_the_same_loss_and_gradients(tiny_params):
   positions = target_positions(batch, k)
 
   def sparse(p):
-    return masked_next_token_loss(model.apply({"params": p}, batch, positions=positions), batch,
-                                  positions)
+    return masked_next_token_loss(
+      model.apply({"params": p}, batch, positions=positions), batch, positions
+    )
 
   (loss_a, metrics_a), grads_a = jax.jit(jax.value_and_grad(full, has_aux=True))(tiny_params)
   (loss_b, metrics_b), grads_b = jax.jit(jax.value_and_grad(sparse, has_aux=True))(tiny_params)

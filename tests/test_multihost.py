@@ -29,9 +29,16 @@ def _run_processes(worker: pathlib.Path, num_processes: int, *args: str) -> None
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
   env["PYTHONPATH"] = str(ROOT)
   port = str(_free_port())
-  procs = [subprocess.Popen([sys.executable, str(worker), str(i), str(num_processes), port, *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(num_processes)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, str(worker), str(i), str(num_processes), port, *args],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(num_processes)
+  ]
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, output in zip(procs, outputs):
     assert p.returncode == 0, output[-3000:]
@@ -56,8 +63,9 @@ def test_two_processes_match_one(tmp_path):
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("multihost_data"))
   for task in ("babyai/GoToRedBall", "babyai/GoToLocal"):
-    generation.generate_task(task, path, num_episodes=6, stats_episodes=4, shard_episodes=6,
-                             progress=lambda line: None)
+    generation.generate_task(
+      task, path, num_episodes=6, stats_episodes=4, shard_episodes=6, progress=lambda line: None
+    )
   return path
 
 

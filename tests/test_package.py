@@ -10,34 +10,45 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 def _run(code: str) -> str:
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                        env=env).stdout
+  return subprocess.run(
+    [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+  ).stdout
 
 
 def test_import_stays_light():
   out = _run(
-      "import sys, gato_jax, gato_jax.tokenizer as T\n"
-      "T.tokenize_timestep({'x': 0.5}, None, {'x': T.ContinuousSpec()})\n"
-      "print(sorted(m for m in ('tensorflow', 'seqio', 'dm_control', 'gymnax', 'tensorflow_datasets')"
-      " if m in sys.modules))"
+    "import sys, gato_jax, gato_jax.tokenizer as T\n"
+    "T.tokenize_timestep({'x': 0.5}, None, {'x': T.ContinuousSpec()})\n"
+    "print(sorted(m for m in ('tensorflow', 'seqio', 'dm_control', 'gymnax', 'tensorflow_datasets')"
+    " if m in sys.modules))"
   )
   assert out.strip() == "[]"
 
 
 def test_tensorflow_hides_accelerators():
   out = _run(
-      "from gato_jax import tf_compat\n"
-      "tf = tf_compat.import_tensorflow()\n"
-      "print(tf.config.get_visible_devices('GPU'), tf_compat.import_tensorflow() is tf)"
+    "from gato_jax import tf_compat\n"
+    "tf = tf_compat.import_tensorflow()\n"
+    "print(tf.config.get_visible_devices('GPU'), tf_compat.import_tensorflow() is tf)"
   )
   assert out.strip() == "[] True"
 
 
 def test_tokenize_demo_on_real_dm_control():
   env = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": "disable"}
-  out = subprocess.run([sys.executable, str(ROOT / "experiments/tokenize_demo.py"),
-                        "--domain=cartpole", "--task=swingup", "--steps=3"],
-                       check=True, capture_output=True, text=True, env=env).stdout
+  out = subprocess.run(
+    [
+      sys.executable,
+      str(ROOT / "experiments/tokenize_demo.py"),
+      "--domain=cartpole",
+      "--task=swingup",
+      "--steps=3",
+    ],
+    check=True,
+    capture_output=True,
+    text=True,
+    env=env,
+  ).stdout
   assert "7 tokens (observation, separator, action)" in out
   assert "separator" in out and "decoded action" in out
 
@@ -47,23 +58,26 @@ def test_launcher_console_shows_ours_and_the_file_keeps_everything(tmp_path):
   # console by rlds_io: only the launcher's line and the error reach the console.
   script = tmp_path / "launch.py"
   script.write_text(
-      "from absl import app, logging\n"
-      "import orbax.checkpoint  # noqa: F401 (its logger lines come from its own files)\n"
-      "from orbax.checkpoint import options\n"
-      "from gato_jax import console\n"
-      "def main(argv):\n"
-      f"  console.log_to_file({str(tmp_path)!r}, 'launch')\n"
-      "  logging.info('progress of ours')\n"
-      "  logging.info('banner', extra={'console': False})\n"
-      "  exec(compile('logging.info(\"orbax internals\")', options.__file__, 'exec'))\n"
-      "  exec(compile('logging.error(\"orbax failed\")', options.__file__, 'exec'))\n"
-      "app.run(main)\n")
+    "from absl import app, logging\n"
+    "import orbax.checkpoint  # noqa: F401 (its logger lines come from its own files)\n"
+    "from orbax.checkpoint import options\n"
+    "from gato_jax import console\n"
+    "def main(argv):\n"
+    f"  console.log_to_file({str(tmp_path)!r}, 'launch')\n"
+    "  logging.info('progress of ours')\n"
+    "  logging.info('banner', extra={'console': False})\n"
+    "  exec(compile('logging.info(\"orbax internals\")', options.__file__, 'exec'))\n"
+    "  exec(compile('logging.error(\"orbax failed\")', options.__file__, 'exec'))\n"
+    "app.run(main)\n"
+  )
   env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-  done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
-                        check=True)
+  done = subprocess.run(
+    [sys.executable, str(script)], capture_output=True, text=True, env=env, check=True
+  )
   shown = [line.split("] ", 1)[-1] for line in done.stderr.splitlines() if "] " in line]
-  assert [m for m in shown if m in ("progress of ours", "banner", "orbax internals",
-                                    "orbax failed")] == ["progress of ours", "orbax failed"]
+  assert [
+    m for m in shown if m in ("progress of ours", "banner", "orbax internals", "orbax failed")
+  ] == ["progress of ours", "orbax failed"]
   logged = (tmp_path / "logs" / "launch.INFO").read_text()
   for message in ("progress of ours", "banner", "orbax internals", "orbax failed"):
     assert message in logged

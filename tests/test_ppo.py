@@ -15,8 +15,14 @@ from gato_jax.experts import gymnax_experts, ppo
 
 # Small but real: 48 updates of 8 envs x 64 steps (~25k steps). Random CartPole scores ~22;
 # this reaches 500 with seed 0 (and 430-500 in training), so > 150 leaves a wide margin.
-_FAST_CARTPOLE = ppo.PPOConfig(total_timesteps=24_576, num_envs=8, num_steps=64,
-                               num_epochs=4, num_minibatches=4, learning_rate=2.5e-3)
+_FAST_CARTPOLE = ppo.PPOConfig(
+  total_timesteps=24_576,
+  num_envs=8,
+  num_steps=64,
+  num_epochs=4,
+  num_minibatches=4,
+  learning_rate=2.5e-3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,8 @@ def test_ppo_learns_cartpole_well_above_random(cartpole_params):
   params, metrics = cartpole_params
   assert metrics["episode_return"].shape == (_FAST_CARTPOLE.num_updates,)
   returns = gymnax_envs.rollout(
-      "CartPole-v1", ppo.make_policy("CartPole-v1", _FAST_CARTPOLE, params), 50, seed=1)["returns"]
+    "CartPole-v1", ppo.make_policy("CartPole-v1", _FAST_CARTPOLE, params), 50, seed=1
+  )["returns"]
   random_return, *_ = E.random_baseline(gymnax_envs.GymnaxEnvironment("CartPole-v1"))
   assert random_return < 40
   assert returns.mean() > 150, returns.mean()
@@ -39,20 +46,29 @@ def test_distributions_match_closed_forms():
   logits = jnp.log(jnp.array([[0.2, 0.3, 0.5]]))
   np.testing.assert_allclose(jnp.exp(ppo.log_prob(logits, jnp.array([2]), True)), [0.5], rtol=1e-6)
   np.testing.assert_allclose(
-      ppo.entropy(logits, True), [-(0.2 * np.log(0.2) + 0.3 * np.log(0.3) + 0.5 * np.log(0.5))],
-      rtol=1e-6)
+    ppo.entropy(logits, True),
+    [-(0.2 * np.log(0.2) + 0.3 * np.log(0.3) + 0.5 * np.log(0.5))],
+    rtol=1e-6,
+  )
   mean, log_std = jnp.zeros((1, 2)), jnp.log(jnp.full((1, 2), 2.0))
   # Two independent N(0, 4) at x = (1, -1): log density = 2 * (-1/8 - log 2 - log(2 pi)/2).
   expected = 2 * (-0.125 - np.log(2.0) - 0.5 * np.log(2 * np.pi))
-  np.testing.assert_allclose(ppo.log_prob((mean, log_std), jnp.array([[1.0, -1.0]]), False),
-                             [expected], rtol=1e-6)
+  np.testing.assert_allclose(
+    ppo.log_prob((mean, log_std), jnp.array([[1.0, -1.0]]), False), [expected], rtol=1e-6
+  )
   samples = ppo.sample((jnp.zeros((20000, 1)), jnp.zeros((20000, 1))), jax.random.key(0), False)
   assert abs(float(samples.std()) - 1.0) < 0.03
 
 
 def test_continuous_ppo_runs_and_acts_in_unit_range():
-  config = ppo.PPOConfig(total_timesteps=512, num_envs=4, num_steps=64, num_epochs=1,
-                         num_minibatches=1, hidden_sizes=(16,))
+  config = ppo.PPOConfig(
+    total_timesteps=512,
+    num_envs=4,
+    num_steps=64,
+    num_epochs=1,
+    num_minibatches=1,
+    hidden_sizes=(16,),
+  )
   params, metrics = ppo.train("Pendulum-v1", config, seed=0)
   assert np.all(np.isfinite(metrics["policy_loss"]))
   policy = ppo.make_policy("Pendulum-v1", config, params, deterministic=False)
@@ -75,8 +91,9 @@ def test_config_errors_are_clear():
 def test_expert_save_load_round_trip_gives_identical_actions(cartpole_params, tmp_path):
   params, _ = cartpole_params
   summary = {"expert_return": 123.0}
-  directory = gymnax_experts.save_expert(str(tmp_path), "gymnax/CartPole-v1", _FAST_CARTPOLE,
-                                         params, summary)
+  directory = gymnax_experts.save_expert(
+    str(tmp_path), "gymnax/CartPole-v1", _FAST_CARTPOLE, params, summary
+  )
   assert sorted(os.listdir(directory)) == ["expert.json", "params.msgpack"]
   with open(os.path.join(directory, "expert.json")) as f:
     assert json.load(f)["env_id"] == "CartPole-v1"
@@ -85,8 +102,9 @@ def test_expert_save_load_round_trip_gives_identical_actions(cartpole_params, tm
   original = ppo.make_policy("CartPole-v1", _FAST_CARTPOLE, params)
   obs = jax.random.normal(jax.random.key(1), (256, 4))
   keys = jax.random.split(jax.random.key(2), 256)
-  np.testing.assert_array_equal(jax.vmap(original)(obs, keys),
-                                jax.vmap(expert.policy_fn())(obs, keys))
+  np.testing.assert_array_equal(
+    jax.vmap(original)(obs, keys), jax.vmap(expert.policy_fn())(obs, keys)
+  )
   # The numpy entry point acts on the adapter's observation dicts.
   env = gymnax_envs.GymnaxEnvironment("CartPole-v1")
   observation = env.reset(seed=3)
@@ -108,8 +126,9 @@ def test_missing_expert_names_the_training_command(tmp_path):
 
 
 def _recipes():
-  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "experts",
-                      "gymnax.py")
+  path = os.path.join(
+    os.path.dirname(__file__), "..", "experiments", "configs", "experts", "gymnax.py"
+  )
   spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -128,8 +147,14 @@ def test_every_task_has_a_valid_recipe():
 
 def test_train_expert_caches_and_reevaluates(tmp_path):
   config = _recipes().get_config("CartPole-v1")
-  config.ppo.update(total_timesteps=512, num_envs=4, num_steps=64, num_epochs=1,
-                    num_minibatches=1, hidden_sizes=(16,))
+  config.ppo.update(
+    total_timesteps=512,
+    num_envs=4,
+    num_steps=64,
+    num_epochs=1,
+    num_minibatches=1,
+    hidden_sizes=(16,),
+  )
   config.eval.num_episodes = 4
   summary = gymnax_experts.train_expert(config, str(tmp_path))
   assert summary["env_id"] == "CartPole-v1" and summary["deterministic"]
@@ -137,8 +162,9 @@ def test_train_expert_caches_and_reevaluates(tmp_path):
   assert summary["train_timesteps"] == 512
   # The random baseline is the task's one measurement, whatever the expert's evaluation size.
   assert summary["random"]["num_episodes"] == E.BASELINE_EPISODES
-  assert summary["random_return"] == E.random_baseline(gymnax_envs.GymnaxEnvironment(
-      "CartPole-v1"))[0]
+  assert (
+    summary["random_return"] == E.random_baseline(gymnax_envs.GymnaxEnvironment("CartPole-v1"))[0]
+  )
   # Cached: a second call returns the stored summary without training.
   assert gymnax_experts.train_expert(config, str(tmp_path)) == summary
   config.eval.deterministic = False

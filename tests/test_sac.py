@@ -15,9 +15,15 @@ from gato_jax.experts import dm_control_experts, sac
 
 def test_critic_target_on_hand_values():
   # r + gamma * discount * (min(q1, q2) - alpha * log pi): 1 + 0.9 * (2 - 0.5 * -1) = 3.25.
-  target = sac.critic_target(reward=jnp.array([1.0, 1.0]), discount=jnp.array([1.0, 0.0]),
-                             next_q1=jnp.array([3.0, 3.0]), next_q2=jnp.array([2.0, 2.0]),
-                             next_log_prob=jnp.array([-1.0, -1.0]), temperature=0.5, gamma=0.9)
+  target = sac.critic_target(
+    reward=jnp.array([1.0, 1.0]),
+    discount=jnp.array([1.0, 0.0]),
+    next_q1=jnp.array([3.0, 3.0]),
+    next_q2=jnp.array([2.0, 2.0]),
+    next_log_prob=jnp.array([-1.0, -1.0]),
+    temperature=0.5,
+    gamma=0.9,
+  )
   np.testing.assert_allclose(target, [3.25, 1.0], rtol=1e-6)  # Terminal: the reward alone.
 
 
@@ -34,23 +40,30 @@ def test_squashed_log_prob_matches_change_of_variables():
   actions = np.array([-0.95, -0.3, 0.0, 0.5, 0.99])
   pre_tanh = np.arctanh(actions)
   # Reference: p(a) = N(atanh(a); mean, std) / (1 - a^2), evaluated in float64 numpy.
-  gaussian = (-0.5 * ((pre_tanh - mean) / 0.7)**2 - np.log(0.7) - 0.5 * np.log(2 * np.pi))
+  gaussian = -0.5 * ((pre_tanh - mean) / 0.7) ** 2 - np.log(0.7) - 0.5 * np.log(2 * np.pi)
   reference = gaussian - np.log(1 - actions**2)
-  ours = sac.squashed_gaussian_log_prob(jnp.full((5, 1), mean), jnp.full((5, 1), log_std),
-                                        jnp.asarray(pre_tanh[:, None], jnp.float32))
+  ours = sac.squashed_gaussian_log_prob(
+    jnp.full((5, 1), mean), jnp.full((5, 1), log_std), jnp.asarray(pre_tanh[:, None], jnp.float32)
+  )
   np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4)
   # The density integrates to one over (-1, 1) (midpoint rule on a fine grid).
   grid = np.linspace(-1, 1, 200_001)
   mid = (grid[1:] + grid[:-1]) / 2
-  density = jnp.exp(sac.squashed_gaussian_log_prob(
-      jnp.full((mid.size, 1), mean), jnp.full((mid.size, 1), log_std),
-      jnp.asarray(np.arctanh(mid)[:, None], jnp.float32)))
+  density = jnp.exp(
+    sac.squashed_gaussian_log_prob(
+      jnp.full((mid.size, 1), mean),
+      jnp.full((mid.size, 1), log_std),
+      jnp.asarray(np.arctanh(mid)[:, None], jnp.float32),
+    )
+  )
   assert abs(float(jnp.sum(density) * (grid[1] - grid[0])) - 1.0) < 2e-3
   # Dimensions add up, and saturated actions stay finite where log(1 - tanh^2) would not.
-  two = sac.squashed_gaussian_log_prob(jnp.zeros((1, 2)), jnp.zeros((1, 2)),
-                                       jnp.array([[0.2, 20.0]]))
-  one = lambda u: sac.squashed_gaussian_log_prob(jnp.zeros((1, 1)), jnp.zeros((1, 1)),
-                                                 jnp.array([[u]]))
+  two = sac.squashed_gaussian_log_prob(
+    jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.array([[0.2, 20.0]])
+  )
+  one = lambda u: sac.squashed_gaussian_log_prob(
+    jnp.zeros((1, 1)), jnp.zeros((1, 1)), jnp.array([[u]])
+  )
   np.testing.assert_allclose(two, one(0.2) + one(20.0), rtol=1e-6)
   assert np.isfinite(float(two[0]))
 
@@ -66,21 +79,27 @@ def test_samples_are_squashed_and_their_log_prob_is_consistent():
 
 
 def test_update_steps_targets_by_polyak_and_temperature_towards_target_entropy():
-  config = sac.SACConfig(hidden_sizes=(16,), tau=0.1, init_temperature=0.5,
-                         target_entropy=100.0)  # Unreachable: alpha must rise.
+  config = sac.SACConfig(
+    hidden_sizes=(16,), tau=0.1, init_temperature=0.5, target_entropy=100.0
+  )  # Unreachable: alpha must rise.
   agent = sac.SAC(obs_dim=3, action_dim=2, config=config)
   state = agent.init(jax.random.key(0))
   rng = np.random.default_rng(0)
-  batch = dict(obs=rng.normal(size=(8, 3)).astype(np.float32),
-               action=rng.uniform(-1, 1, (8, 2)).astype(np.float32),
-               reward=rng.normal(size=8).astype(np.float32), discount=np.ones(8, np.float32),
-               next_obs=rng.normal(size=(8, 3)).astype(np.float32))
+  batch = dict(
+    obs=rng.normal(size=(8, 3)).astype(np.float32),
+    action=rng.uniform(-1, 1, (8, 2)).astype(np.float32),
+    reward=rng.normal(size=8).astype(np.float32),
+    discount=np.ones(8, np.float32),
+    next_obs=rng.normal(size=(8, 3)).astype(np.float32),
+  )
   old_target = jax.tree.map(np.asarray, state.target_critic_params)
   new, metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
-  expected = jax.tree.map(lambda t, c: 0.9 * t + 0.1 * np.asarray(c), old_target,
-                          new.critic_params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               new.target_critic_params, expected)
+  expected = jax.tree.map(lambda t, c: 0.9 * t + 0.1 * np.asarray(c), old_target, new.critic_params)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+    new.target_critic_params,
+    expected,
+  )
   assert float(jnp.exp(new.log_temperature)) > 0.5 and int(new.steps) == 1
   assert all(np.isfinite(float(v)) for v in metrics.values())
 
@@ -106,8 +125,10 @@ class PointToTarget(base.Environment):
   """
 
   name = "toy/point-to-target"
-  observation_spec = {"position": tokenizer.ContinuousSpec((1,)),
-                      "target": tokenizer.ContinuousSpec((1,))}
+  observation_spec = {
+    "position": tokenizer.ContinuousSpec((1,)),
+    "target": tokenizer.ContinuousSpec((1,)),
+  }
   action_spec = tokenizer.ContinuousSpec((1,), mu_law=False)
   max_episode_steps = 20
 
@@ -117,8 +138,10 @@ class PointToTarget(base.Environment):
     return self._observation()
 
   def _observation(self):
-    return {"position": np.array([self._position], np.float32),
-            "target": np.array([self._target], np.float32)}
+    return {
+      "position": np.array([self._position], np.float32),
+      "target": np.array([self._target], np.float32),
+    }
 
   def step(self, action):
     self._position = float(np.clip(self._position + 0.2 * np.clip(action[0], -1, 1), -1, 1))
@@ -139,14 +162,29 @@ def _mean_return(env, act, seeds):
 
 def test_sac_learns_point_to_target_well_above_random():
   env = PointToTarget()
-  config = sac.SACConfig(total_env_steps=2_000, random_steps=300, batch_size=64,
-                         hidden_sizes=(32, 32), actor_lr=1e-3, critic_lr=1e-3,
-                         temperature_lr=1e-3, gamma=0.9, update_every=20)
+  config = sac.SACConfig(
+    total_env_steps=2_000,
+    random_steps=300,
+    batch_size=64,
+    hidden_sizes=(32, 32),
+    actor_lr=1e-3,
+    critic_lr=1e-3,
+    temperature_lr=1e-3,
+    gamma=0.9,
+    update_every=20,
+  )
   params, history = sac.train(env, config, seed=0)
   assert len(history["episode_return"]) == 2_000 // 20
   assert history["episode_end_step"][-1] == 2_000
-  expert = dm_control_experts.Expert(task=env.name, config=config, obs_keys=("position", "target"),
-                                     obs_dim=2, action_dim=1, params=params, summary={})
+  expert = dm_control_experts.Expert(
+    task=env.name,
+    config=config,
+    obs_keys=("position", "target"),
+    obs_dim=2,
+    action_dim=1,
+    params=params,
+    summary={},
+  )
   seeds = range(1000, 1050)
   rng = np.random.default_rng(0)
   random_return = _mean_return(env, lambda _: env.random_action(rng), seeds)
@@ -175,8 +213,9 @@ def test_cached_expert_round_trips_and_repeats_actions(tmp_path, monkeypatch):
   keys, (obs_dim, action_dim) = sac.observation_keys(env), sac.problem_dims(env)
   assert keys == ("position", "velocity") and (obs_dim, action_dim) == (4, 2)
   params = sac.SAC(obs_dim, action_dim, config).init_actor_params(jax.random.key(0))
-  dm_control_experts.save_expert(str(tmp_path), env.name, config, keys, obs_dim, action_dim,
-                                 params, {"expert_return": 1.0})
+  dm_control_experts.save_expert(
+    str(tmp_path), env.name, config, keys, obs_dim, action_dim, params, {"expert_return": 1.0}
+  )
   assert registry.has_expert(env.name)
   policy = registry.make_expert(env)
   assert policy.name == "sac_expert" and policy.expert.summary == {"expert_return": 1.0}
@@ -192,8 +231,13 @@ def test_cached_expert_round_trips_and_repeats_actions(tmp_path, monkeypatch):
 
 
 def _recipes():
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "experiments", "configs", "experts", "dm_control.py")
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "experiments",
+    "configs",
+    "experts",
+    "dm_control.py",
+  )
   spec = importlib.util.spec_from_file_location("dm_control_recipes", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

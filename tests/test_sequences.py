@@ -27,7 +27,9 @@ def test_windows_are_whole_timesteps_within_context():
   for _ in range(300):
     window = sequences.random_window(episode, 40, rng)
     assert window.num_tokens == 35  # 5 whole timesteps of 7 tokens; a 6th would not fit.
-    assert window.tokens[0] == 0 and window.kinds[0] == T.TokenKind.IMAGE_PATCH  # Starts a timestep.
+    assert (
+      window.tokens[0] == 0 and window.kinds[0] == T.TokenKind.IMAGE_PATCH
+    )  # Starts a timestep.
     assert window.kinds[-1] == T.TokenKind.VALUE and window.loss_mask[-1]  # Ends with an action.
     np.testing.assert_array_equal(window.timesteps, np.repeat(np.arange(5), 7))
     assert window.patches.shape == (10, 768)
@@ -39,9 +41,9 @@ def test_window_matches_the_source_tokens():
   episode = _episode(10)
   start, stop = sequences.window_bounds(episode, 21, np.random.default_rng(3))
   window = sequences.slice_timesteps(episode, start, stop)
-  np.testing.assert_array_equal(window.tokens, episode.tokens[7 * start:7 * stop])
-  np.testing.assert_array_equal(window.patches, episode.patches[2 * start:2 * stop])
-  np.testing.assert_array_equal(window.patch_rows, episode.patch_rows[2 * start:2 * stop])
+  np.testing.assert_array_equal(window.tokens, episode.tokens[7 * start : 7 * stop])
+  np.testing.assert_array_equal(window.patches, episode.patches[2 * start : 2 * stop])
+  np.testing.assert_array_equal(window.patch_rows, episode.patch_rows[2 * start : 2 * stop])
 
 
 def test_short_episode_is_taken_whole_and_late_starts_are_not_drawn():

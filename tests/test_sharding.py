@@ -11,7 +11,12 @@ from gato_jax import sharding
 from gato_jax import tokenizer as T
 from gato_jax.model import ModelConfig, batch_from_token_groups
 from gato_jax.training.optimizer import OptimizerConfig
-from gato_jax.training.step import batch_shardings, compute_gradients, create_train_state, make_train_step
+from gato_jax.training.step import (
+  batch_shardings,
+  compute_gradients,
+  create_train_state,
+  make_train_step,
+)
 
 TINY = ModelConfig.from_size("tiny")  # Stochastic depth on: the rng path is exercised too.
 OPT = OptimizerConfig(peak_learning_rate=1e-3, warmup_steps=2, decay_steps=20)
@@ -42,9 +47,11 @@ def _batch():
   groups = []
   for seed in range(8):
     spec = {"camera": T.ImageSpec(), "mission": T.TextSpec(), "proprio": T.ContinuousSpec((4,))}
-    obs = {"camera": rng.integers(0, 256, (2, 16, 32, 3), dtype=np.uint8),
-           "mission": rng.integers(0, 32000, (2, 3)),
-           "proprio": rng.standard_normal((2, 4)).astype(np.float32)}
+    obs = {
+      "camera": rng.integers(0, 256, (2, 16, 32, 3), dtype=np.uint8),
+      "mission": rng.integers(0, 32000, (2, 3)),
+      "proprio": rng.standard_normal((2, 4)).astype(np.float32),
+    }
     act = rng.integers(0, 5, (2,)).astype(np.int32)
     groups.append(T.tokenize_episode(obs, act, spec, T.DiscreteSpec((), num_values=5)))
   return batch_from_token_groups(groups, 32, 4, TINY.patch_dim)
@@ -52,13 +59,18 @@ def _batch():
 
 def _run(shape, rules):
   """One step on a mesh of `shape`; returns (state after it, its metrics, its gradients)."""
-  mesh = sharding.create_mesh(shape, jax.devices()[:int(np.prod(shape))])
+  mesh = sharding.create_mesh(shape, jax.devices()[: int(np.prod(shape))])
   state, trainer = create_train_state(TINY, OPT, mesh, rules, jax.random.key(0))
   batch = _batch()
   rng = jax.random.key(7)
-  grads_fn = jax.jit(functools.partial(compute_gradients, trainer=trainer),
-                     in_shardings=(trainer.state_shardings.params, batch_shardings(trainer, batch),
-                                   sharding.replicated(mesh)))
+  grads_fn = jax.jit(
+    functools.partial(compute_gradients, trainer=trainer),
+    in_shardings=(
+      trainer.state_shardings.params,
+      batch_shardings(trainer, batch),
+      sharding.replicated(mesh),
+    ),
+  )
   with jax.set_mesh(mesh):
     _, grads = grads_fn(state.params, batch, jax.random.fold_in(rng, 0))
   state, metrics = make_train_step(trainer, batch)(state, batch, rng)
@@ -81,8 +93,9 @@ def test_sharded_step_matches_single_device(runs):
   scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(single_grads))
   leaves = jax.tree_util.tree_leaves_with_path(single_grads)
   for (path, a), b in zip(leaves, jax.tree.leaves(sharded_grads)):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5 * scale, rtol=1e-3,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      np.asarray(b), np.asarray(a), atol=1e-5 * scale, rtol=1e-3, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 def test_parameters_are_sharded_as_the_rules_say(runs):

@@ -11,8 +11,16 @@ from gato_jax.data import generation, mixture, rlds_io, sequences, store, tasks
 from gato_jax.envs import registry
 from gato_jax.tokenizer import images
 
-FIELDS = ("tokens", "kinds", "local_positions", "loss_mask", "timesteps", "patches", "patch_rows",
-          "patch_cols")
+FIELDS = (
+  "tokens",
+  "kinds",
+  "local_positions",
+  "loss_mask",
+  "timesteps",
+  "patches",
+  "patch_rows",
+  "patch_cols",
+)
 
 
 def _assert_groups_equal(stored, expected):
@@ -27,27 +35,38 @@ def _assert_groups_equal(stored, expected):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("store_data"))
-  generation.generate_task("babyai/GoToRedBall", path, num_episodes=4, stats_episodes=4,
-                           shard_episodes=4, progress=lambda line: None)
+  generation.generate_task(
+    "babyai/GoToRedBall",
+    path,
+    num_episodes=4,
+    stats_episodes=4,
+    shard_episodes=4,
+    progress=lambda line: None,
+  )
   return path
 
 
 def _register(data_dir, name="test.store_babyai"):
   env = registry.make_env("babyai/GoToRedBall")
-  source = rlds_io.dataset_dir(data_dir, generation.dataset_name("babyai", "expert"),
-                               rlds_io.config_name("babyai/GoToRedBall"))
-  tasks.register_control_task(name, source, env.observation_spec, env.action_spec,
-                              data_dir=data_dir, stats_task=None)
+  source = rlds_io.dataset_dir(
+    data_dir, generation.dataset_name("babyai", "expert"), rlds_io.config_name("babyai/GoToRedBall")
+  )
+  tasks.register_control_task(
+    name, source, env.observation_spec, env.action_spec, data_dir=data_dir, stats_task=None
+  )
   return name
 
 
 def _image_episode(seed, steps=7):
   rng = np.random.default_rng(seed)
   spec = {"image": T.ImageSpec(), "proprio": T.ContinuousSpec((2,))}
-  observations = {"image": rng.integers(0, 256, (steps, 32, 48, 3), dtype=np.uint8),
-                  "proprio": rng.standard_normal((steps, 2)).astype(np.float32)}
-  return T.tokenize_episode(observations, rng.integers(0, 4, steps).astype(np.int32), spec,
-                            T.DiscreteSpec((), num_values=4))
+  observations = {
+    "image": rng.integers(0, 256, (steps, 32, 48, 3), dtype=np.uint8),
+    "proprio": rng.standard_normal((steps, 2)).astype(np.float32),
+  }
+  return T.tokenize_episode(
+    observations, rng.integers(0, 4, steps).astype(np.int32), spec, T.DiscreteSpec((), num_values=4)
+  )
 
 
 def test_windows_read_from_the_store_equal_the_tokenized_episode(tmp_path):
@@ -61,9 +80,12 @@ def test_windows_read_from_the_store_equal_the_tokenized_episode(tmp_path):
     _assert_groups_equal(built.read(item), episode)
     num_steps = len(sequences.timestep_offsets(episode)) - 1
     for start, stop in [(0, 1), (2, 5), (3, num_steps), (num_steps - 1, num_steps)]:
-      _assert_groups_equal(built.read(item, start, stop),
-                           sequences.slice_timesteps(episode, start, stop))
-    np.testing.assert_array_equal(built.step_tokens(item), np.diff(sequences.timestep_offsets(episode)))
+      _assert_groups_equal(
+        built.read(item, start, stop), sequences.slice_timesteps(episode, start, stop)
+      )
+    np.testing.assert_array_equal(
+      built.step_tokens(item), np.diff(sequences.timestep_offsets(episode))
+    )
   # Images are kept as uint8 pixels (a quarter of the float32 patches, plus 64 KiB blocks).
   patch_bytes = sum(e.patches.nbytes for e in episodes)
   assert built.meta["bytes"][store.RECORDS] < 0.6 * patch_bytes
@@ -72,12 +94,23 @@ def test_windows_read_from_the_store_equal_the_tokenized_episode(tmp_path):
 
 
 def test_stored_pools_give_the_in_memory_batches(tmp_path):
-  episodes = {task: [_image_episode(10 * k + i, steps=5 + i) for i in range(4)]
-              for k, task in enumerate(("a", "b"))}
-  stored = {task: store.Pool.shard(store.build(task, eps, str(tmp_path / task), "fp", 12_000))
-            for task, eps in episodes.items()}
-  args = dict(weights={"a": 2, "b": 1}, batch_size=4, context=60, max_patches=60, patch_dim=768,
-              seed=3, prompt=sequences.PromptConfig(probability=0.5, max_tokens=30))
+  episodes = {
+    task: [_image_episode(10 * k + i, steps=5 + i) for i in range(4)]
+    for k, task in enumerate(("a", "b"))
+  }
+  stored = {
+    task: store.Pool.shard(store.build(task, eps, str(tmp_path / task), "fp", 12_000))
+    for task, eps in episodes.items()
+  }
+  args = dict(
+    weights={"a": 2, "b": 1},
+    batch_size=4,
+    context=60,
+    max_patches=60,
+    patch_dim=768,
+    seed=3,
+    prompt=sequences.PromptConfig(probability=0.5, max_tokens=30),
+  )
   memory = mixture.MixtureIterator(episodes, **args)
   disk = mixture.MixtureIterator(stored, **args)
   for step in range(6):
@@ -104,8 +137,9 @@ def test_task_store_is_built_once_and_checked(data_dir, tmp_path):
   for item, group in enumerate(expected):
     _assert_groups_equal(built.read(item), group)
   mtime = os.path.getmtime(os.path.join(directory, store.META))
-  assert os.path.getmtime(os.path.join(tasks.open_store(name, derived).directory,
-                                       store.META)) == mtime  # Reused, not rebuilt.
+  assert (
+    os.path.getmtime(os.path.join(tasks.open_store(name, derived).directory, store.META)) == mtime
+  )  # Reused, not rebuilt.
 
   records = os.path.join(directory, store.RECORDS)
   with open(records, "r+b") as f:  # Truncated by a failed copy.
@@ -140,6 +174,9 @@ def test_patch_budget_follows_the_context():
   # Five (image, text) pairs of 16 patches at most.
   assert mixture.patch_budget({"captions": (16 / 18, 16)}, kinds, 1024) == 80
   assert mixture.patch_budget(fractions, kinds, 1024, max_patches=1000) == 1000
-  with pytest.raises(ValueError, match="task atari needs up to 949 patch slots in a row of 1024"
-                                       r" tokens, but train.max_patches=256; set"):
+  with pytest.raises(
+    ValueError,
+    match="task atari needs up to 949 patch slots in a row of 1024"
+    r" tokens, but train.max_patches=256; set",
+  ):
     mixture.patch_budget(fractions, kinds, 1024, max_patches=256)

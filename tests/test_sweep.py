@@ -81,8 +81,15 @@ def test_product_and_zip_axes_cross_the_ladder():
   runs = plan.plan(sweep)
   assert len(runs) == 3 * 2 * 2
   assert runs[0].name == "size-tiny+peak_learning_rate-0.001+train.seed-0+data.seed-5"
-  combos = {(r.config.model.size, r.config.optimizer.peak_learning_rate, r.config.train.seed,
-             r.config.data.seed) for r in runs}
+  combos = {
+    (
+      r.config.model.size,
+      r.config.optimizer.peak_learning_rate,
+      r.config.train.seed,
+      r.config.data.seed,
+    )
+    for r in runs
+  }
   assert len(combos) == 12
   # Zipped axes move together: seeds (0, 5) and (1, 6) only.
   assert {(c[2], c[3]) for c in combos} == {(0, 5), (1, 6)}
@@ -104,7 +111,9 @@ def test_parse_axes_keeps_bracketed_commas_and_literals():
   assert plan.parse_axes("") == {}
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("product", "optimizer.no_such_field=1,2", "no field 'no_such_field'"),
     ("product", "nogroup.x=1", "'nogroup' is not a config group"),
     ("product", "model.size=tiny", "set by `sizes`"),
@@ -112,8 +121,9 @@ def test_parse_axes_keeps_bracketed_commas_and_literals():
     ("product", "train.seed", "must read key=value"),
     ("product", "train.steps=1.5", "does not fit"),
     ("sizes", ("tiny", "huge"), "unknown model size 'huge'"),
-    ("eval_tokens", (10 ** 12,), "beyond the budget"),
-])
+    ("eval_tokens", (10**12,), "beyond the budget"),
+  ],
+)
 def test_bad_sweeps_are_refused_with_the_reason(field, value, message):
   sweep = _sweep_config("cpu")
   setattr(sweep, field, value)
@@ -149,18 +159,21 @@ class FakeTrainer:
 
 
 class FakeEvaluator:
-
   def __init__(self):
     self.calls = []
 
   def __call__(self, config, workdir, step):
     self.calls.append((os.path.basename(workdir), step))
     score = step / 10 + (0.1 if config.model.size == "mini" else 0.0)
-    tasks = {"gymnax/CartPole-v1": {"return": 500 * score, "normalized_score": score},
-             "babyai/GoToLocal": {"return": score, "normalized_score": score / 2}}
-    return {"tasks": tasks,
-            "domains": {"gymnax": {"mean": score}, "babyai": {"mean": score / 2}},
-            "overall": {"mean": 0.75 * score, "mean_over_domains": 0.75 * score}}
+    tasks = {
+      "gymnax/CartPole-v1": {"return": 500 * score, "normalized_score": score},
+      "babyai/GoToLocal": {"return": score, "normalized_score": score / 2},
+    }
+    return {
+      "tasks": tasks,
+      "domains": {"gymnax": {"mean": score}, "babyai": {"mean": score / 2}},
+      "overall": {"mean": 0.75 * score, "mean_over_domains": 0.75 * score},
+    }
 
 
 def _execute_all(runs, workdir, trainer, evaluator):
@@ -174,8 +187,9 @@ def test_resume_skips_finished_runs_and_evaluated_points(tmp_path):
   evaluator = FakeEvaluator()
   # The first sweep finishes run 1 and is killed while training run 2 past its first point.
   crashing = FakeTrainer(crash_at=4)
-  runner.execute(runs[0], workdir, FakeTrainer(), evaluator, costs=(1000, 6000.0),
-                 loss_window_steps=2)
+  runner.execute(
+    runs[0], workdir, FakeTrainer(), evaluator, costs=(1000, 6000.0), loss_window_steps=2
+  )
   with pytest.raises(KeyboardInterrupt):
     runner.execute(runs[1], workdir, crashing, evaluator, costs=(1000, 6000.0))
   assert crashing.calls == [("size-mini", 0, 2), ("size-mini", 2, 4)]
@@ -183,8 +197,10 @@ def test_resume_skips_finished_runs_and_evaluated_points(tmp_path):
   assert [r.name for r in runner.pending(workdir, runs)] == ["size-mini"]
   # The sweep in progress already reports: run 2 with the one point it has.
   partial = runner.collect(workdir, runs, "micro", 2, costs_fn=lambda config: (1000, 6000.0))
-  assert [(r["name"], r["finished"]) for r in partial["runs"]] == [("size-tiny", True),
-                                                                   ("size-mini", False)]
+  assert [(r["name"], r["finished"]) for r in partial["runs"]] == [
+    ("size-tiny", True),
+    ("size-mini", False),
+  ]
   assert [p["step"] for p in partial["runs"][1]["points"]] == [2] and partial["missing"] == []
   assert "| size-mini (unfinished) | 0.00M | 64 | " in report.render_markdown(partial)
 
@@ -208,8 +224,10 @@ def test_resume_skips_finished_runs_and_evaluated_points(tmp_path):
   # Loss at step 4 over the 2-step window: mean of 10/3 and 10/4.
   assert mini["points"][1]["loss"] == pytest.approx((10 / 3 + 10 / 4) / 2)
   assert mini["points"][0]["mean_score"] == pytest.approx(0.75 * 0.3)
-  assert mini["points"][0]["domains"] == {"gymnax": pytest.approx(0.3),
-                                          "babyai": pytest.approx(0.15)}
+  assert mini["points"][0]["domains"] == {
+    "gymnax": pytest.approx(0.3),
+    "babyai": pytest.approx(0.15),
+  }
   with open(tmp_path / "results.json") as f:
     assert json.load(f) == json.loads(json.dumps(results))
 
@@ -226,32 +244,53 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
 
 def test_loss_curve_counts_replayed_steps_once():
-  records = [{"step": 1, "loss": 4.0}, {"step": 2, "loss": 3.0}, {"step": 3, "loss": 9.0},
-             {"step": 3, "loss": 2.0}, {"step": 3, "eval/normalized_score": 0.5},
-             {"step": 4, "loss": 1.0}]
+  records = [
+    {"step": 1, "loss": 4.0},
+    {"step": 2, "loss": 3.0},
+    {"step": 3, "loss": 9.0},
+    {"step": 3, "loss": 2.0},
+    {"step": 3, "eval/normalized_score": 0.5},
+    {"step": 4, "loss": 1.0},
+  ]
   assert runner.loss_curve(records, window_steps=2) == [(1, 4.0), (2, 3.5), (3, 2.5), (4, 1.5)]
   assert runner.loss_curve(records, window_steps=1) == [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]
 
 
 def test_launch_commands_name_each_run(tmp_path):
   runs = plan.plan(_micro_sweep())
-  commands = runner.launch_commands(runs, "/w d", ["python", "experiments/sweep.py",
-                                                   "--config.zip=a=1;b=2"])
+  commands = runner.launch_commands(
+    runs, "/w d", ["python", "experiments/sweep.py", "--config.zip=a=1;b=2"]
+  )
   assert commands == [
-      "python experiments/sweep.py '--config.zip=a=1;b=2' '--workdir=/w d' --run=size-tiny",
-      "python experiments/sweep.py '--config.zip=a=1;b=2' '--workdir=/w d' --run=size-mini"]
+    "python experiments/sweep.py '--config.zip=a=1;b=2' '--workdir=/w d' --run=size-tiny",
+    "python experiments/sweep.py '--config.zip=a=1;b=2' '--workdir=/w d' --run=size-mini",
+  ]
 
 
 def test_print_dispatch_from_the_command_line(tmp_path):
   out = subprocess.run(
-      [sys.executable, "experiments/sweep.py", "--config=experiments/configs/sweep.py:paper",
-       f"--workdir={tmp_path}", "--dispatch=print"],
-      cwd=ROOT, capture_output=True, text=True, check=True,
-      env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.splitlines()
-  base = ("python experiments/sweep.py --config=experiments/configs/sweep.py:paper"
-          f" --workdir={tmp_path}")
-  assert out == [f"{base} --run=size-79m", f"{base} --run=size-364m", f"{base} --run=size-1.18b",
-                 f"{base} --dispatch=report"]
+    [
+      sys.executable,
+      "experiments/sweep.py",
+      "--config=experiments/configs/sweep.py:paper",
+      f"--workdir={tmp_path}",
+      "--dispatch=print",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=True,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  ).stdout.splitlines()
+  base = (
+    f"python experiments/sweep.py --config=experiments/configs/sweep.py:paper --workdir={tmp_path}"
+  )
+  assert out == [
+    f"{base} --run=size-79m",
+    f"{base} --run=size-364m",
+    f"{base} --run=size-1.18b",
+    f"{base} --dispatch=report",
+  ]
 
 
 # The power-law fit.
@@ -259,7 +298,7 @@ def test_print_dispatch_from_the_command_line(tmp_path):
 
 def test_power_law_fit_recovers_a_known_exponent():
   compute = np.geomspace(1e15, 1e20, 12)
-  law = power_law.fit(compute, 5.0 * compute ** -0.07)
+  law = power_law.fit(compute, 5.0 * compute**-0.07)
   assert law.exponent == pytest.approx(0.07, rel=1e-9)
   assert law.a == pytest.approx(5.0, rel=1e-7)
   assert law.offset == 0.0 and law.rmse_log < 1e-9
@@ -267,7 +306,7 @@ def test_power_law_fit_recovers_a_known_exponent():
 
 def test_power_law_fit_recovers_exponent_and_offset():
   compute = np.geomspace(1e12, 1e20, 16)
-  law = power_law.fit(compute, 40.0 * compute ** -0.2 + 1.7, offset=True)
+  law = power_law.fit(compute, 40.0 * compute**-0.2 + 1.7, offset=True)
   assert law.exponent == pytest.approx(0.2, rel=1e-4)
   assert law.offset == pytest.approx(1.7, rel=1e-4)
   assert law.a == pytest.approx(40.0, rel=1e-3)
@@ -276,7 +315,7 @@ def test_power_law_fit_recovers_exponent_and_offset():
 def test_power_law_fit_tolerates_noise():
   rng = np.random.default_rng(0)
   compute = np.geomspace(1e14, 1e19, 40)
-  loss = 3.0 * compute ** -0.05 * np.exp(rng.normal(0, 0.01, compute.shape))
+  loss = 3.0 * compute**-0.05 * np.exp(rng.normal(0, 0.01, compute.shape))
   assert power_law.fit(compute, loss).exponent == pytest.approx(0.05, abs=0.003)
 
 
@@ -302,16 +341,43 @@ def _synthetic_results():
   runs = []
   for i, (name, params) in enumerate((("size-tiny", 1e6), ("size-small", 4e6))):
     flops_per_token = 6 * params
-    curve = [{"step": s, "tokens": 100 * s, "compute": 100 * s * flops_per_token,
-              "loss": 2.0 * (100 * s * flops_per_token) ** -0.05} for s in range(1, 101)]
-    points = [{"step": s, "tokens": 100 * s, "compute": 100 * s * flops_per_token,
-               "loss": curve[s - 1]["loss"], "mean_score": 0.2 * (i + 1) * s / 100,
-               "domains": {"gymnax": 0.2 * (i + 1) * s / 100}, "train_seconds": 60.0,
-               "eval_seconds": 30.0} for s in (50, 100)]
-    runs.append({"name": name, "overrides": {"model.size": name[5:]}, "size": name[5:],
-                 "params": params, "flops_per_token": flops_per_token, "tokens_per_step": 100,
-                 "steps": 100, "points": points, "curve": curve, "train_seconds": 120.0,
-                 "eval_seconds": 60.0})
+    curve = [
+      {
+        "step": s,
+        "tokens": 100 * s,
+        "compute": 100 * s * flops_per_token,
+        "loss": 2.0 * (100 * s * flops_per_token) ** -0.05,
+      }
+      for s in range(1, 101)
+    ]
+    points = [
+      {
+        "step": s,
+        "tokens": 100 * s,
+        "compute": 100 * s * flops_per_token,
+        "loss": curve[s - 1]["loss"],
+        "mean_score": 0.2 * (i + 1) * s / 100,
+        "domains": {"gymnax": 0.2 * (i + 1) * s / 100},
+        "train_seconds": 60.0,
+        "eval_seconds": 30.0,
+      }
+      for s in (50, 100)
+    ]
+    runs.append(
+      {
+        "name": name,
+        "overrides": {"model.size": name[5:]},
+        "size": name[5:],
+        "params": params,
+        "flops_per_token": flops_per_token,
+        "tokens_per_step": 100,
+        "steps": 100,
+        "points": points,
+        "curve": curve,
+        "train_seconds": 120.0,
+        "eval_seconds": 60.0,
+      }
+    )
   return {"ladder": "synthetic", "runs": runs, "missing": []}
 
 

@@ -28,16 +28,28 @@ def test_packaged_model_round_trips_english():
 def test_user_model_by_path(tmp_path):
   path = tmp_path / "copy.model"
   shutil.copy(T.DEFAULT_SPM_MODEL, path)
-  assert T.TextTokenizer(path).encode("hello").tolist() == T.TextTokenizer().encode("hello").tolist()
+  assert (
+    T.TextTokenizer(path).encode("hello").tolist() == T.TextTokenizer().encode("hello").tolist()
+  )
 
 
 def test_small_user_model_and_oversized_model(tmp_path):
   import sentencepiece as spm
 
   corpus = tmp_path / "corpus.txt"
-  corpus.write_text("\n".join(f"the agent number {i} picks up a ball and opens door {i % 7}" for i in range(300)))
-  spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "small"), vocab_size=60,
-                                 pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+  corpus.write_text(
+    "\n".join(f"the agent number {i} picks up a ball and opens door {i % 7}" for i in range(300))
+  )
+  spm.SentencePieceTrainer.train(
+    input=str(corpus),
+    model_prefix=str(tmp_path / "small"),
+    vocab_size=60,
+    pad_id=0,
+    eos_id=1,
+    unk_id=2,
+    bos_id=-1,
+    minloglevel=2,
+  )
   small = T.TextTokenizer(tmp_path / "small.model")
   assert small.vocab_size == 60
   assert small.decode(small.encode("the agent picks up a ball")) == "the agent picks up a ball"
@@ -83,10 +95,16 @@ def test_vocabulary_script_is_deterministic(tmp_path):
   import sentencepiece as spm
 
   out = tmp_path / "retrained.model"
-  subprocess.run([sys.executable, "tools/train_vocab.py", f"--output={out}"], check=True,
-                 capture_output=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+  subprocess.run(
+    [sys.executable, "tools/train_vocab.py", f"--output={out}"],
+    check=True,
+    capture_output=True,
+    cwd=str(__import__("pathlib").Path(__file__).parents[1]),
+  )
   if out.read_bytes() != open(T.DEFAULT_SPM_MODEL, "rb").read():
     # Other CPython patch releases ship slightly different docs; the scheme must still hold.
     model = spm.SentencePieceProcessor(model_file=str(out))
     assert model.vocab_size() == 32000
-    pytest.skip(f"CPython {sys.version.split()[0]} docs differ from those the shipped model was built from")
+    pytest.skip(
+      f"CPython {sys.version.split()[0]} docs differ from those the shipped model was built from"
+    )

@@ -12,11 +12,11 @@ from gato_jax import tokenizer as T
 from gato_jax.data import example_sets, rlds_io, text_data
 
 _SOURCES = {
-    "pkg/alpha.py": '"""Alpha module docstring."""\n\n# A prose comment with enough words.\n'
-                    'def f():\n  """Return one."""\n  return 1  # short one\n',
-    "pkg/beta.py": 'class B:\n  """Beta class docstring."""\n',
-    "pkg/broken.py": "def (:\n",  # Deliberately malformed, as some stdlib test files are.
-    "site-packages/skip.py": '"""Not the standard library."""\n',
+  "pkg/alpha.py": '"""Alpha module docstring."""\n\n# A prose comment with enough words.\n'
+  'def f():\n  """Return one."""\n  return 1  # short one\n',
+  "pkg/beta.py": 'class B:\n  """Beta class docstring."""\n',
+  "pkg/broken.py": "def (:\n",  # Deliberately malformed, as some stdlib test files are.
+  "site-packages/skip.py": '"""Not the standard library."""\n',
 }
 
 
@@ -31,8 +31,12 @@ def source_tree(tmp_path):
 
 def test_corpus_reads_docstrings_and_prose_comments_in_a_fixed_order(source_tree):
   documents = text_data.build_corpus(source_tree, with_topics=False)
-  assert documents == ["Alpha module docstring.", "Return one.",
-                       "A prose comment with enough words.", "Beta class docstring."]
+  assert documents == [
+    "Alpha module docstring.",
+    "Return one.",
+    "A prose comment with enough words.",
+    "Beta class docstring.",
+  ]
   assert text_data.build_corpus(source_tree, with_topics=False) == documents
   import pydoc_data.topics
 
@@ -61,7 +65,8 @@ def test_splits_are_deterministic_deduped_and_order_free():
   again = text_data.split_documents(shuffled, seed=0)
   assert set(again["validation"]) == set(splits["validation"])
   assert set(text_data.split_documents(documents, seed=1)["validation"]) != set(
-      splits["validation"])
+    splits["validation"]
+  )
 
 
 def test_cpython_docs_generation_round_trips(tmp_path, source_tree, monkeypatch):
@@ -73,7 +78,8 @@ def test_cpython_docs_generation_round_trips(tmp_path, source_tree, monkeypatch)
     summary = example_sets.generate_task("text/cpython_docs", str(tmp_path), **kwargs)
     expected = text_data.split_documents(small, seed=0)
     assert summary.status == "generated" and summary.dataset_dir == str(
-        tmp_path / "gato_text" / "cpython_docs" / "1.0.0")
+      tmp_path / "gato_text" / "cpython_docs" / "1.0.0"
+    )
     assert summary.episodes == summary.steps == sum(map(len, expected.values()))
     tok = T.TextTokenizer()
     assert summary.tokens == sum(len(tok.encode(d)) for docs in expected.values() for d in docs)
@@ -91,21 +97,41 @@ def test_lm1b_and_c4_load_by_name(tmp_path):
   text = tfds.features.Text()
   # TFDS lm1b 1.1.0: {"text"}, splits train/test; c4/en 3.1.0: {"text", "url", ...}.
   example_sets.write_examples(
-      {"train": [{"text": "The cat sat."}, {"text": "On the mat."}],
-       "test": [{"text": "A held-out sentence."}]},
-      {"text": text}, str(tmp_path), "lm1b", None, version="1.1.0")
+    {
+      "train": [{"text": "The cat sat."}, {"text": "On the mat."}],
+      "test": [{"text": "A held-out sentence."}],
+    },
+    {"text": text},
+    str(tmp_path),
+    "lm1b",
+    None,
+    version="1.1.0",
+  )
   c4_keys = ("text", "url", "content-type", "content-length", "timestamp")
-  pages = [{"text": f"Page {i} of the web.", "url": f"https://example.com/{i}",
-            "content-type": "text/plain", "content-length": "20",
-            "timestamp": "2019-04-25T12:57:54Z"} for i in range(3)]
-  example_sets.write_examples({"validation": pages}, {k: text for k in c4_keys}, str(tmp_path),
-                              "c4", "en", version="3.1.0")
+  pages = [
+    {
+      "text": f"Page {i} of the web.",
+      "url": f"https://example.com/{i}",
+      "content-type": "text/plain",
+      "content-length": "20",
+      "timestamp": "2019-04-25T12:57:54Z",
+    }
+    for i in range(3)
+  ]
+  example_sets.write_examples(
+    {"validation": pages}, {k: text for k in c4_keys}, str(tmp_path), "c4", "en", version="3.1.0"
+  )
   assert list(text_data.read_text("lm1b", "train", data_dir=str(tmp_path))) == [
-      "The cat sat.", "On the mat."]
+    "The cat sat.",
+    "On the mat.",
+  ]
   assert list(text_data.read_text("lm1b", "test", data_dir=str(tmp_path))) == [
-      "A held-out sentence."]
+    "A held-out sentence."
+  ]
   assert list(text_data.read_text("c4/en", "validation", data_dir=str(tmp_path), limit=2)) == [
-      "Page 0 of the web.", "Page 1 of the web."]
+    "Page 0 of the web.",
+    "Page 1 of the web.",
+  ]
   by_path = text_data.read_text(str(tmp_path / "c4" / "en" / "3.1.0"), "validation")
   assert next(by_path) == "Page 0 of the web."
 
@@ -124,21 +150,25 @@ def test_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="validation_fraction"):
     text_data.split_documents(["a"], validation_fraction=1.0)
   tfds = rlds_io.import_tfds()
-  example_sets.write_examples({"train": [{"body": "x"}]}, {"body": tfds.features.Text()},
-                              str(tmp_path), "bodies", None)
+  example_sets.write_examples(
+    {"train": [{"body": "x"}]}, {"body": tfds.features.Text()}, str(tmp_path), "bodies", None
+  )
   with pytest.raises(KeyError, match="no text feature 'text'"):
     next(text_data.read_text("bodies", data_dir=str(tmp_path)))
   assert next(text_data.read_text("bodies", data_dir=str(tmp_path), text_key="body")) == "x"
   with pytest.raises(ValueError, match="no split"):
     next(text_data.read_text("bodies", "validation", data_dir=str(tmp_path)))
   with pytest.raises(FileExistsError):
-    example_sets.write_examples({"train": [{"body": "y"}]}, {"body": tfds.features.Text()},
-                                str(tmp_path), "bodies", None)
+    example_sets.write_examples(
+      {"train": [{"body": "y"}]}, {"body": tfds.features.Text()}, str(tmp_path), "bodies", None
+    )
 
 
 def test_importing_the_text_and_vision_language_modules_does_not_import_tensorflow():
-  code = ("import sys; import gato_jax.data.text_data, gato_jax.data.vision_language,"
-          " gato_jax.data.example_sets, gato_jax.data.shape_scenes;"
-          " assert 'tensorflow' not in sys.modules, 'TF imported'")
+  code = (
+    "import sys; import gato_jax.data.text_data, gato_jax.data.vision_language,"
+    " gato_jax.data.example_sets, gato_jax.data.shape_scenes;"
+    " assert 'tensorflow' not in sys.modules, 'TF imported'"
+  )
   env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -20,6 +20,7 @@ def _losses(workdir: str) -> list[tuple[int, float]]:
   """(step, loss) of every logged training step (evaluation records carry no loss)."""
   return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(workdir) if "loss" in r]
 
+
 ROOT = pathlib.Path(__file__).parents[1]
 
 
@@ -27,8 +28,9 @@ ROOT = pathlib.Path(__file__).parents[1]
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("train_data"))
   for task in ("babyai/GoToRedBall", "babyai/GoToLocal"):
-    generation.generate_task(task, path, num_episodes=6, stats_episodes=4, shard_episodes=6,
-                             progress=lambda line: None)
+    generation.generate_task(
+      task, path, num_episodes=6, stats_episodes=4, shard_episodes=6, progress=lambda line: None
+    )
   return path
 
 
@@ -70,17 +72,30 @@ def test_smoke_run_and_exact_resume(data_dir, tmp_path):
 def test_launcher_trains_a_seqio_mixture_registered_by_user_code(data_dir, tmp_path):
   # A user module, named by data.imports, mixes a built-in task into a seqio Mixture of its own.
   (tmp_path / "user_mixtures.py").write_text(
-      "import seqio\n"
-      "seqio.MixtureRegistry.add('user_mix', [('gato.babyai.GoToLocal', 3),"
-      " ('gato.babyai.GoToRedBall', 1)])\n")
+    "import seqio\n"
+    "seqio.MixtureRegistry.add('user_mix', [('gato.babyai.GoToLocal', 3),"
+    " ('gato.babyai.GoToRedBall', 1)])\n"
+  )
   workdir = tmp_path / "run"
   env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
   out = subprocess.run(
-      [sys.executable, "experiments/train.py", "--config=experiments/configs/gato.py:tiny,smoke",
-       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.train.steps=1",
-       "--config.mesh.shape=-1,1,1", "--config.mesh.rules=data_parallel",
-       "--config.data.imports=user_mixtures", "--config.data.mixture=user_mix"],
-      cwd=ROOT, env=env, capture_output=True, text=True)
+    [
+      sys.executable,
+      "experiments/train.py",
+      "--config=experiments/configs/gato.py:tiny,smoke",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}",
+      "--config.train.steps=1",
+      "--config.mesh.shape=-1,1,1",
+      "--config.mesh.rules=data_parallel",
+      "--config.data.imports=user_mixtures",
+      "--config.data.mixture=user_mix",
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "75.00%  gato.babyai.GoToLocal" in out.stderr  # The realised rates are logged.
   (record,) = metrics_log.read_metrics(str(workdir))
@@ -89,9 +104,19 @@ def test_launcher_trains_a_seqio_mixture_registered_by_user_code(data_dir, tmp_p
 
 def _launch(workdir, data_dir, *overrides):
   return subprocess.run(
-      [sys.executable, "experiments/train.py", "--config=experiments/configs/gato.py:tiny,smoke",
-       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *overrides],
-      cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    [
+      sys.executable,
+      "experiments/train.py",
+      "--config=experiments/configs/gato.py:tiny,smoke",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}",
+      *overrides,
+    ],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+    capture_output=True,
+    text=True,
+  )
 
 
 def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeypatch):
@@ -109,8 +134,9 @@ def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeyp
   (refused,) = second
   assert refused.returncode == 1
   assert refused.stderr.splitlines()[-1] == (
-      f"error: workdir {workdir} is in use by pid {os.getpid()} on host {socket.gethostname()};"
-      " wait for it to finish or use another --workdir")
+    f"error: workdir {workdir} is in use by pid {os.getpid()} on host {socket.gethostname()};"
+    " wait for it to finish or use another --workdir"
+  )
   # The first run finished alone: its own four steps, each once, as an undisturbed run logs them.
   train.train_and_evaluate(_config(data_dir), str(tmp_path / "alone"))
   assert _losses(str(workdir)) == _losses(str(tmp_path / "alone"))
@@ -142,8 +168,10 @@ def test_full_disk_stops_with_one_error_and_no_temporary_folder(data_dir, tmp_pa
   with pytest.raises(checkpoint.CheckpointWriteError) as raised:
     train.train_and_evaluate(_config(data_dir), str(tmp_path))
   monkeypatch.undo()
-  assert str(raised.value) == (f"could not write checkpoint {tmp_path}/checkpoints/2: no space"
-                               " left on device; the earlier checkpoints are intact")
+  assert str(raised.value) == (
+    f"could not write checkpoint {tmp_path}/checkpoints/2: no space"
+    " left on device; the earlier checkpoints are intact"
+  )
   assert os.listdir(tmp_path / "checkpoints") == []  # No 2.orbax-checkpoint-tmp left.
   assert [r["step"] for r in metrics_log.read_metrics(str(tmp_path))] == [1, 2]
   train.train_and_evaluate(_config(data_dir), str(tmp_path))  # Space again: the run recovers.
@@ -154,13 +182,22 @@ def test_misspelled_config_field_is_one_line(data_dir, tmp_path):
   out = _launch(tmp_path, data_dir, "--config.train.stepz=3")
   assert out.returncode == 1
   assert out.stderr.splitlines()[-1] == (
-      "error: unknown config field train.stepz; did you mean train.steps? (in"
-      " --config.train.stepz)")
+    "error: unknown config field train.stepz; did you mean train.steps? (in --config.train.stepz)"
+  )
+
+
 @pytest.fixture(scope="module")
 def atari_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("atari_data"))
-  generation.generate_task("atari/Breakout", path, num_episodes=2, stats_episodes=2,
-                           shard_episodes=2, policy="random", progress=lambda line: None)
+  generation.generate_task(
+    "atari/Breakout",
+    path,
+    num_episodes=2,
+    stats_episodes=2,
+    shard_episodes=2,
+    policy="random",
+    progress=lambda line: None,
+  )
   return path
 
 
@@ -169,10 +206,17 @@ def test_default_config_trains_an_image_control_task(atari_dir, tmp_path):
   from gato_jax.envs import registry
 
   env = registry.make_env("atari/Breakout")
-  source = rlds_io.dataset_dir(atari_dir, generation.dataset_name("atari", "random"),
-                               rlds_io.config_name("atari/Breakout"))
-  tasks.register_control_task("test.atari_breakout", source, env.observation_spec,
-                              env.action_spec, data_dir=atari_dir, stats_task=None)
+  source = rlds_io.dataset_dir(
+    atari_dir, generation.dataset_name("atari", "random"), rlds_io.config_name("atari/Breakout")
+  )
+  tasks.register_control_task(
+    "test.atari_breakout",
+    source,
+    env.observation_spec,
+    env.action_spec,
+    data_dir=atari_dir,
+    stats_task=None,
+  )
   sys.path.insert(0, str(ROOT / "experiments" / "configs"))
   import gato  # experiments/configs/gato.py
 
@@ -192,14 +236,17 @@ def test_default_config_trains_an_image_control_task(atari_dir, tmp_path):
   assert record["loss"] > 0 and record["action_tokens"] > 0
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     ({"data.mixture": "gato.babyai.NoSuchLevel=1"}, "unknown task 'gato.babyai.NoSuchLevel'"),
     ({"data.data_dir": "/no/such/dir"}, "the data directory /no/such/dir does not exist"),
     ({"data.mixture": "babyai"}, "must be name=weight"),
     ({"mesh.shape": (3, 1, 1)}, "needs 3 devices, but 8"),
     ({"train.batch_size": 6}, "not divisible by the 4 data-parallel shards"),
     ({"train.stop_at_step": 9}, "stop_at_step must be in"),
-])
+  ],
+)
 def test_bad_configs_fail_at_start(data_dir, tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(_config(data_dir, **overrides), str(tmp_path))
@@ -223,13 +270,21 @@ def test_loss_is_split_by_domain():
   from test_mixture import EPISODES  # Three tasks of tokenized episodes.
 
   pools = {"gato.alpha.x": EPISODES["a"], "beta.y": EPISODES["b"]}
-  it = mixture.MixtureIterator(pools, {"gato.alpha.x": 1, "beta.y": 1}, batch_size=8, context=40,
-                               max_patches=0, patch_dim=768, seed=0)
+  it = mixture.MixtureIterator(
+    pools,
+    {"gato.alpha.x": 1, "beta.y": 1},
+    batch_size=8,
+    context=40,
+    max_patches=0,
+    patch_dim=768,
+    seed=0,
+  )
   tasks_of_rows = [it.row_task(2, row) for row in range(8)]
   row_loss = np.arange(8, dtype=np.float32)
   row_targets = np.full(8, 2.0, np.float32)
-  split = train._domain_losses({"loss": 1.0, "row_loss_sum": row_loss, "row_targets": row_targets},
-                            it, 2)
+  split = train._domain_losses(
+    {"loss": 1.0, "row_loss_sum": row_loss, "row_targets": row_targets}, it, 2
+  )
   alpha = [r for r, t in enumerate(tasks_of_rows) if t == "gato.alpha.x"]
   beta = [r for r, t in enumerate(tasks_of_rows) if t == "beta.y"]
   assert alpha and beta

@@ -15,7 +15,12 @@ def _f(x, mu=100.0, m=256.0):
 
 
 def test_constants():
-  assert (T.TEXT_VOCAB_SIZE, T.VALUE_OFFSET, T.NUM_BINS, T.SEPARATOR_ID) == (32000, 32000, 1024, 33024)
+  assert (T.TEXT_VOCAB_SIZE, T.VALUE_OFFSET, T.NUM_BINS, T.SEPARATOR_ID) == (
+    32000,
+    32000,
+    1024,
+    33024,
+  )
   assert T.VOCAB_SIZE == 33025
   assert T.padded_vocab_size() == 33152  # 259 * 128
   assert T.padded_vocab_size() % 128 == 0
@@ -29,7 +34,9 @@ def test_mu_law_known_points(x):
 
 def test_mu_law_reference_values():
   # log(101)/log(25601) and log(2)/log(25601), worked by hand.
-  np.testing.assert_allclose(T.mu_law_encode(np.array([1.0, 0.01])), [0.4546742, 0.0682877], rtol=1e-6)
+  np.testing.assert_allclose(
+    T.mu_law_encode(np.array([1.0, 0.01])), [0.4546742, 0.0682877], rtol=1e-6
+  )
   np.testing.assert_array_equal(T.mu_law_encode(np.array([256.0, -256.0, 0.0])), [1.0, -1.0, 0.0])
 
 
@@ -49,23 +56,45 @@ def test_discretize_edges():
   np.testing.assert_array_equal(T.discretize(just_below), np.arange(n - 1))
   just_above = np.nextafter(edges, np.float32(np.inf))
   np.testing.assert_array_equal(T.discretize(just_above), np.arange(n))
-  special = np.array([-1.0, 0.0, np.nextafter(np.float32(0), np.float32(-1)), 1.0,
-                      np.nextafter(np.float32(1), np.float32(0)), 1.5, -7.0, np.inf, -np.inf,
-                      -1e-30], np.float32)
-  np.testing.assert_array_equal(T.discretize(special), [0, 512, 511, 1023, 1023, 1023, 0, 1023, 0, 511])
+  special = np.array(
+    [
+      -1.0,
+      0.0,
+      np.nextafter(np.float32(0), np.float32(-1)),
+      1.0,
+      np.nextafter(np.float32(1), np.float32(0)),
+      1.5,
+      -7.0,
+      np.inf,
+      -np.inf,
+      -1e-30,
+    ],
+    np.float32,
+  )
+  np.testing.assert_array_equal(
+    T.discretize(special), [0, 512, 511, 1023, 1023, 1023, 0, 1023, 0, 511]
+  )
   assert T.discretize(np.float32(0.0)).dtype == np.int32
 
 
 def test_discretize_other_bin_counts():
-  np.testing.assert_array_equal(T.discretize(np.array([-1.0, -0.01, 0.0, 0.99, 1.0]), num_bins=4), [0, 1, 2, 3, 3])
-  np.testing.assert_array_equal(T.discretize(np.array([-1.0, -0.34, -0.33, 0.34, 1.0]), num_bins=3), [0, 0, 1, 2, 2])
+  np.testing.assert_array_equal(
+    T.discretize(np.array([-1.0, -0.01, 0.0, 0.99, 1.0]), num_bins=4), [0, 1, 2, 3, 3]
+  )
+  np.testing.assert_array_equal(
+    T.discretize(np.array([-1.0, -0.34, -0.33, 0.34, 1.0]), num_bins=3), [0, 0, 1, 2, 2]
+  )
   with pytest.raises(ValueError, match="num_bins"):
     T.discretize(np.zeros(3), num_bins=1)
 
 
 def test_undiscretize_centres():
-  np.testing.assert_allclose(T.undiscretize(np.array([0, 511, 512, 1023])),
-                             [-1 + 1 / 1024, -1 / 1024, 1 / 1024, 1 - 1 / 1024], rtol=0, atol=1e-7)
+  np.testing.assert_allclose(
+    T.undiscretize(np.array([0, 511, 512, 1023])),
+    [-1 + 1 / 1024, -1 / 1024, 1 / 1024, 1 - 1 / 1024],
+    rtol=0,
+    atol=1e-7,
+  )
   with pytest.raises(ValueError, match=r"\[0, 1024\)"):
     T.undiscretize(np.array([1024]))
 
@@ -92,7 +121,9 @@ def test_continuous_ids_and_round_trip_error():
 def test_continuous_extremes_clip():
   ids = T.tokenize_continuous(np.array([-1e6, -256, 0.0, 256, 1e6], np.float32))
   np.testing.assert_array_equal(ids, [32000, 32000, 32512, 33023, 33023])
-  np.testing.assert_array_equal(T.tokenize_continuous(np.array([-2.0, 2.0]), mu_law=False), [32000, 33023])
+  np.testing.assert_array_equal(
+    T.tokenize_continuous(np.array([-2.0, 2.0]), mu_law=False), [32000, 33023]
+  )
 
 
 def test_discrete_ids():
@@ -127,10 +158,17 @@ def test_bad_input_errors():
 
 def test_jit_and_vmap_match_numpy():
   rng = np.random.default_rng(1)
-  x = np.concatenate([(rng.standard_normal(4096) * 10).astype(np.float32),
-                      (-1.0 + 2.0 * np.arange(1024) / 1024).astype(np.float32)])
-  for fn in [T.mu_law_encode, lambda v: T.discretize(v),
-             lambda v: T.tokenize_continuous(v, mu_law=False)]:
+  x = np.concatenate(
+    [
+      (rng.standard_normal(4096) * 10).astype(np.float32),
+      (-1.0 + 2.0 * np.arange(1024) / 1024).astype(np.float32),
+    ]
+  )
+  for fn in [
+    T.mu_law_encode,
+    lambda v: T.discretize(v),
+    lambda v: T.tokenize_continuous(v, mu_law=False),
+  ]:
     host = fn(x)
     device = jax.jit(fn)(jnp.asarray(x))
     mapped = jax.vmap(fn)(jnp.asarray(x))
@@ -140,14 +178,20 @@ def test_jit_and_vmap_match_numpy():
     else:
       np.testing.assert_array_equal(device, host)
       np.testing.assert_array_equal(mapped, host)
-  np.testing.assert_array_equal(jax.jit(T.tokenize_continuous)(jnp.asarray(x)), T.tokenize_continuous(x))
+  np.testing.assert_array_equal(
+    jax.jit(T.tokenize_continuous)(jnp.asarray(x)), T.tokenize_continuous(x)
+  )
   ints = rng.integers(0, 1024, 500)
-  np.testing.assert_array_equal(jax.jit(T.tokenize_discrete)(jnp.asarray(ints)), T.tokenize_discrete(ints))
+  np.testing.assert_array_equal(
+    jax.jit(T.tokenize_discrete)(jnp.asarray(ints)), T.tokenize_discrete(ints)
+  )
   ids = T.tokenize_continuous(x)
-  np.testing.assert_allclose(jax.jit(T.detokenize_continuous)(jnp.asarray(ids)),
-                             T.detokenize_continuous(ids), rtol=1e-6)
-  np.testing.assert_array_equal(jax.vmap(T.detokenize_discrete)(jnp.asarray(ids)),
-                                T.detokenize_discrete(ids))
+  np.testing.assert_allclose(
+    jax.jit(T.detokenize_continuous)(jnp.asarray(ids)), T.detokenize_continuous(ids), rtol=1e-6
+  )
+  np.testing.assert_array_equal(
+    jax.vmap(T.detokenize_discrete)(jnp.asarray(ids)), T.detokenize_discrete(ids)
+  )
 
 
 def test_device_path_clips_discrete_instead_of_failing():
@@ -159,8 +203,13 @@ def test_device_path_clips_discrete_instead_of_failing():
 
 def test_wide_integers_are_checked_before_the_int32_cast():
   # Each of these used to wrap silently into range (2**32 -> 0, 2**32 + 2 -> 2).
-  for value, dtype in [(2**32, np.int64), (2**32 + 2, np.int64), (2**63 - 1, np.int64),
-                       (2**64 - 1, np.uint64), (-2**40, np.int64)]:
+  for value, dtype in [
+    (2**32, np.int64),
+    (2**32 + 2, np.int64),
+    (2**63 - 1, np.int64),
+    (2**64 - 1, np.uint64),
+    (-(2**40), np.int64),
+  ]:
     with pytest.raises(ValueError, match=f"must lie in \\[0, 1024\\); found {value} at index"):
       T.tokenize_discrete(np.array([value], dtype))
   with pytest.raises(ValueError, match="found 2147483649 at"):  # Not -2147483647.
@@ -187,7 +236,9 @@ def test_bfloat16_is_accepted_like_float32():
   import ml_dtypes
 
   x = np.array([-1.0, 0.0, 0.5, 3.0], np.float32)
-  np.testing.assert_array_equal(T.tokenize_continuous(x.astype(ml_dtypes.bfloat16)),
-                                T.tokenize_continuous(x))
-  np.testing.assert_array_equal(T.tokenize_continuous(jnp.asarray(x, jnp.bfloat16)),
-                                T.tokenize_continuous(x))
+  np.testing.assert_array_equal(
+    T.tokenize_continuous(x.astype(ml_dtypes.bfloat16)), T.tokenize_continuous(x)
+  )
+  np.testing.assert_array_equal(
+    T.tokenize_continuous(jnp.asarray(x, jnp.bfloat16)), T.tokenize_continuous(x)
+  )

@@ -37,17 +37,28 @@ def test_captions_and_answers_agree_with_the_pixels(image_size):
 
 
 def test_caption_and_question_wording():
-  objects = (S.SceneObject("circle", "red", 0, 0), S.SceneObject("square", "blue", 1, 1),
-             S.SceneObject("circle", "red", 2, 0), S.SceneObject("triangle", "green", 2, 2))
+  objects = (
+    S.SceneObject("circle", "red", 0, 0),
+    S.SceneObject("square", "blue", 1, 1),
+    S.SceneObject("circle", "red", 2, 0),
+    S.SceneObject("triangle", "green", 2, 2),
+  )
   scene = S.Scene(64, 200, objects)
-  assert S.caption(scene) == ("two red circles on the left, a blue square in the middle"
-                              " and a green triangle on the right")
+  assert S.caption(scene) == (
+    "two red circles on the left, a blue square in the middle and a green triangle on the right"
+  )
   qa = S.questions(scene, np.random.default_rng(0))
   assert [kind for kind, _, _ in qa] == list(S.QUESTION_TYPES)
-  answers = {"how many circles are there?": "two", "how many red objects are there?": "two",
-             "how many objects are there?": "four", "how many purple objects are there?": "zero",
-             "what color is the square?": "blue", "what shape is the green object?": "triangle",
-             "where is the blue square?": "center", "where is the triangle?": "bottom right"}
+  answers = {
+    "how many circles are there?": "two",
+    "how many red objects are there?": "two",
+    "how many objects are there?": "four",
+    "how many purple objects are there?": "zero",
+    "what color is the square?": "blue",
+    "what shape is the green object?": "triangle",
+    "where is the blue square?": "center",
+    "where is the triangle?": "bottom right",
+  }
   for seed in range(60):
     for _, question, answer in S.questions(scene, np.random.default_rng(seed)):
       if question in answers:
@@ -58,9 +69,10 @@ def test_caption_and_question_wording():
 
 def test_examples_tokenize_with_the_image_and_text_specs():
   example = S.make_example(1)
-  for stored in ({"image": example["image"], "caption": example["caption"]},
-                 {"image": example["image"], "question": "what shape is the red object?",
-                  "answer": "circle"}):
+  for stored in (
+    {"image": example["image"], "caption": example["caption"]},
+    {"image": example["image"], "question": "what shape is the red object?", "answer": "circle"},
+  ):
     group = T.tokenize_timestep(V.observation(stored), None, V.OBSERVATION_SPEC)
     kinds = np.asarray(group.kinds)
     assert (kinds == T.TokenKind.IMAGE_PATCH).sum() == 16  # 64x64 -> 4x4 patches.
@@ -72,8 +84,9 @@ def test_generation_round_trips_resumes_and_is_deterministic(tmp_path, monkeypat
   task = "vision_language/shapes_vqa"
   kwargs = dict(num_items=10, seed=3, shard_items=4, progress=lambda line: None)
   original = example_sets.write_examples
-  monkeypatch.setattr(example_sets, "write_examples",
-                      lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+  monkeypatch.setattr(
+    example_sets, "write_examples", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+  )
   with pytest.raises(KeyboardInterrupt):  # "Killed" after staging every shard.
     example_sets.generate_task(task, str(tmp_path / "a"), **kwargs)
   staging = tmp_path / "a" / "gato_meta" / "staging" / "gato_vision_language" / "shapes_vqa"
@@ -82,15 +95,20 @@ def test_generation_round_trips_resumes_and_is_deterministic(tmp_path, monkeypat
   resumed = example_sets.generate_task(task, str(tmp_path / "a"), **kwargs)
   fresh = example_sets.generate_task(task, str(tmp_path / "b"), **kwargs)
   assert resumed.status == fresh.status == "generated" and not staging.exists()
-  assert (resumed.episodes, resumed.steps, resumed.tokens) == (fresh.episodes, fresh.steps,
-                                                               fresh.tokens)
+  assert (resumed.episodes, resumed.steps, resumed.tokens) == (
+    fresh.episodes,
+    fresh.steps,
+    fresh.tokens,
+  )
   assert resumed.episodes == 11 and resumed.steps >= 4 * 11
   assert example_sets.generate_task(task, str(tmp_path / "a"), **kwargs).status == "existing"
   with pytest.raises(ValueError, match="generated with"):
     example_sets.generate_task(task, str(tmp_path / "a"), **dict(kwargs, seed=4))
 
-  read = lambda *args, **kwargs: [example_sets.to_python(x) for x in rlds_io.import_tfds().as_numpy(
-      example_sets.load_split(*args, **kwargs))]
+  read = lambda *args, **kwargs: [
+    example_sets.to_python(x)
+    for x in rlds_io.import_tfds().as_numpy(example_sets.load_split(*args, **kwargs))
+  ]
   stored = read("gato_vision_language/shapes_vqa", "validation", data_dir=str(tmp_path / "a"))
   again = read(resumed.dataset_dir, "validation")
   expected = V.ShapesVQA().examples("validation", 0, seed=3)
@@ -101,11 +119,18 @@ def test_generation_round_trips_resumes_and_is_deterministic(tmp_path, monkeypat
     assert (got["question"], got["answer"]) == (want["question"], want["answer"])
     assert got["objects"]["color"] == want["objects"]["color"]
   # The captioning task stores the same scenes.
-  captions = example_sets.generate_task("vision_language/shapes_captions", str(tmp_path / "a"),
-                                        **kwargs)
+  captions = example_sets.generate_task(
+    "vision_language/shapes_captions", str(tmp_path / "a"), **kwargs
+  )
   assert captions.steps == captions.episodes == 11
-  pairs = list(V.read(V.load_captioning("gato_vision_language/shapes_captions", "train",
-                                        data_dir=str(tmp_path / "a")), limit=2))
+  pairs = list(
+    V.read(
+      V.load_captioning(
+        "gato_vision_language/shapes_captions", "train", data_dir=str(tmp_path / "a")
+      ),
+      limit=2,
+    )
+  )
   for index, pair in enumerate(pairs):
     scene = S.make_example(V.scene_seed(3, "train", index))
     assert pair["caption"] == scene["caption"]
@@ -115,45 +140,73 @@ def test_generation_round_trips_resumes_and_is_deterministic(tmp_path, monkeypat
 def _coco_features(tfds):
   # TFDS coco_captions/2014 (tensorflow_datasets/object_detection/coco_captions.py), v1.1.0.
   return {
-      "image": tfds.features.Image(encoding_format="jpeg"),
-      "image/filename": tfds.features.Text(),
-      "image/id": np.int64,
-      "objects": tfds.features.Sequence({
-          "id": np.int64, "area": np.int64, "bbox": tfds.features.BBoxFeature(),
-          "label": tfds.features.ClassLabel(num_classes=80), "is_crowd": np.bool_}),
-      "captions": tfds.features.Sequence({"text": np.str_, "id": np.int64}),
+    "image": tfds.features.Image(encoding_format="jpeg"),
+    "image/filename": tfds.features.Text(),
+    "image/id": np.int64,
+    "objects": tfds.features.Sequence(
+      {
+        "id": np.int64,
+        "area": np.int64,
+        "bbox": tfds.features.BBoxFeature(),
+        "label": tfds.features.ClassLabel(num_classes=80),
+        "is_crowd": np.bool_,
+      }
+    ),
+    "captions": tfds.features.Sequence({"text": np.str_, "id": np.int64}),
   }
 
 
 def _coco_example(tfds, image_id, height, width, color, captions):
   return {
-      "image": np.full((height, width, 3), color, np.uint8),
-      "image/filename": f"COCO_val2014_{image_id:012d}.jpg",
-      "image/id": image_id,
-      "objects": {"id": [image_id * 10], "area": [100], "is_crowd": [False], "label": [17],
-                  "bbox": [tfds.features.BBox(0.1, 0.2, 0.5, 0.6)]},
-      "captions": [{"text": text, "id": i} for i, text in enumerate(captions)],
+    "image": np.full((height, width, 3), color, np.uint8),
+    "image/filename": f"COCO_val2014_{image_id:012d}.jpg",
+    "image/id": image_id,
+    "objects": {
+      "id": [image_id * 10],
+      "area": [100],
+      "is_crowd": [False],
+      "label": [17],
+      "bbox": [tfds.features.BBox(0.1, 0.2, 0.5, 0.6)],
+    },
+    "captions": [{"text": text, "id": i} for i, text in enumerate(captions)],
   }
 
 
 def test_coco_captions_load_in_our_layout(tmp_path):
   tfds = rlds_io.import_tfds()
-  written = [_coco_example(tfds, 9, 48, 80, (200, 40, 40), ["A red wall.", "Something red."]),
-             _coco_example(tfds, 25, 90, 30, (40, 40, 200),
-                           ["A blue door.", "Blue paint.", "A tall blue thing."])]
-  example_sets.write_examples({"val": written}, _coco_features(tfds), str(tmp_path),
-                              "coco_captions", "2014", version="1.1.0")
-  for source in ("coco_captions/2014", "coco_captions",
-                 str(tmp_path / "coco_captions" / "2014" / "1.1.0")):
+  written = [
+    _coco_example(tfds, 9, 48, 80, (200, 40, 40), ["A red wall.", "Something red."]),
+    _coco_example(
+      tfds, 25, 90, 30, (40, 40, 200), ["A blue door.", "Blue paint.", "A tall blue thing."]
+    ),
+  ]
+  example_sets.write_examples(
+    {"val": written}, _coco_features(tfds), str(tmp_path), "coco_captions", "2014", version="1.1.0"
+  )
+  for source in (
+    "coco_captions/2014",
+    "coco_captions",
+    str(tmp_path / "coco_captions" / "2014" / "1.1.0"),
+  ):
     pairs = list(V.read(V.load_captioning(source, "val", data_dir=str(tmp_path), image_size=32)))
-    assert [p["caption"] for p in pairs] == ["A red wall.", "Something red.", "A blue door.",
-                                             "Blue paint.", "A tall blue thing."]
+    assert [p["caption"] for p in pairs] == [
+      "A red wall.",
+      "Something red.",
+      "A blue door.",
+      "Blue paint.",
+      "A tall blue thing.",
+    ]
     for pair, color in zip(pairs, [(200, 40, 40)] * 2 + [(40, 40, 200)] * 3):
       assert pair["image"].shape == (32, 32, 3) and pair["image"].dtype == np.uint8
       # JPEG and resizing keep a flat colour within a few levels.
       assert np.abs(pair["image"].astype(int) - color).max() <= 6
-  first = list(V.read(V.load_captioning("coco_captions", "val", data_dir=str(tmp_path),
-                                        image_size=16, all_captions=False)))
+  first = list(
+    V.read(
+      V.load_captioning(
+        "coco_captions", "val", data_dir=str(tmp_path), image_size=16, all_captions=False
+      )
+    )
+  )
   assert [p["caption"] for p in first] == ["A red wall.", "A blue door."]
   group = T.tokenize_timestep(V.observation(first[0]), None, V.OBSERVATION_SPEC)
   assert (np.asarray(group.kinds) == T.TokenKind.IMAGE_PATCH).sum() == 1
@@ -175,8 +228,13 @@ def test_clear_errors(tmp_path):
   with pytest.raises(KeyError, match="caption or a question"):
     V.observation({"image": np.zeros((16, 16, 3), np.uint8)})
   tfds = rlds_io.import_tfds()
-  example_sets.write_examples({"train": [{"text": "no images here"}]},
-                              {"text": tfds.features.Text()}, str(tmp_path), "plain", None)
+  example_sets.write_examples(
+    {"train": [{"text": "no images here"}]},
+    {"text": tfds.features.Text()},
+    str(tmp_path),
+    "plain",
+    None,
+  )
   with pytest.raises(KeyError, match="not a captioning set"):
     V.load_captioning("plain", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="no split"):

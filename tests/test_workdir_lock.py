@@ -10,14 +10,17 @@ import pytest
 
 from gato_jax import workdir_lock
 
-HOLD = ("import sys, time; from gato_jax import workdir_lock;"
-        " workdir_lock.WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True);"
-        " time.sleep(600)")
+HOLD = (
+  "import sys, time; from gato_jax import workdir_lock;"
+  " workdir_lock.WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True);"
+  " time.sleep(600)"
+)
 
 
 def _hold_in_another_process(workdir):
-  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], stdout=subprocess.PIPE,
-                            text=True)
+  holder = subprocess.Popen(
+    [sys.executable, "-c", HOLD, str(workdir)], stdout=subprocess.PIPE, text=True
+  )
   assert holder.stdout.readline() == "held\n"
   return holder
 
@@ -28,8 +31,9 @@ def test_second_process_refuses_naming_the_holder_and_a_killed_holder_frees_it(t
     with pytest.raises(workdir_lock.WorkdirLockedError) as raised:
       workdir_lock.WorkdirLock(str(tmp_path)).acquire()
     assert str(raised.value) == (
-        f"workdir {tmp_path} is in use by pid {holder.pid} on host {socket.gethostname()};"
-        " wait for it to finish or use another --workdir")
+      f"workdir {tmp_path} is in use by pid {holder.pid} on host {socket.gethostname()};"
+      " wait for it to finish or use another --workdir"
+    )
   finally:
     holder.send_signal(signal.SIGKILL)
     holder.wait()
@@ -44,8 +48,9 @@ def test_reentrant_within_a_process_and_released_on_exit(tmp_path):
   with workdir_lock.WorkdirLock(str(tmp_path / "run")):  # e.g. the sweep, then the trainer.
     pass
   # Still held by `outer`: another process is refused.
-  refused = subprocess.run([sys.executable, "-c", HOLD, str(tmp_path / "run")],
-                           capture_output=True, text=True)
+  refused = subprocess.run(
+    [sys.executable, "-c", HOLD, str(tmp_path / "run")], capture_output=True, text=True
+  )
   assert refused.returncode == 1 and "WorkdirLockedError: workdir" in refused.stderr
   outer.release()
   holder = _hold_in_another_process(tmp_path / "run")

@@ -26,17 +26,28 @@ from experiments.configs import gato as gato_configs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
 _TOPOLOGY = flags.DEFINE_list(
-    "topology", None, "TPU topologies (libtpu names, e.g. v4:2x2x1, v5e:4x4, v5p:2x2x1); default:"
-    " the config's mesh.topology.")
+  "topology",
+  None,
+  "TPU topologies (libtpu names, e.g. v4:2x2x1, v5e:4x4, v5p:2x2x1); default:"
+  " the config's mesh.topology.",
+)
 _WHAT = flags.DEFINE_list("what", ["train"], "Steps to compile: train, decode.")
 _SIZES = flags.DEFINE_list("sizes", None, "With --slices: sizes to compile (instead of --config).")
-_SLICES = flags.DEFINE_list("slices", None, "Slice presets of gato.py (e.g. v4_8,v5e16,v5p8); each"
-                            " case is gato.py:SIZE,SLICE on the preset's topology.")
-_TARGETS = flags.DEFINE_integer("targets_per_row", None,
-                                "Loss targets per row (logits budget); default half the sequence.")
+_SLICES = flags.DEFINE_list(
+  "slices",
+  None,
+  "Slice presets of gato.py (e.g. v4_8,v5e16,v5p8); each"
+  " case is gato.py:SIZE,SLICE on the preset's topology.",
+)
+_TARGETS = flags.DEFINE_integer(
+  "targets_per_row", None, "Loss targets per row (logits budget); default half the sequence."
+)
 _MARKDOWN = flags.DEFINE_bool("markdown", False, "Also print the results as a Markdown table.")
-_FROM_JSONL = flags.DEFINE_string("from_jsonl", None, "Print the Markdown table of saved result"
-                                  " lines (this tool's output) instead of compiling.")
+_FROM_JSONL = flags.DEFINE_string(
+  "from_jsonl",
+  None,
+  "Print the Markdown table of saved result lines (this tool's output) instead of compiling.",
+)
 
 
 def _cases():
@@ -61,19 +72,22 @@ def _cases():
 def markdown_table(rows) -> str:
   """README's table from result rows (train cases)."""
   gib = lambda v: "-" if v is None else f"{v:.1f}"
-  lines = ["| size | slice | mesh (data, fsdp, tensor) | rules | remat | micro | params |"
-           " args GiB | temp GiB | total / HBM GiB | fits | est. step s | est. MFU |",
-           "| --- " * 13 + "|"]
+  lines = [
+    "| size | slice | mesh (data, fsdp, tensor) | rules | remat | micro | params |"
+    " args GiB | temp GiB | total / HBM GiB | fits | est. step s | est. MFU |",
+    "| --- " * 13 + "|",
+  ]
   for r in rows:
     mesh = ",".join(str(v) for v in r["mesh"].values())
     est = "-" if r["est_step_seconds"] is None else f"{r['est_step_seconds']:.2f}"
     mfu = "-" if r["est_mfu"] is None else f"{100 * r['est_mfu']:.0f}%"
     lines.append(
-        f"| {r['size']} | {r['topology']} ({r['devices']} chips) | {mesh} | {r['rules']} |"
-        f" {r['remat_policy']} | {r.get('microbatches', '-')} | {r['params'] / 1e6:,.1f}M |"
-        f" {gib(r['argument_gib'])} | {gib(r['temp_gib'])} |"
-        f" {gib(r.get('total_gib'))} / {gib(r['hbm_gib'])} | {'yes' if r['fits'] else 'no'} |"
-        f" {est} | {mfu} |")
+      f"| {r['size']} | {r['topology']} ({r['devices']} chips) | {mesh} | {r['rules']} |"
+      f" {r['remat_policy']} | {r.get('microbatches', '-')} | {r['params'] / 1e6:,.1f}M |"
+      f" {gib(r['argument_gib'])} | {gib(r['temp_gib'])} |"
+      f" {gib(r.get('total_gib'))} / {gib(r['hbm_gib'])} | {'yes' if r['fits'] else 'no'} |"
+      f" {est} | {mfu} |"
+    )
   return "\n".join(lines)
 
 

@@ -23,8 +23,12 @@ _DERIVED_DIR = flags.DEFINE_string("derived_dir", "", "Where stores go; empty: D
 _MIXTURE = flags.DEFINE_string("mixture", "", "A seqio Mixture or Task name, or name=weight,...")
 _TASKS = flags.DEFINE_list("tasks", [], "Task names (instead of, or besides, --mixture).")
 _IMPORTS = flags.DEFINE_list("imports", [], "Modules registering more tasks (as data.imports).")
-_POLICY = flags.DEFINE_enum("policy", "expert", ["expert", "random"],
-                            "Whose episodes the built-in control tasks read (as data.policy).")
+_POLICY = flags.DEFINE_enum(
+  "policy",
+  "expert",
+  ["expert", "random"],
+  "Whose episodes the built-in control tasks read (as data.policy).",
+)
 _REBUILD = flags.DEFINE_bool("rebuild", False, "Rebuild even complete, fresh stores.")
 
 
@@ -35,17 +39,28 @@ def main(argv):
   tasks.register_run_tasks(data_dir, _POLICY.value, ",".join(_IMPORTS.value))
   names = list(_TASKS.value)
   if _MIXTURE.value:
-    names += [n for n in presets.resolve(_MIXTURE.value, tasks.available_builtin_tasks())
-              if n not in names]
+    names += [
+      n for n in presets.resolve(_MIXTURE.value, tasks.available_builtin_tasks()) if n not in names
+    ]
   if not names:
     raise app.UsageError("name the stores to build with --mixture and/or --tasks")
   derived_dir = tasks.store_root(data_dir, _DERIVED_DIR.value)
   for name in names:
     start = time.perf_counter()
     built = tasks.open_store(name, derived_dir, rebuild=_REBUILD.value)
-    print(json.dumps({"task": name, "items": len(built), "tokens": built.meta["tokens"],
-                      "bytes": sum(built.meta["bytes"].values()), "directory": built.directory,
-                      "seconds": round(time.perf_counter() - start, 2)}), flush=True)
+    print(
+      json.dumps(
+        {
+          "task": name,
+          "items": len(built),
+          "tokens": built.meta["tokens"],
+          "bytes": sum(built.meta["bytes"].values()),
+          "directory": built.directory,
+          "seconds": round(time.perf_counter() - start, 2),
+        }
+      ),
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from absl import app, flags
 
 from gato_jax.evaluation import reports, scores
 
-_RUNS = flags.DEFINE_list("runs", None, "Evaluation directories (holding results.json).",
-                          required=True)
+_RUNS = flags.DEFINE_list(
+  "runs", None, "Evaluation directories (holding results.json).", required=True
+)
 _OUT = flags.DEFINE_string("out", "performance_profiles.png", "Where the profiles PNG goes.")
 _RESAMPLES = flags.DEFINE_integer("resamples", 2000, "Bootstrap replicates.")
 
@@ -24,8 +25,10 @@ def main(argv):
     (x, x_scores), (y, y_scores) = runs.items()
     out = scores.probability_of_improvement(x_scores, y_scores, _RESAMPLES.value)
     low, high = out["ci"]
-    print(f"P({x} > {y}) = {out['probability']:.3f} [{low:.3f}, {high:.3f}]"
-          f" over {len(out['tasks'])} tasks")
+    print(
+      f"P({x} > {y}) = {out['probability']:.3f} [{low:.3f}, {high:.3f}]"
+      f" over {len(out['tasks'])} tasks"
+    )
   print(f"performance profiles: {reports.plot_profiles(runs, _OUT.value, _RESAMPLES.value)}")
 
 

@@ -29,15 +29,23 @@ from gato_jax.data import example_sets, generation
 from gato_jax.envs import registry
 
 _DOMAIN = flags.DEFINE_string(
-    "domain", None, "Domain: a registered control domain (babyai, dm_control, ...), text or"
-    " vision_language.")
-_TASKS = flags.DEFINE_list("tasks", ["all"], "Task names within the domain (e.g. GoToRedBall), or 'all'.")
-_EPISODES = flags.DEFINE_integer("episodes", 100, "Episodes to store per task (vision_language: training scenes).")
+  "domain",
+  None,
+  "Domain: a registered control domain (babyai, dm_control, ...), text or vision_language.",
+)
+_TASKS = flags.DEFINE_list(
+  "tasks", ["all"], "Task names within the domain (e.g. GoToRedBall), or 'all'."
+)
+_EPISODES = flags.DEFINE_integer(
+  "episodes", 100, "Episodes to store per task (vision_language: training scenes)."
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "TFDS data directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Base seed; episode seeds derive from (seed, task, index).")
 _POLICY = flags.DEFINE_enum("policy", "expert", generation.POLICIES, "Which policy makes the data.")
 _SHARD_EPISODES = flags.DEFINE_integer("shard_episodes", 100, "Episodes per resumable shard.")
-_STATS_EPISODES = flags.DEFINE_integer("stats_episodes", 50, "Episodes per policy for the task statistics.")
+_STATS_EPISODES = flags.DEFINE_integer(
+  "stats_episodes", 50, "Episodes per policy for the task statistics."
+)
 flags.mark_flag_as_required("domain")
 
 
@@ -46,8 +54,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   examples = _DOMAIN.value in example_sets.domains()
   if not examples and _DOMAIN.value not in registry.domains():
-    raise app.UsageError(f"unknown domain {_DOMAIN.value!r}; control domains:"
-                         f" {registry.domains()}, example domains: {example_sets.domains()}")
+    raise app.UsageError(
+      f"unknown domain {_DOMAIN.value!r}; control domains:"
+      f" {registry.domains()}, example domains: {example_sets.domains()}"
+    )
   if examples and _POLICY.value != "expert":
     raise app.UsageError(f"--policy applies to control domains, not {_DOMAIN.value}")
   known = (example_sets if examples else registry).list_tasks(_DOMAIN.value)
@@ -61,17 +71,36 @@ def main(argv):
   rows = []
   for task in tasks:
     if examples:
-      rows.append(example_sets.generate_task(
-          task, _DATA_DIR.value, _EPISODES.value, seed=_SEED.value,
-          shard_items=_SHARD_EPISODES.value))
-      print(f"\n{task}: {rows[-1].status}, {rows[-1].episodes} items, {rows[-1].steps} examples"
-            f" in {rows[-1].dataset_dir}", flush=True)
+      rows.append(
+        example_sets.generate_task(
+          task,
+          _DATA_DIR.value,
+          _EPISODES.value,
+          seed=_SEED.value,
+          shard_items=_SHARD_EPISODES.value,
+        )
+      )
+      print(
+        f"\n{task}: {rows[-1].status}, {rows[-1].episodes} items, {rows[-1].steps} examples"
+        f" in {rows[-1].dataset_dir}",
+        flush=True,
+      )
       continue
-    rows.append(generation.generate_task(
-        task, _DATA_DIR.value, _EPISODES.value, seed=_SEED.value, policy=_POLICY.value,
-        shard_episodes=_SHARD_EPISODES.value, stats_episodes=_STATS_EPISODES.value))
-    print(f"\n{task}: {rows[-1].status}, {rows[-1].episodes} episodes in {rows[-1].dataset_dir}",
-          flush=True)
+    rows.append(
+      generation.generate_task(
+        task,
+        _DATA_DIR.value,
+        _EPISODES.value,
+        seed=_SEED.value,
+        policy=_POLICY.value,
+        shard_episodes=_SHARD_EPISODES.value,
+        stats_episodes=_STATS_EPISODES.value,
+      )
+    )
+    print(
+      f"\n{task}: {rows[-1].status}, {rows[-1].episodes} episodes in {rows[-1].dataset_dir}",
+      flush=True,
+    )
   print(generation.format_table(rows))
 
 

@@ -21,9 +21,13 @@ _RLU_DATA_DIR = flags.DEFINE_string("rlu_data_dir", None, "TFDS data directory h
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "Where gato_jax's datasets live.")
 _EPISODES = flags.DEFINE_integer("episodes", 500, "Episodes to import per game.")
 _MIN_CHECKPOINT = flags.DEFINE_integer(
-    "min_checkpoint", 40, "Skip episodes of DQN checkpoints before this one (0-50; early ones"
-    " play badly).")
-_STATS_EPISODES = flags.DEFINE_integer("stats_episodes", 50, "Random-policy episodes for the statistics.")
+  "min_checkpoint",
+  40,
+  "Skip episodes of DQN checkpoints before this one (0-50; early ones play badly).",
+)
+_STATS_EPISODES = flags.DEFINE_integer(
+  "stats_episodes", 50, "Random-policy episodes for the statistics."
+)
 flags.mark_flag_as_required("games")
 
 
@@ -33,11 +37,18 @@ def main(argv):
   unknown = [g for g in _GAMES.value if g not in atari.TASKS]
   if unknown:
     raise app.UsageError(f"unknown Atari games {unknown}; known: {list(atari.TASKS)}")
-  rows = [rl_unplugged.import_atari(game, _RUN.value, _DATA_DIR.value, _EPISODES.value,
-                                    rlu_data_dir=_RLU_DATA_DIR.value,
-                                    min_checkpoint=_MIN_CHECKPOINT.value,
-                                    stats_episodes=_STATS_EPISODES.value)
-          for game in _GAMES.value]
+  rows = [
+    rl_unplugged.import_atari(
+      game,
+      _RUN.value,
+      _DATA_DIR.value,
+      _EPISODES.value,
+      rlu_data_dir=_RLU_DATA_DIR.value,
+      min_checkpoint=_MIN_CHECKPOINT.value,
+      stats_episodes=_STATS_EPISODES.value,
+    )
+    for game in _GAMES.value
+  ]
   print(generation.format_table(rows))
 
 

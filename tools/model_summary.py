@@ -42,9 +42,11 @@ def main(argv):
   nominal = NOMINAL_PARAMS.get(config.model.size)
   if nominal:
     print(f"nominal: {nominal:,.0f} ({100 * (total / nominal - 1):+.1f}%)")
-  print(f"layers={model_config.num_layers} width={model_config.width} heads={model_config.num_heads}"
-        f" head_dim={model_config.head_dim} mlp={model_config.mlp_dim} ({model_config.mlp_activation})"
-        f" embedding_rows={padded_vocab_size(model_config.vocab_multiple)}")
+  print(
+    f"layers={model_config.num_layers} width={model_config.width} heads={model_config.num_heads}"
+    f" head_dim={model_config.head_dim} mlp={model_config.mlp_dim} ({model_config.mlp_activation})"
+    f" embedding_rows={padded_vocab_size(model_config.vocab_multiple)}"
+  )
 
 
 if __name__ == "__main__":

@@ -27,20 +27,30 @@ from ml_collections import config_flags
 
 from gato_jax import launch
 
-_RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "experiments", "configs", "experts")
+_RECIPE_DIR = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs", "experts"
+)
 _RECIPES = os.path.join(_RECIPE_DIR, "gymnax.py")
 
-_DOMAIN = flags.DEFINE_enum("domain", "gymnax", ["gymnax", "dm_control"],
-                            "Which domain's experts: gymnax (PPO) or dm_control (SAC).")
-_ENV = flags.DEFINE_string("env", None, "Comma-separated task names: gymnax ids (CartPole-v1) or"
-                           " DM Control tasks (cartpole-balance).")
+_DOMAIN = flags.DEFINE_enum(
+  "domain",
+  "gymnax",
+  ["gymnax", "dm_control"],
+  "Which domain's experts: gymnax (PPO) or dm_control (SAC).",
+)
+_ENV = flags.DEFINE_string(
+  "env",
+  None,
+  "Comma-separated task names: gymnax ids (CartPole-v1) or DM Control tasks (cartpole-balance).",
+)
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/experts", "Expert cache directory.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain experts that are already cached.")
-_REEVALUATE = flags.DEFINE_bool("reevaluate", False,
-                                "Re-run the evaluation of cached experts (no training).")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Expert config file:preset.",
-                                          lock_config=True)
+_REEVALUATE = flags.DEFINE_bool(
+  "reevaluate", False, "Re-run the evaluation of cached experts (no training)."
+)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Expert config file:preset.", lock_config=True
+)
 
 
 def _recipe(env_id: str):
@@ -68,13 +78,18 @@ def main(argv):
 
   if (_CONFIG.value is None) == (_ENV.value is None):
     raise app.UsageError("give exactly one of --env and --config")
-  configs = [_CONFIG.value] if _CONFIG.value is not None else [
-      _recipe(name.strip()) for name in _ENV.value.split(",") if name.strip()]
+  configs = (
+    [_CONFIG.value]
+    if _CONFIG.value is not None
+    else [_recipe(name.strip()) for name in _ENV.value.split(",") if name.strip()]
+  )
   for config in configs:
     expected_field = "task" if _DOMAIN.value == "dm_control" else "env_id"
     if expected_field not in config:
-      raise app.UsageError(f"this config has no {expected_field!r} field, so it is not a"
-                           f" {_DOMAIN.value} expert recipe; pass the matching --domain")
+      raise app.UsageError(
+        f"this config has no {expected_field!r} field, so it is not a"
+        f" {_DOMAIN.value} expert recipe; pass the matching --domain"
+      )
     if _OVERWRITE.value:
       config.unlock()
       config.overwrite = True

@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from gato_jax.data.text_data import build_corpus
 
 _OUTPUT = flags.DEFINE_string(
-    "output", "gato_jax/tokenizer/assets/gato_text_32k.model", "Where to write the .model file."
+  "output", "gato_jax/tokenizer/assets/gato_text_32k.model", "Where to write the .model file."
 )
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 32000, "Number of pieces; at most 32000.")
 _MODEL_TYPE = flags.DEFINE_enum("model_type", "bpe", ["bpe", "unigram"], "SentencePiece algorithm.")
@@ -43,7 +43,9 @@ def train(output: str, vocab_size: int, model_type: str, corpus_out: str | None 
   import sentencepiece as spm
 
   if not 0 < vocab_size <= 32000:
-    raise ValueError(f"vocab_size must be in (0, 32000] to fit Gato's text id range, got {vocab_size}")
+    raise ValueError(
+      f"vocab_size must be in (0, 32000] to fit Gato's text id range, got {vocab_size}"
+    )
   documents = build_corpus()
   with tempfile.TemporaryDirectory() as tmp:
     corpus = corpus_out or os.path.join(tmp, "corpus.txt")
@@ -53,23 +55,23 @@ def train(output: str, vocab_size: int, model_type: str, corpus_out: str | None 
     logging.info("corpus: %d documents, %d bytes", len(documents), os.path.getsize(corpus))
     prefix = os.path.join(tmp, "spm")
     spm.SentencePieceTrainer.train(
-        input=corpus,
-        model_prefix=prefix,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        # T5/SeqIO conventions: pad 0, EOS 1, UNK 2, no BOS.
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        # Unseen characters become UTF-8 byte pieces instead of UNK: no text is lost.
-        byte_fallback=True,
-        character_coverage=0.9995,
-        split_digits=True,
-        input_sentence_size=0,
-        max_sentence_length=16384,
-        num_threads=1,  # One thread keeps training deterministic.
-        minloglevel=1,
+      input=corpus,
+      model_prefix=prefix,
+      vocab_size=vocab_size,
+      model_type=model_type,
+      # T5/SeqIO conventions: pad 0, EOS 1, UNK 2, no BOS.
+      pad_id=0,
+      eos_id=1,
+      unk_id=2,
+      bos_id=-1,
+      # Unseen characters become UTF-8 byte pieces instead of UNK: no text is lost.
+      byte_fallback=True,
+      character_coverage=0.9995,
+      split_digits=True,
+      input_sentence_size=0,
+      max_sentence_length=16384,
+      num_threads=1,  # One thread keeps training deterministic.
+      minloglevel=1,
     )
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(prefix + ".model", "rb") as f:

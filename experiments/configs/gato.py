@@ -32,7 +32,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.model.mlp_activation = SIZES[size].get("mlp_activation", "gelu")
   config.model.param_dtype = "float32"  # Parameters and optimizer state.
   config.model.scan_layers = True  # Scan over layers: compile time flat in depth.
-  config.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  config.model.remat_policy = (
+    "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  )
   config.model.attention_impl = ml_collections.config_dict.placeholder(str)  # None | xla | cudnn
   config.model.max_decode_length = 1024  # Key/value cache length when acting.
 
@@ -169,8 +171,9 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     # and gradient accumulation that the compiler says fit (README, "Pod readiness").
     topology, hosts, plans = SLICES[preset]
     if config.model.size not in plans:
-      raise ValueError(f"preset {preset!r} has plans for sizes {sorted(plans)}, not"
-                       f" {config.model.size!r}")
+      raise ValueError(
+        f"preset {preset!r} has plans for sizes {sorted(plans)}, not {config.model.size!r}"
+      )
     remat_policy, microbatches = plans[config.model.size]
     config.mesh.topology = topology
     config.mesh.shape = (1, -1, 1)
@@ -185,7 +188,7 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
 # Slice presets: libtpu topology, hosts, and per size (remat policy, microbatches) at batch
 # 512 x 1024; README's "Pod readiness" table gives the compiler's verdict on each.
 SLICES = {
-    "v4_8": ("v4:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 4)}),
-    "v5e16": ("v5e:4x4", 4, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 2)}),
-    "v5p8": ("v5p:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 1), "1.18b": ("full", 2)}),
+  "v4_8": ("v4:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 4)}),
+  "v5e16": ("v5e:4x4", 4, {"79m": ("full", 1), "364m": ("full", 2), "1.18b": ("full", 2)}),
+  "v5p8": ("v5p:2x2x1", 1, {"79m": ("full", 1), "364m": ("full", 1), "1.18b": ("full", 2)}),
 }

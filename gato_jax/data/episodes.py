@@ -49,8 +49,9 @@ def rollout(env, policy, seed: int) -> dict:
   return runner.run_episodes(runner.HostBatch([env]), agent, [seed], record=True)[0].episode
 
 
-def measure_returns(env, policy, seed: int, num_episodes: int,
-                    stream: int) -> tuple[float, float, int, float | None]:
+def measure_returns(
+  env, policy, seed: int, num_episodes: int, stream: int
+) -> tuple[float, float, int, float | None]:
   """`summarize_returns` of `policy`'s episodes on the seeds of `stream` (`episode_seed`)."""
   seeds = [episode_seed(seed, env.name, i, stream) for i in range(num_episodes)]
   agent = runner.PolicyAgent(lambda _: policy, name=policy.name)
@@ -58,15 +59,15 @@ def measure_returns(env, policy, seed: int, num_episodes: int,
   return summarize_returns(o.episode for o in outcomes)
 
 
-def random_baseline(env, seed: int = 0, num_episodes: int = BASELINE_EPISODES
-                    ) -> tuple[float, float, int, float | None]:
+def random_baseline(
+  env, seed: int = 0, num_episodes: int = BASELINE_EPISODES
+) -> tuple[float, float, int, float | None]:
   """The uniformly random policy's returns: the 0% anchor of normalised scores.
 
   The one measurement of a task's random baseline: its statistics (`generation.ensure_stats`)
   and the experts' summaries both call this, so every table reports the same number.
   """
-  return measure_returns(env, policies.RandomPolicy(env), seed, num_episodes,
-                         RANDOM_STATS_STREAM)
+  return measure_returns(env, policies.RandomPolicy(env), seed, num_episodes, RANDOM_STATS_STREAM)
 
 
 def num_actions(episode: dict) -> int:
@@ -140,7 +141,7 @@ def load_stats(data_dir: str, task: str) -> TaskStats:
   path = stats_path(data_dir, task)
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"no statistics for task {task!r} at {path}; run tools/generate_data.py for it first"
+      f"no statistics for task {task!r} at {path}; run tools/generate_data.py for it first"
     )
   with open(path) as f:
     return TaskStats(**json.load(f))
@@ -160,8 +161,8 @@ def return_threshold(stats: TaskStats, fraction: float = DEFAULT_FILTER_FRACTION
   gap = stats.expert_return - stats.random_return
   if not gap > 0:
     raise ValueError(
-        f"task {stats.task!r}: expert return {stats.expert_return:.4g} does not beat random"
-        f" {stats.random_return:.4g}; normalised scores and filtering are undefined"
+      f"task {stats.task!r}: expert return {stats.expert_return:.4g} does not beat random"
+      f" {stats.random_return:.4g}; normalised scores and filtering are undefined"
     )
   if not 0.0 <= fraction <= 1.0:
     raise ValueError(f"filter fraction must be in [0, 1], got {fraction}")

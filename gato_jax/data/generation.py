@@ -48,7 +48,7 @@ class TaskSummary:
 
 
 def dataset_name(domain: str, policy: str) -> str:
-  """"gato_babyai" for expert data, "gato_babyai_random" for random-policy data."""
+  """ "gato_babyai" for expert data, "gato_babyai_random" for random-policy data."""
   return f"gato_{domain}" if policy == "expert" else f"gato_{domain}_{policy}"
 
 
@@ -68,7 +68,8 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
   try:
     stats = episodes_lib.load_stats(data_dir, env.name)
     if stats.random_episodes >= num_episodes and (
-        not with_expert or stats.expert_episodes >= num_episodes):
+      not with_expert or stats.expert_episodes >= num_episodes
+    ):
       return stats
   except FileNotFoundError:
     pass  # No statistics yet: measure them below.
@@ -78,10 +79,16 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
   if with_expert:
     expert = registry.make_expert(env)
     mean, std, count, rate = episodes_lib.measure_returns(
-        env, expert, seed, num_episodes, episodes_lib.EXPERT_STATS_STREAM)
-    stats = dataclasses.replace(stats, expert_agent=expert.name, expert_return=mean,
-                                expert_return_std=std, expert_episodes=count,
-                                expert_success_rate=rate)
+      env, expert, seed, num_episodes, episodes_lib.EXPERT_STATS_STREAM
+    )
+    stats = dataclasses.replace(
+      stats,
+      expert_agent=expert.name,
+      expert_return=mean,
+      expert_return_std=std,
+      expert_episodes=count,
+      expert_success_rate=rate,
+    )
   episodes_lib.save_stats(stats, data_dir)
   return stats
 
@@ -101,10 +108,16 @@ def print_progress(line: str) -> None:
   sys.stderr.flush()
 
 
-def generate_staged(data_dir: str, name: str, config: str, manifest: dict,
-                    num_shards: Mapping[str, int], make_shard: Callable[[str, int], dict],
-                    write: Callable[[Callable[[str], Iterator[dict]]], None],
-                    request_keys: Iterable[str]) -> tuple[dict, str]:
+def generate_staged(
+  data_dir: str,
+  name: str,
+  config: str,
+  manifest: dict,
+  num_shards: Mapping[str, int],
+  make_shard: Callable[[str, int], dict],
+  write: Callable[[Callable[[str], Iterator[dict]]], None],
+  request_keys: Iterable[str],
+) -> tuple[dict, str]:
   """The resumable skeleton of every generator of stored data (episodes and example sets).
 
   Shards are pickled atomically into a staging folder; once all exist, `write` stores them as
@@ -135,8 +148,9 @@ def generate_staged(data_dir: str, name: str, config: str, manifest: dict,
       record = json.load(f)
     if {k: record.get(k) for k in request} != request:
       raise ValueError(
-          f"{target} was generated with {({k: record.get(k) for k in request})}, not {request};"
-          f" delete it and {record_path} to regenerate, or repeat the original flags")
+        f"{target} was generated with { ({k: record.get(k) for k in request}) }, not {request};"
+        f" delete it and {record_path} to regenerate, or repeat the original flags"
+      )
     return record, "existing"
 
   manifest_path = os.path.join(staging, "manifest.json")
@@ -144,13 +158,17 @@ def generate_staged(data_dir: str, name: str, config: str, manifest: dict,
     with open(manifest_path) as f:
       previous = json.load(f)
     if previous != manifest:
-      raise ValueError(f"staged shards in {staging} come from a run with {previous}, not"
-                       f" {manifest}; rerun with those flags to resume, or delete the folder")
+      raise ValueError(
+        f"staged shards in {staging} come from a run with {previous}, not"
+        f" {manifest}; rerun with those flags to resume, or delete the folder"
+      )
   else:
     files.write_json(manifest_path, manifest)
 
-  paths = {split: [os.path.join(staging, f"{split}-{s:05d}-of-{count:05d}.pkl")
-                   for s in range(count)] for split, count in num_shards.items()}
+  paths = {
+    split: [os.path.join(staging, f"{split}-{s:05d}-of-{count:05d}.pkl") for s in range(count)]
+    for split, count in num_shards.items()
+  }
   for split, split_paths in paths.items():
     for s, path in enumerate(split_paths):
       if not os.path.exists(path):  # Else finished by an earlier run.
@@ -174,9 +192,16 @@ def generate_staged(data_dir: str, name: str, config: str, manifest: dict,
   return record, "generated"
 
 
-def generate_task(task: str, data_dir: str, num_episodes: int, seed: int = 0,
-                  policy: str = "expert", shard_episodes: int = 100, stats_episodes: int = 50,
-                  progress: Callable[[str], None] = print_progress) -> TaskSummary:
+def generate_task(
+  task: str,
+  data_dir: str,
+  num_episodes: int,
+  seed: int = 0,
+  policy: str = "expert",
+  shard_episodes: int = 100,
+  stats_episodes: int = 50,
+  progress: Callable[[str], None] = print_progress,
+) -> TaskSummary:
   """Generates (or resumes, or finds) `num_episodes` episodes of `task` as a TFDS dataset.
 
   Args:
@@ -193,8 +218,10 @@ def generate_task(task: str, data_dir: str, num_episodes: int, seed: int = 0,
     The task's TaskSummary.
   """
   if num_episodes < 1 or shard_episodes < 1 or stats_episodes < 1:
-    raise ValueError(f"episode counts must be positive: episodes={num_episodes},"
-                     f" shard_episodes={shard_episodes}, stats_episodes={stats_episodes}")
+    raise ValueError(
+      f"episode counts must be positive: episodes={num_episodes},"
+      f" shard_episodes={shard_episodes}, stats_episodes={stats_episodes}"
+    )
   start = time.time()
   env = registry.make_env(task)
   domain, _ = registry.split_task_name(task)
@@ -219,38 +246,71 @@ def generate_task(task: str, data_dir: str, num_episodes: int, seed: int = 0,
       if now - clock["last"] < 1.0 and i != indices[-1]:
         continue  # One line a second is enough, and keeps logs short.
       clock["last"], rate = now, clock["made"] / max(now - clock["start"], 1e-9)
-      progress(f"{task}: episode {clock['done']}/{num_episodes}, shard {s + 1}/{num_shards},"
-               f" {rate:.1f} episodes/s")
+      progress(
+        f"{task}: episode {clock['done']}/{num_episodes}, shard {s + 1}/{num_shards},"
+        f" {rate:.1f} episodes/s"
+      )
     return shard
 
   def write(staged):
     progress(f"{task}: writing {num_episodes} episodes to {name}/{config}")
     rlds_io.write_episodes(
-        (episode for shard in staged("train") for episode in shard["items"]), data_dir, name,
-        config, description=f"{num_episodes} episodes of {task} from {data_policy.name},"
-        f" seed {seed}.")
+      (episode for shard in staged("train") for episode in shard["items"]),
+      data_dir,
+      name,
+      config,
+      description=f"{num_episodes} episodes of {task} from {data_policy.name}, seed {seed}.",
+    )
 
-  manifest = {"task": task, "agent": data_policy.name, "episodes": num_episodes, "seed": seed,
-              "shard_episodes": shard_episodes}
-  record, status = generate_staged(data_dir, name, config, manifest, {"train": num_shards},
-                                   make_shard, write, ("task", "agent", "episodes", "seed"))
-  return TaskSummary(task, data_policy.name, record["episodes"], record["steps"],
-                     record["tokens"], stats.expert_return, stats.random_return,
-                     time.time() - start, status, rlds_io.dataset_dir(data_dir, name, config))
+  manifest = {
+    "task": task,
+    "agent": data_policy.name,
+    "episodes": num_episodes,
+    "seed": seed,
+    "shard_episodes": shard_episodes,
+  }
+  record, status = generate_staged(
+    data_dir,
+    name,
+    config,
+    manifest,
+    {"train": num_shards},
+    make_shard,
+    write,
+    ("task", "agent", "episodes", "seed"),
+  )
+  return TaskSummary(
+    task,
+    data_policy.name,
+    record["episodes"],
+    record["steps"],
+    record["tokens"],
+    stats.expert_return,
+    stats.random_return,
+    time.time() - start,
+    status,
+    rlds_io.dataset_dir(data_dir, name, config),
+  )
 
 
 def format_table(rows: list[TaskSummary]) -> str:
   """The end-of-run summary: one row per task, plus totals."""
   width = max([28] + [len(r.task) for r in rows])
-  header = (f"{'task':<{width}} {'agent':<11} {'episodes':>8} {'steps':>9} {'tokens':>11}"
-            f" {'expert R':>9} {'random R':>9} {'time s':>7}  status")
+  header = (
+    f"{'task':<{width}} {'agent':<11} {'episodes':>8} {'steps':>9} {'tokens':>11}"
+    f" {'expert R':>9} {'random R':>9} {'time s':>7}  status"
+  )
   fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
   lines = [header, "-" * len(header)]
   for r in rows:
-    lines.append(f"{r.task:<{width}} {r.agent:<11} {r.episodes:>8} {r.steps:>9} {r.tokens:>11}"
-                 f" {fmt(r.expert_return):>9} {fmt(r.random_return):>9} {r.seconds:>7.1f}"
-                 f"  {r.status}")
-  lines.append(f"{'total':<{width}} {'':<11} {sum(r.episodes for r in rows):>8}"
-               f" {sum(r.steps for r in rows):>9} {sum(r.tokens for r in rows):>11}"
-               f" {'':>9} {'':>9} {sum(r.seconds for r in rows):>7.1f}")
+    lines.append(
+      f"{r.task:<{width}} {r.agent:<11} {r.episodes:>8} {r.steps:>9} {r.tokens:>11}"
+      f" {fmt(r.expert_return):>9} {fmt(r.random_return):>9} {r.seconds:>7.1f}"
+      f"  {r.status}"
+    )
+  lines.append(
+    f"{'total':<{width}} {'':<11} {sum(r.episodes for r in rows):>8}"
+    f" {sum(r.steps for r in rows):>9} {sum(r.tokens for r in rows):>11}"
+    f" {'':>9} {'':>9} {sum(r.seconds for r in rows):>7.1f}"
+  )
   return "\n".join(lines)

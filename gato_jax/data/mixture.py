@@ -48,8 +48,12 @@ def describe(probabilities: Mapping[str, float]) -> str:
   return "\n".join(f"  {100 * p:6.2f}%  {task}" for task, p in probabilities.items())
 
 
-def patch_budget(patch_limits: Mapping[str, tuple[float, int]], kinds: Mapping[str, str],
-                 context: int, max_patches: int = -1) -> int:
+def patch_budget(
+  patch_limits: Mapping[str, tuple[float, int]],
+  kinds: Mapping[str, str],
+  context: int,
+  max_patches: int = -1,
+) -> int:
   """Patch slots per row: enough for any row the mixture can draw, or a checked fixed number.
 
   A control row is whole timesteps of one task (window and prompt) within `context` tokens, so
@@ -78,17 +82,20 @@ def patch_budget(patch_limits: Mapping[str, tuple[float, int]], kinds: Mapping[s
     return max(needs.values(), default=0)
   for task, need in sorted(needs.items()):
     if kinds.get(task, "control") == "control" and need > max_patches:
-      raise ValueError(f"task {task} needs up to {need} patch slots in a row of {context} tokens,"
-                       f" but train.max_patches={max_patches}; set train.max_patches={need} (or"
-                       " -1, derived from the context and the data)")
+      raise ValueError(
+        f"task {task} needs up to {need} patch slots in a row of {context} tokens,"
+        f" but train.max_patches={max_patches}; set train.max_patches={need} (or"
+        " -1, derived from the context and the data)"
+      )
   return max_patches
 
 
 def host_shards(batch_size: int, num_shards: int, process_index: int, process_count: int) -> range:
   """The data shards whose blocks of rows overlap this host's rows (the shards it must read)."""
   if num_shards < 1 or batch_size % num_shards:
-    raise ValueError(f"batch size {batch_size} does not split into {num_shards} data shards'"
-                     " blocks of rows")
+    raise ValueError(
+      f"batch size {batch_size} does not split into {num_shards} data shards' blocks of rows"
+    )
   if batch_size % process_count:
     raise ValueError(f"batch size {batch_size} does not split over {process_count} hosts")
   rows, block = batch_size // process_count, batch_size // num_shards
@@ -133,14 +140,19 @@ class MixtureIterator:
 
   def __post_init__(self):
     if self.batch_size % self.process_count:
-      raise ValueError(f"batch size {self.batch_size} does not split over {self.process_count} hosts")
-    self.host_shards = host_shards(self.batch_size, self.num_shards, self.process_index,
-                                   self.process_count)
+      raise ValueError(
+        f"batch size {self.batch_size} does not split over {self.process_count} hosts"
+      )
+    self.host_shards = host_shards(
+      self.batch_size, self.num_shards, self.process_index, self.process_count
+    )
     self._shard_pools = self._pools_by_shard()
     for shard in self.host_shards:
       if shard not in self._shard_pools:
-        raise ValueError(f"host {self.process_index} makes rows of data shard {shard} but was given"
-                         f" only shards {sorted(self._shard_pools)}")
+        raise ValueError(
+          f"host {self.process_index} makes rows of data shard {shard} but was given"
+          f" only shards {sorted(self._shard_pools)}"
+        )
       pools = self._shard_pools[shard]
       unknown = sorted(set(self.weights) - set(pools))
       if unknown:
@@ -161,8 +173,9 @@ class MixtureIterator:
     if self.episodes and all(isinstance(key, int) for key in self.episodes):
       return dict(self.episodes)
     if self.num_shards != 1:
-      raise ValueError(f"with {self.num_shards} data shards, episodes must map shard index ->"
-                       " (task -> episodes)")
+      raise ValueError(
+        f"with {self.num_shards} data shards, episodes must map shard index -> (task -> episodes)"
+      )
     return {0: self.episodes}
 
   @property
@@ -189,31 +202,37 @@ class MixtureIterator:
     if kind == "text":
       return task, sequences.text_row(pool, self.context, rng, name=task)
     if kind == "vision_language":
-      return task, [sequences.vision_language_sequence(pool, self.context, rng,
-                                                       max_patches=self.max_patches, name=task)]
+      return task, [
+        sequences.vision_language_sequence(
+          pool, self.context, rng, max_patches=self.max_patches, name=task
+        )
+      ]
     index = int(rng.integers(len(pool)))
     prompt_episode = None
     if len(pool) > 1:
       other = int(rng.integers(len(pool) - 1))
       prompt_episode = pool[other + (other >= index)]  # Any episode but the sampled one.
-    sequence = sequences.make_sequence(pool[index], self.context, rng, prompt_episode,
-                                       self.prompt, name=task)
+    sequence = sequences.make_sequence(
+      pool[index], self.context, rng, prompt_episode, self.prompt, name=task
+    )
     return task, [sequence]
 
   def batch_at(self, step: int) -> tuple[Batch, list[str]]:
     """This host's rows of batch `step`, and the task of each row."""
     first = self.process_index * self.rows_per_host
     rows = [self.sample_row(step, first + r) for r in range(self.rows_per_host)]
-    batch = packing.rows_batch([groups for _, groups in rows], self.context, self.max_patches,
-                               self.patch_dim)
+    batch = packing.rows_batch(
+      [groups for _, groups in rows], self.context, self.max_patches, self.patch_dim
+    )
     return batch, [task for task, _ in rows]
 
   def host_batch(self, step: int) -> Batch:
     """This host's rows of batch `step` (a pure function of the step)."""
     return self.batch_at(step)[0]
 
-  def stream(self, start: int, stop: int, threads: int = 0, processes: int = 0,
-             prefetch: int = 4) -> Iterator[Batch]:
+  def stream(
+    self, start: int, stop: int, threads: int = 0, processes: int = 0, prefetch: int = 4
+  ) -> Iterator[Batch]:
     """`host_batch(step)` for steps [start, stop), in order, built ahead by Grain workers.
 
     Args:
@@ -233,13 +252,16 @@ class MixtureIterator:
 
       if not flags.FLAGS.is_parsed():  # Grain's workers read its flags (outside absl apps too).
         flags.FLAGS.mark_as_parsed()
-      iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(threads, 1),
-                                                           prefetch_buffer_size=prefetch))
-      iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(
-          num_workers=processes, per_worker_buffer_size=prefetch))
+      iterable = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=max(threads, 1), prefetch_buffer_size=prefetch)
+      )
+      iterable = iterable.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=processes, per_worker_buffer_size=prefetch)
+      )
     else:
-      iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                                           prefetch_buffer_size=prefetch))
+      iterable = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)
+      )
     return iter(iterable)
 
   def __iter__(self):
@@ -252,18 +274,28 @@ class MixtureIterator:
 
   def get_state(self) -> dict:
     """What a checkpoint must hold to resume the stream exactly."""
-    return {"step": self.step, "seed": self.seed, "tasks": self._tasks,
-            "num_shards": self.num_shards}
+    return {
+      "step": self.step,
+      "seed": self.seed,
+      "tasks": self._tasks,
+      "num_shards": self.num_shards,
+    }
 
   def set_state(self, state: Mapping) -> None:
     if state.get("seed") != self.seed or list(state.get("tasks", [])) != self._tasks:
       raise ValueError(
-          f"data state was saved for seed {state.get('seed')} and tasks {state.get('tasks')}, not"
-          f" seed {self.seed} and tasks {self._tasks}: resuming would change the data stream")
+        f"data state was saved for seed {state.get('seed')} and tasks {state.get('tasks')}, not"
+        f" seed {self.seed} and tasks {self._tasks}: resuming would change the data stream"
+      )
     saved_shards = int(state.get("num_shards", 1))
     if saved_shards != self.num_shards:
       # Allowed (a job may come back on a slice of another size), but no longer the same stream.
-      logging.warning("data state was saved with %d data shards, resuming with %d: batches from"
-                      " here on differ from the uninterrupted run's (set data.num_shards=%d to"
-                      " keep them)", saved_shards, self.num_shards, saved_shards)
+      logging.warning(
+        "data state was saved with %d data shards, resuming with %d: batches from"
+        " here on differ from the uninterrupted run's (set data.num_shards=%d to"
+        " keep them)",
+        saved_shards,
+        self.num_shards,
+        saved_shards,
+      )
     self.step = int(state["step"])

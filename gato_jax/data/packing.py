@@ -13,8 +13,7 @@ from gato_jax.model.inputs import Batch, batch_from_token_groups
 from gato_jax.tokenizer.timestep import TokenGroup, concat_token_groups
 
 
-def pack_rows(groups: Sequence[TokenGroup], seq_len: int,
-              max_patches: int) -> list[list[int]]:
+def pack_rows(groups: Sequence[TokenGroup], seq_len: int, max_patches: int) -> list[list[int]]:
   """Assigns sequences to rows first-fit in the given order: [[indices of row 0], ...].
 
   Raises:
@@ -25,8 +24,10 @@ def pack_rows(groups: Sequence[TokenGroup], seq_len: int,
   for index, group in enumerate(groups):
     tokens, patches = group.num_tokens, group.patches.shape[0]
     if tokens > seq_len or patches > max_patches:
-      raise ValueError(f"sequence {index} has {tokens} tokens and {patches} patches; a row holds"
-                       f" {seq_len} tokens and {max_patches} patches")
+      raise ValueError(
+        f"sequence {index} has {tokens} tokens and {patches} patches; a row holds"
+        f" {seq_len} tokens and {max_patches} patches"
+      )
     for row, (row_tokens, row_patches) in enumerate(used):
       if row_tokens + tokens <= seq_len and row_patches + patches <= max_patches:
         rows[row].append(index)
@@ -38,8 +39,13 @@ def pack_rows(groups: Sequence[TokenGroup], seq_len: int,
   return rows
 
 
-def packed_batch(groups: Sequence[TokenGroup], seq_len: int, max_patches: int, patch_dim: int,
-                 num_rows: int | None = None) -> Batch:
+def packed_batch(
+  groups: Sequence[TokenGroup],
+  seq_len: int,
+  max_patches: int,
+  patch_dim: int,
+  num_rows: int | None = None,
+) -> Batch:
   """Packs `groups` into a Batch of `num_rows` rows (default: as many as packing needs).
 
   Raises:
@@ -49,12 +55,14 @@ def packed_batch(groups: Sequence[TokenGroup], seq_len: int, max_patches: int, p
   if num_rows is not None and len(rows) > num_rows:
     raise ValueError(f"the sequences need {len(rows)} rows when packed, more than {num_rows}")
   rows = [[groups[i] for i in members] for members in rows]
-  return rows_batch(rows + [[]] * ((num_rows or len(rows)) - len(rows)), seq_len, max_patches,
-                    patch_dim)
+  return rows_batch(
+    rows + [[]] * ((num_rows or len(rows)) - len(rows)), seq_len, max_patches, patch_dim
+  )
 
 
-def rows_batch(rows: Sequence[Sequence[TokenGroup]], seq_len: int, max_patches: int,
-               patch_dim: int) -> Batch:
+def rows_batch(
+  rows: Sequence[Sequence[TokenGroup]], seq_len: int, max_patches: int, patch_dim: int
+) -> Batch:
   """A Batch with one row per entry; the groups of a row become its segments 1, 2, ...
 
   Raises:
@@ -65,24 +73,36 @@ def rows_batch(rows: Sequence[Sequence[TokenGroup]], seq_len: int, max_patches: 
     tokens = sum(g.num_tokens for g in parts)
     patches = sum(g.patches.shape[0] for g in parts)
     if tokens > seq_len or patches > max_patches:
-      raise ValueError(f"row {index} has {tokens} tokens and {patches} patches; a row holds"
-                       f" {seq_len} tokens and {max_patches} patches")
+      raise ValueError(
+        f"row {index} has {tokens} tokens and {patches} patches; a row holds"
+        f" {seq_len} tokens and {max_patches} patches"
+      )
     if not parts:
       merged.append(_empty_group())
     else:
       merged.append(concat_token_groups(parts) if len(parts) > 1 else parts[0])
-    segments.append(np.concatenate([np.zeros(0, np.int32)] + [
-        np.full(g.num_tokens, k + 1, np.int32) for k, g in enumerate(parts)]))
+    segments.append(
+      np.concatenate(
+        [np.zeros(0, np.int32)]
+        + [np.full(g.num_tokens, k + 1, np.int32) for k, g in enumerate(parts)]
+      )
+    )
   batch = batch_from_token_groups(merged, seq_len, max_patches, patch_dim)
   segment_ids = np.zeros_like(batch.segment_ids)
   for row, ids in enumerate(segments):
-    segment_ids[row, :ids.size] = ids
+    segment_ids[row, : ids.size] = ids
   return batch.replace(segment_ids=segment_ids)
 
 
 def _empty_group() -> TokenGroup:
   empty = lambda dtype: np.zeros(0, dtype)
-  return TokenGroup(tokens=empty(np.int32), kinds=empty(np.int32), local_positions=empty(np.int32),
-                    loss_mask=empty(bool), timesteps=empty(np.int32),
-                    patches=np.zeros((0, 0), np.float32), patch_rows=np.zeros((0, 2), np.float32),
-                    patch_cols=np.zeros((0, 2), np.float32))
+  return TokenGroup(
+    tokens=empty(np.int32),
+    kinds=empty(np.int32),
+    local_positions=empty(np.int32),
+    loss_mask=empty(bool),
+    timesteps=empty(np.int32),
+    patches=np.zeros((0, 0), np.float32),
+    patch_rows=np.zeros((0, 2), np.float32),
+    patch_cols=np.zeros((0, 2), np.float32),
+  )

@@ -22,24 +22,47 @@ from gato_jax.data import mixture
 
 # Table 1 of the paper (GATO_SPEC.md), sampling weight in percent per dataset family.
 PAPER_TABLE1 = {
-    "DM Lab": 9.35, "ALE Atari": 9.5, "ALE Atari Extended": 10.0, "Sokoban": 1.33,
-    "BabyAI": 9.06, "DM Control": 4.62, "DM Control Pixels": 7.07,
-    "DM Control Random Small": 3.04, "DM Control Random Large": 3.04, "Meta-World": 8.96,
-    "Procgen": 5.34, "RGB Stacking sim": 1.33, "RGB Stacking real": 1.33, "Modular RL": 8.23,
-    "DM Manipulation Playground": 1.68, "Playroom": 1.33, "MassiveText": 6.7, "M3W": 4.0,
-    "ALIGN": 0.67, "MS-COCO Captions": 0.67, "Conceptual Captions": 0.67, "LTIP": 0.67,
-    "OKVQA": 0.67, "VQAv2": 0.67,
+  "DM Lab": 9.35,
+  "ALE Atari": 9.5,
+  "ALE Atari Extended": 10.0,
+  "Sokoban": 1.33,
+  "BabyAI": 9.06,
+  "DM Control": 4.62,
+  "DM Control Pixels": 7.07,
+  "DM Control Random Small": 3.04,
+  "DM Control Random Large": 3.04,
+  "Meta-World": 8.96,
+  "Procgen": 5.34,
+  "RGB Stacking sim": 1.33,
+  "RGB Stacking real": 1.33,
+  "Modular RL": 8.23,
+  "DM Manipulation Playground": 1.68,
+  "Playroom": 1.33,
+  "MassiveText": 6.7,
+  "M3W": 4.0,
+  "ALIGN": 0.67,
+  "MS-COCO Captions": 0.67,
+  "Conceptual Captions": 0.67,
+  "LTIP": 0.67,
+  "OKVQA": 0.67,
+  "VQAv2": 0.67,
 }
 # Our domain standing in for each paper family we can generate here.
-PAPER_TO_DOMAIN = {"BabyAI": "babyai", "DM Control": "dm_control", "Meta-World": "metaworld",
-                   "ALE Atari": "atari", "MassiveText": "text", "MS-COCO Captions": "vision_language",
-                   "VQAv2": "vision_language"}
+PAPER_TO_DOMAIN = {
+  "BabyAI": "babyai",
+  "DM Control": "dm_control",
+  "Meta-World": "metaworld",
+  "ALE Atari": "atari",
+  "MassiveText": "text",
+  "MS-COCO Captions": "vision_language",
+  "VQAv2": "vision_language",
+}
 
 PRESETS = {
-    # The CPU quickstart: control tasks whose experts train in seconds and whose imitation
-    # reaches most of the expert's score within minutes on two cores.
-    "quickstart": "gato.gymnax.CartPole_v1=0.55,gato.gymnax.Acrobot_v1=0.45",
-    "control": "babyai=1,dm_control=1,gymnax=1",
+  # The CPU quickstart: control tasks whose experts train in seconds and whose imitation
+  # reaches most of the expert's score within minutes on two cores.
+  "quickstart": "gato.gymnax.CartPole_v1=0.55,gato.gymnax.Acrobot_v1=0.45",
+  "control": "babyai=1,dm_control=1,gymnax=1",
 }
 
 
@@ -89,7 +112,7 @@ def seqio_weights(name: str) -> dict[str, float] | None:
 
 
 def parse(spec: str) -> dict[str, float]:
-  """"paper" / a preset / "a=1,b=2" -> {name: weight}."""
+  """ "paper" / a preset / "a=1,b=2" -> {name: weight}."""
   spec = spec.strip()
   if spec == "paper":
     return paper_weights()
@@ -99,8 +122,9 @@ def parse(spec: str) -> dict[str, float]:
   for part in filter(None, (p.strip() for p in spec.split(","))):
     name, sep, weight = part.partition("=")
     if not sep:
-      raise ValueError(f"mixture entry {part!r} must be name=weight; presets: paper,"
-                       f" {', '.join(sorted(PRESETS))}")
+      raise ValueError(
+        f"mixture entry {part!r} must be name=weight; presets: paper, {', '.join(sorted(PRESETS))}"
+      )
     try:
       weights[name.strip()] = float(weight)
     except ValueError:
@@ -134,8 +158,9 @@ def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
   return mixture.normalize_weights(expand(parse(spec), available))
 
 
-def expand(named: Mapping[str, float], available: Mapping[str, list[str]],
-           quiet: bool = False) -> dict[str, float]:
+def expand(
+  named: Mapping[str, float], available: Mapping[str, list[str]], quiet: bool = False
+) -> dict[str, float]:
   """{task or domain: weight} -> {task: weight} over tasks with data (see `resolve`)."""
   all_tasks = {task for tasks in available.values() for task in tasks}
   weights, missing = {}, []
@@ -150,10 +175,13 @@ def expand(named: Mapping[str, float], available: Mapping[str, list[str]],
     else:
       missing.append(name)
   if missing and not quiet:
-    logging.warning("mixture domains without data (their weight is renormalised over the rest):"
-                    " %s", missing)
+    logging.warning(
+      "mixture domains without data (their weight is renormalised over the rest): %s", missing
+    )
   if not weights:
     reason = _missing_data_reason(missing[0]) if missing else "no data"
-    raise ValueError(f"mixture {dict(named)} names no task with data ({reason}); tasks with data:"
-                     f" {sorted(all_tasks)}")
+    raise ValueError(
+      f"mixture {dict(named)} names no task with data ({reason}); tasks with data:"
+      f" {sorted(all_tasks)}"
+    )
   return weights

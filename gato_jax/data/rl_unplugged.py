@@ -33,10 +33,10 @@ RUNS = (1, 2, 3, 4, 5)  # rlu_atari has five DQN runs per game, configs "<Game>_
 RLU_FRAME_SHAPE = (84, 84)
 # {our path: theirs}: what rlds_io renames; the pixel and action conversion follow.
 ATARI_KEY_MAP = {
-    "steps/observation/image": "steps/observation",
-    "episode_metadata/return": "episode_return",
-    "episode_metadata/episode_id": "episode_id",
-    "episode_metadata/checkpoint_id": "checkpoint_id",
+  "steps/observation/image": "steps/observation",
+  "episode_metadata/return": "episode_return",
+  "episode_metadata/episode_id": "episode_id",
+  "episode_metadata/checkpoint_id": "checkpoint_id",
 }
 
 
@@ -69,39 +69,46 @@ class AtariConverter:
     steps = episode["steps"]
     frames = np.asarray(steps["observation"]["image"])
     if frames.dtype != np.uint8 or frames.shape[1:] != (*RLU_FRAME_SHAPE, 1):
-      raise ValueError(f"{self.task}: rlu_atari frames are uint8 [T, 84, 84, 1], got"
-                       f" {frames.dtype} {frames.shape}")
+      raise ValueError(
+        f"{self.task}: rlu_atari frames are uint8 [T, 84, 84, 1], got {frames.dtype} {frames.shape}"
+      )
     actions = np.asarray(steps["action"])
     if actions.size and (actions.min() < 0 or actions.max() >= len(self._action_ids)):
       raise ValueError(
-          f"{self.task}: actions index the minimal action set of {len(self._action_ids)} actions,"
-          f" got values in [{actions.min()}, {actions.max()}]; is this data of another game?")
+        f"{self.task}: actions index the minimal action set of {len(self._action_ids)} actions,"
+        f" got values in [{actions.min()}, {actions.max()}]; is this data of another game?"
+      )
     metadata = episode["episode_metadata"]
     return {
-        "steps": {
-            # Grey frames as RGB: the model's image patches are 16x16x3 in every domain.
-            "observation": {"image": np.repeat(self._resize(frames), 3, axis=-1)},
-            "action": self._action_ids[actions],
-            "reward": np.asarray(steps["reward"], np.float32),
-            "discount": np.asarray(steps["discount"], np.float32),
-            "is_first": np.asarray(steps["is_first"], bool),
-            "is_last": np.asarray(steps["is_last"], bool),
-            "is_terminal": np.asarray(steps["is_terminal"], bool),
-        },
-        "episode_metadata": {
-            "task": self.task,
-            "agent": self.agent,
-            "return": np.float32(metadata["return"]),
-            "success": np.int8(episodes_lib.SUCCESS_UNDEFINED),
-            "episode_id": np.int64(metadata["episode_id"]),
-            "checkpoint_id": np.int64(metadata["checkpoint_id"]),
-        },
+      "steps": {
+        # Grey frames as RGB: the model's image patches are 16x16x3 in every domain.
+        "observation": {"image": np.repeat(self._resize(frames), 3, axis=-1)},
+        "action": self._action_ids[actions],
+        "reward": np.asarray(steps["reward"], np.float32),
+        "discount": np.asarray(steps["discount"], np.float32),
+        "is_first": np.asarray(steps["is_first"], bool),
+        "is_last": np.asarray(steps["is_last"], bool),
+        "is_terminal": np.asarray(steps["is_terminal"], bool),
+      },
+      "episode_metadata": {
+        "task": self.task,
+        "agent": self.agent,
+        "return": np.float32(metadata["return"]),
+        "success": np.int8(episodes_lib.SUCCESS_UNDEFINED),
+        "episode_id": np.int64(metadata["episode_id"]),
+        "checkpoint_id": np.int64(metadata["checkpoint_id"]),
+      },
     }
 
 
-def read_atari_episodes(game: str, run: int = 1, data_dir: str | None = None,
-                        source: str | None = None, min_checkpoint: int = 0,
-                        limit: int | None = None) -> Iterator[dict]:
+def read_atari_episodes(
+  game: str,
+  run: int = 1,
+  data_dir: str | None = None,
+  source: str | None = None,
+  min_checkpoint: int = 0,
+  limit: int | None = None,
+) -> Iterator[dict]:
   """Yields rlu_atari episodes of `game` converted to gato_jax.envs.atari's layout.
 
   Args:
@@ -116,8 +123,9 @@ def read_atari_episodes(game: str, run: int = 1, data_dir: str | None = None,
     raise ValueError(f"limit must be positive, got {limit}")
   convert = AtariConverter(game, run)
   kept = 0
-  for episode in rlds_io.read_episodes(source or atari_source(game, run), data_dir=data_dir,
-                                       key_map=ATARI_KEY_MAP, task=convert.task):
+  for episode in rlds_io.read_episodes(
+    source or atari_source(game, run), data_dir=data_dir, key_map=ATARI_KEY_MAP, task=convert.task
+  ):
     if int(episode["episode_metadata"]["checkpoint_id"]) < min_checkpoint:
       continue
     yield convert(episode)
@@ -126,9 +134,17 @@ def read_atari_episodes(game: str, run: int = 1, data_dir: str | None = None,
       return
 
 
-def import_atari(game: str, run: int, data_dir: str, num_episodes: int,
-                 rlu_data_dir: str | None = None, source: str | None = None,
-                 min_checkpoint: int = 0, stats_episodes: int = 50, seed: int = 0):
+def import_atari(
+  game: str,
+  run: int,
+  data_dir: str,
+  num_episodes: int,
+  rlu_data_dir: str | None = None,
+  source: str | None = None,
+  min_checkpoint: int = 0,
+  stats_episodes: int = 50,
+  seed: int = 0,
+):
   """Stores converted rlu_atari episodes as the expert data of atari/<game>, with statistics.
 
   The episodes become TFDS dataset gato_atari/<game config> (where generate_data.py would put
@@ -149,8 +165,9 @@ def import_atari(game: str, run: int, data_dir: str, num_episodes: int,
 
   def counted():
     # Streamed (an RL Unplugged episode can hold thousands of frames), counting on the way.
-    for episode in read_atari_episodes(game, run, rlu_data_dir, source, min_checkpoint,
-                                       limit=num_episodes):
+    for episode in read_atari_episodes(
+      game, run, rlu_data_dir, source, min_checkpoint, limit=num_episodes
+    ):
       returns.append(float(episode["episode_metadata"]["return"]))
       steps.append(episodes_lib.num_actions(episode))
       tokens.append(generation.count_tokens(episode, env))
@@ -159,18 +176,38 @@ def import_atari(game: str, run: int, data_dir: str, num_episodes: int,
   stream = counted()
   first = next(stream, None)
   if first is None:
-    raise ValueError(f"no rlu_atari episodes of {game} run {run} from checkpoint"
-                     f" {min_checkpoint} on in {source or atari_source(game, run)}")
+    raise ValueError(
+      f"no rlu_atari episodes of {game} run {run} from checkpoint"
+      f" {min_checkpoint} on in {source or atari_source(game, run)}"
+    )
   target = rlds_io.write_episodes(
-      itertools.chain([first], stream), data_dir, name, config,
-      description=f"RL Unplugged episodes of {env.name} ({agent_name(run)}, checkpoints >="
-                  f" {min_checkpoint}), converted by gato_jax.")
+    itertools.chain([first], stream),
+    data_dir,
+    name,
+    config,
+    description=f"RL Unplugged episodes of {env.name} ({agent_name(run)}, checkpoints >="
+    f" {min_checkpoint}), converted by gato_jax.",
+  )
   stats = generation.ensure_stats(env, data_dir, seed, stats_episodes)
   mean, std = float(np.mean(returns)), float(np.std(returns))
-  stats = dataclasses.replace(stats, expert_agent=agent_name(run), expert_return=mean,
-                              expert_return_std=std, expert_episodes=len(returns),
-                              expert_success_rate=None)
+  stats = dataclasses.replace(
+    stats,
+    expert_agent=agent_name(run),
+    expert_return=mean,
+    expert_return_std=std,
+    expert_episodes=len(returns),
+    expert_success_rate=None,
+  )
   episodes_lib.save_stats(stats, data_dir)
-  return generation.TaskSummary(env.name, agent_name(run), len(returns), sum(steps), sum(tokens),
-                                mean, stats.random_return, time.time() - start, "imported",
-                                os.path.expanduser(target))
+  return generation.TaskSummary(
+    env.name,
+    agent_name(run),
+    len(returns),
+    sum(steps),
+    sum(tokens),
+    mean,
+    stats.random_return,
+    time.time() - start,
+    "imported",
+    os.path.expanduser(target),
+  )

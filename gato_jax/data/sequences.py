@@ -75,12 +75,14 @@ def slice_timesteps(group: TokenGroup, start: int, stop: int) -> TokenGroup:
   p_lo, p_hi = int(patch_counts[lo]), int(patch_counts[hi])
   take = lambda a: np.asarray(a)[lo:hi]
   return TokenGroup(
-      tokens=take(group.tokens), kinds=take(group.kinds),
-      local_positions=take(group.local_positions), loss_mask=take(group.loss_mask),
-      timesteps=take(group.timesteps) - start,
-      patches=np.asarray(group.patches)[p_lo:p_hi],
-      patch_rows=np.asarray(group.patch_rows)[p_lo:p_hi],
-      patch_cols=np.asarray(group.patch_cols)[p_lo:p_hi],
+    tokens=take(group.tokens),
+    kinds=take(group.kinds),
+    local_positions=take(group.local_positions),
+    loss_mask=take(group.loss_mask),
+    timesteps=take(group.timesteps) - start,
+    patches=np.asarray(group.patches)[p_lo:p_hi],
+    patch_rows=np.asarray(group.patch_rows)[p_lo:p_hi],
+    patch_cols=np.asarray(group.patch_cols)[p_lo:p_hi],
   )
 
 
@@ -89,8 +91,9 @@ def _fitting_stop(offsets: np.ndarray, start: int, max_tokens: int) -> int:
   return int(np.searchsorted(offsets, offsets[start] + max_tokens, side="right")) - 1
 
 
-def window_bounds(group, max_tokens: int, rng: np.random.Generator,
-                  anchor: str = "uniform", name: str = "episode") -> tuple[int, int]:
+def window_bounds(
+  group, max_tokens: int, rng: np.random.Generator, anchor: str = "uniform", name: str = "episode"
+) -> tuple[int, int]:
   """Chooses timesteps [start, stop) holding at most `max_tokens` tokens.
 
   Args:
@@ -109,8 +112,9 @@ def window_bounds(group, max_tokens: int, rng: np.random.Generator,
     raise WindowError(f"{name} has no timesteps")
   if lengths.max() > max_tokens:
     raise WindowError(
-        f"{name} has a timestep of {int(lengths.max())} tokens; a window holds only {max_tokens}."
-        " Raise the context length or shrink the observation (fewer image patches).")
+      f"{name} has a timestep of {int(lengths.max())} tokens; a window holds only {max_tokens}."
+      " Raise the context length or shrink the observation (fewer image patches)."
+    )
   if anchor == "end":
     start = int(np.searchsorted(offsets, offsets[-1] - max_tokens, side="left"))
     return start, num_steps
@@ -123,14 +127,16 @@ def window_bounds(group, max_tokens: int, rng: np.random.Generator,
   return start, _fitting_stop(offsets, start, max_tokens)
 
 
-def random_window(group, max_tokens: int, rng: np.random.Generator,
-                  name: str = "episode") -> TokenGroup:
+def random_window(
+  group, max_tokens: int, rng: np.random.Generator, name: str = "episode"
+) -> TokenGroup:
   start, stop = window_bounds(group, max_tokens, rng, "uniform", name)
   return read_timesteps(group, start, stop)
 
 
-def prompt_from(group, config: PromptConfig, rng: np.random.Generator,
-                name: str = "episode") -> TokenGroup:
+def prompt_from(
+  group, config: PromptConfig, rng: np.random.Generator, name: str = "episode"
+) -> TokenGroup:
   """A prompt: whole timesteps of at most `config.max_tokens`, from the end or a uniform point."""
   anchor = "end" if rng.random() < config.end_fraction else "uniform"
   start, stop = window_bounds(group, config.max_tokens, rng, anchor, name)
@@ -140,10 +146,14 @@ def prompt_from(group, config: PromptConfig, rng: np.random.Generator,
   return prompt
 
 
-def make_sequence(episode, context: int, rng: np.random.Generator,
-                  prompt_episode=None,
-                  prompt_config: PromptConfig | None = None,
-                  name: str = "episode") -> TokenGroup:
+def make_sequence(
+  episode,
+  context: int,
+  rng: np.random.Generator,
+  prompt_episode=None,
+  prompt_config: PromptConfig | None = None,
+  name: str = "episode",
+) -> TokenGroup:
   """One training sequence: [prompt] + a random window, together at most `context` tokens.
 
   `prompt_episode` (another episode of the same task and source agent) is used with probability
@@ -155,8 +165,9 @@ def make_sequence(episode, context: int, rng: np.random.Generator,
   if use_prompt and prompt_episode is not None:
     # At most half the context, so the window always keeps room for whole timesteps.
     budget = min(prompt_config.max_tokens, context // 2)
-    prompt = prompt_from(prompt_episode, dataclasses.replace(prompt_config, max_tokens=budget),
-                         rng, name)
+    prompt = prompt_from(
+      prompt_episode, dataclasses.replace(prompt_config, max_tokens=budget), rng, name
+    )
     window = random_window(episode, context - prompt.num_tokens, rng, name)
     return concat_token_groups([prompt, window])
   return random_window(episode, context, rng, name)
@@ -167,13 +178,18 @@ def token_slice(group: TokenGroup, start: int, stop: int) -> TokenGroup:
   if group.patches.shape[0]:
     raise ValueError("token_slice cuts text only; image sequences are cut at timestep boundaries")
   take = lambda a: np.asarray(a)[start:stop]
-  return group.replace(tokens=take(group.tokens), kinds=take(group.kinds),
-                       local_positions=take(group.local_positions),
-                       loss_mask=take(group.loss_mask), timesteps=take(group.timesteps))
+  return group.replace(
+    tokens=take(group.tokens),
+    kinds=take(group.kinds),
+    local_positions=take(group.local_positions),
+    loss_mask=take(group.loss_mask),
+    timesteps=take(group.timesteps),
+  )
 
 
-def text_row(documents, context: int, rng: np.random.Generator,
-             name: str = "text") -> list[TokenGroup]:
+def text_row(
+  documents, context: int, rng: np.random.Generator, name: str = "text"
+) -> list[TokenGroup]:
   """Documents packed into one row: random documents until `context` tokens are filled.
 
   Each document is its own segment (attention stays inside it); one longer than the room left
@@ -196,10 +212,14 @@ def text_row(documents, context: int, rng: np.random.Generator,
 VISION_LANGUAGE_PAIRS = 5  # (image, text) examples per vision-language sequence (GATO_SPEC.md).
 
 
-def vision_language_sequence(examples, context: int, rng: np.random.Generator,
-                             pairs: int = VISION_LANGUAGE_PAIRS,
-                             max_patches: int | None = None,
-                             name: str = "vision_language") -> TokenGroup:
+def vision_language_sequence(
+  examples,
+  context: int,
+  rng: np.random.Generator,
+  pairs: int = VISION_LANGUAGE_PAIRS,
+  max_patches: int | None = None,
+  name: str = "vision_language",
+) -> TokenGroup:
   """`pairs` random (image, text) examples concatenated, cropped to whole examples that fit
   `context` tokens and `max_patches` patches.
 
@@ -212,6 +232,7 @@ def vision_language_sequence(examples, context: int, rng: np.random.Generator,
     patch_offsets = np.concatenate([[0], np.cumsum([g.patches.shape[0] for g in chosen])])
     stop = min(stop, int(np.searchsorted(patch_offsets, max_patches, side="right")) - 1)
   if stop == 0:
-    raise WindowError(f"{name} has an example of {chosen[0].num_tokens} tokens; a sequence holds"
-                      f" only {context}")
+    raise WindowError(
+      f"{name} has an example of {chosen[0].num_tokens} tokens; a sequence holds only {context}"
+    )
   return slice_timesteps(sequence, 0, stop)

@@ -25,11 +25,11 @@ import numpy as np
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = {
-    "red": (220, 30, 30),
-    "green": (30, 160, 50),
-    "blue": (30, 70, 220),
-    "yellow": (235, 200, 20),
-    "purple": (140, 50, 180),
+  "red": (220, 30, 30),
+  "green": (30, 160, 50),
+  "blue": (30, 70, 220),
+  "yellow": (235, 200, 20),
+  "purple": (140, 50, 180),
 }
 GRID = 3  # Cells per side.
 ROWS = ("top", "middle", "bottom")
@@ -63,7 +63,7 @@ class Scene:
 
 
 def cell_name(row: int, col: int) -> str:
-  """"top left", "top middle", ..., "center", ..., "bottom right"."""
+  """ "top left", "top middle", ..., "center", ..., "bottom right"."""
   if row == 1 and col == 1:
     return "center"
   return f"{ROWS[row]} {COLUMNS[col]}"
@@ -94,8 +94,17 @@ def sample_scene(rng: np.random.Generator, image_size: int = 64, max_objects: in
     slack = cell / 2 - size - 1.0
     x = (col + 0.5) * cell + rng.uniform(-slack, slack)
     y = (row + 0.5) * cell + rng.uniform(-slack, slack)
-    objects.append(SceneObject(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), row, col,
-                               float(x), float(y), float(size)))
+    objects.append(
+      SceneObject(
+        str(rng.choice(SHAPES)),
+        str(rng.choice(list(COLORS))),
+        row,
+        col,
+        float(x),
+        float(y),
+        float(size),
+      )
+    )
   # The background is grey, so it never equals an object colour.
   return Scene(image_size, int(rng.integers(180, 251)), tuple(objects))
 
@@ -144,8 +153,11 @@ def scene_from_image(image: np.ndarray) -> Scene:
       fill = len(ys) / box
       shape = "triangle" if fill < 0.64 else "circle" if fill < 0.9 else "square"
       y, x = ys.mean() + 0.5, xs.mean() + 0.5
-      objects.append(SceneObject(shape, color, int(y // cell), int(x // cell), float(x),
-                                 float(y), float(np.sqrt(len(ys)))))
+      objects.append(
+        SceneObject(
+          shape, color, int(y // cell), int(x // cell), float(x), float(y), float(np.sqrt(len(ys)))
+        )
+      )
   objects.sort(key=lambda o: (o.row, o.col))
   return Scene(image_size, int(image[0, 0, 0]), tuple(objects))
 
@@ -166,8 +178,9 @@ def caption(scene: Scene) -> str:
   groups: dict[tuple[str, str], list[SceneObject]] = {}
   for obj in scene.objects:
     groups.setdefault((obj.color, obj.shape), []).append(obj)
-  ordered = sorted(groups.items(), key=lambda kv: (min(o.col for o in kv[1]),
-                                                   min(o.row for o in kv[1]), kv[0]))
+  ordered = sorted(
+    groups.items(), key=lambda kv: (min(o.col for o in kv[1]), min(o.row for o in kv[1]), kv[0])
+  )
   phrases = []
   for (color, shape), members in ordered:
     phrase = _noun_phrase(len(members), color, shape)
@@ -182,15 +195,20 @@ def _unique_references(scene: Scene, obj: SceneObject, without: str) -> list[str
   """Phrases that pick out `obj` alone, using neither its `without` attribute ("color", ...)."""
   cell = f"in the {cell_name(obj.row, obj.col)}"
   candidates = {
-      ("shape",): (lambda o: o.shape == obj.shape, f"the {obj.shape}"),
-      ("color",): (lambda o: o.color == obj.color, f"the {obj.color} object"),
-      ("color", "shape"): (lambda o: (o.color, o.shape) == (obj.color, obj.shape),
-                           f"the {obj.color} {obj.shape}"),
-      # Cells hold one object each, so a cell alone always identifies.
-      ("position",): (lambda o: (o.row, o.col) == (obj.row, obj.col), f"the object {cell}"),
+    ("shape",): (lambda o: o.shape == obj.shape, f"the {obj.shape}"),
+    ("color",): (lambda o: o.color == obj.color, f"the {obj.color} object"),
+    ("color", "shape"): (
+      lambda o: (o.color, o.shape) == (obj.color, obj.shape),
+      f"the {obj.color} {obj.shape}",
+    ),
+    # Cells hold one object each, so a cell alone always identifies.
+    ("position",): (lambda o: (o.row, o.col) == (obj.row, obj.col), f"the object {cell}"),
   }
-  return [text for uses, (matches, text) in candidates.items()
-          if without not in uses and sum(map(matches, scene.objects)) == 1]
+  return [
+    text
+    for uses, (matches, text) in candidates.items()
+    if without not in uses and sum(map(matches, scene.objects)) == 1
+  ]
 
 
 def questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str, str]]:
@@ -202,23 +220,30 @@ def questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str, st
   """
   out = []
   # count: a shape, a colour, or every object.
-  targets = ([("shape", s) for s in SHAPES] + [("color", c) for c in COLORS] + [("all", "")])
+  targets = [("shape", s) for s in SHAPES] + [("color", c) for c in COLORS] + [("all", "")]
   kind, value = targets[int(rng.integers(len(targets)))]
   if kind == "shape":
     question, n = f"how many {value}s are there?", sum(o.shape == value for o in scene.objects)
   elif kind == "color":
-    question, n = (f"how many {value} objects are there?",
-                   sum(o.color == value for o in scene.objects))
+    question, n = (
+      f"how many {value} objects are there?",
+      sum(o.color == value for o in scene.objects),
+    )
   else:
     question, n = "how many objects are there?", len(scene.objects)
   out.append(("count", question, NUMBERS[n]))
 
-  asks = {"color": ("what color is {}?", lambda o: o.color),
-          "shape": ("what shape is {}?", lambda o: o.shape),
-          "position": ("where is {}?", lambda o: cell_name(o.row, o.col))}
+  asks = {
+    "color": ("what color is {}?", lambda o: o.color),
+    "shape": ("what shape is {}?", lambda o: o.shape),
+    "position": ("where is {}?", lambda o: cell_name(o.row, o.col)),
+  }
   for attribute, (template, answer) in asks.items():
-    options = [(reference, obj) for obj in scene.objects
-               for reference in _unique_references(scene, obj, attribute)]
+    options = [
+      (reference, obj)
+      for obj in scene.objects
+      for reference in _unique_references(scene, obj, attribute)
+    ]
     if options:
       reference, obj = options[int(rng.integers(len(options)))]
       out.append((attribute, template.format(reference), answer(obj)))
@@ -236,5 +261,9 @@ def make_example(seed: int, image_size: int = 64, max_objects: int = 5) -> dict:
   """A scene from `seed`: {"image", "caption", "qa": [(type, question, answer)], "scene"}."""
   rng = np.random.default_rng(seed)
   scene = sample_scene(rng, image_size, max_objects)
-  return {"image": draw(scene), "caption": caption(scene), "qa": questions(scene, rng),
-          "scene": scene}
+  return {
+    "image": draw(scene),
+    "caption": caption(scene),
+    "qa": questions(scene, rng),
+    "scene": scene,
+  }

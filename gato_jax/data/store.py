@@ -47,15 +47,18 @@ class StoreError(RuntimeError):
 
 
 def _error(task: str, path: str, problem: str) -> StoreError:
-  return StoreError(f"task {task}: derived file {path} {problem}; rebuild it with"
-                    f" `python tools/build_store.py --tasks={task} --rebuild` (training rebuilds"
-                    " missing or stale stores itself)")
+  return StoreError(
+    f"task {task}: derived file {path} {problem}; rebuild it with"
+    f" `python tools/build_store.py --tasks={task} --rebuild` (training rebuilds"
+    " missing or stale stores itself)"
+  )
 
 
 def fingerprint(*parts) -> str:
   """What a store was built from (source files, filter); a different value marks it stale."""
-  return hashlib.sha256(json.dumps([FORMAT_VERSION, *parts], sort_keys=True,
-                                   default=str).encode()).hexdigest()[:16]
+  return hashlib.sha256(
+    json.dumps([FORMAT_VERSION, *parts], sort_keys=True, default=str).encode()
+  ).hexdigest()[:16]
 
 
 def _encode(group: TokenGroup, steps: int) -> bytes:
@@ -65,10 +68,14 @@ def _encode(group: TokenGroup, steps: int) -> bytes:
   pixels = images.patches_to_pixels(group.patches) if p else np.zeros((0, 0), np.uint8)
   header = np.array([n, p, patch_dim, pixels is not None, steps], np.int64)
   ints = np.stack([np.asarray(getattr(group, f)).astype(np.int32) for f in _INT_FIELDS])
-  patch_bytes = (pixels if pixels is not None
-                 else np.asarray(group.patches, np.float32)).tobytes()
-  positions = np.concatenate([np.asarray(group.patch_rows, np.float32).reshape(p, 2),
-                              np.asarray(group.patch_cols, np.float32).reshape(p, 2)], axis=1)
+  patch_bytes = (pixels if pixels is not None else np.asarray(group.patches, np.float32)).tobytes()
+  positions = np.concatenate(
+    [
+      np.asarray(group.patch_rows, np.float32).reshape(p, 2),
+      np.asarray(group.patch_cols, np.float32).reshape(p, 2),
+    ],
+    axis=1,
+  )
   return header.tobytes() + ints.tobytes() + positions.tobytes() + patch_bytes
 
 
@@ -98,8 +105,14 @@ def _step_counts(group: TokenGroup) -> tuple[np.ndarray, np.ndarray]:
   return tokens, np.bincount(timesteps, weights=is_patch, minlength=num).astype(np.int64)
 
 
-def build(task: str, items: Iterable[TokenGroup], directory: str, source_fingerprint: str,
-          chunk_bytes: int = CHUNK_BYTES, repair: bool = True) -> "TaskStore":
+def build(
+  task: str,
+  items: Iterable[TokenGroup],
+  directory: str,
+  source_fingerprint: str,
+  chunk_bytes: int = CHUNK_BYTES,
+  repair: bool = True,
+) -> "TaskStore":
   """Writes a task's store at `directory` from its tokenized items.
 
   A store already there is replaced, unless `repair` is False and it is complete with the same
@@ -126,16 +139,26 @@ def build(task: str, items: Iterable[TokenGroup], directory: str, source_fingerp
       start = 0
       while start < tokens.size:
         # Whole timesteps up to chunk_bytes (one at least).
-        stop = max(start + 1, int(np.searchsorted(byte_offsets, byte_offsets[start] + chunk_bytes,
-                                                  side="right")) - 1)
-        lo, hi, p_lo, p_hi = offsets[start], offsets[stop], patch_offsets[start], patch_offsets[stop]
+        stop = max(
+          start + 1,
+          int(np.searchsorted(byte_offsets, byte_offsets[start] + chunk_bytes, side="right")) - 1,
+        )
+        lo, hi, p_lo, p_hi = (
+          offsets[start],
+          offsets[stop],
+          patch_offsets[start],
+          patch_offsets[stop],
+        )
         chunk = TokenGroup(
-            tokens=np.asarray(group.tokens)[lo:hi], kinds=np.asarray(group.kinds)[lo:hi],
-            local_positions=np.asarray(group.local_positions)[lo:hi],
-            loss_mask=np.asarray(group.loss_mask)[lo:hi], timesteps=None,
-            patches=np.asarray(group.patches)[p_lo:p_hi],
-            patch_rows=np.asarray(group.patch_rows)[p_lo:p_hi],
-            patch_cols=np.asarray(group.patch_cols)[p_lo:p_hi])
+          tokens=np.asarray(group.tokens)[lo:hi],
+          kinds=np.asarray(group.kinds)[lo:hi],
+          local_positions=np.asarray(group.local_positions)[lo:hi],
+          loss_mask=np.asarray(group.loss_mask)[lo:hi],
+          timesteps=None,
+          patches=np.asarray(group.patches)[p_lo:p_hi],
+          patch_rows=np.asarray(group.patch_rows)[p_lo:p_hi],
+          patch_cols=np.asarray(group.patch_cols)[p_lo:p_hi],
+        )
         writer.write(_encode(chunk, stop - start))
         chunk_steps.append(chunk_steps[-1] + stop - start)
         start = stop
@@ -146,13 +169,22 @@ def build(task: str, items: Iterable[TokenGroup], directory: str, source_fingerp
     if len(item_chunks) == 1:
       raise ValueError(f"task {task} has no items (episodes or examples) to store")
     step_tokens = np.concatenate(step_tokens).astype(np.int32)
-    np.savez(os.path.join(partial, INDEX), item_chunks=np.asarray(item_chunks, np.int64),
-             chunk_steps=np.asarray(chunk_steps, np.int64), step_tokens=step_tokens,
-             step_patches=np.concatenate(step_patches).astype(np.int32))
-    meta = {"task": task, "format": FORMAT_VERSION, "fingerprint": source_fingerprint,
-            "items": len(item_chunks) - 1, "chunks": len(chunk_steps) - 1,
-            "tokens": int(step_tokens.sum()),
-            "bytes": {name: os.path.getsize(os.path.join(partial, name)) for name in (RECORDS, INDEX)}}
+    np.savez(
+      os.path.join(partial, INDEX),
+      item_chunks=np.asarray(item_chunks, np.int64),
+      chunk_steps=np.asarray(chunk_steps, np.int64),
+      step_tokens=step_tokens,
+      step_patches=np.concatenate(step_patches).astype(np.int32),
+    )
+    meta = {
+      "task": task,
+      "format": FORMAT_VERSION,
+      "fingerprint": source_fingerprint,
+      "items": len(item_chunks) - 1,
+      "chunks": len(chunk_steps) - 1,
+      "tokens": int(step_tokens.sum()),
+      "bytes": {name: os.path.getsize(os.path.join(partial, name)) for name in (RECORDS, INDEX)},
+    }
     with open(os.path.join(partial, META), "w") as f:
       json.dump(meta, f, indent=1)
     existing = read_meta(directory)
@@ -195,8 +227,9 @@ class TaskStore:
       with open(meta_path) as f:
         self.meta = json.load(f)
     except FileNotFoundError:
-      raise _error(task, meta_path, "is missing (the store was never built, or its build did"
-                   " not finish)") from None
+      raise _error(
+        task, meta_path, "is missing (the store was never built, or its build did not finish)"
+      ) from None
     except json.JSONDecodeError as e:
       raise _error(task, meta_path, f"is corrupt ({e})") from None
     for name, size in self.meta["bytes"].items():
@@ -228,16 +261,17 @@ class TaskStore:
       if self._reader is None:
         from array_record.python import array_record_module
 
-        self._reader = array_record_module.ArrayRecordReader(self.records_path,
-                                                             "readahead_buffer_size:0")
+        self._reader = array_record_module.ArrayRecordReader(
+          self.records_path, "readahead_buffer_size:0"
+        )
         if self._reader.num_records() != self.meta["chunks"]:
-          raise ValueError(f"holds {self._reader.num_records()} records, not"
-                           f" {self.meta['chunks']}")
+          raise ValueError(f"holds {self._reader.num_records()} records, not {self.meta['chunks']}")
       return self._reader.read(start, stop)
     except Exception as e:
       self._reader = None
-      raise _error(self.task, self.records_path,
-                   f"cannot be read ({type(e).__name__}: {e})") from None
+      raise _error(
+        self.task, self.records_path, f"cannot be read ({type(e).__name__}: {e})"
+      ) from None
 
   def __len__(self) -> int:
     return len(self._item_chunks) - 1
@@ -259,8 +293,9 @@ class TaskStore:
     per_item = np.add.reduceat(self._step_patches, self._chunk_steps[self._item_chunks[:-1]])
     return int(per_item.max())
 
-  def read(self, item: int, start: int = 0, stop: int | None = None,
-           pixels: bool = True) -> TokenGroup:
+  def read(
+    self, item: int, start: int = 0, stop: int | None = None, pixels: bool = True
+  ) -> TokenGroup:
     """Timesteps [start, stop) of an item (default: all), renumbered from 0.
 
     Reads only the chunks those timesteps lie in. Patches stored as pixels come back as uint8
@@ -270,10 +305,11 @@ class TaskStore:
     first, last = self._steps(item)
     stop = last - first if stop is None else stop
     if not 0 <= start < stop <= last - first:
-      raise ValueError(f"task {self.task}: item {item} has {last - first} timesteps; cannot read"
-                       f" [{start}, {stop})")
+      raise ValueError(
+        f"task {self.task}: item {item} has {last - first} timesteps; cannot read [{start}, {stop})"
+      )
     c_lo, c_hi = int(self._item_chunks[item]), int(self._item_chunks[item + 1])
-    steps = self._chunk_steps[c_lo:c_hi + 1] - first
+    steps = self._chunk_steps[c_lo : c_hi + 1] - first
     lo = int(np.searchsorted(steps, start, side="right")) - 1
     hi = int(np.searchsorted(steps, stop, side="left"))
     decoded = [_decode(r) for r in self._records(c_lo + lo, c_lo + hi)]
@@ -290,10 +326,16 @@ class TaskStore:
     ints, positions, patches = ints[:, t0:t1], positions[p0:p1], patches[p0:p1]
     if not pixels and patches.dtype == np.uint8:
       patches = images.normalize_pixels(patches)
-    return TokenGroup(tokens=ints[0], kinds=ints[1], local_positions=ints[2],
-                      loss_mask=ints[3].astype(bool),
-                      timesteps=np.repeat(np.arange(b - a, dtype=np.int32), self._step_tokens[a:b]),
-                      patches=patches, patch_rows=positions[:, :2], patch_cols=positions[:, 2:])
+    return TokenGroup(
+      tokens=ints[0],
+      kinds=ints[1],
+      local_positions=ints[2],
+      loss_mask=ints[3].astype(bool),
+      timesteps=np.repeat(np.arange(b - a, dtype=np.int32), self._step_tokens[a:b]),
+      patches=patches,
+      patch_rows=positions[:, :2],
+      patch_cols=positions[:, 2:],
+    )
 
 
 @dataclasses.dataclass(frozen=True)

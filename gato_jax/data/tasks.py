@@ -44,8 +44,16 @@ from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode, tokenize_t
 DEFAULT_DATA_DIR = os.path.join("~", ".cache", "gato_jax")
 TASK_PREFIX = "gato"
 # name -> rank of each field a Task's examples carry (a TokenGroup, with bools as int32).
-FIELDS = {"tokens": 1, "kinds": 1, "local_positions": 1, "loss_mask": 1, "timesteps": 1,
-          "patches": 2, "patch_rows": 2, "patch_cols": 2}
+FIELDS = {
+  "tokens": 1,
+  "kinds": 1,
+  "local_positions": 1,
+  "loss_mask": 1,
+  "timesteps": 1,
+  "patches": 2,
+  "patch_rows": 2,
+  "patch_cols": 2,
+}
 _FLOAT_FIELDS = ("patches", "patch_rows", "patch_cols")
 
 
@@ -85,7 +93,9 @@ class TaskInfo:
     parts: list[Any] = [self.name, split, self.kind, self.source, self.filter_fraction]
     source = os.path.expanduser(self.source)
     if os.path.isdir(source):
-      parts.append(sorted((f, os.path.getsize(os.path.join(source, f))) for f in os.listdir(source)))
+      parts.append(
+        sorted((f, os.path.getsize(os.path.join(source, f))) for f in os.listdir(source))
+      )
       info = os.path.join(source, "dataset_info.json")
       if os.path.isfile(info):
         with open(info, "rb") as f:
@@ -109,14 +119,16 @@ CATALOGUE: dict[str, TaskInfo] = {}
 def task_info(name: str) -> TaskInfo:
   """The catalogue entry of a registered task; a clear error for anything else."""
   if name not in CATALOGUE:
-    raise KeyError(f"task {name!r} is not in the gato_jax task catalogue; register it with"
-                   " gato_jax.data.tasks.register_control_task or register_example_task (built-in"
-                   " tasks: register_builtin_tasks(data_dir))")
+    raise KeyError(
+      f"task {name!r} is not in the gato_jax task catalogue; register it with"
+      " gato_jax.data.tasks.register_control_task or register_example_task (built-in"
+      " tasks: register_builtin_tasks(data_dir))"
+    )
   return CATALOGUE[name]
 
 
 def task_name(task: str) -> str:
-  """"dm_control/cartpole-swingup" -> "gato.dm_control.cartpole_swingup".
+  """ "dm_control/cartpole-swingup" -> "gato.dm_control.cartpole_swingup".
 
   SeqIO names allow only word characters, dots, colons and '#'.
   """
@@ -130,9 +142,14 @@ def output_features():
 
   vocabulary = seqio.PassThroughVocabulary(VOCAB_SIZE)
   return {
-      name: seqio.Feature(vocabulary, add_eos=False, required=True, rank=rank,
-                          dtype=tf.float32 if name in _FLOAT_FIELDS else tf.int32)
-      for name, rank in FIELDS.items()
+    name: seqio.Feature(
+      vocabulary,
+      add_eos=False,
+      required=True,
+      rank=rank,
+      dtype=tf.float32 if name in _FLOAT_FIELDS else tf.int32,
+    )
+    for name, rank in FIELDS.items()
   }
 
 
@@ -173,11 +190,15 @@ def tokenize_preprocessor(dataset, observation_spec: Any, action_spec: Any, task
 
   def inputs(episode):
     steps = episode["steps"]
-    return ([leaf(steps["observation"], p) for p in obs_paths]
-            + [leaf(steps["action"], p) for p in act_paths] + [steps["is_last"]])
+    return (
+      [leaf(steps["observation"], p) for p in obs_paths]
+      + [leaf(steps["action"], p) for p in act_paths]
+      + [steps["is_last"]]
+    )
 
-  return _map_to_fields(dataset, inputs,
-                        functools.partial(_tokenize_numpy, observation_spec, action_spec))
+  return _map_to_fields(
+    dataset, inputs, functools.partial(_tokenize_numpy, observation_spec, action_spec)
+  )
 
 
 def _map_to_fields(dataset, inputs_fn, numpy_fn):
@@ -186,8 +207,11 @@ def _map_to_fields(dataset, inputs_fn, numpy_fn):
 
   def tokenize(element):
     outputs = tf.numpy_function(
-        numpy_fn, inputs_fn(element),
-        [tf.float32 if name in _FLOAT_FIELDS else tf.int32 for name in FIELDS], stateful=False)
+      numpy_fn,
+      inputs_fn(element),
+      [tf.float32 if name in _FLOAT_FIELDS else tf.int32 for name in FIELDS],
+      stateful=False,
+    )
     fields = {}
     for name, value in zip(FIELDS, outputs):
       value.set_shape([None] if FIELDS[name] == 1 else [None, None])
@@ -197,8 +221,16 @@ def _map_to_fields(dataset, inputs_fn, numpy_fn):
   return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _episode_source(source: str, data_dir: str | None, key_map, stats_task: str | None,
-                    filter_fraction: float | None, split: str, shuffle_files: bool, seed=None):
+def _episode_source(
+  source: str,
+  data_dir: str | None,
+  key_map,
+  stats_task: str | None,
+  filter_fraction: float | None,
+  split: str,
+  shuffle_files: bool,
+  seed=None,
+):
   del shuffle_files, seed  # Stored order is kept: the mixture does its own seeded sampling.
   tf = tf_compat.import_tensorflow()
   data_dir = os.path.expanduser(data_dir) if data_dir else None
@@ -207,15 +239,22 @@ def _episode_source(source: str, data_dir: str | None, key_map, stats_task: str 
     stats = episodes_lib.load_stats(data_dir or os.path.expanduser(DEFAULT_DATA_DIR), stats_task)
     threshold = episodes_lib.return_threshold(stats, filter_fraction)
     dataset = dataset.filter(
-        lambda episode: tf.cast(episode["episode_metadata"]["return"], tf.float64) >= threshold)
+      lambda episode: tf.cast(episode["episode_metadata"]["return"], tf.float64) >= threshold
+    )
   return dataset
 
 
-def register_control_task(name: str, source: str, observation_spec: Any, action_spec: Any,
-                          data_dir: str | None = None, key_map: Mapping[str, str] | None = None,
-                          stats_task: str | None = None,
-                          filter_fraction: float | None = episodes_lib.DEFAULT_FILTER_FRACTION,
-                          splits=("train",)):
+def register_control_task(
+  name: str,
+  source: str,
+  observation_spec: Any,
+  action_spec: Any,
+  data_dir: str | None = None,
+  key_map: Mapping[str, str] | None = None,
+  stats_task: str | None = None,
+  filter_fraction: float | None = episodes_lib.DEFAULT_FILTER_FRACTION,
+  splits=("train",),
+):
   """Registers (or replaces) a SeqIO Task reading RLDS episodes of one control task.
 
   Args:
@@ -234,30 +273,49 @@ def register_control_task(name: str, source: str, observation_spec: Any, action_
   """
   token_specs.action_leaf_specs(action_spec)  # Fails early on non-value action specs.
   token_specs.leaf_specs(observation_spec)
-  preprocessor = functools.partial(tokenize_preprocessor, observation_spec=observation_spec,
-                                   action_spec=action_spec, task=name)
-  return _add_control_task(name, source, preprocessor, data_dir, key_map, stats_task,
-                           filter_fraction, splits)
+  preprocessor = functools.partial(
+    tokenize_preprocessor, observation_spec=observation_spec, action_spec=action_spec, task=name
+  )
+  return _add_control_task(
+    name, source, preprocessor, data_dir, key_map, stats_task, filter_fraction, splits
+  )
 
 
-def _add_control_task(name: str, source: str, preprocessor, data_dir: str | None, key_map,
-                      stats_task: str | None, filter_fraction: float | None, splits,
-                      domain: str | None = None, builtin: str | None = None):
+def _add_control_task(
+  name: str,
+  source: str,
+  preprocessor,
+  data_dir: str | None,
+  key_map,
+  stats_task: str | None,
+  filter_fraction: float | None,
+  splits,
+  domain: str | None = None,
+  builtin: str | None = None,
+):
   tf_compat.import_tensorflow()
   import seqio
 
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  CATALOGUE[name] = TaskInfo(name, domain or _domain_from_name(name), "control", source, data_dir,
-                             stats_task if filter_fraction is not None else None,
-                             filter_fraction if stats_task is not None else None, builtin)
-  dataset_fn = functools.partial(_episode_source, source, data_dir, key_map, stats_task,
-                                 filter_fraction)
+  CATALOGUE[name] = TaskInfo(
+    name,
+    domain or _domain_from_name(name),
+    "control",
+    source,
+    data_dir,
+    stats_task if filter_fraction is not None else None,
+    filter_fraction if stats_task is not None else None,
+    builtin,
+  )
+  dataset_fn = functools.partial(
+    _episode_source, source, data_dir, key_map, stats_task, filter_fraction
+  )
   return seqio.TaskRegistry.add(
-      name,
-      source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
-      preprocessors=[preprocessor],
-      output_features=output_features(),
+    name,
+    source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
+    preprocessors=[preprocessor],
+    output_features=output_features(),
   )
 
 
@@ -278,8 +336,15 @@ EXAMPLE_KINDS = {"text": "text", "captioning": "vision_language", "vqa": "vision
 _VL_SPEC = {"image": token_specs.ImageSpec(), "text": token_specs.TextSpec()}
 
 
-def _example_source(kind: str, source: str, data_dir: str | None, text_key: str, split: str,
-                    shuffle_files: bool, seed=None):
+def _example_source(
+  kind: str,
+  source: str,
+  data_dir: str | None,
+  text_key: str,
+  split: str,
+  shuffle_files: bool,
+  seed=None,
+):
   """Examples of a text or vision-language set as {"text"} or {"image", "text"}."""
   del shuffle_files, seed
   tf = tf_compat.import_tensorflow()
@@ -289,15 +354,20 @@ def _example_source(kind: str, source: str, data_dir: str | None, text_key: str,
   if kind == "text":
     dataset = example_sets.load_split(source, split, data_dir)
     if text_key not in dataset.element_spec:
-      raise KeyError(f"{source!r} has no text feature {text_key!r}; it has"
-                     f" {sorted(dataset.element_spec)}")
+      raise KeyError(
+        f"{source!r} has no text feature {text_key!r}; it has {sorted(dataset.element_spec)}"
+      )
     return dataset.map(lambda example: {"text": example[text_key]})
   if kind == "captioning":
     return vision_language.load_captioning(source, split, data_dir).map(
-        lambda example: {"image": example["image"], "text": example["caption"]})
+      lambda example: {"image": example["image"], "text": example["caption"]}
+    )
   return vision_language.load_vqa(source, split, data_dir).map(
-      lambda example: {"image": example["image"],
-                       "text": tf.strings.join([example["question"], example["answer"]], " ")})
+    lambda example: {
+      "image": example["image"],
+      "text": tf.strings.join([example["question"], example["answer"]], " "),
+    }
+  )
 
 
 def _tokenize_example_numpy(kind: str, text, image=None) -> tuple:
@@ -307,16 +377,22 @@ def _tokenize_example_numpy(kind: str, text, image=None) -> tuple:
     # EOS closes each document, so the model learns where documents end.
     ids = np.concatenate([tokenizer.encode(text), [tokenizer.eos_id]]).astype(np.int32)
     n = ids.size
-    group = TokenGroup(tokens=ids, kinds=np.full(n, TokenKind.TEXT, np.int32),
-                       local_positions=np.full(n, NO_LOCAL_POSITION, np.int32),
-                       loss_mask=np.ones(n, bool),
-                       timesteps=np.zeros(n, np.int32), patches=np.zeros((0, 0), np.float32),
-                       patch_rows=np.zeros((0, 2), np.float32),
-                       patch_cols=np.zeros((0, 2), np.float32))
+    group = TokenGroup(
+      tokens=ids,
+      kinds=np.full(n, TokenKind.TEXT, np.int32),
+      local_positions=np.full(n, NO_LOCAL_POSITION, np.int32),
+      loss_mask=np.ones(n, bool),
+      timesteps=np.zeros(n, np.int32),
+      patches=np.zeros((0, 0), np.float32),
+      patch_rows=np.zeros((0, 2), np.float32),
+      patch_cols=np.zeros((0, 2), np.float32),
+    )
   else:
     group = tokenize_timestep({"image": image, "text": text}, None, _VL_SPEC, separator=False)
-  return tuple(np.asarray(getattr(group, name)).astype(
-      np.float32 if name in _FLOAT_FIELDS else np.int32) for name in FIELDS)
+  return tuple(
+    np.asarray(getattr(group, name)).astype(np.float32 if name in _FLOAT_FIELDS else np.int32)
+    for name in FIELDS
+  )
 
 
 @functools.cache
@@ -331,9 +407,16 @@ def _tokenize_examples(dataset, kind: str):
   return _map_to_fields(dataset, inputs, functools.partial(_tokenize_example_numpy, kind))
 
 
-def register_example_task(name: str, kind: str, source: str, data_dir: str | None = None,
-                          text_key: str = "text", splits=("train", "validation"),
-                          domain: str | None = None, builtin: str | None = None):
+def register_example_task(
+  name: str,
+  kind: str,
+  source: str,
+  data_dir: str | None = None,
+  text_key: str = "text",
+  splits=("train", "validation"),
+  domain: str | None = None,
+  builtin: str | None = None,
+):
   """Registers a SeqIO Task over a text ("text"), captioning or VQA set.
 
   Args:
@@ -351,17 +434,20 @@ def register_example_task(name: str, kind: str, source: str, data_dir: str | Non
     raise ValueError(f"unknown example kind {kind!r}; kinds: {sorted(EXAMPLE_KINDS)}")
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  CATALOGUE[name] = TaskInfo(name, domain or _domain_from_name(name), EXAMPLE_KINDS[kind], source,
-                             data_dir, builtin=builtin)
+  CATALOGUE[name] = TaskInfo(
+    name, domain or _domain_from_name(name), EXAMPLE_KINDS[kind], source, data_dir, builtin=builtin
+  )
   dataset_fn = functools.partial(_example_source, kind, source, data_dir, text_key)
   return seqio.TaskRegistry.add(
-      name, source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
-      preprocessors=[functools.partial(_tokenize_examples, kind=kind)],
-      output_features=output_features())
+    name,
+    source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
+    preprocessors=[functools.partial(_tokenize_examples, kind=kind)],
+    output_features=output_features(),
+  )
 
 
 def _domain_from_name(name: str) -> str:
-  """"gato.<domain>.<task>" -> domain; other names ("public.arm") -> their first part."""
+  """ "gato.<domain>.<task>" -> domain; other names ("public.arm") -> their first part."""
   parts = name.split(".")
   return parts[1] if parts[0] == TASK_PREFIX and len(parts) > 2 else parts[0]
 
@@ -405,25 +491,44 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
       logging.info("SeqIO tasks of domain %s not registered: %s", domain, e)
       continue
     for task in domain_tasks:
-      source = rlds_io.dataset_dir(os.path.expanduser(data_dir),
-                                   generation.dataset_name(domain, policy), rlds_io.config_name(task))
+      source = rlds_io.dataset_dir(
+        os.path.expanduser(data_dir),
+        generation.dataset_name(domain, policy),
+        rlds_io.config_name(task),
+      )
       names.append(task_name(task))
-      preprocessor = functools.partial(_builtin_tokenize_preprocessor, env_task=task,
-                                       task=names[-1])
-      _add_control_task(names[-1], source, preprocessor, data_dir, None, task,
-                        episodes_lib.DEFAULT_FILTER_FRACTION if policy == "expert" else None,
-                        ("train",), domain, task)
+      preprocessor = functools.partial(
+        _builtin_tokenize_preprocessor, env_task=task, task=names[-1]
+      )
+      _add_control_task(
+        names[-1],
+        source,
+        preprocessor,
+        data_dir,
+        None,
+        task,
+        episodes_lib.DEFAULT_FILTER_FRACTION if policy == "expert" else None,
+        ("train",),
+        domain,
+        task,
+      )
   from gato_jax.data import example_sets
 
-  example_kinds = {"text/cpython_docs": "text", "vision_language/shapes_captions": "captioning",
-                   "vision_language/shapes_vqa": "vqa"}
+  example_kinds = {
+    "text/cpython_docs": "text",
+    "vision_language/shapes_captions": "captioning",
+    "vision_language/shapes_vqa": "vqa",
+  }
   for domain in example_sets.domains():
     for task in example_sets.list_tasks(domain):
       kind = example_kinds.get(task)
       if kind is None:
         continue
-      source = rlds_io.dataset_dir(os.path.expanduser(data_dir), example_sets.make_task(task).dataset,
-                                   rlds_io.config_name(task))
+      source = rlds_io.dataset_dir(
+        os.path.expanduser(data_dir),
+        example_sets.make_task(task).dataset,
+        rlds_io.config_name(task),
+      )
       names.append(task_name(task))
       register_example_task(names[-1], kind, source, domain=domain, builtin=task)
   _BUILTIN.clear()
@@ -440,18 +545,23 @@ def missing_data_reason(name: str) -> str:
   if not os.path.isdir(data_dir):
     return f"the data directory {data_dir} does not exist (config.data.data_dir)"
   if name in {CATALOGUE[task].domain for task in _BUILTIN}:
-    return f"domain {name!r} has no generated data in {data_dir}; generate it with" \
-           " tools/generate_data.py"
+    return (
+      f"domain {name!r} has no generated data in {data_dir}; generate it with"
+      " tools/generate_data.py"
+    )
   if name not in _BUILTIN:
     close = difflib.get_close_matches(name, sorted(_BUILTIN), n=1)
     return f"unknown task {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
   source = CATALOGUE[name].source
   interrupted = glob.glob(os.path.join(os.path.dirname(source), "incomplete.*"))
   if interrupted:
-    return (f"task {name!r} has no data: its generation was interrupted (left {interrupted[0]});"
-            " run tools/generate_data.py again")
-  return f"task {name!r} has no data: no dataset at {source}; generate it with" \
-         " tools/generate_data.py"
+    return (
+      f"task {name!r} has no data: its generation was interrupted (left {interrupted[0]});"
+      " run tools/generate_data.py again"
+    )
+  return (
+    f"task {name!r} has no data: no dataset at {source}; generate it with tools/generate_data.py"
+  )
 
 
 @functools.cache
@@ -468,8 +578,9 @@ def _specs_of(task: str):
   return specs
 
 
-def iter_token_groups(name: str, split: str = "train",
-                      shard: tuple[int, int] | None = None) -> Iterator[TokenGroup]:
+def iter_token_groups(
+  name: str, split: str = "train", shard: tuple[int, int] | None = None
+) -> Iterator[TokenGroup]:
   """A SeqIO Task's examples as TokenGroups, one at a time (the source of a derived store).
 
   `shard=(index, count)` reads only that shard (seqio.ShardInfo: whole files when the dataset has
@@ -485,7 +596,8 @@ def iter_token_groups(name: str, split: str = "train",
       raise ValueError(f"shard index {index} is outside [0, {count}) for task {name!r}")
     shard_info = seqio.ShardInfo(index=index, num_shards=count)
   dataset = seqio.get_mixture_or_task(name).get_dataset(
-      sequence_length=None, split=split, shuffle=False, use_cached=False, shard_info=shard_info)
+    sequence_length=None, split=split, shuffle=False, use_cached=False, shard_info=shard_info
+  )
   tf = tf_compat.import_tensorflow()
   try:
     for example in dataset.as_numpy_iterator():
@@ -498,12 +610,14 @@ def iter_token_groups(name: str, split: str = "train",
     causes = re.findall(r"^\w*Error: (.+)$", e.message, re.M)
     if not causes:
       raise
-    raise ValueError(f"task {name!r}: its stored episodes do not fit its specs: {causes[-1]}"
-                     ) from None
+    raise ValueError(
+      f"task {name!r}: its stored episodes do not fit its specs: {causes[-1]}"
+    ) from None
 
 
-def load_token_groups(name: str, split: str = "train", limit: int | None = None,
-                      shard: tuple[int, int] | None = None) -> list[TokenGroup]:
+def load_token_groups(
+  name: str, split: str = "train", limit: int | None = None, shard: tuple[int, int] | None = None
+) -> list[TokenGroup]:
   """`iter_token_groups` as a list of at most `limit` (within the shard); none is an error."""
   groups = []
   for group in iter_token_groups(name, split, shard):
@@ -539,8 +653,9 @@ def store_dir(derived_dir: str, name: str, split: str = "train") -> str:
   return os.path.join(os.path.expanduser(derived_dir), name, split)
 
 
-def open_store(name: str, derived_dir: str, split: str = "train",
-               rebuild: bool = False) -> store_lib.TaskStore:
+def open_store(
+  name: str, derived_dir: str, split: str = "train", rebuild: bool = False
+) -> store_lib.TaskStore:
   """A task's derived store, built first if it is missing, stale or `rebuild` is set.
 
   Raises:
@@ -553,9 +668,12 @@ def open_store(name: str, derived_dir: str, split: str = "train",
   meta = store_lib.read_meta(directory)
   if rebuild or meta is None or meta.get("fingerprint") != fingerprint:
     if not info.has_data():
-      raise FileNotFoundError(f"task {name}: no dataset at {info.source} to build its store from;"
-                              " generate it with tools/generate_data.py")
+      raise FileNotFoundError(
+        f"task {name}: no dataset at {info.source} to build its store from;"
+        " generate it with tools/generate_data.py"
+      )
     logging.info("building the derived store of %s (%s) at %s", name, split, directory)
-    return store_lib.build(name, iter_token_groups(name, split), directory, fingerprint,
-                           repair=rebuild)
+    return store_lib.build(
+      name, iter_token_groups(name, split), directory, fingerprint, repair=rebuild
+    )
   return store_lib.TaskStore(directory, name)

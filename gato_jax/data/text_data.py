@@ -85,15 +85,15 @@ def build_corpus(stdlib_dir: str | None = None, with_topics: bool = True) -> lis
   return documents
 
 
-def split_of(document: str, seed: int = 0,
-             validation_fraction: float = VALIDATION_FRACTION) -> str:
-  """"train" or "validation" for one document: a hash of its text and the seed."""
+def split_of(document: str, seed: int = 0, validation_fraction: float = VALIDATION_FRACTION) -> str:
+  """ "train" or "validation" for one document: a hash of its text and the seed."""
   bucket = zlib.crc32(f"{seed}\x00{document}".encode("utf-8")) % 100_000
   return "validation" if bucket < validation_fraction * 100_000 else "train"
 
 
-def split_documents(documents: list[str], seed: int = 0,
-                    validation_fraction: float = VALIDATION_FRACTION) -> dict[str, list[str]]:
+def split_documents(
+  documents: list[str], seed: int = 0, validation_fraction: float = VALIDATION_FRACTION
+) -> dict[str, list[str]]:
   """Deduped documents by split, each split in corpus order.
 
   Args:
@@ -153,8 +153,13 @@ def _text_tokenizer():
 TASKS = {"cpython_docs": CPythonDocs}
 
 
-def read_text(source: str, split: str = "train", data_dir: str | None = None,
-              text_key: str = "text", limit: int | None = None) -> Iterator[str]:
+def read_text(
+  source: str,
+  split: str = "train",
+  data_dir: str | None = None,
+  text_key: str = "text",
+  limit: int | None = None,
+) -> Iterator[str]:
   """Yields the documents of a TFDS text set, in stored order.
 
   Args:
@@ -167,8 +172,10 @@ def read_text(source: str, split: str = "train", data_dir: str | None = None,
   """
   ds = example_sets.load_split(source, split, data_dir)
   if text_key not in ds.element_spec:
-    raise KeyError(f"{source!r} has no text feature {text_key!r}; it has"
-                   f" {sorted(ds.element_spec)}; pass text_key")
+    raise KeyError(
+      f"{source!r} has no text feature {text_key!r}; it has"
+      f" {sorted(ds.element_spec)}; pass text_key"
+    )
   ds = ds.map(lambda example: example[text_key])
   if limit is not None:
     ds = ds.take(limit)

@@ -43,8 +43,10 @@ def observation(example: dict) -> dict:
   elif "question" in example and "answer" in example:
     text = f"{example['question']} {example['answer']}"
   else:
-    raise KeyError(f"a vision-language example has a caption or a question and answer; got"
-                   f" keys {sorted(example)}")
+    raise KeyError(
+      f"a vision-language example has a caption or a question and answer; got"
+      f" keys {sorted(example)}"
+    )
   return {"image": np.asarray(example["image"]), "text": text}
 
 
@@ -68,11 +70,16 @@ class _ShapeScenes(example_sets.ExampleTask):
   def features(self, tfds) -> dict:
     size = self.image_size
     return {
-        "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-        "scene_id": np.int64,
-        "objects": tfds.features.Sequence({"shape": tfds.features.Text(),
-                                           "color": tfds.features.Text(),
-                                           "row": np.int32, "col": np.int32}),
+      "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
+      "scene_id": np.int64,
+      "objects": tfds.features.Sequence(
+        {
+          "shape": tfds.features.Text(),
+          "color": tfds.features.Text(),
+          "row": np.int32,
+          "col": np.int32,
+        }
+      ),
     }
 
   def split_sizes(self, num_items: int, seed: int) -> dict[str, int]:
@@ -83,11 +90,14 @@ class _ShapeScenes(example_sets.ExampleTask):
     example = shape_scenes.make_example(scene_seed(seed, split, index), self.image_size)
     objects = example["scene"].objects
     example["common"] = {
-        "image": example["image"],
-        "scene_id": np.int64(index),
-        "objects": {"shape": [o.shape for o in objects], "color": [o.color for o in objects],
-                    "row": np.array([o.row for o in objects], np.int32),
-                    "col": np.array([o.col for o in objects], np.int32)},
+      "image": example["image"],
+      "scene_id": np.int64(index),
+      "objects": {
+        "shape": [o.shape for o in objects],
+        "color": [o.color for o in objects],
+        "row": np.array([o.row for o in objects], np.int32),
+        "col": np.array([o.col for o in objects], np.int32),
+      },
     }
     return example
 
@@ -114,13 +124,19 @@ class ShapesVQA(_ShapeScenes):
   name = "vision_language/shapes_vqa"
 
   def features(self, tfds) -> dict:
-    return dict(super().features(tfds), question=tfds.features.Text(),
-                answer=tfds.features.Text(), question_type=tfds.features.Text())
+    return dict(
+      super().features(tfds),
+      question=tfds.features.Text(),
+      answer=tfds.features.Text(),
+      question_type=tfds.features.Text(),
+    )
 
   def examples(self, split: str, index: int, seed: int) -> list[dict]:
     scene = self.scene(split, index, seed)
-    return [dict(scene["common"], question_type=kind, question=question, answer=answer)
-            for kind, question, answer in scene["qa"]]
+    return [
+      dict(scene["common"], question_type=kind, question=question, answer=answer)
+      for kind, question, answer in scene["qa"]
+    ]
 
 
 TASKS = {"shapes_captions": ShapesCaptions, "shapes_vqa": ShapesVQA}
@@ -143,8 +159,13 @@ def _fit_image(image, size: int):
   return tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8)
 
 
-def load_captioning(source: str, split: str = "train", data_dir: str | None = None,
-                    image_size: int = IMAGE_SIZE, all_captions: bool = True):
+def load_captioning(
+  source: str,
+  split: str = "train",
+  data_dir: str | None = None,
+  image_size: int = IMAGE_SIZE,
+  all_captions: bool = True,
+):
   """A tf.data.Dataset of {"image": uint8 [S, S, 3], "caption": string}, in stored order.
 
   Args:
@@ -160,24 +181,29 @@ def load_captioning(source: str, split: str = "train", data_dir: str | None = No
   ds = example_sets.load_split(source, split, data_dir)
   spec = ds.element_spec
   if "image" not in spec or not ({"caption", "captions"} & set(spec)):
-    raise KeyError(f"{source!r} is not a captioning set: it has features {sorted(spec)}, not"
-                   " 'image' with 'caption' (ours) or 'captions' (coco_captions)")
+    raise KeyError(
+      f"{source!r} is not a captioning set: it has features {sorted(spec)}, not"
+      " 'image' with 'caption' (ours) or 'captions' (coco_captions)"
+    )
   if "caption" in spec:
-    return ds.map(lambda ex: {"image": _fit_image(ex["image"], image_size),
-                              "caption": ex["caption"]})
+    return ds.map(
+      lambda ex: {"image": _fit_image(ex["image"], image_size), "caption": ex["caption"]}
+    )
 
   def per_caption(ex):
     # COCO: {"image", "image/id", "image/filename", "objects", "captions": {"text", "id"}}.
     image = _fit_image(ex["image"], image_size)
     texts = ex["captions"]["text"] if all_captions else ex["captions"]["text"][:1]
     return tf.data.Dataset.from_tensor_slices(texts).map(
-        lambda text: {"image": image, "caption": text})
+      lambda text: {"image": image, "caption": text}
+    )
 
   return ds.flat_map(per_caption)
 
 
-def load_vqa(source: str = "gato_vision_language/shapes_vqa", split: str = "train",
-             data_dir: str | None = None):
+def load_vqa(
+  source: str = "gato_vision_language/shapes_vqa", split: str = "train", data_dir: str | None = None
+):
   """A tf.data.Dataset of {"image", "question", "answer", "question_type"} (our VQA layout)."""
   ds = example_sets.load_split(source, split, data_dir)
   keys = ("image", "question", "answer", "question_type")

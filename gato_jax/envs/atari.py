@@ -33,16 +33,16 @@ from gato_jax.envs import base
 
 # Games of the classic DQN evaluation that RL Unplugged Atari also covers.
 TASKS = (
-    "Pong",
-    "Breakout",
-    "SpaceInvaders",
-    "Seaquest",
-    "MsPacman",
-    "Boxing",
-    "Qbert",
-    "Asterix",
-    "BeamRider",
-    "Enduro",
+  "Pong",
+  "Breakout",
+  "SpaceInvaders",
+  "Seaquest",
+  "MsPacman",
+  "Boxing",
+  "Qbert",
+  "Asterix",
+  "BeamRider",
+  "Enduro",
 )
 NUM_ACTIONS = 18  # ale_py.Action: NOOP, FIRE, UP, RIGHT, ..., DOWNLEFTFIRE.
 SCREEN_SHAPE = (210, 160)  # Every Atari 2600 ROM renders 210 rows x 160 columns.
@@ -59,7 +59,7 @@ class AtariConfig:
 
 
 def rom_id(game: str) -> str:
-  """"SpaceInvaders" -> "space_invaders", ale_py's ROM name."""
+  """ "SpaceInvaders" -> "space_invaders", ale_py's ROM name."""
   return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", game).lower()
 
 
@@ -71,8 +71,10 @@ def rom_path(game: str) -> str:
     warnings.simplefilter("ignore")  # get_rom_path warns, then returns None, for unknown ROMs.
     path = roms.get_rom_path(rom_id(game))
   if path is None:
-    raise ValueError(f"ale_py ships no ROM for Atari game {game!r} (looked for"
-                     f" {rom_id(game)!r}); known ROMs: {sorted(roms.get_all_rom_ids())}")
+    raise ValueError(
+      f"ale_py ships no ROM for Atari game {game!r} (looked for"
+      f" {rom_id(game)!r}); known ROMs: {sorted(roms.get_all_rom_ids())}"
+    )
   return str(path)
 
 
@@ -111,16 +113,22 @@ class FrameResizer:
   def __call__(self, image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim < 3 or image.shape[-3:-1] != self.source:
-      raise ValueError(f"expected images [..., {self.source[0]}, {self.source[1]}, channels],"
-                       f" got shape {image.shape}")
+      raise ValueError(
+        f"expected images [..., {self.source[0]}, {self.source[1]}, channels],"
+        f" got shape {image.shape}"
+      )
     x = image.astype(np.float32)
     (row_index, row_weight), (col_index, col_weight) = self._rows, self._cols
     # [..., H, W, C] -> [..., h, W, C]
-    x = sum(np.take(x, row_index[:, k], axis=-3) * row_weight[:, k, None, None]
-            for k in range(row_index.shape[1]))
+    x = sum(
+      np.take(x, row_index[:, k], axis=-3) * row_weight[:, k, None, None]
+      for k in range(row_index.shape[1])
+    )
     # [..., h, W, C] -> [..., h, w, C]
-    x = sum(np.take(x, col_index[:, k], axis=-2) * col_weight[:, k, None]
-            for k in range(col_index.shape[1]))
+    x = sum(
+      np.take(x, col_index[:, k], axis=-2) * col_weight[:, k, None]
+      for k in range(col_index.shape[1])
+    )
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
@@ -146,8 +154,10 @@ class AtariEnv(base.Environment):
       raise ValueError(f"unknown Atari game {game!r}; known games: {list(TASKS)}")
     for side in config.frame_size:
       if side < 1 or side % tokenizer.PATCH_SIZE:
-        raise ValueError(f"Atari frame sides must be positive multiples of {tokenizer.PATCH_SIZE},"
-                         f" got frame_size={config.frame_size}")
+        raise ValueError(
+          f"Atari frame sides must be positive multiples of {tokenizer.PATCH_SIZE},"
+          f" got frame_size={config.frame_size}"
+        )
     if config.frame_skip < 1 or config.max_episode_steps < 1:
       raise ValueError(f"frame_skip and max_episode_steps must be positive, got {config}")
     if not 0.0 <= config.sticky_action_probability <= 1.0:
@@ -203,11 +213,11 @@ class AtariEnv(base.Environment):
     self._steps += 1
     terminated = bool(self._ale.game_over())
     return base.StepResult(
-        observation=self._observation(np.maximum(self._screens[0], self._screens[1])),
-        reward=float(reward),
-        terminated=terminated,
-        truncated=not terminated and self._steps >= self.max_episode_steps,
-        info={"lives": int(self._ale.lives())},
+      observation=self._observation(np.maximum(self._screens[0], self._screens[1])),
+      reward=float(reward),
+      terminated=terminated,
+      truncated=not terminated and self._steps >= self.max_episode_steps,
+      info={"lives": int(self._ale.lives())},
     )
 
 

@@ -20,24 +20,24 @@ from gato_jax.envs import base, policies
 # The levels of the BabyAI paper (Chevalier-Boisvert et al., 2019, Table 1), easiest first; the
 # bot solves all of them. minigrid registers each as "BabyAI-<level>-v0".
 TASKS = (
-    "GoToObj",
-    "GoToRedBallGrey",
-    "GoToRedBall",
-    "GoToLocal",
-    "PutNextLocal",
-    "PickupLoc",
-    "GoToObjMaze",
-    "GoTo",
-    "Pickup",
-    "UnblockPickup",
-    "Open",
-    "Unlock",
-    "GoToSeq",
-    "Synth",
-    "SynthLoc",
-    "SynthSeq",
-    "GoToImpUnlock",
-    "BossLevel",
+  "GoToObj",
+  "GoToRedBallGrey",
+  "GoToRedBall",
+  "GoToLocal",
+  "PutNextLocal",
+  "PickupLoc",
+  "GoToObjMaze",
+  "GoTo",
+  "Pickup",
+  "UnblockPickup",
+  "Open",
+  "Unlock",
+  "GoToSeq",
+  "Synth",
+  "SynthLoc",
+  "SynthSeq",
+  "GoToImpUnlock",
+  "BossLevel",
 )
 
 VIEW_SIZE = 7  # minigrid's default agent view (agent_view_size=7).
@@ -68,8 +68,8 @@ class BabyAIEnv(base.Environment):
     self.name = f"babyai/{level}"
     self.gym_env = gym.make(f"BabyAI-{level}-v0")
     self.observation_spec = {
-        "grid": tokenizer.DiscreteSpec((VIEW_SIZE, VIEW_SIZE, 3), num_values=NUM_GRID_VALUES),
-        "mission": tokenizer.TextSpec(),
+      "grid": tokenizer.DiscreteSpec((VIEW_SIZE, VIEW_SIZE, 3), num_values=NUM_GRID_VALUES),
+      "mission": tokenizer.TextSpec(),
     }
     self.action_spec = tokenizer.DiscreteSpec((), num_values=NUM_ACTIONS)
     # A first reset sets the level's time limit, so the attribute is meaningful before use.
@@ -82,8 +82,10 @@ class BabyAIEnv(base.Environment):
   def _observation(self, obs) -> dict:
     grid = np.asarray(obs["image"], np.uint8)
     if grid.shape != (VIEW_SIZE, VIEW_SIZE, 3) or grid.max() >= NUM_GRID_VALUES:
-      raise ValueError(f"unexpected minigrid observation in {self.name}: shape {grid.shape},"
-                       f" max value {grid.max()}")
+      raise ValueError(
+        f"unexpected minigrid observation in {self.name}: shape {grid.shape},"
+        f" max value {grid.max()}"
+      )
     return {"grid": grid, "mission": str(obs["mission"])}
 
   def reset(self, seed: int) -> dict:
@@ -100,11 +102,11 @@ class BabyAIEnv(base.Environment):
     # BabyAI pays 1 - 0.9 * steps / max_steps on success and 0 otherwise.
     success = bool(terminated and reward > 0)
     return base.StepResult(
-        observation=self._observation(obs),
-        reward=float(reward),
-        terminated=bool(terminated),
-        truncated=bool(truncated),
-        info={**info, "success": success},
+      observation=self._observation(obs),
+      reward=float(reward),
+      terminated=bool(terminated),
+      truncated=bool(truncated),
+      info={**info, "success": success},
     )
 
   def close(self) -> None:
@@ -138,8 +140,9 @@ class BabyAIBotPolicy(policies.Policy):
       self._searches += 1
       if self._searches > MAX_BOT_SEARCHES_PER_STEP:
         raise policies.PolicyGaveUp(
-            f"BabyAI bot found no action after {MAX_BOT_SEARCHES_PER_STEP} searches in"
-            f" {self._env.name}")
+          f"BabyAI bot found no action after {MAX_BOT_SEARCHES_PER_STEP} searches in"
+          f" {self._env.name}"
+        )
       return search(*args, **kwargs)
 
     self._bot._breadth_first_search = bounded_search  # pylint: disable=protected-access

@@ -18,14 +18,14 @@ from gato_jax.envs import base
 
 # "<suite domain>-<suite task>"; a dash, because suite names contain underscores (point_mass).
 TASKS = (
-    "cartpole-balance",
-    "cartpole-swingup",
-    "point_mass-easy",
-    "reacher-easy",
-    "walker-stand",
-    "walker-walk",
-    "cheetah-run",
-    "finger-spin",
+  "cartpole-balance",
+  "cartpole-swingup",
+  "point_mass-easy",
+  "reacher-easy",
+  "walker-stand",
+  "walker-walk",
+  "cheetah-run",
+  "finger-spin",
 )
 
 
@@ -43,8 +43,8 @@ class DMControlEnv(base.Environment):
     suite_domain, suite_task = task.split("-", 1)
     self._env = suite.load(suite_domain, suite_task, task_kwargs={"random": 0})
     self.observation_spec = {
-        key: tokenizer.ContinuousSpec(tuple(spec.shape), mu_law=True)
-        for key, spec in self._env.observation_spec().items()
+      key: tokenizer.ContinuousSpec(tuple(spec.shape), mu_law=True)
+      for key, spec in self._env.observation_spec().items()
     }
     bounds = self._env.action_spec()
     self._low = np.asarray(bounds.minimum, np.float64) * np.ones(bounds.shape)
@@ -57,8 +57,8 @@ class DMControlEnv(base.Environment):
 
   def _observation(self, timestep) -> dict:
     return {
-        key: np.asarray(timestep.observation[key], np.float32).reshape(spec.shape)
-        for key, spec in self.observation_spec.items()
+      key: np.asarray(timestep.observation[key], np.float32).reshape(spec.shape)
+      for key, spec in self.observation_spec.items()
     }
 
   def reset(self, seed: int) -> dict:
@@ -71,7 +71,9 @@ class DMControlEnv(base.Environment):
     """[-1, 1] -> the task's [minimum, maximum] (clipped: decoded bin centres may overshoot)."""
     action = np.asarray(action, np.float64)
     if action.shape != self.action_spec.shape:
-      raise ValueError(f"{self.name} takes actions of shape {self.action_spec.shape}, got {action.shape}")
+      raise ValueError(
+        f"{self.name} takes actions of shape {self.action_spec.shape}, got {action.shape}"
+      )
     if not np.all(np.isfinite(action)):
       raise ValueError(f"{self.name}: action has non-finite values: {action}")
     unit = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
@@ -82,10 +84,10 @@ class DMControlEnv(base.Environment):
     last = timestep.last()
     terminated = bool(last and timestep.discount == 0.0)
     return base.StepResult(
-        observation=self._observation(timestep),
-        reward=float(timestep.reward or 0.0),
-        terminated=terminated,
-        truncated=bool(last and not terminated),
+      observation=self._observation(timestep),
+      reward=float(timestep.reward or 0.0),
+      terminated=terminated,
+      truncated=bool(last and not terminated),
     )
 
   def close(self) -> None:

@@ -27,8 +27,13 @@ from gato_jax.tokenizer import specs as token_specs
 
 DOMAIN = "gymnax"
 # gymnax ids this project supports; MinAtar's observations are grids, classic control's vectors.
-CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
-                   "Pendulum-v1")
+CLASSIC_CONTROL = (
+  "CartPole-v1",
+  "Acrobot-v1",
+  "MountainCar-v0",
+  "MountainCarContinuous-v0",
+  "Pendulum-v1",
+)
 MINATAR = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar")
 TASKS = CLASSIC_CONTROL + MINATAR
 
@@ -41,7 +46,7 @@ def canonical_id(env_id: str) -> str:
   """'gymnax/CartPole-v1' or 'CartPole-v1' -> 'CartPole-v1'; unknown ids raise ValueError."""
   if not isinstance(env_id, str):
     raise TypeError(f"env id must be a string, got {type(env_id).__name__}")
-  name = env_id[len(DOMAIN) + 1:] if env_id.startswith(DOMAIN + "/") else env_id
+  name = env_id[len(DOMAIN) + 1 :] if env_id.startswith(DOMAIN + "/") else env_id
   if name not in TASKS:
     raise ValueError(f"unknown gymnax task {env_id!r}; supported: {', '.join(TASKS)}")
   return name
@@ -131,18 +136,23 @@ class GymnaxEnvironment(base.Environment):
   def step(self, action) -> base.StepResult:
     if self._state is None:
       raise RuntimeError(
-          f"{self.name}: call reset() before step() (and again after an episode ends)")
+        f"{self.name}: call reset() before step() (and again after an episode ends)"
+      )
     action = check_actions(self.name, self.action_spec, action)
     self._key, key_step = jax.random.split(self._key)
     env_action = unit_to_env_action(self._action_space, action)
     _, state, reward, terminated, truncated, info = self._step(
-        key_step, self._state, env_action, self._params)
+      key_step, self._state, env_action, self._params
+    )
     terminated, truncated = bool(terminated), bool(truncated)
     # After the last step gymnax's state is already the next episode's: drop it.
     self._state = None if (terminated or truncated) else state
     return base.StepResult(
-        observation=to_gato_observation(self.env_id, info["final_observation"]),
-        reward=float(reward), terminated=terminated, truncated=truncated and not terminated)
+      observation=to_gato_observation(self.env_id, info["final_observation"]),
+      reward=float(reward),
+      terminated=terminated,
+      truncated=truncated and not terminated,
+    )
 
 
 def check_actions(name: str, spec: Any, actions, rows: int | None = None) -> np.ndarray:
@@ -154,8 +164,10 @@ def check_actions(name: str, spec: Any, actions, rows: int | None = None) -> np.
   actions = np.asarray(actions)
   expected = spec.shape if rows is None else (rows, *spec.shape)
   if actions.shape != expected:
-    raise ValueError(f"{name}: action must have shape {list(expected)}"
-                     f"{' (rows first)' if rows is not None else ''}, got {list(actions.shape)}")
+    raise ValueError(
+      f"{name}: action must have shape {list(expected)}"
+      f"{' (rows first)' if rows is not None else ''}, got {list(actions.shape)}"
+    )
   if isinstance(spec, token_specs.DiscreteSpec):
     if not np.issubdtype(actions.dtype, np.integer):
       raise TypeError(f"{name}: discrete actions must be integers, got dtype {actions.dtype}")
@@ -184,7 +196,8 @@ def _batch_functions(env_id: str, max_episode_steps: int | None):
   def step_row(key, state, action):
     key, key_step = jax.random.split(key)
     _, state, reward, terminated, truncated, info = env.step(
-        key_step, state, unit_to_env_action(space, action), params)
+      key_step, state, unit_to_env_action(space, action), params
+    )
     return key, state, info["final_observation"], reward, terminated, truncated
 
   def initial(seeds):
@@ -232,14 +245,17 @@ class GymnaxBatch:
     if np.any((values < 0) | (values > np.iinfo(np.int32).max)):
       raise ValueError(f"reset seeds must be in [0, 2**31), got {values[fresh].tolist()}")
     obs, self._keys, self._states = self._reset(
-        jnp.asarray(values, jnp.int32), self._keys, self._states, jnp.asarray(fresh))
+      jnp.asarray(values, jnp.int32), self._keys, self._states, jnp.asarray(fresh)
+    )
     # The adapter's conversion is elementwise: it serves a stacked batch as well.
     new = to_gato_observation(self.env_id, jax.device_get(obs))
     if self.observations is None:
       self.observations = new
       return
-    self.observations = {k: np.where(fresh.reshape((-1,) + (1,) * (v.ndim - 1)), new[k], v)
-                         for k, v in self.observations.items()}
+    self.observations = {
+      k: np.where(fresh.reshape((-1,) + (1,) * (v.ndim - 1)), new[k], v)
+      for k, v in self.observations.items()
+    }
 
   def step_limit(self, row: int) -> int:
     del row  # One limit for every row.
@@ -264,15 +280,21 @@ class GymnaxBatch:
       (float32 rewards [B], terminated [B], truncated [B], infos: None per row); `observations`
       then holds each row's next observation (a row that just ended: its episode's last one).
     """
-    stacked = check_actions(self.name, self.action_spec,
-                            _stack_actions(actions, live, self.action_spec), self.num_envs)
+    stacked = check_actions(
+      self.name, self.action_spec, _stack_actions(actions, live, self.action_spec), self.num_envs
+    )
     self._keys, self._states, obs, reward, terminated, truncated = self._step(
-        self._keys, self._states, stacked)
+      self._keys, self._states, stacked
+    )
     obs, reward, terminated, truncated = jax.device_get((obs, reward, terminated, truncated))
     terminated = np.asarray(terminated, bool)
     self.observations = to_gato_observation(self.env_id, obs)
-    return (np.asarray(reward, np.float32), terminated,
-            np.asarray(truncated, bool) & ~terminated, [None] * self.num_envs)
+    return (
+      np.asarray(reward, np.float32),
+      terminated,
+      np.asarray(truncated, bool) & ~terminated,
+      [None] * self.num_envs,
+    )
 
   def close(self) -> None:
     """Nothing to release: the jitted functions are shared by every batch of the task."""
@@ -288,8 +310,13 @@ def _stack_actions(actions: Sequence[Any], live: np.ndarray, action_spec) -> np.
   return out
 
 
-def rollout(env_id: str, policy: PolicyFn, num_episodes: int, seed: int = 0,
-            max_episode_steps: int | None = None) -> dict[str, np.ndarray]:
+def rollout(
+  env_id: str,
+  policy: PolicyFn,
+  num_episodes: int,
+  seed: int = 0,
+  max_episode_steps: int | None = None,
+) -> dict[str, np.ndarray]:
   """Plays `num_episodes` whole episodes at once under jit + vmap.
 
   Args:

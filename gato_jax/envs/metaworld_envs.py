@@ -27,21 +27,23 @@ from gato_jax.envs import base, policies
 
 # MT10, in the benchmark's order (metaworld.env_dict.MT10_V3).
 TASKS = (
-    "reach-v3",
-    "push-v3",
-    "pick-place-v3",
-    "door-open-v3",
-    "drawer-open-v3",
-    "drawer-close-v3",
-    "button-press-topdown-v3",
-    "peg-insert-side-v3",
-    "window-open-v3",
-    "window-close-v3",
+  "reach-v3",
+  "push-v3",
+  "pick-place-v3",
+  "door-open-v3",
+  "drawer-open-v3",
+  "drawer-close-v3",
+  "button-press-topdown-v3",
+  "peg-insert-side-v3",
+  "window-open-v3",
+  "window-close-v3",
 )
 OBSERVATION_SIZE = 39
 ACTION_SIZE = 4
-INSTALL_HINT = ("Meta-World is an optional extra: install metaworld==3.1.1 into an environment"
-                " without dm-control (README, 'Optional extras')")
+INSTALL_HINT = (
+  "Meta-World is an optional extra: install metaworld==3.1.1 into an environment"
+  " without dm-control (README, 'Optional extras')"
+)
 
 
 def _import_metaworld():
@@ -49,7 +51,9 @@ def _import_metaworld():
     from metaworld import env_dict
     from metaworld import policies as scripted
   except ImportError as e:
-    raise ImportError(f"the metaworld domain needs the metaworld package ({e}). {INSTALL_HINT}") from e
+    raise ImportError(
+      f"the metaworld domain needs the metaworld package ({e}). {INSTALL_HINT}"
+    ) from e
   return env_dict, scripted
 
 
@@ -80,8 +84,9 @@ class MetaWorldEnv(base.Environment):
   def _observation(self, obs) -> dict:
     state = np.asarray(obs, np.float32)
     if state.shape != (OBSERVATION_SIZE,):
-      raise ValueError(f"{self.name}: expected {OBSERVATION_SIZE} observation values, got shape"
-                       f" {state.shape}")
+      raise ValueError(
+        f"{self.name}: expected {OBSERVATION_SIZE} observation values, got shape {state.shape}"
+      )
     return {"state": state}
 
   def reset(self, seed: int) -> dict:
@@ -99,11 +104,11 @@ class MetaWorldEnv(base.Environment):
     obs, reward, terminated, truncated, info = self.sim.step(np.clip(action, -1.0, 1.0))
     self._success = self._success or bool(info["success"])
     return base.StepResult(
-        observation=self._observation(obs),
-        reward=float(reward),
-        terminated=bool(terminated),
-        truncated=bool(truncated),
-        info={"success": self._success},
+      observation=self._observation(obs),
+      reward=float(reward),
+      terminated=bool(terminated),
+      truncated=bool(truncated),
+      info={"success": self._success},
     )
 
   def close(self) -> None:
@@ -117,12 +122,13 @@ class ScriptedPolicy(policies.Policy):
 
   def __init__(self, env: MetaWorldEnv):
     if not isinstance(env, MetaWorldEnv):
-      raise TypeError(f"the Meta-World scripted policy needs a MetaWorldEnv, got {type(env).__name__}")
+      raise TypeError(
+        f"the Meta-World scripted policy needs a MetaWorldEnv, got {type(env).__name__}"
+      )
     _, scripted = _import_metaworld()
     self._policy = scripted.ENV_POLICY_MAP[env.task]()
     # The controllers warn at every step whose raw action exceeds [-1, 1]; we clip by design.
-    warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high",
-                            module="metaworld")
+    warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", module="metaworld")
 
   def act(self, observation) -> np.ndarray:
     action = self._policy.get_action(np.asarray(observation["state"], np.float64))

@@ -17,24 +17,24 @@ from gato_jax.envs import base, policies
 
 # domain -> ("module" exposing TASKS, name of its `(task) -> Environment` factory).
 _DOMAINS: dict[str, tuple[str, str]] = {
-    "atari": ("gato_jax.envs.atari", "make_env"),
-    "babyai": ("gato_jax.envs.babyai", "make_env"),
-    "dm_control": ("gato_jax.envs.dm_control_envs", "make_env"),
-    "gymnax": ("gato_jax.envs.gymnax_envs", "GymnaxEnvironment"),
-    # An optional extra (metaworld pins a mujoco that dm-control rejects): its tasks list
-    # without the package; building one raises an ImportError saying how to install it.
-    "metaworld": ("gato_jax.envs.metaworld_envs", "make_env"),
+  "atari": ("gato_jax.envs.atari", "make_env"),
+  "babyai": ("gato_jax.envs.babyai", "make_env"),
+  "dm_control": ("gato_jax.envs.dm_control_envs", "make_env"),
+  "gymnax": ("gato_jax.envs.gymnax_envs", "GymnaxEnvironment"),
+  # An optional extra (metaworld pins a mujoco that dm-control rejects): its tasks list
+  # without the package; building one raises an ImportError saying how to install it.
+  "metaworld": ("gato_jax.envs.metaworld_envs", "make_env"),
 }
 # domain -> "module:attribute" of a factory `(env) -> Policy`.
 _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
-    "babyai": "gato_jax.envs.babyai:make_expert",
-    # SAC actors trained by tools/train_expert.py --domain=dm_control, cached like gymnax's.
-    "dm_control": "gato_jax.experts.dm_control_experts:make_expert",
-    # PPO parameters trained by tools/train_expert.py and cached outside the repository.
-    "gymnax": "gato_jax.experts.gymnax_experts:make_expert",
-    # The package's scripted policies (metaworld.policies). Atari has none: its expert data is
-    # imported from RL Unplugged (gato_jax.data.rl_unplugged).
-    "metaworld": "gato_jax.envs.metaworld_envs:make_expert",
+  "babyai": "gato_jax.envs.babyai:make_expert",
+  # SAC actors trained by tools/train_expert.py --domain=dm_control, cached like gymnax's.
+  "dm_control": "gato_jax.experts.dm_control_experts:make_expert",
+  # PPO parameters trained by tools/train_expert.py and cached outside the repository.
+  "gymnax": "gato_jax.experts.gymnax_experts:make_expert",
+  # The package's scripted policies (metaworld.policies). Atari has none: its expert data is
+  # imported from RL Unplugged (gato_jax.data.rl_unplugged).
+  "metaworld": "gato_jax.envs.metaworld_envs:make_expert",
 }
 
 
@@ -48,10 +48,12 @@ def domains() -> list[str]:
 
 
 def split_task_name(name: str) -> tuple[str, str]:
-  """"babyai/GoToRedBall" -> ("babyai", "GoToRedBall"), with a clear error for other shapes."""
+  """ "babyai/GoToRedBall" -> ("babyai", "GoToRedBall"), with a clear error for other shapes."""
   domain, sep, task = name.partition("/")
   if not sep or not domain or not task:
-    raise ValueError(f"task names look like '<domain>/<task>' (e.g. 'babyai/GoToRedBall'), got {name!r}")
+    raise ValueError(
+      f"task names look like '<domain>/<task>' (e.g. 'babyai/GoToRedBall'), got {name!r}"
+    )
   return domain, task
 
 
@@ -79,7 +81,7 @@ def make_env(name: str) -> base.Environment:
 # task by task: has_expert then says whether this task's expert exists (random-policy data and
 # statistics of an untrained task must not need it). Other domains have an expert for every task.
 _EXPERT_AVAILABLE: dict[str, str] = {
-    "dm_control": "gato_jax.experts.dm_control_experts:has_expert",
+  "dm_control": "gato_jax.experts.dm_control_experts:has_expert",
 }
 
 
@@ -105,8 +107,8 @@ def make_expert(env: base.Environment) -> policies.Policy:
   domain, _ = split_task_name(env.name)
   if domain not in _EXPERTS:
     raise LookupError(
-        f"no expert is registered for domain {domain!r} (task {env.name!r}); domains with"
-        f" experts: {sorted(_EXPERTS)}. Register one with registry.register_expert, or generate"
-        " random-policy data instead."
+      f"no expert is registered for domain {domain!r} (task {env.name!r}); domains with"
+      f" experts: {sorted(_EXPERTS)}. Register one with registry.register_expert, or generate"
+      " random-policy data instead."
     )
   return _resolve(_EXPERTS[domain])(env)

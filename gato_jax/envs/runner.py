@@ -73,8 +73,14 @@ class Agent(abc.ABC):
     Idle rows' entries in `observations` are ignored (they may hold anything).
     """
     active = np.asarray(active, bool)
-    return self.act([jax.tree.map(lambda leaf, row=row: np.asarray(leaf)[row], observations)
-                     if active[row] else None for row in range(active.shape[0])])
+    return self.act(
+      [
+        jax.tree.map(lambda leaf, row=row: np.asarray(leaf)[row], observations)
+        if active[row]
+        else None
+        for row in range(active.shape[0])
+      ]
+    )
 
 
 class PolicyAgent(Agent):
@@ -85,8 +91,9 @@ class PolicyAgent(Agent):
     name: the agent's name in results; defaults to the policies' own.
   """
 
-  def __init__(self, make_policy: Callable[[base.Environment], policies.Policy],
-               name: str | None = None):
+  def __init__(
+    self, make_policy: Callable[[base.Environment], policies.Policy], name: str | None = None
+  ):
     self._make_policy = make_policy
     self._policies: list[policies.Policy] = []
     self.name = name or "policy"
@@ -224,8 +231,14 @@ def _stack(trees: list, spec: Any) -> Any:
   return token_specs.unflatten(spec, leaves)
 
 
-def _episode_tree(env: base.Environment, agent_name: str, seed: int, trajectory: dict,
-                  terminated: bool, success: int) -> dict:
+def _episode_tree(
+  env: base.Environment,
+  agent_name: str,
+  seed: int,
+  trajectory: dict,
+  terminated: bool,
+  success: int,
+) -> dict:
   """The RLDS episode of a recorded trajectory (layout in `data.episodes`' docstring)."""
   # The extra last step carries the final observation; its action/reward are padding (RLDS).
   actions = trajectory["actions"] + [_zero_action(env.action_spec)]
@@ -234,29 +247,34 @@ def _episode_tree(env: base.Environment, agent_name: str, seed: int, trajectory:
   num_steps = len(trajectory["observations"])
   is_last = np.arange(num_steps) == num_steps - 1
   return {
-      "steps": {
-          "observation": _stack(trajectory["observations"], env.observation_spec),
-          "action": _stack(actions, env.action_spec),
-          "reward": rewards,
-          "discount": np.asarray(discounts, np.float32),
-          "is_first": np.arange(num_steps) == 0,
-          "is_last": is_last,
-          "is_terminal": is_last & terminated,
-      },
-      "episode_metadata": {
-          "task": env.name,
-          "agent": agent_name,
-          # float32 like the rewards: TFDS stores floats as tf.train.Example float32 lists.
-          "return": np.float32(np.sum(rewards, dtype=np.float64)),
-          "success": np.int8(success),
-          "seed": np.int64(seed),
-      },
+    "steps": {
+      "observation": _stack(trajectory["observations"], env.observation_spec),
+      "action": _stack(actions, env.action_spec),
+      "reward": rewards,
+      "discount": np.asarray(discounts, np.float32),
+      "is_first": np.arange(num_steps) == 0,
+      "is_last": is_last,
+      "is_terminal": is_last & terminated,
+    },
+    "episode_metadata": {
+      "task": env.name,
+      "agent": agent_name,
+      # float32 like the rewards: TFDS stores floats as tf.train.Example float32 lists.
+      "return": np.float32(np.sum(rewards, dtype=np.float64)),
+      "success": np.int8(success),
+      "seed": np.int64(seed),
+    },
   }
 
 
-def run_episodes(batch, agent: Agent, seeds: Sequence[int], max_steps: int = 0,
-                 timing: RolloutTiming | None = None,
-                 record: bool = False) -> list[EpisodeOutcome]:
+def run_episodes(
+  batch,
+  agent: Agent,
+  seeds: Sequence[int],
+  max_steps: int = 0,
+  timing: RolloutTiming | None = None,
+  record: bool = False,
+) -> list[EpisodeOutcome]:
   """Plays one episode per seed with the batch's rows stepped together.
 
   Args:
@@ -291,8 +309,9 @@ def run_episodes(batch, agent: Agent, seeds: Sequence[int], max_steps: int = 0,
       if queue:
         index, seed = queue.pop(0)
         reset_seeds[row] = int(seed)
-        running[row] = dict(index=index, seed=int(seed), ret=0.0, steps=0,
-                            success=SUCCESS_UNDEFINED)
+        running[row] = dict(
+          index=index, seed=int(seed), ret=0.0, steps=0, success=SUCCESS_UNDEFINED
+        )
         active[row] = True
     if all(s is None for s in reset_seeds):
       return
@@ -305,17 +324,28 @@ def run_episodes(batch, agent: Agent, seeds: Sequence[int], max_steps: int = 0,
         limit = batch.step_limit(row)
         running[row]["limit"] = min(limit, max_steps) if max_steps else limit
         if record:
-          running[row]["trajectory"] = dict(observations=[batch.observation(row)], actions=[],
-                                            rewards=[], terminated=[])
+          running[row]["trajectory"] = dict(
+            observations=[batch.observation(row)], actions=[], rewards=[], terminated=[]
+          )
 
   def finish(row: int, gave_up: bool = False, terminated: bool = False) -> None:
     episode = running[row]
     success = 0 if gave_up else episode["success"]
-    tree = (_episode_tree(envs[row], agent.name, episode["seed"], episode["trajectory"],
-                          terminated, success) if record else None)
+    tree = (
+      _episode_tree(
+        envs[row], agent.name, episode["seed"], episode["trajectory"], terminated, success
+      )
+      if record
+      else None
+    )
     outcomes[episode["index"]] = EpisodeOutcome(
-        seed=episode["seed"], episode_return=float(episode["ret"]), length=episode["steps"],
-        success=success, gave_up=gave_up, episode=tree)
+      seed=episode["seed"],
+      episode_return=float(episode["ret"]),
+      length=episode["steps"],
+      success=success,
+      gave_up=gave_up,
+      episode=tree,
+    )
     active[row] = False
     agent.end_episode(row)
 

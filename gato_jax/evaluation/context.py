@@ -18,10 +18,15 @@ from gato_jax.tokenizer.timestep import TokenGroup, concat_token_groups
 def empty_group() -> TokenGroup:
   """A group of no tokens (an idle row of a batch is all padding)."""
   return TokenGroup(
-      tokens=np.zeros(0, np.int32), kinds=np.zeros(0, np.int32),
-      local_positions=np.zeros(0, np.int32), loss_mask=np.zeros(0, bool),
-      timesteps=np.zeros(0, np.int32), patches=np.zeros((0, 0), np.float32),
-      patch_rows=np.zeros((0, 2), np.float32), patch_cols=np.zeros((0, 2), np.float32))
+    tokens=np.zeros(0, np.int32),
+    kinds=np.zeros(0, np.int32),
+    local_positions=np.zeros(0, np.int32),
+    loss_mask=np.zeros(0, bool),
+    timesteps=np.zeros(0, np.int32),
+    patches=np.zeros((0, 0), np.float32),
+    patch_rows=np.zeros((0, 2), np.float32),
+    patch_cols=np.zeros((0, 2), np.float32),
+  )
 
 
 def with_action(observation: TokenGroup, action_ids) -> TokenGroup:
@@ -34,14 +39,17 @@ def with_action(observation: TokenGroup, action_ids) -> TokenGroup:
   ids = np.asarray(action_ids, np.int32).reshape(-1)
   n = ids.shape[0]
   return TokenGroup(
-      tokens=np.concatenate([np.asarray(observation.tokens), ids]),
-      kinds=np.concatenate([np.asarray(observation.kinds), np.full(n, TokenKind.VALUE, np.int32)]),
-      local_positions=np.concatenate([np.asarray(observation.local_positions),
-                                      np.full(n, NO_LOCAL_POSITION, np.int32)]),
-      loss_mask=np.concatenate([np.asarray(observation.loss_mask), np.ones(n, bool)]),
-      timesteps=np.zeros(observation.num_tokens + n, np.int32),
-      patches=np.asarray(observation.patches), patch_rows=np.asarray(observation.patch_rows),
-      patch_cols=np.asarray(observation.patch_cols))
+    tokens=np.concatenate([np.asarray(observation.tokens), ids]),
+    kinds=np.concatenate([np.asarray(observation.kinds), np.full(n, TokenKind.VALUE, np.int32)]),
+    local_positions=np.concatenate(
+      [np.asarray(observation.local_positions), np.full(n, NO_LOCAL_POSITION, np.int32)]
+    ),
+    loss_mask=np.concatenate([np.asarray(observation.loss_mask), np.ones(n, bool)]),
+    timesteps=np.zeros(observation.num_tokens + n, np.int32),
+    patches=np.asarray(observation.patches),
+    patch_rows=np.asarray(observation.patch_rows),
+    patch_cols=np.asarray(observation.patch_cols),
+  )
 
 
 @dataclasses.dataclass
@@ -108,7 +116,8 @@ class RowContext:
       prompt = self.prompt.num_tokens if self.prompt is not None else 0
       pending = self.pending.num_tokens if self.pending is not None else 0
       raise ValueError(
-          f"the prompt ({prompt} tokens) and one observation ({pending} tokens) need more than"
-          f" the {limit} tokens the model's context has room for; lower eval.prompt_tokens or"
-          " raise model.max_decode_length")
+        f"the prompt ({prompt} tokens) and one observation ({pending} tokens) need more than"
+        f" the {limit} tokens the model's context has room for; lower eval.prompt_tokens or"
+        " raise model.max_decode_length"
+      )
     return dropped

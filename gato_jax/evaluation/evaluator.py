@@ -35,8 +35,12 @@ NON_CONTROL_SECTIONS = ("text", "vision_language")
 NON_CONTROL_METRICS = ("perplexity", "bleu4", "cider", "vqa_accuracy")
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
-                   mesh: jax.sharding.Mesh | None = None) -> tuple[Any, int]:
+def restore_params(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  step: int | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+) -> tuple[Any, int]:
   """The model parameters of checkpoint `step` (default: the newest readable), sharded.
 
   Each parameter is read straight into its shards on `mesh` (default: the config's
@@ -60,8 +64,9 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, step: int | 
   # (orbax's standard restore reads whole trees); the optimizer state is dropped once read.
   boxed = jax.eval_shape(init_boxed, jax.random.key(0))
   shardings = sharding.logical_shardings(boxed, mesh, config.mesh.rules)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nn.unbox(boxed), shardings)
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
+  )
   directory = os.path.join(os.path.expanduser(workdir), "checkpoints")
   if not os.path.isdir(directory):
     raise checkpoint.CheckpointError(f"no checkpoints directory at {directory}")
@@ -82,8 +87,11 @@ def _mixture_tasks(config: ml_collections.ConfigDict) -> list[str]:
   from gato_jax.data import presets
   from gato_jax.data import tasks as data_tasks
 
-  data_tasks.register_run_tasks(os.path.expanduser(config.data.data_dir),
-                                config.data.get("policy", "expert"), config.data.get("imports", ""))
+  data_tasks.register_run_tasks(
+    os.path.expanduser(config.data.data_dir),
+    config.data.get("policy", "expert"),
+    config.data.get("imports", ""),
+  )
   return list(presets.resolve(config.data.mixture, data_tasks.available_builtin_tasks()))
 
 
@@ -141,12 +149,14 @@ def non_control_tasks(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"unknown task {name!r} in eval.tasks; known: {known}")
     return names
   weights = _mixture_tasks(config)
-  return sorted(data_tasks.builtin_names(n for n in weights
-                                         if data_tasks.task_info(n).kind != "control"))
+  return sorted(
+    data_tasks.builtin_names(n for n in weights if data_tasks.task_info(n).kind != "control")
+  )
 
 
-def evaluate_non_control_task(task: str, config: ml_collections.ConfigDict,
-                              model_config: ModelConfig, params: Any) -> tuple[str, dict]:
+def evaluate_non_control_task(
+  task: str, config: ml_collections.ConfigDict, model_config: ModelConfig, params: Any
+) -> tuple[str, dict]:
   """Scores one text or vision-language task on its held-out split.
 
   Returns:
@@ -163,39 +173,52 @@ def evaluate_non_control_task(task: str, config: ml_collections.ConfigDict,
   start = time.perf_counter()
   data_dir = os.path.expanduser(config.data.data_dir)
   domain, _ = registry.split_task_name(task)
-  source = rlds_io.dataset_dir(data_dir, example_sets.make_task(task).dataset,
-                               rlds_io.config_name(task))
+  source = rlds_io.dataset_dir(
+    data_dir, example_sets.make_task(task).dataset, rlds_io.config_name(task)
+  )
   if not os.path.isfile(os.path.join(source, "dataset_info.json")):
     raise FileNotFoundError(
-        f"no generated data of {task!r} at {source}; generate it with tools/generate_data.py"
-        f" --domain={domain} --data_dir={data_dir}, or leave it out of eval.tasks")
+      f"no generated data of {task!r} at {source}; generate it with tools/generate_data.py"
+      f" --domain={domain} --data_dir={data_dir}, or leave it out of eval.tasks"
+    )
   limit, batch_size = config.eval.non_control_examples, config.eval.batch_size
   split = non_control.HELD_OUT_SPLIT
   if domain == "text":
     data_tasks.register_builtin_tasks(data_dir)
     # The derived store of the held-out split: the reader training uses.
-    held_out = data_tasks.open_store(data_tasks.task_name(task),
-                                     data_tasks.store_root(data_dir, config.data.get("derived_dir", "")),
-                                     split)
+    held_out = data_tasks.open_store(
+      data_tasks.task_name(task),
+      data_tasks.store_root(data_dir, config.data.get("derived_dir", "")),
+      split,
+    )
     documents = [held_out.read(i) for i in range(min(limit, len(held_out)))]
-    row = non_control.evaluate_text(model_config, params, documents, config.train.seq_len,
-                                    batch_size)
+    row = non_control.evaluate_text(
+      model_config, params, documents, config.train.seq_len, batch_size
+    )
   elif "question" in example_sets.load_split(source, split).element_spec:
     examples = list(vision_language.read(vision_language.load_vqa(source, split), limit))
     row = non_control.evaluate_vqa(model_config, params, examples, TextTokenizer(), batch_size)
   else:
-    examples = list(vision_language.read(
-        vision_language.load_captioning(source, split, all_captions=False), limit))
-    row = non_control.evaluate_captioning(model_config, params, examples, TextTokenizer(),
-                                          batch_size)
+    examples = list(
+      vision_language.read(
+        vision_language.load_captioning(source, split, all_captions=False), limit
+      )
+    )
+    row = non_control.evaluate_captioning(
+      model_config, params, examples, TextTokenizer(), batch_size
+    )
   row["seconds"] = time.perf_counter() - start
   logging.info("eval %s: %s", task, {k: v for k, v in row.items() if isinstance(v, float)})
   return ("text" if domain == "text" else "vision_language"), row
 
 
-def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: ModelConfig,
-                  params: Any, agent: runner.Agent | None = None,
-                  ) -> tuple[scores.TaskScores, episodes_lib.TaskStats, dict]:
+def evaluate_task(
+  task: str,
+  config: ml_collections.ConfigDict,
+  model_config: ModelConfig,
+  params: Any,
+  agent: runner.Agent | None = None,
+) -> tuple[scores.TaskScores, episodes_lib.TaskStats, dict]:
   """Rollouts and scores of one task -> (TaskScores, its statistics, timing dict).
 
   Args:
@@ -211,32 +234,52 @@ def evaluate_task(task: str, config: ml_collections.ConfigDict, model_config: Mo
   make_env = lambda: registry.make_env(task)
   prompt_fn = None
   if agent is None and config.eval.prompt_tokens:
-    demos = prompts.load_demonstrations(task, data_dir, config.eval.prompt_episodes,
-                                        config.data.get("derived_dir", ""))
+    demos = prompts.load_demonstrations(
+      task, data_dir, config.eval.prompt_episodes, config.data.get("derived_dir", "")
+    )
     prompt_fn = prompts.PromptSampler(demos, config.eval.prompt_tokens, task)
   if agent is None:
-    agent = model_agent.ModelAgent(model_config, params, prompt_fn,
-                                   temperature=config.eval.temperature, seed=config.eval.seed,
-                                   headroom=config.eval.context_headroom)
+    agent = model_agent.ModelAgent(
+      model_config,
+      params,
+      prompt_fn,
+      temperature=config.eval.temperature,
+      seed=config.eval.seed,
+      headroom=config.eval.context_headroom,
+    )
   make_batch = runner.host_batch(make_env)
   if scores.domain_of(task) == "gymnax" and config.eval.get("jit_envs", True):
     # Pure-JAX environments: the whole batch resets and steps in one jitted call.
     make_batch = lambda num_envs: gymnax_envs.GymnaxBatch(task, num_envs)
-  outcomes, timing = rollouts.run_task(make_batch, agent, config.eval.episodes,
-                                       config.eval.batch_size, config.eval.seed,
-                                       config.eval.max_steps)
+  outcomes, timing = rollouts.run_task(
+    make_batch,
+    agent,
+    config.eval.episodes,
+    config.eval.batch_size,
+    config.eval.seed,
+    config.eval.max_steps,
+  )
   task_scores = scores.score_task(task, outcomes, stats)
-  timing_dict = {"agent_seconds": timing.agent_seconds, "env_seconds": timing.env_seconds,
-                 "agent_calls": timing.agent_calls, "env_steps": timing.env_steps,
-                 "rebuilds": getattr(agent, "num_rebuilds", 0)}
-  logging.info("eval %s: return %.4g, normalised %.1f%%, %.3g s per batched step", task,
-               task_scores.summary()["return"], 100 * task_scores.summary()["normalized_score"],
-               timing.seconds_per_agent_call)
+  timing_dict = {
+    "agent_seconds": timing.agent_seconds,
+    "env_seconds": timing.env_seconds,
+    "agent_calls": timing.agent_calls,
+    "env_steps": timing.env_steps,
+    "rebuilds": getattr(agent, "num_rebuilds", 0),
+  }
+  logging.info(
+    "eval %s: return %.4g, normalised %.1f%%, %.3g s per batched step",
+    task,
+    task_scores.summary()["return"],
+    100 * task_scores.summary()["normalized_score"],
+    timing.seconds_per_agent_call,
+  )
   return task_scores, stats, timing_dict
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None,
-             step: int | None = None) -> dict:
+def evaluate(
+  config: ml_collections.ConfigDict, workdir: str, params: Any = None, step: int | None = None
+) -> dict:
   """Evaluates the model on the config's control tasks and writes the reports.
 
   Args:
@@ -255,14 +298,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
     params, step = restore_params(config, workdir, step)
   names, extra = eval_tasks(config), non_control_tasks(config)
   if not names and not extra:
-    raise ValueError(f"nothing to evaluate: mixture {config.data.mixture!r} has no control, text"
-                     " or vision-language task with data; set eval.tasks")
+    raise ValueError(
+      f"nothing to evaluate: mixture {config.data.mixture!r} has no control, text"
+      " or vision-language task with data; set eval.tasks"
+    )
   per_task, stats, timing = {}, {}, {}
   for task in names:
     per_task[task], task_stats, timing[task] = evaluate_task(task, config, model_config, params)
-    stats[task] = {"random_return": task_stats.random_return,
-                   "expert_return": task_stats.expert_return,
-                   "expert_agent": task_stats.expert_agent}
+    stats[task] = {
+      "random_return": task_stats.random_return,
+      "expert_return": task_stats.expert_return,
+      "expert_agent": task_stats.expert_agent,
+    }
   if per_task:
     results = scores.summarize(per_task, config.eval.bootstrap_resamples, config.eval.seed)
   else:
@@ -272,14 +319,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
     results.setdefault(section, {})[task] = row
   calls = sum(t["agent_calls"] for t in timing.values())
   results.update(
-      step=step, stats=stats, per_task_timing=timing,
-      timing={"agent_calls": calls,
-              "seconds_per_agent_call": sum(t["agent_seconds"] for t in timing.values()) / max(calls, 1),
-              "env_steps": sum(t["env_steps"] for t in timing.values()),
-              "batch_size": config.eval.batch_size,
-              "total_seconds": time.perf_counter() - start},
-      config={"model": config.model.to_dict(), "eval": config.eval.to_dict(),
-              "mixture": config.data.mixture})
+    step=step,
+    stats=stats,
+    per_task_timing=timing,
+    timing={
+      "agent_calls": calls,
+      "seconds_per_agent_call": sum(t["agent_seconds"] for t in timing.values()) / max(calls, 1),
+      "env_steps": sum(t["env_steps"] for t in timing.values()),
+      "batch_size": config.eval.batch_size,
+      "total_seconds": time.perf_counter() - start,
+    },
+    config={
+      "model": config.model.to_dict(),
+      "eval": config.eval.to_dict(),
+      "mixture": config.data.mixture,
+    },
+  )
   if jax.process_index() == 0:
     paths = reports.write(results, reports.results_dir(workdir, step))
     logging.info("evaluation reports: %s", paths)
@@ -291,8 +346,13 @@ def scalar_metrics(results: dict) -> dict[str, float]:
   metrics = {}
   overall = results.get("overall")
   if overall:
-    metrics.update({"eval/normalized_score": overall["mean"], "eval/iqm": overall["iqm"],
-                    "eval/above_50_fraction": overall["above_50_fraction"]})
+    metrics.update(
+      {
+        "eval/normalized_score": overall["mean"],
+        "eval/iqm": overall["iqm"],
+        "eval/above_50_fraction": overall["above_50_fraction"],
+      }
+    )
   for domain, agg in results.get("domains", {}).items():
     metrics[f"eval/{domain}/normalized_score"] = agg["mean"]
     metrics[f"eval/{domain}/iqm"] = agg["iqm"]

@@ -26,8 +26,12 @@ from gato_jax.inference.decode import CONTEXT_MULTIPLE, CachedDecoder, round_up
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.inputs import Batch, batch_from_token_groups
 from gato_jax.tokenizer import specs as token_specs
-from gato_jax.tokenizer.timestep import (TokenGroup, detokenize_action, tokenize_episode,
-                                         tokenize_timestep)
+from gato_jax.tokenizer.timestep import (
+  TokenGroup,
+  detokenize_action,
+  tokenize_episode,
+  tokenize_timestep,
+)
 
 # New observations are padded to a multiple of this (whole contexts to CONTEXT_MULTIPLE), so
 # that a rollout compiles a handful of prefill shapes.
@@ -43,19 +47,26 @@ def _unstack_rows(group: TokenGroup, num_rows: int) -> list[TokenGroup]:
   """A `tokenize_episode` result of `num_rows` same-length timesteps -> one group per row."""
   length = group.num_tokens // num_rows
   if length * num_rows != group.num_tokens or np.any(
-      np.asarray(group.timesteps) != np.repeat(np.arange(num_rows), length)):
+    np.asarray(group.timesteps) != np.repeat(np.arange(num_rows), length)
+  ):
     raise ValueError("stacked observations must tokenize to the same number of tokens per row")
   num_patches = group.patches.shape[0] // num_rows
   rows = []
   for row in range(num_rows):
     tokens = slice(row * length, (row + 1) * length)
     patches = slice(row * num_patches, (row + 1) * num_patches)
-    rows.append(TokenGroup(
-        tokens=group.tokens[tokens], kinds=group.kinds[tokens],
-        local_positions=group.local_positions[tokens], loss_mask=group.loss_mask[tokens],
+    rows.append(
+      TokenGroup(
+        tokens=group.tokens[tokens],
+        kinds=group.kinds[tokens],
+        local_positions=group.local_positions[tokens],
+        loss_mask=group.loss_mask[tokens],
         timesteps=np.zeros(length, np.int32),
         patches=group.patches[patches] if num_patches else np.zeros((0, 0), np.float32),
-        patch_rows=group.patch_rows[patches], patch_cols=group.patch_cols[patches]))
+        patch_rows=group.patch_rows[patches],
+        patch_cols=group.patch_cols[patches],
+      )
+    )
   return rows
 
 
@@ -75,10 +86,16 @@ class ModelAgent(runner.Agent):
 
   name = "gato"
 
-  def __init__(self, model_config: ModelConfig, params: Any,
-               prompt_fn: Callable[[int], TokenGroup | None] | None = None,
-               temperature: float = 0.0, seed: int = 0, headroom: float = 0.25,
-               text_tokenizer=None):
+  def __init__(
+    self,
+    model_config: ModelConfig,
+    params: Any,
+    prompt_fn: Callable[[int], TokenGroup | None] | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+    headroom: float = 0.25,
+    text_tokenizer=None,
+  ):
     if temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0.0 <= headroom < 1.0:
@@ -86,7 +103,8 @@ class ModelAgent(runner.Agent):
     self.model_config = model_config
     # On the device once, not copied in at every call; sharded arrays stay as they are.
     self.params = jax.tree.map(
-        lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), params)
+      lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), params
+    )
     self._prompt_fn = prompt_fn
     self.temperature = float(temperature)
     self._rng = jax.random.key(seed)
@@ -136,12 +154,19 @@ class ModelAgent(runner.Agent):
     if len(observations) != len(self.rows):
       raise ValueError(f"got {len(observations)} observations for {len(self.rows)} rows")
     self._check_active([observation is not None for observation in observations])
-    pending = [None if observation is None else tokenize_timestep(
-        observation, None, self.observation_spec, self.action_spec, self._text_tokenizer)
-               for observation in observations]
+    pending = [
+      None
+      if observation is None
+      else tokenize_timestep(
+        observation, None, self.observation_spec, self.action_spec, self._text_tokenizer
+      )
+      for observation in observations
+    ]
     ids = self._act_on(pending)
-    return [detokenize_action(ids[row], self.action_spec) if self.active[row] else None
-            for row in range(len(self.rows))]
+    return [
+      detokenize_action(ids[row], self.action_spec) if self.active[row] else None
+      for row in range(len(self.rows))
+    ]
 
   def act_batch(self, observations: Any, active: np.ndarray) -> list[Any]:
     """Tokenizes the stacked observations in one vectorised call, detokenizes in one."""
@@ -150,19 +175,24 @@ class ModelAgent(runner.Agent):
       raise ValueError(f"got an active mask of shape {active.shape} for {len(self.rows)} rows")
     self._check_active(active)
     # Rows as the timesteps of one "episode": the tokenizer's vectorised path does them at once.
-    stacked = tokenize_episode(observations, None, self.observation_spec, self.action_spec,
-                               self._text_tokenizer)
+    stacked = tokenize_episode(
+      observations, None, self.observation_spec, self.action_spec, self._text_tokenizer
+    )
     rows = _unstack_rows(stacked, len(self.rows))
     ids = self._act_on([group if live else None for group, live in zip(rows, active)])
     actions = detokenize_action(ids, self.action_spec)
-    return [jax.tree.map(lambda leaf, row=row: np.asarray(leaf[row]), actions)
-            if active[row] else None for row in range(len(self.rows))]
+    return [
+      jax.tree.map(lambda leaf, row=row: np.asarray(leaf[row]), actions) if active[row] else None
+      for row in range(len(self.rows))
+    ]
 
   def _check_active(self, given) -> None:
     for row, observed in enumerate(given):
       if bool(observed) != self.active[row]:
-        raise ValueError(f"row {row} is {'active' if self.active[row] else 'idle'} but got"
-                         f" {'an ' if observed else 'no '}observation")
+        raise ValueError(
+          f"row {row} is {'active' if self.active[row] else 'idle'} but got"
+          f" {'an ' if observed else 'no '}observation"
+        )
 
   def _act_on(self, pending: Sequence[TokenGroup | None]) -> np.ndarray:
     """Feeds each active row's tokenized observation, decodes and records its action ids."""
@@ -172,11 +202,14 @@ class ModelAgent(runner.Agent):
     # Which tokens go in is decided here, from the token counts alone, so that any decoding
     # backend (`_action_ids`) sees the same contexts.
     length = self._chunk_length()
-    rebuild = (self._stale
-               or self._cache_length + length + self.num_action_tokens
-               > self.model_config.max_decode_length)
+    rebuild = (
+      self._stale
+      or self._cache_length + length + self.num_action_tokens > self.model_config.max_decode_length
+    )
     if rebuild:
-      budget = int(self.model_config.max_decode_length * (1.0 - self.headroom)) - self.num_action_tokens
+      budget = (
+        int(self.model_config.max_decode_length * (1.0 - self.headroom)) - self.num_action_tokens
+      )
       for row in self.rows:
         self.num_trimmed += row.trim(min(budget, self.max_context), self.max_context)
       longest = max(row.num_tokens for row in self.rows)
@@ -197,8 +230,9 @@ class ModelAgent(runner.Agent):
     return round_up(max(longest, 1), CHUNK_MULTIPLE)
 
   def _batch(self, groups: Sequence[TokenGroup], seq_len: int) -> Batch:
-    return batch_from_token_groups(groups, seq_len, _num_patches_bucket(groups),
-                                   self.model_config.patch_dim, pad_side="left")
+    return batch_from_token_groups(
+      groups, seq_len, _num_patches_bucket(groups), self.model_config.patch_dim, pad_side="left"
+    )
 
   def _action_ids(self, rebuild: bool, length: int):
     """Feeds the new context to the model and decodes each row's action ids [B, N].

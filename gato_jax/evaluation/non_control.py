@@ -57,13 +57,20 @@ def document_chunks(documents: Sequence[TokenGroup], seq_len: int) -> list[Token
   for document in documents:
     if document.patches.shape[0]:
       raise ValueError("perplexity is of text documents; this one has image patches")
-    chunks += [sequences.token_slice(document, start, start + seq_len)
-               for start in range(0, document.num_tokens, seq_len)]
+    chunks += [
+      sequences.token_slice(document, start, start + seq_len)
+      for start in range(0, document.num_tokens, seq_len)
+    ]
   return chunks
 
 
-def text_nll(model_config: ModelConfig, params: Any, documents: Sequence[TokenGroup],
-             seq_len: int, batch_size: int = 16) -> tuple[float, int]:
+def text_nll(
+  model_config: ModelConfig,
+  params: Any,
+  documents: Sequence[TokenGroup],
+  seq_len: int,
+  batch_size: int = 16,
+) -> tuple[float, int]:
   """(total NLL in nats, number of target tokens) of `documents` under the model.
 
   Rows are padded to `seq_len` and batches to `batch_size` rows (padding has no targets), so
@@ -75,7 +82,7 @@ def text_nll(model_config: ModelConfig, params: Any, documents: Sequence[TokenGr
   chunks = document_chunks(documents, seq_len)
   total, count = 0.0, 0
   for start in range(0, len(chunks), batch_size):
-    rows = chunks[start:start + batch_size]
+    rows = chunks[start : start + batch_size]
     rows += [empty_group()] * (batch_size - len(rows))
     batch = batch_from_token_groups(rows, seq_len, 0, model_config.patch_dim)
     nll, targets = jax.device_get(_row_nll(params, batch, model=model))
@@ -84,73 +91,120 @@ def text_nll(model_config: ModelConfig, params: Any, documents: Sequence[TokenGr
   return total, count
 
 
-def evaluate_text(model_config: ModelConfig, params: Any, documents: Sequence[TokenGroup],
-                  seq_len: int, batch_size: int = 16) -> dict:
+def evaluate_text(
+  model_config: ModelConfig,
+  params: Any,
+  documents: Sequence[TokenGroup],
+  seq_len: int,
+  batch_size: int = 16,
+) -> dict:
   """{"perplexity", "nll_per_token", "tokens", "documents"} of held-out documents."""
   total, count = text_nll(model_config, params, documents, seq_len, batch_size)
-  return {"perplexity": text_metrics.perplexity(total, count), "nll_per_token": total / count,
-          "tokens": count, "documents": len(documents), "split": HELD_OUT_SPLIT}
+  return {
+    "perplexity": text_metrics.perplexity(total, count),
+    "nll_per_token": total / count,
+    "tokens": count,
+    "documents": len(documents),
+    "split": HELD_OUT_SPLIT,
+  }
 
 
 def _until_eos(ids: np.ndarray, eos_id: int) -> np.ndarray:
   stops = np.flatnonzero(ids == eos_id)
-  return ids[:stops[0]] if stops.size else ids
+  return ids[: stops[0]] if stops.size else ids
 
 
-def _generate_in_batches(model_config: ModelConfig, params: Any, contexts: Sequence[TokenGroup],
-                         num_tokens: int, batch_size: int) -> np.ndarray:
+def _generate_in_batches(
+  model_config: ModelConfig,
+  params: Any,
+  contexts: Sequence[TokenGroup],
+  num_tokens: int,
+  batch_size: int,
+) -> np.ndarray:
   """`generate_text` over batches of `batch_size` rows, the last one padded (one shape)."""
   out = []
   for start in range(0, len(contexts), batch_size):
-    rows = list(contexts[start:start + batch_size])
+    rows = list(contexts[start : start + batch_size])
     filled = len(rows)
     rows += [rows[0]] * (batch_size - filled)
     out.append(generate_text(model_config, params, rows, num_tokens)[:filled])
   return np.concatenate(out)
 
 
-def evaluate_captioning(model_config: ModelConfig, params: Any, examples: Sequence[dict],
-                        text_tokenizer, batch_size: int = 16) -> dict:
+def evaluate_captioning(
+  model_config: ModelConfig,
+  params: Any,
+  examples: Sequence[dict],
+  text_tokenizer,
+  batch_size: int = 16,
+) -> dict:
   """BLEU-4 and CIDEr-D of greedy captions of {"image", "caption"} examples."""
   if not examples:
     raise ValueError("evaluate_captioning needs at least one example")
   references = [[str(ex["caption"])] for ex in examples]
   num_tokens = max(len(text_tokenizer.encode(refs[0])) for refs in references)
-  contexts = [tokenize_timestep({"image": np.asarray(ex["image"]), "text": np.zeros(0, np.int32)},
-                                None, VL_SPEC, separator=False) for ex in examples]
+  contexts = [
+    tokenize_timestep(
+      {"image": np.asarray(ex["image"]), "text": np.zeros(0, np.int32)},
+      None,
+      VL_SPEC,
+      separator=False,
+    )
+    for ex in examples
+  ]
   ids = _generate_in_batches(model_config, params, contexts, num_tokens, batch_size)
   generated = [text_tokenizer.decode(_until_eos(row, text_tokenizer.eos_id)) for row in ids]
   return {
-      "bleu4": text_metrics.bleu4(references, generated),
-      "cider": text_metrics.cider(references, generated),
-      "examples": len(examples), "generated_tokens": num_tokens, "split": HELD_OUT_SPLIT,
-      "samples": [{"reference": refs[0], "generated": text}
-                  for refs, text in zip(references[:NUM_SAMPLES], generated)],
+    "bleu4": text_metrics.bleu4(references, generated),
+    "cider": text_metrics.cider(references, generated),
+    "examples": len(examples),
+    "generated_tokens": num_tokens,
+    "split": HELD_OUT_SPLIT,
+    "samples": [
+      {"reference": refs[0], "generated": text}
+      for refs, text in zip(references[:NUM_SAMPLES], generated)
+    ],
   }
 
 
-def evaluate_vqa(model_config: ModelConfig, params: Any, examples: Sequence[dict],
-                 text_tokenizer, batch_size: int = 16) -> dict:
+def evaluate_vqa(
+  model_config: ModelConfig,
+  params: Any,
+  examples: Sequence[dict],
+  text_tokenizer,
+  batch_size: int = 16,
+) -> dict:
   """Exact-match accuracy of greedy answers to {"image", "question", "answer"} examples."""
   if not examples:
     raise ValueError("evaluate_vqa needs at least one example")
   answers = [text_tokenizer.encode(str(ex["answer"])) for ex in examples]
-  contexts = [tokenize_timestep({"image": np.asarray(ex["image"]), "text": str(ex["question"])},
-                                None, VL_SPEC, text_tokenizer, separator=False)
-              for ex in examples]
+  contexts = [
+    tokenize_timestep(
+      {"image": np.asarray(ex["image"]), "text": str(ex["question"])},
+      None,
+      VL_SPEC,
+      text_tokenizer,
+      separator=False,
+    )
+    for ex in examples
+  ]
   # One generated length for every batch: one compilation per context length.
   num_tokens = max(a.size for a in answers)
   ids = _generate_in_batches(model_config, params, contexts, num_tokens, batch_size)
-  predictions = [text_tokenizer.decode(row[:a.size]) for row, a in zip(ids, answers)]
+  predictions = [text_tokenizer.decode(row[: a.size]) for row, a in zip(ids, answers)]
   truth = [str(ex["answer"]) for ex in examples]
   by_type: dict[str, list[bool]] = {}
   for ex, predicted, answer in zip(examples, predictions, truth):
     by_type.setdefault(str(ex.get("question_type", "all")), []).append(
-        text_metrics.normalize(predicted) == text_metrics.normalize(answer))
+      text_metrics.normalize(predicted) == text_metrics.normalize(answer)
+    )
   return {
-      "vqa_accuracy": text_metrics.exact_match_accuracy(predictions, truth),
-      "accuracy_by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
-      "examples": len(examples), "split": HELD_OUT_SPLIT,
-      "samples": [{"question": str(ex["question"]), "answer": answer, "predicted": predicted}
-                  for ex, answer, predicted in zip(examples[:NUM_SAMPLES], truth, predictions)],
+    "vqa_accuracy": text_metrics.exact_match_accuracy(predictions, truth),
+    "accuracy_by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
+    "examples": len(examples),
+    "split": HELD_OUT_SPLIT,
+    "samples": [
+      {"question": str(ex["question"]), "answer": answer, "predicted": predicted}
+      for ex, answer, predicted in zip(examples[:NUM_SAMPLES], truth, predictions)
+    ],
   }

@@ -22,12 +22,16 @@ def demonstrations_dir(data_dir: str, task: str) -> str:
   from gato_jax.data import generation
 
   domain, _ = registry.split_task_name(task)
-  return rlds_io.dataset_dir(os.path.expanduser(data_dir), generation.dataset_name(domain, "expert"),
-                             rlds_io.config_name(task))
+  return rlds_io.dataset_dir(
+    os.path.expanduser(data_dir),
+    generation.dataset_name(domain, "expert"),
+    rlds_io.config_name(task),
+  )
 
 
-def load_demonstrations(task: str, data_dir: str, max_episodes: int = 20,
-                        derived_dir: str = "") -> list[TokenGroup]:
+def load_demonstrations(
+  task: str, data_dir: str, max_episodes: int = 20, derived_dir: str = ""
+) -> list[TokenGroup]:
   """Tokenized stored episodes of `task` that pass the filter (at most `max_episodes`).
 
   They are the first episodes of the built-in task's derived store, the reader training uses
@@ -41,15 +45,18 @@ def load_demonstrations(task: str, data_dir: str, max_episodes: int = 20,
   source = demonstrations_dir(data_dir, task)
   if not os.path.isfile(os.path.join(source, "dataset_info.json")):
     raise FileNotFoundError(
-        f"no expert episodes of {task!r} to prompt with at {source}; generate them with"
-        f" tools/generate_data.py --tasks=... --data_dir={data_dir}, or set eval.prompt_tokens=0"
-        " for unprompted evaluation")
+      f"no expert episodes of {task!r} to prompt with at {source}; generate them with"
+      f" tools/generate_data.py --tasks=... --data_dir={data_dir}, or set eval.prompt_tokens=0"
+      " for unprompted evaluation"
+    )
   tasks.register_builtin_tasks(os.path.expanduser(data_dir))
   try:
     stored = tasks.open_store(tasks.task_name(task), tasks.store_root(data_dir, derived_dir))
   except ValueError as e:
-    raise ValueError(f"no stored episode of {task!r} reaches the filter's return; there is no"
-                     f" successful demonstration to prompt with ({e})") from None
+    raise ValueError(
+      f"no stored episode of {task!r} reaches the filter's return; there is no"
+      f" successful demonstration to prompt with ({e})"
+    ) from None
   return [stored.read(item, pixels=False) for item in range(min(max_episodes, len(stored)))]
 
 
@@ -77,10 +84,12 @@ class PromptSampler:
     rng = np.random.default_rng(seed)
     demo = self.demonstrations[int(rng.integers(len(self.demonstrations)))]
     try:
-      start, stop = sequences.window_bounds(demo, self.max_tokens, rng, anchor="end",
-                                            name=f"{self.task} demonstration")
+      start, stop = sequences.window_bounds(
+        demo, self.max_tokens, rng, anchor="end", name=f"{self.task} demonstration"
+      )
     except sequences.WindowError as e:
-      raise ValueError(f"prompt budget eval.prompt_tokens={self.max_tokens} holds no whole"
-                       f" timestep: {e}") from None
+      raise ValueError(
+        f"prompt budget eval.prompt_tokens={self.max_tokens} holds no whole timestep: {e}"
+      ) from None
     prompt = sequences.slice_timesteps(demo, start, stop)
     return prompt.replace(loss_mask=np.zeros_like(prompt.loss_mask))

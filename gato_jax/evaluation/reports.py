@@ -26,7 +26,9 @@ CHART_FILE = "normalized_scores.png"
 
 def results_dir(workdir: str, step: int | None) -> str:
   """`workdir/eval/<step>`; "final" names a params tree given without a step."""
-  return os.path.join(os.path.expanduser(workdir), "eval", str(step) if step is not None else "final")
+  return os.path.join(
+    os.path.expanduser(workdir), "eval", str(step) if step is not None else "final"
+  )
 
 
 def _clean(value: Any) -> Any:
@@ -53,22 +55,29 @@ def _fmt(value) -> str:
 
 
 def _control_tables(results: dict) -> list[str]:
-  lines = ["| task | return | random | expert | normalised | success | episodes |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  lines = [
+    "| task | return | random | expert | normalised | success | episodes |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ]
   for task, row in sorted(results["tasks"].items()):
     anchors = results.get("stats", {}).get(task, {})
     lines.append(
-        f"| {task} | {row['return']:.4g} | {_fmt(anchors.get('random_return'))} |"
-        f" {_fmt(anchors.get('expert_return'))} | {_pct(row['normalized_score'])} |"
-        f" {_pct(row.get('success_rate'))} | {row['episodes']} |")
-  lines += ["", "| domain | tasks | mean | mean 95% CI | IQM | IQM 95% CI | >=50% | >=80% | >=100% |",
-            "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
+      f"| {task} | {row['return']:.4g} | {_fmt(anchors.get('random_return'))} |"
+      f" {_fmt(anchors.get('expert_return'))} | {_pct(row['normalized_score'])} |"
+      f" {_pct(row.get('success_rate'))} | {row['episodes']} |"
+    )
+  lines += [
+    "",
+    "| domain | tasks | mean | mean 95% CI | IQM | IQM 95% CI | >=50% | >=80% | >=100% |",
+    "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |",
+  ]
   rows = sorted(results["domains"].items()) + [("all", results["overall"])]
   for name, agg in rows:
     lines.append(
-        f"| {name} | {agg['num_tasks']} | {_pct(agg['mean'])} | {_ci(agg.get('mean_ci'))} |"
-        f" {_pct(agg['iqm'])} | {_ci(agg.get('iqm_ci'))} | {agg['above_50']} | {agg['above_80']} |"
-        f" {agg['above_100']} |")
+      f"| {name} | {agg['num_tasks']} | {_pct(agg['mean'])} | {_ci(agg.get('mean_ci'))} |"
+      f" {_pct(agg['iqm'])} | {_ci(agg.get('iqm_ci'))} | {agg['above_50']} | {agg['above_80']} |"
+      f" {agg['above_100']} |"
+    )
   return lines
 
 
@@ -80,18 +89,32 @@ def _non_control_tables(results: dict) -> list[str]:
   lines = []
   text = results.get("text") or {}
   if text:
-    lines += ["", "Held-out text:", "", "| task | documents | tokens | perplexity | nats/token |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+      "",
+      "Held-out text:",
+      "",
+      "| task | documents | tokens | perplexity | nats/token |",
+      "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for task, row in sorted(text.items()):
-      lines.append(f"| {task} | {row['documents']} | {row['tokens']} | {_fmt(row['perplexity'])} |"
-                   f" {_fmt(row['nll_per_token'])} |")
+      lines.append(
+        f"| {task} | {row['documents']} | {row['tokens']} | {_fmt(row['perplexity'])} |"
+        f" {_fmt(row['nll_per_token'])} |"
+      )
   vision = results.get("vision_language") or {}
   if vision:
-    lines += ["", "Held-out vision-language:", "",
-              "| task | examples | BLEU-4 | CIDEr | VQA accuracy |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+      "",
+      "Held-out vision-language:",
+      "",
+      "| task | examples | BLEU-4 | CIDEr | VQA accuracy |",
+      "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for task, row in sorted(vision.items()):
-      lines.append(f"| {task} | {row['examples']} | {_fmt(row.get('bleu4'))} |"
-                   f" {_fmt(row.get('cider'))} | {_pct(row.get('vqa_accuracy'))} |")
+      lines.append(
+        f"| {task} | {row['examples']} | {_fmt(row.get('bleu4'))} |"
+        f" {_fmt(row.get('cider'))} | {_pct(row.get('vqa_accuracy'))} |"
+      )
     for task, row in sorted(vision.items()):
       samples = row.get("samples") or []
       if not samples:
@@ -100,10 +123,17 @@ def _non_control_tables(results: dict) -> list[str]:
         lines += ["", f"Sample captions, {task}:", "", "| generated | reference |", "| --- | --- |"]
         lines += [f"| {_cell(s['generated'])} | {_cell(s['reference'])} |" for s in samples]
       else:
-        lines += ["", f"Sample answers, {task}:", "", "| question | answer | predicted |",
-                  "| --- | --- | --- |"]
-        lines += [f"| {_cell(s['question'])} | {_cell(s['answer'])} | {_cell(s['predicted'])} |"
-                  for s in samples]
+        lines += [
+          "",
+          f"Sample answers, {task}:",
+          "",
+          "| question | answer | predicted |",
+          "| --- | --- | --- |",
+        ]
+        lines += [
+          f"| {_cell(s['question'])} | {_cell(s['answer'])} | {_cell(s['predicted'])} |"
+          for s in samples
+        ]
   return lines
 
 
@@ -115,8 +145,11 @@ def render_markdown(results: dict) -> str:
   lines += _non_control_tables(results)
   timing = results.get("timing")
   if timing and timing.get("agent_calls"):
-    lines += ["", f"Seconds per batched agent step: {timing['seconds_per_agent_call']:.4g}"
-              f" ({timing['agent_calls']} calls, batch of up to {timing.get('batch_size', '?')})."]
+    lines += [
+      "",
+      f"Seconds per batched agent step: {timing['seconds_per_agent_call']:.4g}"
+      f" ({timing['agent_calls']} calls, batch of up to {timing.get('batch_size', '?')}).",
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -149,8 +182,11 @@ def render_chart(results: dict, path: str) -> None:
 
 def episode_scores(results: dict) -> dict[str, list[float]]:
   """task -> episode normalised scores of a control evaluation's results (for rliable)."""
-  return {task: summary["episode_normalized_scores"]
-          for task, summary in results["tasks"].items() if "episode_normalized_scores" in summary}
+  return {
+    task: summary["episode_normalized_scores"]
+    for task, summary in results["tasks"].items()
+    if "episode_normalized_scores" in summary
+  }
 
 
 def plot_profiles(runs: dict, path: str, num_resamples: int = 2000, seed: int = 0) -> str:
@@ -165,11 +201,16 @@ def plot_profiles(runs: dict, path: str, num_resamples: int = 2000, seed: int = 
   taus = np.linspace(0.0, 1.5, 31)
   with scores.seeded_global_rng(seed):
     profiles, intervals = library.create_performance_profile(
-        {name: scores.score_matrix([tasks[t] for t in sorted(tasks)])
-         for name, tasks in runs.items()}, taus, reps=num_resamples)
+      {
+        name: scores.score_matrix([tasks[t] for t in sorted(tasks)]) for name, tasks in runs.items()
+      },
+      taus,
+      reps=num_resamples,
+    )
   fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
-  plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=intervals,
-                                       xlabel="normalised score (1 = expert)", ax=ax)
+  plot_utils.plot_performance_profiles(
+    profiles, taus, performance_profile_cis=intervals, xlabel="normalised score (1 = expert)", ax=ax
+  )
   ax.legend(sorted(runs), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, format="png", metadata={"Software": None})
@@ -194,9 +235,11 @@ def load(directory: str) -> dict:
 def regenerate(directory: str) -> dict[str, str]:
   """Rebuilds the markdown table and the chart from `directory/results.json` alone."""
   results = load(directory)
-  paths = {"results": os.path.join(directory, RESULTS_FILE),
-           "table": os.path.join(directory, TABLE_FILE),
-           "chart": os.path.join(directory, CHART_FILE)}
+  paths = {
+    "results": os.path.join(directory, RESULTS_FILE),
+    "table": os.path.join(directory, TABLE_FILE),
+    "chart": os.path.join(directory, CHART_FILE),
+  }
   with open(paths["table"], "w") as f:
     f.write(render_markdown(results))
   render_chart(results, paths["chart"])

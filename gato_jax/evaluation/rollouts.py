@@ -22,9 +22,14 @@ def eval_seeds(task: str, num_episodes: int, base_seed: int = 0) -> list[int]:
   return [episodes_lib.episode_seed(base_seed, task, i, EVAL_STREAM) for i in range(num_episodes)]
 
 
-def run_task(make_batch: Callable[[int], object], agent: runner.Agent, num_episodes: int,
-             batch_size: int = 16, seed: int = 0, max_steps: int = 0,
-             ) -> tuple[list[runner.EpisodeOutcome], runner.RolloutTiming]:
+def run_task(
+  make_batch: Callable[[int], object],
+  agent: runner.Agent,
+  num_episodes: int,
+  batch_size: int = 16,
+  seed: int = 0,
+  max_steps: int = 0,
+) -> tuple[list[runner.EpisodeOutcome], runner.RolloutTiming]:
   """Evaluates `agent` on `num_episodes` episodes of one task (seeds from `eval_seeds`).
 
   Args:

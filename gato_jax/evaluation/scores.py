@@ -31,13 +31,15 @@ def check_stats(stats: episodes_lib.TaskStats) -> None:
   """Raises a clear ValueError if `stats` cannot anchor a normalised score."""
   if stats.expert_return is None:
     raise ValueError(
-        f"task {stats.task!r} has no recorded expert return, so its normalised score is"
-        " undefined; generate its statistics with an expert (tools/generate_data.py) or leave it"
-        " out of eval.tasks")
+      f"task {stats.task!r} has no recorded expert return, so its normalised score is"
+      " undefined; generate its statistics with an expert (tools/generate_data.py) or leave it"
+      " out of eval.tasks"
+    )
   if not stats.expert_return > stats.random_return:
     raise ValueError(
-        f"task {stats.task!r}: expert return {stats.expert_return:.4g} does not beat random"
-        f" {stats.random_return:.4g}; the normalised score is undefined")
+      f"task {stats.task!r}: expert return {stats.expert_return:.4g} does not beat random"
+      f" {stats.random_return:.4g}; the normalised score is undefined"
+    )
 
 
 def normalized_scores(returns, stats: episodes_lib.TaskStats) -> np.ndarray:
@@ -80,10 +82,11 @@ def iqm(values) -> float:
 # Aggregates of an [episodes, tasks] score matrix, all of the task means: IQM and optimality gap
 # over tasks as in Gato's per-task reporting (rliable pools runs, here episodes, into its IQM).
 AGGREGATES = {
-    "mean": lambda matrix: float(_rliable()[1].aggregate_mean(matrix)),
-    "iqm": lambda matrix: iqm(np.mean(matrix, axis=0)),
-    "optimality_gap": lambda matrix: float(
-        _rliable()[1].aggregate_optimality_gap(np.mean(matrix, axis=0))),
+  "mean": lambda matrix: float(_rliable()[1].aggregate_mean(matrix)),
+  "iqm": lambda matrix: iqm(np.mean(matrix, axis=0)),
+  "optimality_gap": lambda matrix: float(
+    _rliable()[1].aggregate_optimality_gap(np.mean(matrix, axis=0))
+  ),
 }
 
 
@@ -97,9 +100,13 @@ def score_matrix(per_task: Sequence) -> np.ndarray:
   return np.stack([np.asarray(s, np.float64).reshape(-1) for s in per_task], axis=1)
 
 
-def stratified_bootstrap_ci(per_task: Sequence[np.ndarray], aggregate: str,
-                            num_resamples: int = 2000, confidence: float = 0.95,
-                            seed: int = 0) -> tuple[float, float]:
+def stratified_bootstrap_ci(
+  per_task: Sequence[np.ndarray],
+  aggregate: str,
+  num_resamples: int = 2000,
+  confidence: float = 0.95,
+  seed: int = 0,
+) -> tuple[float, float]:
   """rliable's percentile CI of an aggregate, resampling episodes within each task.
 
   Args:
@@ -120,14 +127,18 @@ def stratified_bootstrap_ci(per_task: Sequence[np.ndarray], aggregate: str,
   fn = AGGREGATES[aggregate]
   with seeded_global_rng(seed):
     _, intervals = library.get_interval_estimates(
-        {"run": score_matrix(per_task)}, lambda m: np.array([fn(m)]), reps=num_resamples,
-        confidence_interval_size=confidence)
+      {"run": score_matrix(per_task)},
+      lambda m: np.array([fn(m)]),
+      reps=num_resamples,
+      confidence_interval_size=confidence,
+    )
   low, high = np.asarray(intervals["run"]).reshape(-1)
   return float(low), float(high)
 
 
-def probability_of_improvement(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray],
-                               num_resamples: int = 2000, seed: int = 0) -> dict:
+def probability_of_improvement(
+  x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], num_resamples: int = 2000, seed: int = 0
+) -> dict:
   """P(an episode of run x scores above one of run y), averaged over their common tasks.
 
   rliable's `probability_of_improvement` (the Mann-Whitney statistic per task, mean over tasks)
@@ -146,9 +157,13 @@ def probability_of_improvement(x: Mapping[str, np.ndarray], y: Mapping[str, np.n
   pair = (score_matrix([x[t] for t in tasks]), score_matrix([y[t] for t in tasks]))
   with seeded_global_rng(seed):
     point, intervals = library.get_interval_estimates(
-        {"x>y": pair}, metrics.probability_of_improvement, reps=num_resamples)
-  return {"probability": float(point["x>y"]),
-          "ci": [float(v) for v in np.asarray(intervals["x>y"]).reshape(-1)], "tasks": tasks}
+      {"x>y": pair}, metrics.probability_of_improvement, reps=num_resamples
+    )
+  return {
+    "probability": float(point["x>y"]),
+    "ci": [float(v) for v in np.asarray(intervals["x>y"]).reshape(-1)],
+    "tasks": tasks,
+  }
 
 
 @dataclasses.dataclass
@@ -173,14 +188,14 @@ class TaskScores:
     """JSON-ready per-task results (means, plus the per-episode values for re-analysis)."""
     defined = self.successes[self.successes != episodes_lib.SUCCESS_UNDEFINED]
     return {
-        "return": float(np.mean(self.returns)),
-        "return_std": float(np.std(self.returns)),
-        "normalized_score": float(np.mean(self.normalized)),
-        "success_rate": float(np.mean(defined)) if defined.size == self.successes.size else None,
-        "episodes": int(self.returns.size),
-        "mean_length": float(np.mean(self.lengths)),
-        "episode_returns": [float(r) for r in self.returns],
-        "episode_normalized_scores": [float(s) for s in self.normalized],
+      "return": float(np.mean(self.returns)),
+      "return_std": float(np.std(self.returns)),
+      "normalized_score": float(np.mean(self.normalized)),
+      "success_rate": float(np.mean(defined)) if defined.size == self.successes.size else None,
+      "episodes": int(self.returns.size),
+      "mean_length": float(np.mean(self.lengths)),
+      "episode_returns": [float(r) for r in self.returns],
+      "episode_normalized_scores": [float(s) for s in self.normalized],
     }
 
 
@@ -192,13 +207,15 @@ def score_task(task: str, outcomes, stats: episodes_lib.TaskStats) -> TaskScores
     raise ValueError(f"task {task!r} has no episodes to score")
   returns = np.asarray([o.episode_return for o in outcomes], np.float64)
   return TaskScores(
-      task=task, returns=returns, normalized=normalized_scores(returns, stats),
-      successes=np.asarray([o.success for o in outcomes], np.int64),
-      lengths=np.asarray([o.length for o in outcomes], np.int64))
+    task=task,
+    returns=returns,
+    normalized=normalized_scores(returns, stats),
+    successes=np.asarray([o.success for o in outcomes], np.int64),
+    lengths=np.asarray([o.length for o in outcomes], np.int64),
+  )
 
 
-def aggregate(per_task: Mapping[str, np.ndarray], num_resamples: int = 2000,
-              seed: int = 0) -> dict:
+def aggregate(per_task: Mapping[str, np.ndarray], num_resamples: int = 2000, seed: int = 0) -> dict:
   """Mean and IQM of task scores with bootstrap CIs, and counts above THRESHOLDS.
 
   Args:
@@ -215,8 +232,11 @@ def aggregate(per_task: Mapping[str, np.ndarray], num_resamples: int = 2000,
   out = {"num_tasks": len(names)}
   for name, fn in AGGREGATES.items():
     out[name] = fn(matrix)
-    out[f"{name}_ci"] = (list(stratified_bootstrap_ci(scores, name, num_resamples, seed=seed))
-                         if num_resamples else None)
+    out[f"{name}_ci"] = (
+      list(stratified_bootstrap_ci(scores, name, num_resamples, seed=seed))
+      if num_resamples
+      else None
+    )
   for threshold in THRESHOLDS:
     count = int(np.sum(task_means >= threshold))
     key = f"above_{int(round(threshold * 100))}"
@@ -238,5 +258,8 @@ def summarize(tasks: Mapping[str, TaskScores], num_resamples: int = 2000, seed: 
   overall = aggregate({n: s.normalized for n, s in tasks.items()}, num_resamples, seed)
   # The paper's scaling plots average within each domain, then across domains.
   overall["mean_over_domains"] = float(np.mean([d["mean"] for d in domains.values()]))
-  return {"tasks": {name: tasks[name].summary() for name in sorted(tasks)},
-          "domains": domains, "overall": overall}
+  return {
+    "tasks": {name: tasks[name].summary() for name in sorted(tasks)},
+    "domains": domains,
+    "overall": overall,
+  }

@@ -16,8 +16,9 @@ META_FILE = "expert.json"
 
 def write_expert(directory: str, params: Any, meta: dict) -> str:
   """Writes params and metadata (temp files, then rename: never half a file); returns directory."""
-  files.write_bytes(os.path.join(directory, PARAMS_FILE),
-                    serialization.to_bytes(jax.device_get(params)))
+  files.write_bytes(
+    os.path.join(directory, PARAMS_FILE), serialization.to_bytes(jax.device_get(params))
+  )
   files.write_json(os.path.join(directory, META_FILE), meta)
   return directory
 

@@ -40,12 +40,14 @@ def default_workdir() -> str:
 
 
 def canonical_task(task: str) -> str:
-  """"cartpole-balance", "dm_control/cartpole-balance" -> "cartpole-balance" (checked)."""
+  """ "cartpole-balance", "dm_control/cartpole-balance" -> "cartpole-balance" (checked)."""
   from gato_jax.envs import dm_control_envs
 
-  name = task[len(DOMAIN) + 1:] if task.startswith(DOMAIN + "/") else task
+  name = task[len(DOMAIN) + 1 :] if task.startswith(DOMAIN + "/") else task
   if name not in dm_control_envs.TASKS:
-    raise ValueError(f"unknown DM Control task {task!r}; known tasks: {list(dm_control_envs.TASKS)}")
+    raise ValueError(
+      f"unknown DM Control task {task!r}; known tasks: {list(dm_control_envs.TASKS)}"
+    )
   return name
 
 
@@ -54,8 +56,10 @@ def expert_dir(workdir: str, task: str) -> str:
 
 
 def train_command(task: str, workdir: str) -> str:
-  return (f"python tools/train_expert.py --domain={DOMAIN} --env={canonical_task(task)}"
-          f" --workdir={workdir}")
+  return (
+    f"python tools/train_expert.py --domain={DOMAIN} --env={canonical_task(task)}"
+    f" --workdir={workdir}"
+  )
 
 
 @dataclasses.dataclass
@@ -71,8 +75,9 @@ class Expert:
   summary: dict
 
   def __post_init__(self):
-    actor = sac.Actor(self.action_dim, self.config.hidden_sizes, self.config.log_std_min,
-                      self.config.log_std_max)
+    actor = sac.Actor(
+      self.action_dim, self.config.hidden_sizes, self.config.log_std_min, self.config.log_std_max
+    )
     self._mean_action = jax.jit(lambda params, obs: jnp.tanh(actor.apply(params, obs)[0]))
 
   def __call__(self, observation: dict) -> np.ndarray:
@@ -113,14 +118,27 @@ def has_expert(task: str, workdir: str | None = None) -> bool:
   return cache.has_expert(directory)
 
 
-def save_expert(workdir: str, task: str, config: sac.SACConfig, obs_keys, obs_dim: int,
-                action_dim: int, params, summary: dict) -> str:
+def save_expert(
+  workdir: str,
+  task: str,
+  config: sac.SACConfig,
+  obs_keys,
+  obs_dim: int,
+  action_dim: int,
+  params,
+  summary: dict,
+) -> str:
   """Writes params and metadata atomically (temp files, then rename); returns the directory."""
   directory = expert_dir(workdir, task)
-  meta = dict(task=f"{DOMAIN}/{canonical_task(task)}", sac_config=dataclasses.asdict(config),
-              obs_keys=list(obs_keys), obs_dim=int(obs_dim), action_dim=int(action_dim),
-              summary=summary,
-              versions=cache.package_versions("jax", "flax", "optax", "dm_control", "mujoco"))
+  meta = dict(
+    task=f"{DOMAIN}/{canonical_task(task)}",
+    sac_config=dataclasses.asdict(config),
+    obs_keys=list(obs_keys),
+    obs_dim=int(obs_dim),
+    action_dim=int(action_dim),
+    summary=summary,
+    versions=cache.package_versions("jax", "flax", "optax", "dm_control", "mujoco"),
+  )
   return cache.write_expert(directory, params, meta)
 
 
@@ -129,20 +147,34 @@ def load_expert(workdir: str, task: str) -> Expert:
   directory = expert_dir(workdir, task)
   if not has_expert(task, workdir):
     raise ExpertNotTrainedError(
-        f"no expert trained for dm_control/{canonical_task(task)}: {directory} holds no SAC"
-        f" parameters; train one with: {train_command(task, workdir)}")
+      f"no expert trained for dm_control/{canonical_task(task)}: {directory} holds no SAC"
+      f" parameters; train one with: {train_command(task, workdir)}"
+    )
   config_of = lambda meta: sac.SACConfig(**meta["sac_config"])
-  params, meta = cache.read_expert(directory, lambda meta: sac.SAC(
-      meta["obs_dim"], meta["action_dim"], config_of(meta)).init_actor_params(jax.random.key(0)))
-  return Expert(task=meta["task"], config=config_of(meta), obs_keys=tuple(meta["obs_keys"]),
-                obs_dim=int(meta["obs_dim"]), action_dim=int(meta["action_dim"]), params=params,
-                summary=meta["summary"])
+  params, meta = cache.read_expert(
+    directory,
+    lambda meta: sac.SAC(meta["obs_dim"], meta["action_dim"], config_of(meta)).init_actor_params(
+      jax.random.key(0)
+    ),
+  )
+  return Expert(
+    task=meta["task"],
+    config=config_of(meta),
+    obs_keys=tuple(meta["obs_keys"]),
+    obs_dim=int(meta["obs_dim"]),
+    action_dim=int(meta["action_dim"]),
+    params=params,
+    summary=meta["summary"],
+  )
 
 
 def sac_config_from(config) -> sac.SACConfig:
   """The SACConfig of an experiments/configs/experts/dm_control.py config."""
-  return sac.SACConfig(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
-                          for k, v in config.sac.to_dict().items()})
+  return sac.SACConfig(
+    **{
+      k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.sac.to_dict().items()
+    }
+  )
 
 
 def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -> dict:
@@ -172,31 +204,55 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
       return expert.summary
     summary = _evaluate_expert(config, env, expert)
     summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
-    save_expert(workdir, task, expert.config, expert.obs_keys, expert.obs_dim, expert.action_dim,
-                expert.params, summary)
+    save_expert(
+      workdir,
+      task,
+      expert.config,
+      expert.obs_keys,
+      expert.obs_dim,
+      expert.action_dim,
+      expert.params,
+      summary,
+    )
     return summary
 
   sac_config = sac_config_from(config)
 
   def log(step, metrics):
-    logging.info("%s step %d: return %.1f q %.1f entropy %.2f alpha %.4f", env.name, step,
-                 metrics["episode_return"], metrics.get("q", float("nan")),
-                 metrics.get("entropy", float("nan")), metrics.get("temperature", float("nan")))
+    logging.info(
+      "%s step %d: return %.1f q %.1f entropy %.2f alpha %.4f",
+      env.name,
+      step,
+      metrics["episode_return"],
+      metrics.get("q", float("nan")),
+      metrics.get("entropy", float("nan")),
+      metrics.get("temperature", float("nan")),
+    )
 
   start = time.time()
-  params, history = sac.train(env, sac_config, seed=config.seed, log_every=config.log_every,
-                              log_fn=log)
+  params, history = sac.train(
+    env, sac_config, seed=config.seed, log_every=config.log_every, log_fn=log
+  )
   train_seconds = time.time() - start
   obs_keys = sac.observation_keys(env)
   obs_dim, action_dim = sac.problem_dims(env)
-  expert = Expert(task=env.name, config=sac_config, obs_keys=obs_keys, obs_dim=obs_dim,
-                  action_dim=action_dim, params=params, summary={})
+  expert = Expert(
+    task=env.name,
+    config=sac_config,
+    obs_keys=obs_keys,
+    obs_dim=obs_dim,
+    action_dim=action_dim,
+    params=params,
+    summary={},
+  )
   summary = _evaluate_expert(config, env, expert)
   tail = history["episode_return"][-5:]
   summary.update(
-      train_seconds=round(train_seconds, 1), seed=int(config.seed),
-      train_env_steps=sac_config.agent_steps * sac_config.action_repeat,
-      final_training_return=float(tail.mean()) if len(tail) else None)
+    train_seconds=round(train_seconds, 1),
+    seed=int(config.seed),
+    train_env_steps=sac_config.agent_steps * sac_config.action_repeat,
+    final_training_return=float(tail.mean()) if len(tail) else None,
+  )
   save_expert(workdir, task, sac_config, obs_keys, obs_dim, action_dim, params, summary)
   return summary
 
@@ -212,16 +268,29 @@ def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:
   start = time.time()
   agent = runner.PolicyAgent(lambda _: ExpertPolicy(expert))
   returns = [o.episode_return for o in runner.run_episodes(runner.HostBatch([env]), agent, seeds)]
-  expert_stats = dict(mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
-                      num_episodes=len(returns))
+  expert_stats = dict(
+    mean_return=float(np.mean(returns)),
+    std_return=float(np.std(returns)),
+    num_episodes=len(returns),
+  )
   mean, std, count, _ = episodes_lib.random_baseline(env)
   random_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
-  logging.info("%s: expert %.1f +- %.1f, random %.1f, reference %.0f (%.0f s)", env.name,
-               expert_stats["mean_return"], expert_stats["std_return"],
-               random_stats["mean_return"], config.reference_return, time.time() - start)
+  logging.info(
+    "%s: expert %.1f +- %.1f, random %.1f, reference %.0f (%.0f s)",
+    env.name,
+    expert_stats["mean_return"],
+    expert_stats["std_return"],
+    random_stats["mean_return"],
+    config.reference_return,
+    time.time() - start,
+  )
   return dict(
-      env_id=env.name, expert_return=expert_stats["mean_return"],
-      random_return=random_stats["mean_return"],
-      reference_return=float(config.reference_return), reference=str(config.reference),
-      deterministic=True, expert=expert_stats, random=random_stats)
-
+    env_id=env.name,
+    expert_return=expert_stats["mean_return"],
+    random_return=random_stats["mean_return"],
+    reference_return=float(config.reference_return),
+    reference=str(config.reference),
+    deterministic=True,
+    expert=expert_stats,
+    random=random_stats,
+  )

@@ -94,8 +94,12 @@ def expert_dir(workdir: str, env_id: str) -> str:
 def save_expert(workdir: str, env_id: str, config: ppo.PPOConfig, params, summary: dict) -> str:
   """Writes params and metadata atomically (temp files, then rename); returns the directory."""
   directory = expert_dir(workdir, env_id)
-  meta = dict(env_id=gymnax_envs.canonical_id(env_id), ppo_config=dataclasses.asdict(config),
-              summary=summary, versions=cache.package_versions("jax", "flax", "optax", "gymnax"))
+  meta = dict(
+    env_id=gymnax_envs.canonical_id(env_id),
+    ppo_config=dataclasses.asdict(config),
+    summary=summary,
+    versions=cache.package_versions("jax", "flax", "optax", "gymnax"),
+  )
   return cache.write_expert(directory, params, meta)
 
 
@@ -107,25 +111,34 @@ def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) ->
   directory = expert_dir(workdir, env_id)
   if not cache.has_expert(directory):
     raise FileNotFoundError(
-        f"no cached expert for {env_id!r} in {directory}; train one with: python"
-        f" tools/train_expert.py --env={gymnax_envs.canonical_id(env_id)} --workdir={workdir}")
+      f"no cached expert for {env_id!r} in {directory}; train one with: python"
+      f" tools/train_expert.py --env={gymnax_envs.canonical_id(env_id)} --workdir={workdir}"
+    )
   config_of = lambda meta: ppo.PPOConfig(**meta["ppo_config"])
   params, meta = cache.read_expert(
-      directory, lambda meta: ppo.init_params(env_id, config_of(meta), jax.random.key(0)))
+    directory, lambda meta: ppo.init_params(env_id, config_of(meta), jax.random.key(0))
+  )
   config = config_of(meta)
   if deterministic is None:
     deterministic = bool(meta["summary"].get("deterministic", True))
-  return Expert(env_id=meta["env_id"], config=config, params=params, summary=meta["summary"],
-                deterministic=deterministic)
+  return Expert(
+    env_id=meta["env_id"],
+    config=config,
+    params=params,
+    summary=meta["summary"],
+    deterministic=deterministic,
+  )
 
 
-def policy_returns(env_id: str, policy: gymnax_envs.PolicyFn, num_episodes: int,
-                   seed: int) -> dict:
+def policy_returns(env_id: str, policy: gymnax_envs.PolicyFn, num_episodes: int, seed: int) -> dict:
   """Mean/std return and mean length of a pure-JAX policy over `num_episodes` episodes."""
   result = gymnax_envs.rollout(env_id, policy, num_episodes, seed=seed)
-  return dict(mean_return=float(result["returns"].mean()),
-              std_return=float(result["returns"].std()),
-              mean_length=float(result["lengths"].mean()), num_episodes=int(num_episodes))
+  return dict(
+    mean_return=float(result["returns"].mean()),
+    std_return=float(result["returns"].std()),
+    mean_length=float(result["lengths"].mean()),
+    num_episodes=int(num_episodes),
+  )
 
 
 def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = False) -> dict:
@@ -142,8 +155,11 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
     `config.eval.num_episodes` episodes, the reference return and the training wall time.
   """
   env_id = gymnax_envs.canonical_id(config.env_id)
-  ppo_config = ppo.PPOConfig(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
-                                for k, v in config.ppo.to_dict().items()})
+  ppo_config = ppo.PPOConfig(
+    **{
+      k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.ppo.to_dict().items()
+    }
+  )
   directory = expert_dir(workdir, env_id)
   if not config.overwrite and cache.has_expert(directory):
     expert = load_expert(workdir, env_id)
@@ -156,19 +172,28 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
     return summary
 
   def log(step, metrics):
-    logging.info("%s step %d: return %.2f entropy %.3f value_loss %.3f", env_id, step,
-                 metrics["episode_return"], metrics["entropy"], metrics["value_loss"])
+    logging.info(
+      "%s step %d: return %.2f entropy %.3f value_loss %.3f",
+      env_id,
+      step,
+      metrics["episode_return"],
+      metrics["entropy"],
+      metrics["value_loss"],
+    )
 
   start = time.time()
-  params, metrics = ppo.train(env_id, ppo_config, seed=config.seed, log_every=config.log_every,
-                              log_fn=log)
+  params, metrics = ppo.train(
+    env_id, ppo_config, seed=config.seed, log_every=config.log_every, log_fn=log
+  )
   train_seconds = time.time() - start
   summary = _evaluate_expert(config, ppo_config, params)
-  tail = metrics["episode_return"][-max(1, len(metrics["episode_return"]) // 10):]
+  tail = metrics["episode_return"][-max(1, len(metrics["episode_return"]) // 10) :]
   summary.update(
-      train_seconds=round(train_seconds, 1), seed=int(config.seed),
-      train_timesteps=ppo_config.num_updates * ppo_config.batch_size,
-      final_training_return=float(np.nanmean(tail)) if np.isfinite(tail).any() else None)
+    train_seconds=round(train_seconds, 1),
+    seed=int(config.seed),
+    train_timesteps=ppo_config.num_updates * ppo_config.batch_size,
+    final_training_return=float(np.nanmean(tail)) if np.isfinite(tail).any() else None,
+  )
   save_expert(workdir, env_id, ppo_config, params, summary)
   return summary
 
@@ -188,12 +213,22 @@ def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
   mean, std, count, _ = episodes_lib.random_baseline(gymnax_envs.GymnaxEnvironment(env_id))
   random = dict(mean_return=mean, std_return=std, num_episodes=count)
   chosen = greedy if config.eval.deterministic else sampled
-  logging.info("%s: expert %.2f (greedy %.2f, sampled %.2f), random %.2f, reference %.1f",
-               env_id, chosen["mean_return"], greedy["mean_return"], sampled["mean_return"],
-               random["mean_return"], config.reference_return)
+  logging.info(
+    "%s: expert %.2f (greedy %.2f, sampled %.2f), random %.2f, reference %.1f",
+    env_id,
+    chosen["mean_return"],
+    greedy["mean_return"],
+    sampled["mean_return"],
+    random["mean_return"],
+    config.reference_return,
+  )
   return dict(
-      env_id=env_id, expert_return=chosen["mean_return"], random_return=random["mean_return"],
-      reference_return=float(config.reference_return),
-      deterministic=bool(config.eval.deterministic), greedy=greedy, sampled=sampled,
-      random=random)
-
+    env_id=env_id,
+    expert_return=chosen["mean_return"],
+    random_return=random["mean_return"],
+    reference_return=float(config.reference_return),
+    deterministic=bool(config.eval.deterministic),
+    greedy=greedy,
+    sampled=sampled,
+    random=random,
+  )

@@ -55,11 +55,15 @@ class PPOConfig:
     if self.activation not in ("tanh", "relu"):
       raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
     if self.batch_size % self.num_minibatches:
-      raise ValueError(f"num_envs * num_steps ({self.batch_size}) must divide into"
-                       f" {self.num_minibatches} minibatches")
+      raise ValueError(
+        f"num_envs * num_steps ({self.batch_size}) must divide into"
+        f" {self.num_minibatches} minibatches"
+      )
     if self.num_updates < 1:
-      raise ValueError(f"total_timesteps ({self.total_timesteps}) is less than one rollout"
-                       f" ({self.batch_size} steps)")
+      raise ValueError(
+        f"total_timesteps ({self.total_timesteps}) is less than one rollout"
+        f" ({self.batch_size} steps)"
+      )
 
   @property
   def batch_size(self) -> int:
@@ -83,15 +87,16 @@ class ActorCritic(nn.Module):
   @nn.compact
   def __call__(self, obs):
     """obs [..., *obs_shape] -> (logits or mean [..., action_dim], value [...])."""
-    x = obs.reshape(obs.shape[:obs.ndim - self.obs_ndim] + (-1,))  # [..., F]
+    x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))  # [..., F]
     act = jnp.tanh if self.activation == "tanh" else nn.relu
     hidden = nn.initializers.orthogonal(np.sqrt(2))
 
     def mlp(h, head_size, head_scale, name):
       for i, size in enumerate(self.hidden_sizes):
         h = act(nn.Dense(size, kernel_init=hidden, name=f"{name}_{i}")(h))
-      return nn.Dense(head_size, kernel_init=nn.initializers.orthogonal(head_scale),
-                      name=f"{name}_head")(h)
+      return nn.Dense(
+        head_size, kernel_init=nn.initializers.orthogonal(head_scale), name=f"{name}_head"
+      )(h)
 
     # A small actor head starts near-uniform/zero-mean; the critic head has unit scale.
     policy_out = mlp(x, self.action_dim, 0.01, "actor")
@@ -156,9 +161,13 @@ def make_network(env_id: str, config: PPOConfig) -> tuple[ActorCritic, Callable]
   discrete = hasattr(space, "n")
   obs_shape = tuple(env.observation_space(params).shape)
   network = ActorCritic(
-      action_dim=int(space.n) if discrete else int(np.prod(space.shape)), discrete=discrete,
-      hidden_sizes=config.hidden_sizes, activation=config.activation,
-      init_log_std=config.init_log_std, obs_ndim=len(obs_shape))
+    action_dim=int(space.n) if discrete else int(np.prod(space.shape)),
+    discrete=discrete,
+    hidden_sizes=config.hidden_sizes,
+    activation=config.activation,
+    init_log_std=config.init_log_std,
+    obs_ndim=len(obs_shape),
+  )
   centre, half = observation_normalizer(env_id)
   preprocess = lambda obs: (jnp.asarray(obs, jnp.float32) - centre) / half
   return network, preprocess
@@ -217,14 +226,22 @@ def make_update_fn(env_id: str, config: PPOConfig):
     logp = log_prob(dist, action, discrete)
     env_action = jax.vmap(lambda a: gymnax_envs.unit_to_env_action(space, a))(action)
     next_obs, env_state, reward, terminated, truncated, info = v_step(
-        jax.random.split(key_env, c.num_envs), env_state, env_action, env_params)
+      jax.random.split(key_env, c.num_envs), env_state, env_action, env_params
+    )
     done = terminated | truncated
     # A time limit is not a terminal state: fold gamma * V(final observation) into the reward.
     _, final_value = network.apply(state.params, preprocess(info["final_observation"]))
     learn_reward = reward * c.reward_scale + c.gamma * final_value * (truncated & ~terminated)
     ep_return = ep_return + reward
-    transition = dict(obs=obs, action=action, logp=logp, value=value, reward=learn_reward,
-                      done=done, episode_return=jnp.where(done, ep_return, 0.0))
+    transition = dict(
+      obs=obs,
+      action=action,
+      logp=logp,
+      value=value,
+      reward=learn_reward,
+      done=done,
+      episode_return=jnp.where(done, ep_return, 0.0),
+    )
     ep_return = jnp.where(done, 0.0, ep_return)
     return (state, env_state, next_obs, ep_return, key), transition
 
@@ -245,12 +262,13 @@ def make_update_fn(env_id: str, config: PPOConfig):
     logp = log_prob(dist, batch["action"], discrete)
     ratio = jnp.exp(logp - batch["logp"])
     adv = (batch["adv"] - batch["adv"].mean()) / (batch["adv"].std() + 1e-8)
-    policy_loss = -jnp.minimum(ratio * adv,
-                               jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv).mean()
-    value_loss = (value - batch["target"])**2
+    policy_loss = -jnp.minimum(
+      ratio * adv, jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv
+    ).mean()
+    value_loss = (value - batch["target"]) ** 2
     if c.clip_value:
       value_clipped = batch["value"] + jnp.clip(value - batch["value"], -c.clip_eps, c.clip_eps)
-      value_loss = jnp.maximum(value_loss, (value_clipped - batch["target"])**2)
+      value_loss = jnp.maximum(value_loss, (value_clipped - batch["target"]) ** 2)
     value_loss = 0.5 * value_loss.mean()
     ent = entropy(dist, discrete).mean()
     total = policy_loss + c.vf_coef * value_loss - c.ent_coef * ent
@@ -261,15 +279,22 @@ def make_update_fn(env_id: str, config: PPOConfig):
     state, env_state, obs, ep_return, key = runner
     _, last_value = network.apply(state.params, preprocess(obs))
     adv, target = gae(traj, last_value)
-    data = dict(obs=traj["obs"], action=traj["action"], logp=traj["logp"],
-                value=traj["value"], adv=adv, target=target)
+    data = dict(
+      obs=traj["obs"],
+      action=traj["action"],
+      logp=traj["logp"],
+      value=traj["value"],
+      adv=adv,
+      target=target,
+    )
     data = jax.tree.map(lambda x: x.reshape((c.batch_size,) + x.shape[2:]), data)  # [T*N, ...]
 
     def epoch(carry, key_perm):
       state = carry
       perm = jax.random.permutation(key_perm, c.batch_size)
       minibatches = jax.tree.map(  # [M, B/M, ...]
-          lambda x: x[perm].reshape((c.num_minibatches, -1) + x.shape[1:]), data)
+        lambda x: x[perm].reshape((c.num_minibatches, -1) + x.shape[1:]), data
+      )
 
       def minibatch_step(state, batch):
         grads, aux = jax.grad(loss_fn, has_aux=True)(state.params, batch)
@@ -284,14 +309,20 @@ def make_update_fn(env_id: str, config: PPOConfig):
     metrics["episodes"] = num_done
     # Mean return of the episodes that ended in this rollout (NaN when none did).
     metrics["episode_return"] = jnp.where(
-        num_done > 0, traj["episode_return"].sum() / jnp.maximum(num_done, 1), jnp.nan)
+      num_done > 0, traj["episode_return"].sum() / jnp.maximum(num_done, 1), jnp.nan
+    )
     return (state, env_state, obs, ep_return, key), metrics
 
   return init, update
 
 
-def train(env_id: str, config: PPOConfig, seed: int = 0, log_every: int | None = None,
-          log_fn: Callable[[int, dict], None] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+def train(
+  env_id: str,
+  config: PPOConfig,
+  seed: int = 0,
+  log_every: int | None = None,
+  log_fn: Callable[[int, dict], None] | None = None,
+) -> tuple[Any, dict[str, np.ndarray]]:
   """Trains PPO on a gymnax task.
 
   Args:
@@ -321,8 +352,10 @@ def train(env_id: str, config: PPOConfig, seed: int = 0, log_every: int | None =
     done += length
     if log_fn is not None:
       # NaN-aware means over the chunk: some updates end no episode.
-      summary = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-                 for k, v in metrics.items()}
+      summary = {
+        k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        for k, v in metrics.items()
+      }
       log_fn(done * config.batch_size, summary)
   metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
   return runner[0].params, metrics

@@ -53,8 +53,14 @@ class SACConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-    for name in ("total_env_steps", "action_repeat", "batch_size", "buffer_size",
-                 "updates_per_step", "update_every"):
+    for name in (
+      "total_env_steps",
+      "action_repeat",
+      "batch_size",
+      "buffer_size",
+      "updates_per_step",
+      "update_every",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"SACConfig.{name} must be positive, got {getattr(self, name)}")
     if self.random_steps < 0:
@@ -62,8 +68,9 @@ class SACConfig:
     if not 0.0 < self.tau <= 1.0:
       raise ValueError(f"SACConfig.tau must be in (0, 1], got {self.tau}")
     if self.log_std_min >= self.log_std_max:
-      raise ValueError(f"log_std_min ({self.log_std_min}) must be below log_std_max"
-                       f" ({self.log_std_max})")
+      raise ValueError(
+        f"log_std_min ({self.log_std_min}) must be below log_std_max ({self.log_std_max})"
+      )
 
   @property
   def agent_steps(self) -> int:
@@ -90,7 +97,8 @@ class Actor(nn.Module):
     mean, raw_log_std = jnp.split(out, 2, axis=-1)
     # A smooth squash into [min, max] keeps gradients alive where clipping would cut them.
     log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
-        jnp.tanh(raw_log_std) + 1.0)
+      jnp.tanh(raw_log_std) + 1.0
+    )
     return mean, log_std
 
 
@@ -102,8 +110,10 @@ class TwinCritic(nn.Module):
   @nn.compact
   def __call__(self, obs, action):
     x = jnp.concatenate([obs, action], axis=-1)
-    return (_mlp(x, self.hidden_sizes, 1, "q1")[..., 0],
-            _mlp(x, self.hidden_sizes, 1, "q2")[..., 0])
+    return (
+      _mlp(x, self.hidden_sizes, 1, "q1")[..., 0],
+      _mlp(x, self.hidden_sizes, 1, "q2")[..., 0],
+    )
 
 
 def squashed_gaussian_log_prob(mean, log_std, pre_tanh):
@@ -154,11 +164,11 @@ class SAC:
     if obs_dim < 1 or action_dim < 1:
       raise ValueError(f"obs_dim and action_dim must be positive, got {obs_dim}, {action_dim}")
     self.obs_dim, self.action_dim, self.config = int(obs_dim), int(action_dim), config
-    self.actor = Actor(self.action_dim, config.hidden_sizes, config.log_std_min,
-                       config.log_std_max)
+    self.actor = Actor(self.action_dim, config.hidden_sizes, config.log_std_min, config.log_std_max)
     self.critic = TwinCritic(config.hidden_sizes)
-    self.target_entropy = (-float(self.action_dim) if config.target_entropy is None
-                           else float(config.target_entropy))
+    self.target_entropy = (
+      -float(self.action_dim) if config.target_entropy is None else float(config.target_entropy)
+    )
     self.actor_tx = optax.adam(config.actor_lr)
     self.critic_tx = optax.adam(config.critic_lr)
     self.temperature_tx = optax.adam(config.temperature_lr)
@@ -171,18 +181,24 @@ class SAC:
   def init(self, key) -> SACState:
     key_actor, key_critic = jax.random.split(key)
     actor_params = self.init_actor_params(key_actor)
-    critic_params = self.critic.init(key_critic, jnp.zeros((1, self.obs_dim), jnp.float32),
-                                     jnp.zeros((1, self.action_dim), jnp.float32))
+    critic_params = self.critic.init(
+      key_critic,
+      jnp.zeros((1, self.obs_dim), jnp.float32),
+      jnp.zeros((1, self.action_dim), jnp.float32),
+    )
     log_temperature = jnp.asarray(np.log(self.config.init_temperature), jnp.float32)
     return SACState(
-        actor_params=actor_params, critic_params=critic_params,
-        # A copy, not an alias: update_block donates the state, and a buffer cannot be donated
-        # twice.
-        target_critic_params=jax.tree.map(jnp.copy, critic_params),
-        log_temperature=log_temperature,
-        actor_opt=self.actor_tx.init(actor_params), critic_opt=self.critic_tx.init(critic_params),
-        temperature_opt=self.temperature_tx.init(log_temperature),
-        steps=jnp.zeros((), jnp.int32))
+      actor_params=actor_params,
+      critic_params=critic_params,
+      # A copy, not an alias: update_block donates the state, and a buffer cannot be donated
+      # twice.
+      target_critic_params=jax.tree.map(jnp.copy, critic_params),
+      log_temperature=log_temperature,
+      actor_opt=self.actor_tx.init(actor_params),
+      critic_opt=self.critic_tx.init(critic_params),
+      temperature_opt=self.temperature_tx.init(log_temperature),
+      steps=jnp.zeros((), jnp.int32),
+    )
 
   def _act(self, actor_params, obs, key, deterministic: bool = False):
     """obs [..., F] -> action [..., A] in [-1, 1]: tanh(mean) or a sample."""
@@ -203,18 +219,20 @@ class SAC:
 
     next_mean, next_log_std = self.actor.apply(state.actor_params, batch["next_obs"])
     next_action, next_log_prob = sample_squashed(next_mean, next_log_std, key_next)
-    next_q1, next_q2 = self.critic.apply(state.target_critic_params, batch["next_obs"],
-                                         next_action)
-    target = jax.lax.stop_gradient(critic_target(
-        batch["reward"], batch["discount"], next_q1, next_q2, next_log_prob, temperature,
-        c.gamma))
+    next_q1, next_q2 = self.critic.apply(state.target_critic_params, batch["next_obs"], next_action)
+    target = jax.lax.stop_gradient(
+      critic_target(
+        batch["reward"], batch["discount"], next_q1, next_q2, next_log_prob, temperature, c.gamma
+      )
+    )
 
     def critic_loss_fn(critic_params):
       q1, q2 = self.critic.apply(critic_params, batch["obs"], batch["action"])
-      return 0.5 * jnp.mean((q1 - target)**2 + (q2 - target)**2), jnp.mean(q1)
+      return 0.5 * jnp.mean((q1 - target) ** 2 + (q2 - target) ** 2), jnp.mean(q1)
 
     (critic_loss, q_mean), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-        state.critic_params)
+      state.critic_params
+    )
     updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic_params)
     critic_params = optax.apply_updates(state.critic_params, updates)
 
@@ -225,7 +243,8 @@ class SAC:
       return jnp.mean(temperature * log_prob - jnp.minimum(q1, q2)), log_prob
 
     (actor_loss, log_prob), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-        state.actor_params)
+      state.actor_params
+    )
     updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor_params)
     actor_params = optax.apply_updates(state.actor_params, updates)
 
@@ -240,12 +259,23 @@ class SAC:
     log_temperature = optax.apply_updates(state.log_temperature, updates)
 
     state = SACState(
-        actor_params=actor_params, critic_params=critic_params,
-        target_critic_params=polyak_update(state.target_critic_params, critic_params, c.tau),
-        log_temperature=log_temperature, actor_opt=actor_opt, critic_opt=critic_opt,
-        temperature_opt=temperature_opt, steps=state.steps + 1)
-    metrics = dict(critic_loss=critic_loss, actor_loss=actor_loss, q=q_mean, entropy=entropy,
-                   temperature=temperature, temperature_loss=temperature_loss)
+      actor_params=actor_params,
+      critic_params=critic_params,
+      target_critic_params=polyak_update(state.target_critic_params, critic_params, c.tau),
+      log_temperature=log_temperature,
+      actor_opt=actor_opt,
+      critic_opt=critic_opt,
+      temperature_opt=temperature_opt,
+      steps=state.steps + 1,
+    )
+    metrics = dict(
+      critic_loss=critic_loss,
+      actor_loss=actor_loss,
+      q=q_mean,
+      entropy=entropy,
+      temperature=temperature,
+      temperature_loss=temperature_loss,
+    )
     return state, metrics
 
   def _update_block(self, state: SACState, batches: dict, key):
@@ -268,11 +298,12 @@ class ReplayBuffer:
       raise ValueError(f"replay capacity must be positive, got {capacity}")
     self.capacity = int(capacity)
     self._data = dict(
-        obs=np.zeros((capacity, obs_dim), np.float32),
-        action=np.zeros((capacity, action_dim), np.float32),
-        reward=np.zeros((capacity,), np.float32),
-        discount=np.zeros((capacity,), np.float32),
-        next_obs=np.zeros((capacity, obs_dim), np.float32))
+      obs=np.zeros((capacity, obs_dim), np.float32),
+      action=np.zeros((capacity, action_dim), np.float32),
+      reward=np.zeros((capacity,), np.float32),
+      discount=np.zeros((capacity,), np.float32),
+      next_obs=np.zeros((capacity, obs_dim), np.float32),
+    )
     self._next = 0
     self.size = 0
 
@@ -297,8 +328,10 @@ class ReplayBuffer:
 def observation_keys(env) -> tuple[str, ...]:
   """The observation leaves of `env`, in the fixed (sorted) order they are concatenated in."""
   if not isinstance(env.observation_spec, dict):
-    raise ValueError(f"{env.name}: SAC expects a dict of continuous observations, got"
-                     f" {type(env.observation_spec).__name__}")
+    raise ValueError(
+      f"{env.name}: SAC expects a dict of continuous observations, got"
+      f" {type(env.observation_spec).__name__}"
+    )
   return tuple(sorted(env.observation_spec))
 
 
@@ -313,13 +346,13 @@ def problem_dims(env) -> tuple[int, int]:
   obs_dim = sum(int(np.prod(env.observation_spec[k].shape)) for k in keys)
   action_shape = getattr(env.action_spec, "shape", None)
   if action_shape is None or len(action_shape) != 1 or not hasattr(env.action_spec, "mu_law"):
-    raise ValueError(f"{env.name}: SAC needs one continuous action vector, got"
-                     f" {env.action_spec}")
+    raise ValueError(f"{env.name}: SAC needs one continuous action vector, got {env.action_spec}")
   return obs_dim, int(action_shape[0])
 
 
-def train(env, config: SACConfig, seed: int = 0, log_every: int = 10_000,
-          log_fn=None) -> tuple[Any, dict[str, np.ndarray]]:
+def train(
+  env, config: SACConfig, seed: int = 0, log_every: int = 10_000, log_fn=None
+) -> tuple[Any, dict[str, np.ndarray]]:
   """Trains SAC on `env` (a base.Environment with dict observations and [-1, 1] actions).
 
   Episodes reset with seeds seed * 1_000_003 + episode index; each agent action is held for
@@ -385,6 +418,7 @@ def train(env, config: SACConfig, seed: int = 0, log_every: int = 10_000,
       summary["episode_return"] = float(np.mean(recent)) if recent else float("nan")
       log_fn(env_steps, summary)
       recent = []
-  history = dict(episode_return=np.asarray(returns, np.float64),
-                 episode_end_step=np.asarray(end_steps, np.int64))
+  history = dict(
+    episode_return=np.asarray(returns, np.float64), episode_end_step=np.asarray(end_steps, np.int64)
+  )
   return jax.device_get(state.actor_params), history

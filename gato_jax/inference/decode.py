@@ -39,8 +39,10 @@ def init_cache(model_config: ModelConfig, batch_size: int):
   """An empty key/value cache for `batch_size` rows of `max_decode_length` tokens."""
   model = Gato(model_config)
   shapes = jax.eval_shape(
-      lambda: model.init({"params": jax.random.key(0)}, dummy_batch(batch_size, 1, 0, model_config),
-                         decode=True))["cache"]
+    lambda: model.init(
+      {"params": jax.random.key(0)}, dummy_batch(batch_size, 1, 0, model_config), decode=True
+    )
+  )["cache"]
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.unbox(shapes))
 
 
@@ -53,8 +55,9 @@ def prefill(params, cache, batch: Batch, *, model: Gato, last_only: bool = False
   """
   b, t = batch.tokens.shape
   positions = jnp.full((b, 1), t - 1, jnp.int32) if last_only else None
-  logits, variables = model.apply({"params": params, "cache": cache}, batch, decode=True,
-                                  positions=positions, mutable=["cache"])
+  logits, variables = model.apply(
+    {"params": params, "cache": cache}, batch, decode=True, positions=positions, mutable=["cache"]
+  )
   return logits, variables["cache"]
 
 
@@ -75,20 +78,30 @@ def _single_token_batch(ids, kind: int, local_positions, patch_dim: int) -> Batc
   """A length-1 Batch holding just-decoded tokens of one kind, at `local_positions` [B]."""
   b = ids.shape[0]
   return Batch(
-      tokens=ids[:, None],
-      kinds=jnp.full((b, 1), kind, jnp.int32),
-      local_positions=local_positions[:, None].astype(jnp.int32),
-      loss_mask=jnp.zeros((b, 1), bool),
-      segment_ids=jnp.ones((b, 1), jnp.int32),
-      patches=jnp.zeros((b, 0, patch_dim), jnp.float32),
-      patch_rows=jnp.zeros((b, 0, 2), jnp.float32),
-      patch_cols=jnp.zeros((b, 0, 2), jnp.float32),
+    tokens=ids[:, None],
+    kinds=jnp.full((b, 1), kind, jnp.int32),
+    local_positions=local_positions[:, None].astype(jnp.int32),
+    loss_mask=jnp.zeros((b, 1), bool),
+    segment_ids=jnp.ones((b, 1), jnp.int32),
+    patches=jnp.zeros((b, 0, patch_dim), jnp.float32),
+    patch_rows=jnp.zeros((b, 0, 2), jnp.float32),
+    patch_cols=jnp.zeros((b, 0, 2), jnp.float32),
   )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "temperature", "kind"))
-def decode_tokens(params, cache, last_logits, id_ranges, rng, local_positions=None, *,
-                  model: Gato, temperature: float, kind: int = TokenKind.VALUE):
+def decode_tokens(
+  params,
+  cache,
+  last_logits,
+  id_ranges,
+  rng,
+  local_positions=None,
+  *,
+  model: Gato,
+  temperature: float,
+  kind: int = TokenKind.VALUE,
+):
   """Decodes one token per row of `id_ranges` ([N, 2] valid [low, high) ranges).
 
   Each sampled token is fed back, so on return the cache holds every decoded token and the next
@@ -122,17 +135,28 @@ def decode_tokens(params, cache, last_logits, id_ranges, rng, local_positions=No
 @functools.partial(jax.jit, static_argnames=("model", "num_tokens"))
 def _greedy_text(params, context: Batch, first_local_positions, *, model: Gato, num_tokens: int):
   """Prefills a fresh cache with `context`, then greedily decodes `num_tokens` text tokens."""
-  logits, cache = prefill(params, init_cache(model.config, context.tokens.shape[0]), context,
-                          model=model, last_only=True)
+  logits, cache = prefill(
+    params, init_cache(model.config, context.tokens.shape[0]), context, model=model, last_only=True
+  )
   id_ranges = jnp.tile(jnp.array([[0, TEXT_VOCAB_SIZE]], jnp.int32), (num_tokens, 1))
   positions = first_local_positions[:, None] + jnp.arange(num_tokens, dtype=jnp.int32)
-  ids, _ = decode_tokens(params, cache, logits[:, -1], id_ranges, jax.random.key(0), positions,
-                         model=model, temperature=0.0, kind=TokenKind.TEXT)
+  ids, _ = decode_tokens(
+    params,
+    cache,
+    logits[:, -1],
+    id_ranges,
+    jax.random.key(0),
+    positions,
+    model=model,
+    temperature=0.0,
+    kind=TokenKind.TEXT,
+  )
   return ids
 
 
-def generate_text(model_config: ModelConfig, params: Any, contexts: Sequence[TokenGroup],
-                  num_tokens: int) -> np.ndarray:
+def generate_text(
+  model_config: ModelConfig, params: Any, contexts: Sequence[TokenGroup], num_tokens: int
+) -> np.ndarray:
   """Greedy text continuations int32 [len(contexts), num_tokens] of each context.
 
   Each context is an observation without its separator (image patches, maybe text); generated
@@ -143,14 +167,18 @@ def generate_text(model_config: ModelConfig, params: Any, contexts: Sequence[Tok
   longest = max(g.num_tokens for g in contexts)
   seq_len = round_up(longest, CONTEXT_MULTIPLE)
   if seq_len + num_tokens > model_config.max_decode_length:
-    raise ValueError(f"a context of {longest} tokens (padded to {seq_len}) and {num_tokens}"
-                     f" generated tokens exceed max_decode_length={model_config.max_decode_length}")
+    raise ValueError(
+      f"a context of {longest} tokens (padded to {seq_len}) and {num_tokens}"
+      f" generated tokens exceed max_decode_length={model_config.max_decode_length}"
+    )
   num_patches = max(int(np.asarray(g.patches).shape[0]) for g in contexts)
-  context = batch_from_token_groups(contexts, seq_len, num_patches, model_config.patch_dim,
-                                    pad_side="left")
+  context = batch_from_token_groups(
+    contexts, seq_len, num_patches, model_config.patch_dim, pad_side="left"
+  )
   first = np.array([int(np.max(g.local_positions, initial=-1)) + 1 for g in contexts], np.int32)
-  return np.asarray(_greedy_text(params, context, first, model=Gato(model_config),
-                                 num_tokens=int(num_tokens)))
+  return np.asarray(
+    _greedy_text(params, context, first, model=Gato(model_config), num_tokens=int(num_tokens))
+  )
 
 
 class CachedDecoder:
@@ -176,8 +204,8 @@ class CachedDecoder:
     limit = self.model.config.max_decode_length
     if self.length + num_tokens > limit:
       raise ValueError(
-          f"the cache holds {self.length} of {limit} tokens and cannot take {num_tokens} more;"
-          " trim the context (drop old timesteps) and reset"
+        f"the cache holds {self.length} of {limit} tokens and cannot take {num_tokens} more;"
+        " trim the context (drop old timesteps) and reset"
       )
     self.length += num_tokens
 
@@ -198,13 +226,26 @@ class CachedDecoder:
     id_ranges = jnp.asarray(token_specs.action_token_id_ranges(action_spec))
     self._reserve(id_ranges.shape[0])
     rng = jax.random.key(0) if rng is None else rng
-    ids, self.cache = decode_tokens(self.params, self.cache, last_logits, id_ranges, rng,
-                                    model=self.model, temperature=float(temperature))
+    ids, self.cache = decode_tokens(
+      self.params,
+      self.cache,
+      last_logits,
+      id_ranges,
+      rng,
+      model=self.model,
+      temperature=float(temperature),
+    )
     return detokenize_action(np.asarray(ids), action_spec), ids
 
 
-def decode_action(model_config: ModelConfig, params, context: Batch, action_spec: Any, rng=None,
-                  temperature: float = 0.0):
+def decode_action(
+  model_config: ModelConfig,
+  params,
+  context: Batch,
+  action_spec: Any,
+  rng=None,
+  temperature: float = 0.0,
+):
   """One-shot: prefill a left-padded `context` ending with `|` and decode the action after it.
 
   Returns:

@@ -39,21 +39,25 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = True  # One compiled layer, scanned: compile time flat in depth.
   remat_policy: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
-  attention_impl: str | None = None  # None (XLA; cuDNN picked by jax on GPU when given) | xla | cudnn
+  attention_impl: str | None = (
+    None  # None (XLA; cuDNN picked by jax on GPU when given) | xla | cudnn
+  )
   max_decode_length: int = 1024  # Key/value cache length for decoding.
 
   def __post_init__(self):
     if self.patch_resnet_channels % 32:
       raise ValueError(
-          f"patch_resnet_channels must be a multiple of 32 (GroupNorm with 32 groups),"
-          f" got {self.patch_resnet_channels}"
+        f"patch_resnet_channels must be a multiple of 32 (GroupNorm with 32 groups),"
+        f" got {self.patch_resnet_channels}"
       )
     if self.patch_size % self.patch_pool:
       raise ValueError(f"patch_pool {self.patch_pool} must divide patch_size {self.patch_size}")
     if not 0.0 <= self.stochastic_depth < 1.0 or not 0.0 <= self.dropout < 1.0:
       raise ValueError("stochastic_depth and dropout must lie in [0, 1)")
     if self.mlp_activation not in MLP_ACTIVATIONS:
-      raise ValueError(f"unknown mlp_activation {self.mlp_activation!r}; choose from {MLP_ACTIVATIONS}")
+      raise ValueError(
+        f"unknown mlp_activation {self.mlp_activation!r}; choose from {MLP_ACTIVATIONS}"
+      )
     if self.mlp_activation == "geglu" and self.mlp_dim % 2:
       raise ValueError(f"geglu splits mlp_dim into two halves; {self.mlp_dim} is odd")
     if self.remat_policy not in REMAT_POLICIES:
@@ -87,16 +91,19 @@ REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_save
 # The paper's three sizes (Table of GATO_SPEC.md) and smaller ones for tests and CPU runs. Tiny's
 # width is set by the embedding table: 33,152 rows x 16 is already half a million parameters.
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(num_layers=2, width=16, num_heads=2, head_dim=8, mlp_dim=64, dtype="float32"),
-    # Between tiny and small, for the CPU scaling ladder (experiments/configs/sweep.py:cpu).
-    "mini": dict(num_layers=3, width=48, num_heads=2, head_dim=24, mlp_dim=192, dtype="float32"),
-    "small": dict(num_layers=4, width=128, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
-    "79m": dict(num_layers=8, width=768, num_heads=24, head_dim=32, mlp_dim=3072,
-                mlp_activation="geglu"),
-    "364m": dict(num_layers=12, width=1536, num_heads=12, head_dim=128, mlp_dim=6144,
-                 mlp_activation="geglu"),
-    "1.18b": dict(num_layers=24, width=2048, num_heads=16, head_dim=128, mlp_dim=8192,
-                  mlp_activation="geglu"),
+  "tiny": dict(num_layers=2, width=16, num_heads=2, head_dim=8, mlp_dim=64, dtype="float32"),
+  # Between tiny and small, for the CPU scaling ladder (experiments/configs/sweep.py:cpu).
+  "mini": dict(num_layers=3, width=48, num_heads=2, head_dim=24, mlp_dim=192, dtype="float32"),
+  "small": dict(num_layers=4, width=128, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
+  "79m": dict(
+    num_layers=8, width=768, num_heads=24, head_dim=32, mlp_dim=3072, mlp_activation="geglu"
+  ),
+  "364m": dict(
+    num_layers=12, width=1536, num_heads=12, head_dim=128, mlp_dim=6144, mlp_activation="geglu"
+  ),
+  "1.18b": dict(
+    num_layers=24, width=2048, num_heads=16, head_dim=128, mlp_dim=8192, mlp_activation="geglu"
+  ),
 }
 
 # Parameter counts the paper names for its sizes; the exact counts must stay within 10%.

@@ -46,10 +46,16 @@ class PatchResNet(nn.Module):
     # [N, P*P*C] -> [N, P, P, C]: the tokenizer flattens (row, column, channel).
     x = patches.reshape(n, cfg.patch_size, cfg.patch_size, cfg.image_channels).astype(dtype)
     conv = lambda name: nn.Conv(
-        cfg.patch_resnet_channels, (3, 3), dtype=dtype, param_dtype=cfg.param_dtype,
-        kernel_init=dense_init((None, None, None, None)), name=name)
-    norm = lambda name: nn.GroupNorm(num_groups=32, dtype=dtype, param_dtype=cfg.param_dtype,
-                                     name=name)
+      cfg.patch_resnet_channels,
+      (3, 3),
+      dtype=dtype,
+      param_dtype=cfg.param_dtype,
+      kernel_init=dense_init((None, None, None, None)),
+      name=name,
+    )
+    norm = lambda name: nn.GroupNorm(
+      num_groups=32, dtype=dtype, param_dtype=cfg.param_dtype, name=name
+    )
     x = conv("stem")(x)
     h = conv("conv1")(nn.gelu(norm("norm1")(x)))
     h = conv("conv2")(nn.gelu(norm("norm2")(h)))
@@ -57,8 +63,13 @@ class PatchResNet(nn.Module):
     # [N, P, P, c] -> [N, P/pool, P/pool, c]: keeps coarse spatial layout at a small projection.
     x = nn.avg_pool(x, (cfg.patch_pool, cfg.patch_pool), strides=(cfg.patch_pool, cfg.patch_pool))
     x = x.reshape(n, -1)
-    return nn.Dense(cfg.width, dtype=dtype, param_dtype=cfg.param_dtype,
-                    kernel_init=dense_init((None, "embed")), name="project")(x)
+    return nn.Dense(
+      cfg.width,
+      dtype=dtype,
+      param_dtype=cfg.param_dtype,
+      kernel_init=dense_init((None, "embed")),
+      name="project",
+    )(x)
 
 
 def patch_position_bins(intervals, num_bins: int, train: bool, rng=None):
@@ -86,16 +97,23 @@ class Embedder(nn.Module):
   def setup(self):
     cfg = self.config
     self.token_table = self.param(
-        "token_embedding", nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=cfg.width**-0.5), ("vocab", "embed")),
-        (self.vocab_size, cfg.width), cfg.param_dtype)
+      "token_embedding",
+      nn.with_logical_partitioning(
+        nn.initializers.normal(stddev=cfg.width**-0.5), ("vocab", "embed")
+      ),
+      (self.vocab_size, cfg.width),
+      cfg.param_dtype,
+    )
     table_init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed"))
     self.local_position_table = self.param(
-        "local_positions", table_init, (cfg.num_local_positions, cfg.width), cfg.param_dtype)
+      "local_positions", table_init, (cfg.num_local_positions, cfg.width), cfg.param_dtype
+    )
     self.patch_row_table = self.param(
-        "patch_rows", table_init, (cfg.num_patch_position_bins, cfg.width), cfg.param_dtype)
+      "patch_rows", table_init, (cfg.num_patch_position_bins, cfg.width), cfg.param_dtype
+    )
     self.patch_col_table = self.param(
-        "patch_cols", table_init, (cfg.num_patch_position_bins, cfg.width), cfg.param_dtype)
+      "patch_cols", table_init, (cfg.num_patch_position_bins, cfg.width), cfg.param_dtype
+    )
     self.patch_resnet = PatchResNet(cfg)
 
   def __call__(self, batch: Batch, train: bool):
@@ -106,28 +124,34 @@ class Embedder(nn.Module):
     num_patches = batch.patches.shape[1]
     if num_patches:  # Static: batches without images skip the ResNet entirely.
       if batch.patches.shape[-1] != cfg.patch_dim:
-        raise ValueError(f"patches have size {batch.patches.shape[-1]}, the model expects"
-                         f" {cfg.patch_dim} ({cfg.patch_size}x{cfg.patch_size}x{cfg.image_channels})")
+        raise ValueError(
+          f"patches have size {batch.patches.shape[-1]}, the model expects"
+          f" {cfg.patch_dim} ({cfg.patch_size}x{cfg.patch_size}x{cfg.image_channels})"
+        )
       patch_emb = self.patch_resnet(batch.patches.reshape(b * num_patches, -1))
       patch_emb = nn.with_logical_constraint(
-          patch_emb.reshape(b, num_patches, cfg.width), ("act_batch", None, "act_embed"))  # [B, P, E]
+        patch_emb.reshape(b, num_patches, cfg.width), ("act_batch", None, "act_embed")
+      )  # [B, P, E]
       rng = self.make_rng("patch_positions") if train else None
       rng_rows, rng_cols = jax.random.split(rng) if train else (None, None)
       rows = patch_position_bins(batch.patch_rows, cfg.num_patch_position_bins, train, rng_rows)
       cols = patch_position_bins(batch.patch_cols, cfg.num_patch_position_bins, train, rng_cols)
-      patch_emb = (patch_emb + lookup(self.patch_row_table, rows, dtype)
-                   + lookup(self.patch_col_table, cols, dtype))
+      patch_emb = (
+        patch_emb
+        + lookup(self.patch_row_table, rows, dtype)
+        + lookup(self.patch_col_table, cols, dtype)
+      )
       is_patch = batch.kinds == TokenKind.IMAGE_PATCH  # [B, T]
       # The k-th patch slot of a row takes patches[k]: gather [B, P, E] -> [B, T, E].
       index = jnp.clip(jnp.cumsum(is_patch, axis=1) - 1, 0, num_patches - 1)
       gathered = nn.with_logical_constraint(
-          jnp.take_along_axis(patch_emb, index[..., None], axis=1), ACT)
+        jnp.take_along_axis(patch_emb, index[..., None], axis=1), ACT
+      )
       x = jnp.where(is_patch[..., None], gathered, x)
     has_local = batch.local_positions >= 0
     # Observations longer than the table share its last entry rather than failing under jit.
     local = jnp.clip(batch.local_positions, 0, cfg.num_local_positions - 1)
-    x = x + jnp.where(has_local[..., None],
-                      lookup(self.local_position_table, local, dtype), 0)
+    x = x + jnp.where(has_local[..., None], lookup(self.local_position_table, local, dtype), 0)
     return nn.with_logical_constraint(x.astype(dtype), ACT)
 
   def logits(self, x):

@@ -25,8 +25,7 @@ class Gato(nn.Module):
     return padded_vocab_size(self.config.vocab_multiple)
 
   @nn.compact
-  def __call__(self, batch: Batch, train: bool = False, decode: bool = False,
-               positions=None):
+  def __call__(self, batch: Batch, train: bool = False, decode: bool = False, positions=None):
     """Returns float32 logits [B, T, padded vocab]; rows past the real vocabulary are -inf-like.
 
     Args:
@@ -46,30 +45,33 @@ class Gato(nn.Module):
     if positions is not None:
       x = jnp.take_along_axis(x, positions[..., None], axis=1)  # [B, T, E] -> [B, K, E]
     x = nn.LayerNorm(
-        dtype=jnp.dtype(cfg.dtype), param_dtype=cfg.param_dtype,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        name="final_norm")(x)
+      dtype=jnp.dtype(cfg.dtype),
+      param_dtype=cfg.param_dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      name="final_norm",
+    )(x)
     logits = embedder.logits(x)
     # Padding rows of the table are never targets; mask them so no probability leaks there.
     valid = jnp.arange(self.vocab_size) < VOCAB_SIZE
     return jnp.where(valid, logits, -1e9)
 
 
-def dummy_batch(batch_size: int = 1, seq_len: int = 8, num_patches: int = 0,
-                config: ModelConfig | None = None) -> Batch:
+def dummy_batch(
+  batch_size: int = 1, seq_len: int = 8, num_patches: int = 0, config: ModelConfig | None = None
+) -> Batch:
   """A shape-only batch for `init` and `eval_shape`."""
   patch_dim = config.patch_dim if config is not None else 16 * 16 * 3
   zeros = lambda *shape, dtype=np.int32: np.zeros(shape, dtype)
   return Batch(
-      tokens=zeros(batch_size, seq_len),
-      kinds=np.full((batch_size, seq_len), TokenKind.VALUE, np.int32),
-      local_positions=zeros(batch_size, seq_len),
-      loss_mask=zeros(batch_size, seq_len, dtype=bool),
-      segment_ids=np.ones((batch_size, seq_len), np.int32),
-      patches=zeros(batch_size, num_patches, patch_dim, dtype=np.float32),
-      patch_rows=zeros(batch_size, num_patches, 2, dtype=np.float32),
-      patch_cols=zeros(batch_size, num_patches, 2, dtype=np.float32),
+    tokens=zeros(batch_size, seq_len),
+    kinds=np.full((batch_size, seq_len), TokenKind.VALUE, np.int32),
+    local_positions=zeros(batch_size, seq_len),
+    loss_mask=zeros(batch_size, seq_len, dtype=bool),
+    segment_ids=np.ones((batch_size, seq_len), np.int32),
+    patches=zeros(batch_size, num_patches, patch_dim, dtype=np.float32),
+    patch_rows=zeros(batch_size, num_patches, 2, dtype=np.float32),
+    patch_cols=zeros(batch_size, num_patches, 2, dtype=np.float32),
   )
 
 
@@ -81,4 +83,3 @@ def init_variables(config: ModelConfig, rng, batch: Batch | None = None):
 
 def count_params(tree) -> int:
   return int(sum(np.prod(x.shape, dtype=np.int64) for x in jax.tree.leaves(tree)))
-

@@ -44,8 +44,11 @@ class Batch:
 
 
 def batch_from_token_groups(
-    groups: Sequence[TokenGroup], seq_len: int, max_patches: int, patch_dim: int,
-    pad_side: str = "right",
+  groups: Sequence[TokenGroup],
+  seq_len: int,
+  max_patches: int,
+  patch_dim: int,
+  pad_side: str = "right",
 ) -> Batch:
   """Pads (never crops) unbatched token groups into a numpy Batch, one sequence each.
 
@@ -66,14 +69,14 @@ def batch_from_token_groups(
     raise ValueError(f"pad_side must be 'left' or 'right', got {pad_side!r}")
   b = len(groups)
   out = Batch(
-      tokens=np.zeros((b, seq_len), np.int32),
-      kinds=np.full((b, seq_len), TokenKind.PAD, np.int32),
-      local_positions=np.full((b, seq_len), NO_LOCAL_POSITION, np.int32),
-      loss_mask=np.zeros((b, seq_len), bool),
-      segment_ids=np.zeros((b, seq_len), np.int32),
-      patches=np.zeros((b, max_patches, patch_dim), np.float32),
-      patch_rows=np.zeros((b, max_patches, 2), np.float32),
-      patch_cols=np.zeros((b, max_patches, 2), np.float32),
+    tokens=np.zeros((b, seq_len), np.int32),
+    kinds=np.full((b, seq_len), TokenKind.PAD, np.int32),
+    local_positions=np.full((b, seq_len), NO_LOCAL_POSITION, np.int32),
+    loss_mask=np.zeros((b, seq_len), bool),
+    segment_ids=np.zeros((b, seq_len), np.int32),
+    patches=np.zeros((b, max_patches, patch_dim), np.float32),
+    patch_rows=np.zeros((b, max_patches, 2), np.float32),
+    patch_cols=np.zeros((b, max_patches, 2), np.float32),
   )
   for i, group in enumerate(groups):
     n, p = group.num_tokens, group.patches.shape[0]
@@ -82,7 +85,9 @@ def batch_from_token_groups(
     if p > max_patches:
       raise ValueError(f"sequence {i} has {p} patches, more than max_patches={max_patches}")
     if p and group.patches.shape[1] != patch_dim:
-      raise ValueError(f"sequence {i} has patches of size {group.patches.shape[1]}, not {patch_dim}")
+      raise ValueError(
+        f"sequence {i} has patches of size {group.patches.shape[1]}, not {patch_dim}"
+      )
     span = slice(0, n) if pad_side == "right" else slice(seq_len - n, seq_len)
     out.tokens[i, span] = group.tokens
     out.kinds[i, span] = group.kinds

@@ -22,12 +22,20 @@ class Attention(nn.Module):
   def __call__(self, x, segment_ids):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
+
     def projection(name):
       # [B, T, E] x [E, H, Dh] -> [B, T, H, Dh]
-      kernel = self.param(name, nn.with_logical_partitioning(
-          nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
-                                           out_axis=(1, 2)), ("embed", "heads", "kv")),
-                          (cfg.width, cfg.num_heads, cfg.head_dim), cfg.param_dtype)
+      kernel = self.param(
+        name,
+        nn.with_logical_partitioning(
+          nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=(1, 2)
+          ),
+          ("embed", "heads", "kv"),
+        ),
+        (cfg.width, cfg.num_heads, cfg.head_dim),
+        cfg.param_dtype,
+      )
       return jnp.einsum("bte,ehd->bthd", x.astype(dtype), kernel.astype(dtype))
 
     q, k, v = projection("query"), projection("key"), projection("value")
@@ -40,7 +48,8 @@ class Attention(nn.Module):
       cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, dtype)
       cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, dtype)
       cached_segments = self.variable(
-          "cache", "segment_ids", jnp.zeros, (batch, cfg.max_decode_length), jnp.int32)
+        "cache", "segment_ids", jnp.zeros, (batch, cfg.max_decode_length), jnp.int32
+      )
       cache_index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
       index = cache_index.value
       k = jax.lax.dynamic_update_slice(cached_key.value, k.astype(dtype), (0, index, 0, 0))
@@ -60,19 +69,33 @@ class Attention(nn.Module):
       # cuDNN's fused kernel takes lengths, not arbitrary masks: one right-padded segment per row.
       lengths = jnp.sum(segment_ids > 0, axis=-1).astype(jnp.int32)
       out = jax.nn.dot_product_attention(
-          q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-          implementation="cudnn")
+        q,
+        k,
+        v,
+        is_causal=True,
+        query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths,
+        implementation="cudnn",
+      )
     else:
       # Packed sequences never attend across segments; padding (segment 0) attends to padding.
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # [B, 1, T, T]
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
-                                         implementation=cfg.attention_impl)
+      out = jax.nn.dot_product_attention(
+        q, k, v, mask=mask, is_causal=True, implementation=cfg.attention_impl
+      )
     out = nn.with_logical_constraint(out, act_heads)
     # [B, T, H, Dh] x [H, Dh, E] -> [B, T, E]
-    kernel = self.param("out", nn.with_logical_partitioning(
-        nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
-                                         out_axis=2), ("heads", "kv", "embed")),
-                        (cfg.num_heads, cfg.head_dim, cfg.width), cfg.param_dtype)
+    kernel = self.param(
+      "out",
+      nn.with_logical_partitioning(
+        nn.initializers.variance_scaling(
+          1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2
+        ),
+        ("heads", "kv", "embed"),
+      ),
+      (cfg.num_heads, cfg.head_dim, cfg.width),
+      cfg.param_dtype,
+    )
     return jnp.einsum("bthd,hde->bte", out, kernel.astype(dtype))
 
 
@@ -84,8 +107,13 @@ class Mlp(nn.Module):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     act_mlp = ("act_batch", "act_len", "act_mlp")
-    up = lambda features, name: nn.Dense(features, dtype=dtype, param_dtype=cfg.param_dtype,
-                                         kernel_init=dense_init(("embed", "mlp")), name=name)(x)
+    up = lambda features, name: nn.Dense(
+      features,
+      dtype=dtype,
+      param_dtype=cfg.param_dtype,
+      kernel_init=dense_init(("embed", "mlp")),
+      name=name,
+    )(x)
     if cfg.mlp_activation == "geglu":
       # The up-projection's mlp_dim outputs, as two kernels (value, gate) of mlp_dim / 2 each so
       # that each splits over `mlp` on its own: [B, T, E] -> [B, T, F/2] twice.
@@ -93,8 +121,13 @@ class Mlp(nn.Module):
     else:
       h = nn.gelu(up(cfg.mlp_dim, "up"))  # [B, T, E] -> [B, T, F]
     h = nn.with_logical_constraint(h, act_mlp)
-    return nn.Dense(cfg.width, dtype=dtype, param_dtype=cfg.param_dtype,
-                    kernel_init=dense_init(("mlp", "embed")), name="down")(h)
+    return nn.Dense(
+      cfg.width,
+      dtype=dtype,
+      param_dtype=cfg.param_dtype,
+      kernel_init=dense_init(("mlp", "embed")),
+      name="down",
+    )(h)
 
 
 class Block(nn.Module):
@@ -119,21 +152,24 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, segment_ids):
     cfg = self.config
-    norm = lambda name: nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), param_dtype=cfg.param_dtype,
-                                     scale_init=nn.with_logical_partitioning(
-                                         nn.initializers.ones, ("embed",)),
-                                     bias_init=nn.with_logical_partitioning(
-                                         nn.initializers.zeros, ("embed",)), name=name)
-    x = self._residual(x, Attention(cfg, self.decode, name="attention")(norm("norm_attention")(x),
-                                                                         segment_ids))
+    norm = lambda name: nn.LayerNorm(
+      dtype=jnp.dtype(cfg.dtype),
+      param_dtype=cfg.param_dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      name=name,
+    )
+    x = self._residual(
+      x, Attention(cfg, self.decode, name="attention")(norm("norm_attention")(x), segment_ids)
+    )
     x = self._residual(x, Mlp(cfg, name="mlp")(norm("norm_mlp")(x)))
     return x, None  # (carry, output) as nn.scan expects.
 
 
 _REMAT_POLICIES = {
-    "full": None,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "full": None,
+  "dots_saveable": jax.checkpoint_policies.dots_saveable,
+  "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -149,16 +185,17 @@ class Decoder(nn.Module):
     cfg = self.config
     block = Block
     if cfg.remat_policy != "none":
-      block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy],
-                       prevent_cse=not cfg.scan_layers)
+      block = nn.remat(
+        block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers
+      )
     if cfg.scan_layers:
       stack = nn.scan(
-          block,
-          variable_axes={"params": 0, "cache": 0},
-          split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast,),
-          length=cfg.num_layers,
-          metadata_params={nn.PARTITION_NAME: "layers"},
+        block,
+        variable_axes={"params": 0, "cache": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
       )(cfg, self.train, self.decode, name="layers")
       x, _ = stack(x, segment_ids)
     else:

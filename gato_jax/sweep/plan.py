@@ -80,7 +80,7 @@ def _literal(text: str) -> Any:
 
 
 def parse_axes(spec: str) -> dict[str, list[Any]]:
-  """"key=v1,v2;key2=v3" -> {"key": [v1, v2], "key2": [v3]}; "" -> {}."""
+  """ "key=v1,v2;key2=v3" -> {"key": [v1, v2], "key2": [v3]}; "" -> {}."""
   axes: dict[str, list[Any]] = {}
   for part in _split_top_level(spec or "", ";"):
     if not part.strip():
@@ -101,11 +101,13 @@ def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
   node = config
   for i, group in enumerate(groups):
     if group not in node or not isinstance(node[group], ml_collections.ConfigDict):
-      raise ValueError(f"sweep key {key!r}: {'.'.join(groups[:i + 1])!r} is not a config group")
+      raise ValueError(f"sweep key {key!r}: {'.'.join(groups[: i + 1])!r} is not a config group")
     node = node[group]
   if field not in node:
-    raise ValueError(f"sweep key {key!r}: no field {field!r} in config group"
-                     f" {'.'.join(groups) or '<root>'} (fields: {sorted(node.keys())})")
+    raise ValueError(
+      f"sweep key {key!r}: no field {field!r} in config group"
+      f" {'.'.join(groups) or '<root>'} (fields: {sorted(node.keys())})"
+    )
   try:
     node[field] = value
   except TypeError as e:
@@ -126,8 +128,7 @@ def combinations(sizes: Sequence[str], product: str, zipped: str) -> list[dict[s
   lengths = {key: len(values) for key, values in zip_axes.items()}
   if len(set(lengths.values())) > 1:
     raise ValueError(f"zipped axes must have equal lengths, got {lengths}")
-  zipped_rows = ([dict(zip(zip_axes, row)) for row in zip(*zip_axes.values())]
-                 if zip_axes else [{}])
+  zipped_rows = [dict(zip(zip_axes, row)) for row in zip(*zip_axes.values())] if zip_axes else [{}]
   rows = []
   for values in itertools.product(*product_axes.values()):
     for zip_row in zipped_rows:
@@ -142,7 +143,7 @@ def _format_value(value: Any) -> str:
 
 
 def run_name(overrides: dict[str, Any]) -> str:
-  """"size-small+peak_learning_rate-0.001": each axis by its last key part (or whole key when
+  """ "size-small+peak_learning_rate-0.001": each axis by its last key part (or whole key when
   two axes share a last part), then its value; "base" for a run without axes."""
   if not overrides:
     return "base"
@@ -162,8 +163,10 @@ def eval_steps(eval_tokens: Sequence[int], tokens_per_step: int, steps: int) -> 
       raise ValueError(f"evaluation token counts must be positive, got {tokens}")
     step = math.ceil(tokens / tokens_per_step)
     if step > steps:
-      raise ValueError(f"evaluation at {tokens:,} tokens needs step {step}, beyond the budget of"
-                       f" {steps} steps ({steps * tokens_per_step:,} tokens)")
+      raise ValueError(
+        f"evaluation at {tokens:,} tokens needs step {step}, beyond the budget of"
+        f" {steps} steps ({steps * tokens_per_step:,} tokens)"
+      )
     result.add(step)
   return tuple(sorted(result))
 

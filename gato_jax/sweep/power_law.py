@@ -31,8 +31,9 @@ class PowerLaw:
 def _check(compute: Sequence[float], loss: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
   compute, loss = np.asarray(compute, np.float64), np.asarray(loss, np.float64)
   if compute.shape != loss.shape or compute.ndim != 1:
-    raise ValueError(f"compute and loss must be equal-length vectors, got {compute.shape} and"
-                     f" {loss.shape}")
+    raise ValueError(
+      f"compute and loss must be equal-length vectors, got {compute.shape} and {loss.shape}"
+    )
   if not (np.all(np.isfinite(compute)) and np.all(np.isfinite(loss))):
     raise ValueError("compute and loss must be finite")
   if np.any(compute <= 0) or np.any(loss <= 0):
@@ -70,8 +71,9 @@ def fit(compute: Sequence[float], loss: Sequence[float], offset: bool = False) -
 
     # Start the offset well below the smallest loss so the descent begins near the plain fit.
     start = np.array([log_a, b, np.log(0.1 * loss.min())])
-    result = optimize.least_squares(residuals, start, method="lm", xtol=1e-14, ftol=1e-14,
-                                    gtol=1e-14, max_nfev=20_000)
+    result = optimize.least_squares(
+      residuals, start, method="lm", xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=20_000
+    )
     log_a, b, c = float(result.x[0]), float(result.x[1]), float(np.exp(result.x[2]))
   # Undo the compute scaling: a * (C / s)^-b = (a * s^b) * C^-b.
   a = float(np.exp(log_a + b * np.log(scale)))

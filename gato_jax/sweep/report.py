@@ -1,11 +1,11 @@
 """The sweep's table and plots, made from its results.json alone (`regenerate(workdir)`).
 
-  results.md            size, params, tokens, loss, per-domain and mean normalised score per
-                        evaluation point; the fitted power law; the size-ordering checks
-  score_vs_tokens.png   the paper's Figure 8: mean normalised score against tokens processed,
-                        one curve per run
-  loss_vs_compute.png   every run's training-loss curve against training FLOPs, the
-                        compute-efficient frontier and the power law fitted to it
+results.md            size, params, tokens, loss, per-domain and mean normalised score per
+                      evaluation point; the fitted power law; the size-ordering checks
+score_vs_tokens.png   the paper's Figure 8: mean normalised score against tokens processed,
+                      one curve per run
+loss_vs_compute.png   every run's training-loss curve against training FLOPs, the
+                      compute-efficient frontier and the power law fitted to it
 """
 
 import json
@@ -94,42 +94,64 @@ def size_ordering(results: dict) -> list[dict[str, Any]]:
     for tokens in sorted(shared):
       at = [next(p for p in run["points"] if p["tokens"] == tokens) for run in runs]
       scores, losses = [p["mean_score"] for p in at], [p["loss"] for p in at]
-      rows.append({"group": json.loads(group), "tokens": tokens,
-                   "sizes": [run["name"] for run in runs], "scores": scores, "losses": losses,
-                   "score_increases": bool(np.all(np.diff(scores) > 0)),
-                   "loss_decreases": bool(np.all(np.diff(losses) < 0))})
+      rows.append(
+        {
+          "group": json.loads(group),
+          "tokens": tokens,
+          "sizes": [run["name"] for run in runs],
+          "scores": scores,
+          "losses": losses,
+          "score_increases": bool(np.all(np.diff(scores) > 0)),
+          "loss_decreases": bool(np.all(np.diff(losses) < 0)),
+        }
+      )
   return rows
 
 
 def render_markdown(results: dict) -> str:
   runs = _runs(results)
   domains = sorted({d for run in runs for p in run["points"] for d in p["domains"]})
-  header = (["run", "params", "tokens", "loss"] + [f"{d} score" for d in domains]
-            + ["mean score"])
-  lines = [f"# Sweep `{results.get('ladder', '')}`", "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  header = ["run", "params", "tokens", "loss"] + [f"{d} score" for d in domains] + ["mean score"]
+  lines = [
+    f"# Sweep `{results.get('ladder', '')}`",
+    "",
+    "| " + " | ".join(header) + " |",
+    "|" + "---|" * len(header),
+  ]
   for run in runs:
     for p in run["points"]:
       cells = [_name(run), f"{run['params'] / 1e6:.2f}M", _tokens(p["tokens"]), f"{p['loss']:.3f}"]
       cells += [f"{100 * p['domains'][d]:.1f}%" if d in p["domains"] else "" for d in domains]
       cells.append(f"{100 * p['mean_score']:.1f}%")
       lines.append("| " + " | ".join(cells) + " |")
-  lines += ["", "Loss: training loss averaged over the steps before the point. Scores:"
-            " normalised to the data's expert (100%) and a random policy (0%), averaged within"
-            " each domain, then across domains."]
+  lines += [
+    "",
+    "Loss: training loss averaged over the steps before the point. Scores:"
+    " normalised to the data's expert (100%) and a random policy (0%), averaged within"
+    " each domain, then across domains.",
+  ]
   law = fit(results)
   if law:
-    lines += ["", f"Power law fitted to the compute-efficient frontier: {law.describe()}"
-              f" (C in training FLOPs; RMS log residual {law.rmse_log:.3f})."]
+    lines += [
+      "",
+      f"Power law fitted to the compute-efficient frontier: {law.describe()}"
+      f" (C in training FLOPs; RMS log residual {law.rmse_log:.3f}).",
+    ]
   ordering = size_ordering(results)
   if ordering:
     scores = sum(r["score_increases"] for r in ordering)
     losses = sum(r["loss_decreases"] for r in ordering)
     count = len(ordering)
-    lines += ["", f"Bigger is better at equal tokens: score rises with size at {scores} of"
-              f" {count} token counts, loss falls with size at {losses} of {count}."]
-  timing = [f"{run['name']} train {run.get('train_seconds', 0.0) / 60:.1f} min + eval"
-            f" {run.get('eval_seconds', 0.0) / 60:.1f} min" for run in runs]
+    lines += [
+      "",
+      f"Bigger is better at equal tokens: score rises with size at {scores} of"
+      f" {count} token counts, loss falls with size at {losses} of {count}.",
+    ]
+  timing = [
+    f"{run['name']} train {run.get('train_seconds', 0.0) / 60:.1f} min + eval"
+    f" {run.get('eval_seconds', 0.0) / 60:.1f} min"
+    for run in runs
+  ]
   lines += ["", "Wall time: " + ", ".join(timing) + "."]
   if results.get("missing"):
     lines += ["", f"Unfinished runs (not shown): {', '.join(results['missing'])}."]
@@ -169,10 +191,20 @@ def plot_loss(results: dict, path: str) -> None:
   fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
   for run in _runs(results):
     curve = [p for p in run["curve"] if p["step"] > 0 and p["loss"] is not None]
-    line, = ax.plot([p["compute"] for p in curve], [p["loss"] for p in curve], linewidth=1.0,
-                    alpha=0.8, label=_label(run))
-    ax.plot([p["compute"] for p in run["points"]], [p["loss"] for p in run["points"]], "o",
-            color=line.get_color(), markersize=4)
+    (line,) = ax.plot(
+      [p["compute"] for p in curve],
+      [p["loss"] for p in curve],
+      linewidth=1.0,
+      alpha=0.8,
+      label=_label(run),
+    )
+    ax.plot(
+      [p["compute"] for p in run["points"]],
+      [p["loss"] for p in run["points"]],
+      "o",
+      color=line.get_color(),
+      markersize=4,
+    )
   law = fit(results)
   if law:
     compute, _ = fit_points(results)
@@ -194,8 +226,11 @@ def regenerate(workdir: str) -> dict[str, str]:
   """Rebuilds the table and both plots from `workdir/results.json`; returns their paths."""
   workdir = os.path.expanduser(workdir)
   results = load(workdir)
-  paths = {"table": os.path.join(workdir, TABLE_FILE),
-           "scores": os.path.join(workdir, SCORE_PLOT), "loss": os.path.join(workdir, LOSS_PLOT)}
+  paths = {
+    "table": os.path.join(workdir, TABLE_FILE),
+    "scores": os.path.join(workdir, SCORE_PLOT),
+    "loss": os.path.join(workdir, LOSS_PLOT),
+  }
   with open(paths["table"], "w") as f:
     f.write(render_markdown(results))
   plot_scores(results, paths["scores"])

@@ -83,8 +83,9 @@ def _check_run_config(directory: str, run: Run) -> None:
     if previous != record:
       changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
       raise ValueError(
-          f"{directory} holds run {run.name!r} with a different config (groups {changed});"
-          " resume with the original sweep config or use another --workdir")
+        f"{directory} holds run {run.name!r} with a different config (groups {changed});"
+        " resume with the original sweep config or use another --workdir"
+      )
   else:
     files.write_json(path, record)
 
@@ -112,10 +113,10 @@ def _summarise_eval(results: dict) -> dict:
   """What a sweep keeps of an evaluation: mean normalised score overall, per domain, per task."""
   overall = results["overall"]
   return {
-      "mean_score": overall.get("mean_over_domains", overall["mean"]),
-      "domains": {d: agg["mean"] for d, agg in results["domains"].items()},
-      "tasks": {t: row["normalized_score"] for t, row in results["tasks"].items()},
-      "returns": {t: row["return"] for t, row in results["tasks"].items()},
+    "mean_score": overall.get("mean_over_domains", overall["mean"]),
+    "domains": {d: agg["mean"] for d, agg in results["domains"].items()},
+    "tasks": {t: row["normalized_score"] for t, row in results["tasks"].items()},
+    "returns": {t: row["return"] for t, row in results["tasks"].items()},
   }
 
 
@@ -130,8 +131,14 @@ def model_costs(config: ml_collections.ConfigDict) -> tuple[int, float]:
   return params, flops.train_flops_per_token(model_config, params, config.train.seq_len)
 
 
-def execute(run: Run, workdir: str, train_fn: TrainFn, evaluate_fn: EvaluateFn,
-            costs: tuple[int, float] | None = None, loss_window_steps: int = 1) -> dict:
+def execute(
+  run: Run,
+  workdir: str,
+  train_fn: TrainFn,
+  evaluate_fn: EvaluateFn,
+  costs: tuple[int, float] | None = None,
+  loss_window_steps: int = 1,
+) -> dict:
   """Trains and evaluates one run to completion (resuming), writes and returns its result.
 
   Args:
@@ -160,27 +167,40 @@ def execute(run: Run, workdir: str, train_fn: TrainFn, evaluate_fn: EvaluateFn,
         logging.info("sweep: training %s to step %d of %d", run.name, step, config.train.steps)
         train_fn(config, directory)
         if step not in checkpoint_steps(directory):
-          raise RuntimeError(f"training {run.name} to step {step} left no checkpoint {step} in"
-                             f" {directory}/checkpoints")
+          raise RuntimeError(
+            f"training {run.name} to step {step} left no checkpoint {step} in"
+            f" {directory}/checkpoints"
+          )
       trained = time.time()
       logging.info("sweep: evaluating %s at step %d", run.name, step)
       summary = _summarise_eval(evaluate_fn(run.config, directory, step))
-      files.write_json(point_path, {"step": step, **summary, "train_seconds": trained - started,
-                                    "eval_seconds": time.time() - trained})
+      files.write_json(
+        point_path,
+        {
+          "step": step,
+          **summary,
+          "train_seconds": trained - started,
+          "eval_seconds": time.time() - trained,
+        },
+      )
 
     result = build_result(run, directory, params, flops_per_token, loss_window_steps)
     files.write_json(result_path, result)
     return result
 
 
-def build_result(run: Run, directory: str, params: int, flops_per_token: float,
-                 loss_window_steps: int) -> dict:
+def build_result(
+  run: Run, directory: str, params: int, flops_per_token: float, loss_window_steps: int
+) -> dict:
   """The run's result from its evaluated points and metrics.jsonl; `finished` says whether every
   evaluation point is there (a partial result shows a sweep in progress)."""
   from gato_jax.training import metrics_log  # Imports jax, which planning a sweep never needs.
 
-  records = (metrics_log.read_metrics(directory)
-             if os.path.exists(os.path.join(directory, "metrics.jsonl")) else [])
+  records = (
+    metrics_log.read_metrics(directory)
+    if os.path.exists(os.path.join(directory, "metrics.jsonl"))
+    else []
+  )
   curve = loss_curve(records, loss_window_steps)
   if not curve:
     raise RuntimeError(f"{directory}/metrics.jsonl has no logged loss")
@@ -200,26 +220,36 @@ def build_result(run: Run, directory: str, params: int, flops_per_token: float,
     points.append({**point, "tokens": tokens, "compute": tokens * flops_per_token, "loss": loss})
   keep = np.unique(np.linspace(0, len(curve) - 1, min(len(curve), CURVE_POINTS)).astype(int))
   return {
-      "name": run.name,
-      "overrides": run.overrides,
-      "size": run.config.model.size,
-      "params": int(params),
-      "flops_per_token": float(flops_per_token),
-      "tokens_per_step": tokens_per_step,
-      "steps": run.config.train.steps,
-      "finished": len(points) == len(run.eval_steps),
-      "points": points,
-      "curve": [{"step": curve[i][0], "tokens": curve[i][0] * tokens_per_step,
-                 "compute": curve[i][0] * tokens_per_step * flops_per_token, "loss": curve[i][1]}
-                for i in keep],
-      "train_seconds": sum(p["train_seconds"] for p in points),
-      "eval_seconds": sum(p["eval_seconds"] for p in points),
+    "name": run.name,
+    "overrides": run.overrides,
+    "size": run.config.model.size,
+    "params": int(params),
+    "flops_per_token": float(flops_per_token),
+    "tokens_per_step": tokens_per_step,
+    "steps": run.config.train.steps,
+    "finished": len(points) == len(run.eval_steps),
+    "points": points,
+    "curve": [
+      {
+        "step": curve[i][0],
+        "tokens": curve[i][0] * tokens_per_step,
+        "compute": curve[i][0] * tokens_per_step * flops_per_token,
+        "loss": curve[i][1],
+      }
+      for i in keep
+    ],
+    "train_seconds": sum(p["train_seconds"] for p in points),
+    "eval_seconds": sum(p["eval_seconds"] for p in points),
   }
 
 
-def collect(workdir: str, runs: Iterable[Run], ladder: str = "", loss_window_steps: int = 1,
-            costs_fn: Callable[[ml_collections.ConfigDict], tuple[int, float]] = model_costs,
-            ) -> dict:
+def collect(
+  workdir: str,
+  runs: Iterable[Run],
+  ladder: str = "",
+  loss_window_steps: int = 1,
+  costs_fn: Callable[[ml_collections.ConfigDict], tuple[int, float]] = model_costs,
+) -> dict:
   """Gathers the runs' results into `workdir/results.json`; returns what it wrote.
 
   Finished runs contribute their result; unfinished runs with evaluated points a partial one
@@ -231,7 +261,8 @@ def collect(workdir: str, runs: Iterable[Run], ladder: str = "", loss_window_ste
     if is_done(workdir, run):
       gathered.append(_read_json(os.path.join(directory, RUN_RESULT_FILE)))
     elif os.path.isdir(os.path.join(directory, POINTS_DIR)) and os.listdir(
-        os.path.join(directory, POINTS_DIR)):
+      os.path.join(directory, POINTS_DIR)
+    ):
       gathered.append(build_result(run, directory, *costs_fn(run.config), loss_window_steps))
     else:
       missing.append(run.name)

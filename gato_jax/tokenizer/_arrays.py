@@ -26,7 +26,7 @@ def is_host(xp) -> bool:
   return xp is np
 
 
-INT32_MIN, INT32_END = -2**31, 2**31  # The int32 range as [low, high).
+INT32_MIN, INT32_END = -(2**31), 2**31  # The int32 range as [low, high).
 
 
 def _is_float(dtype) -> bool:
@@ -74,6 +74,6 @@ def check_range(x, low: int, high: int, name: str, xp) -> None:
   if bad.any():
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     raise ValueError(
-        f"{name} must lie in [{low}, {high}); found {x[index]} at index {index}"
-        f" (min {x.min()}, max {x.max()})"
+      f"{name} must lie in [{low}, {high}); found {x[index]} at index {index}"
+      f" (min {x.min()}, max {x.max()})"
     )

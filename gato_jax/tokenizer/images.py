@@ -23,9 +23,9 @@ def check_image_shape(shape, patch_size: int = PATCH_SIZE, name: str = "image") 
   height, width = shape[-3], shape[-2]
   if height % patch_size or width % patch_size or height == 0 or width == 0:
     raise ValueError(
-        f"{name} of height {height} and width {width} cannot be cut into {patch_size}x{patch_size}"
-        f" patches: both sides must be positive multiples of {patch_size}. Resize or pad it"
-        " first (environment adapters do this for Atari and DM Control pixels)."
+      f"{name} of height {height} and width {width} cannot be cut into {patch_size}x{patch_size}"
+      f" patches: both sides must be positive multiples of {patch_size}. Resize or pad it"
+      " first (environment adapters do this for Atari and DM Control pixels)."
     )
 
 
@@ -49,8 +49,8 @@ def image_to_patches(image, patch_size: int = PATCH_SIZE):
   image = xp.asarray(image)
   if image.dtype != np.uint8:
     raise TypeError(
-        f"image must be uint8 pixels in [0, 255], got dtype {image.dtype}; convert floats with"
-        " (x * 255).round().astype(uint8) if they are in [0, 1]"
+      f"image must be uint8 pixels in [0, 255], got dtype {image.dtype}; convert floats with"
+      " (x * 255).round().astype(uint8) if they are in [0, 1]"
     )
   check_image_shape(image.shape, patch_size)
   *batch, height, width, channels = image.shape
@@ -78,7 +78,9 @@ def patches_to_pixels(patches: np.ndarray, patch_size: int = PATCH_SIZE) -> np.n
   which is what lets stored data keep images as uint8 (4x smaller) without changing a batch.
   """
   scale = np.float32(1.0 / (127.5 * math.sqrt(patch_size)))
-  pixels = np.clip(np.rint(np.asarray(patches, np.float32) / scale + 127.5), 0, 255).astype(np.uint8)
+  pixels = np.clip(np.rint(np.asarray(patches, np.float32) / scale + 127.5), 0, 255).astype(
+    np.uint8
+  )
   if not np.array_equal(normalize_pixels(pixels, patch_size), patches):
     return None
   return pixels

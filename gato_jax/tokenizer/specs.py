@@ -72,15 +72,14 @@ def flatten_with_paths(tree: Any, spec: Any, path: str = "") -> Iterator[tuple[s
     raise TypeError(f"spec at {path or '<root>'!r} must be a dict or a leaf spec, got {spec!r}")
   if not isinstance(tree, Mapping):
     raise TypeError(
-        f"expected a dict at {path or '<root>'!r} (spec keys {sorted(spec)}),"
-        f" got {type(tree).__name__}"
+      f"expected a dict at {path or '<root>'!r} (spec keys {sorted(spec)}),"
+      f" got {type(tree).__name__}"
     )
   missing = sorted(set(spec) - set(tree))
   extra = sorted(set(tree) - set(spec))
   if missing or extra:
     raise KeyError(
-        f"keys at {path or '<root>'!r} do not match the spec: missing {missing}, unexpected"
-        f" {extra}"
+      f"keys at {path or '<root>'!r} do not match the spec: missing {missing}, unexpected {extra}"
     )
   for key in sorted(spec):
     yield from flatten_with_paths(tree[key], spec[key], f"{path}/{key}" if path else str(key))
@@ -115,7 +114,7 @@ def action_leaf_specs(action_spec: Any) -> list[tuple[str, ValueSpec]]:
   for path, leaf in leaves:
     if not isinstance(leaf, (DiscreteSpec, ContinuousSpec)):
       raise TypeError(
-          f"action leaf {path!r} has spec {leaf!r}; actions must be DiscreteSpec or ContinuousSpec"
+        f"action leaf {path!r} has spec {leaf!r}; actions must be DiscreteSpec or ContinuousSpec"
       )
   return leaves
 

@@ -31,8 +31,8 @@ class TextTokenizer:
     self.model_path = str(model_path) if model_path is not None else DEFAULT_SPM_MODEL
     if not os.path.isfile(self.model_path):
       raise FileNotFoundError(
-          f"SentencePiece model file not found: {self.model_path!r}. Pass the path of a"
-          " `.model` file (train one with tools/train_vocab.py), or None for the packaged one."
+        f"SentencePiece model file not found: {self.model_path!r}. Pass the path of a"
+        " `.model` file (train one with tools/train_vocab.py), or None for the packaged one."
       )
     with open(self.model_path, "rb") as f:
       self._proto = f.read()
@@ -40,13 +40,11 @@ class TextTokenizer:
     try:
       self._processor.LoadFromSerializedProto(self._proto)
     except Exception as e:  # sentencepiece raises bare RuntimeError/OSError with terse text.
-      raise ValueError(
-          f"{self.model_path!r} is not a valid SentencePiece model: {e}"
-      ) from e
+      raise ValueError(f"{self.model_path!r} is not a valid SentencePiece model: {e}") from e
     if self.vocab_size > TEXT_VOCAB_SIZE:
       raise ValueError(
-          f"SentencePiece model {self.model_path!r} has {self.vocab_size} pieces; Gato reserves"
-          f" only [0, {TEXT_VOCAB_SIZE}) for text (ids above belong to values and the separator)"
+        f"SentencePiece model {self.model_path!r} has {self.vocab_size} pieces; Gato reserves"
+        f" only [0, {TEXT_VOCAB_SIZE}) for text (ids above belong to values and the separator)"
       )
 
   @property
@@ -83,7 +81,7 @@ class TextTokenizer:
       raise ValueError(f"decode expects a 1-D integer array, got {ids.dtype}{list(ids.shape)}")
     if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
       raise ValueError(
-          f"text ids must lie in [0, {self.vocab_size}); got min {ids.min()}, max {ids.max()}"
+        f"text ids must lie in [0, {self.vocab_size}); got min {ids.min()}, max {ids.max()}"
       )
     keep = (ids != self.pad_id) & (ids != self.eos_id)
     return self._processor.DecodeIds(ids[keep].tolist())

@@ -16,11 +16,11 @@ import numpy as np
 
 from gato_jax.tokenizer import _arrays, images, specs, values
 from gato_jax.tokenizer.constants import (
-    NO_LOCAL_POSITION,
-    SEPARATOR_ID,
-    TEXT_VOCAB_SIZE,
-    VALUE_OFFSET,
-    TokenKind,
+  NO_LOCAL_POSITION,
+  SEPARATOR_ID,
+  TEXT_VOCAB_SIZE,
+  VALUE_OFFSET,
+  TokenKind,
 )
 
 
@@ -78,8 +78,8 @@ def _encode_text_leaves(tree: Any, spec: Any, batch_ndim: int, text_tokenizer) -
   leaves = []
   for path, value, leaf_spec in flat:
     if isinstance(leaf_spec, specs.TextSpec) and (
-        _is_text_value(value) or (isinstance(value, (list, tuple)) and value
-                                  and _is_text_value(value[0]))
+      _is_text_value(value)
+      or (isinstance(value, (list, tuple)) and value and _is_text_value(value[0]))
     ):
       tokenizer = text_tokenizer or _default_text_tokenizer()
       if batch_ndim == 0:
@@ -105,7 +105,9 @@ def _leaf_tokens(path: str, x, leaf_spec, batch_shape, xp, for_action: bool):
   if isinstance(leaf_spec, specs.ImageSpec):
     x = xp.asarray(x)
     if x.ndim != nb + 3:
-      raise ValueError(f"image {path!r} must have shape {list(batch_shape)}+[H, W, C], got {x.shape}")
+      raise ValueError(
+        f"image {path!r} must have shape {list(batch_shape)}+[H, W, C], got {x.shape}"
+      )
     images.check_image_shape(x.shape, leaf_spec.patch_size, name=f"image {path!r}")
     patches = images.image_to_patches(x, leaf_spec.patch_size)
     ids = xp.zeros(patches.shape[:-1], dtype=xp.int32)
@@ -113,23 +115,24 @@ def _leaf_tokens(path: str, x, leaf_spec, batch_shape, xp, for_action: bool):
   expected = tuple(batch_shape) + leaf_spec.shape
   if tuple(np.shape(x)) != expected:
     raise ValueError(
-        f"{'action' if for_action else 'observation'} {path!r} must have shape"
-        f" {list(expected)} (spec {list(leaf_spec.shape)}), got {list(np.shape(x))}"
+      f"{'action' if for_action else 'observation'} {path!r} must have shape"
+      f" {list(expected)} (spec {list(leaf_spec.shape)}), got {list(np.shape(x))}"
     )
   if isinstance(leaf_spec, specs.DiscreteSpec):
     x = _arrays.as_int32(x, f"discrete values {path!r}", xp, 0, leaf_spec.num_values)
     ids = values.tokenize_discrete(x)
   else:
-    x = _arrays.as_float32(x, f"continuous values {path!r}", xp,
-                           allow_inf=leaf_spec.allow_inf or not leaf_spec.mu_law)
+    x = _arrays.as_float32(
+      x, f"continuous values {path!r}", xp, allow_inf=leaf_spec.allow_inf or not leaf_spec.mu_law
+    )
     ids = values.tokenize_continuous(x, mu_law=leaf_spec.mu_law, allow_inf=True)  # Checked.
   return ids.reshape(*batch_shape, -1), TokenKind.VALUE, None
 
 
 def _batch_shape(tree: Any, spec: Any, batch_ndim: int) -> tuple[int, ...]:
   shapes = {
-      path: tuple(np.shape(value))[:batch_ndim]
-      for path, value, _ in specs.flatten_with_paths(tree, spec)
+    path: tuple(np.shape(value))[:batch_ndim]
+    for path, value, _ in specs.flatten_with_paths(tree, spec)
   }
   distinct = set(shapes.values())
   if len(distinct) > 1:
@@ -140,8 +143,9 @@ def _batch_shape(tree: Any, spec: Any, batch_ndim: int) -> tuple[int, ...]:
   return shape
 
 
-def _tokenize_batched(observation, action, observation_spec, action_spec, batch_ndim: int,
-                      separator: bool = True):
+def _tokenize_batched(
+  observation, action, observation_spec, action_spec, batch_ndim: int, separator: bool = True
+):
   """Tokenizes timesteps whose leaves carry `batch_ndim` leading dims -> TokenGroup [*B, L]."""
   leaves = list(specs.flatten_with_paths(observation, observation_spec))
   action_leaves = []
@@ -152,9 +156,9 @@ def _tokenize_batched(observation, action, observation_spec, action_spec, batch_
     action_leaves = list(specs.flatten_with_paths(action, action_spec))
   xp = _arrays.namespace(*[v for _, v, _ in leaves + action_leaves if not _is_text_value(v)])
   batch_shape = _batch_shape(
-      {"o": observation, "a": action} if action is not None else {"o": observation},
-      {"o": observation_spec, "a": action_spec} if action is not None else {"o": observation_spec},
-      batch_ndim,
+    {"o": observation, "a": action} if action is not None else {"o": observation},
+    {"o": observation_spec, "a": action_spec} if action is not None else {"o": observation_spec},
+    batch_ndim,
   )
 
   ids, kinds, patches, rows, cols = [], [], [], [], []
@@ -189,8 +193,8 @@ def _tokenize_batched(observation, action, observation_spec, action_spec, batch_
     dims = {p.shape[-1] for p in patches}
     if len(dims) > 1:
       raise ValueError(
-          f"all images of a timestep must give patches of one size, got sizes {sorted(dims)}"
-          " (images with different channel counts or patch sizes)"
+        f"all images of a timestep must give patches of one size, got sizes {sorted(dims)}"
+        " (images with different channel counts or patch sizes)"
       )
     patches = xp.concatenate(patches, axis=-2)
     rows, cols = np.concatenate(rows), np.concatenate(cols)
@@ -202,20 +206,25 @@ def _tokenize_batched(observation, action, observation_spec, action_spec, batch_
     return xp.array(xp.broadcast_to(xp.asarray(static), (*batch_shape, *static.shape)))
 
   return TokenGroup(
-      tokens=xp.concatenate(ids, axis=-1),
-      kinds=broadcast(kinds),
-      local_positions=broadcast(local_positions),
-      loss_mask=broadcast(loss_mask),
-      timesteps=xp.zeros((*batch_shape, num_tokens), xp.int32),
-      patches=patches,
-      patch_rows=broadcast(rows),
-      patch_cols=broadcast(cols),
+    tokens=xp.concatenate(ids, axis=-1),
+    kinds=broadcast(kinds),
+    local_positions=broadcast(local_positions),
+    loss_mask=broadcast(loss_mask),
+    timesteps=xp.zeros((*batch_shape, num_tokens), xp.int32),
+    patches=patches,
+    patch_rows=broadcast(rows),
+    patch_cols=broadcast(cols),
   )
 
 
-def tokenize_timestep(observation: Any, action: Any, observation_spec: Any,
-                      action_spec: Any = None, text_tokenizer=None,
-                      separator: bool = True) -> TokenGroup:
+def tokenize_timestep(
+  observation: Any,
+  action: Any,
+  observation_spec: Any,
+  action_spec: Any = None,
+  text_tokenizer=None,
+  separator: bool = True,
+) -> TokenGroup:
   """Tokenizes one timestep: observation tokens, `|`, action tokens.
 
   Args:
@@ -259,19 +268,24 @@ def concat_token_groups(groups: Sequence[TokenGroup]) -> TokenGroup:
     patches = np.zeros((0, 0), np.float32)
     rows = cols = np.zeros((0, 2), np.float32)
   return TokenGroup(
-      tokens=np.concatenate([g.tokens for g in groups]),
-      kinds=np.concatenate([g.kinds for g in groups]),
-      local_positions=np.concatenate([g.local_positions for g in groups]),
-      loss_mask=np.concatenate([g.loss_mask for g in groups]),
-      timesteps=np.concatenate(timesteps),
-      patches=patches,
-      patch_rows=rows,
-      patch_cols=cols,
+    tokens=np.concatenate([g.tokens for g in groups]),
+    kinds=np.concatenate([g.kinds for g in groups]),
+    local_positions=np.concatenate([g.local_positions for g in groups]),
+    loss_mask=np.concatenate([g.loss_mask for g in groups]),
+    timesteps=np.concatenate(timesteps),
+    patches=patches,
+    patch_rows=rows,
+    patch_cols=cols,
   )
 
 
-def tokenize_episode(observations: Any, actions: Any, observation_spec: Any,
-                     action_spec: Any = None, text_tokenizer=None) -> TokenGroup:
+def tokenize_episode(
+  observations: Any,
+  actions: Any,
+  observation_spec: Any,
+  action_spec: Any = None,
+  text_tokenizer=None,
+) -> TokenGroup:
   """Tokenizes an episode whose leaves carry a leading time axis [T, ...].
 
   Timesteps are tokenized as one vectorised batch and concatenated in time order. On the host,
@@ -282,7 +296,9 @@ def tokenize_episode(observations: Any, actions: Any, observation_spec: Any,
     A TokenGroup [sum of timestep lengths], with `timesteps` numbering the timesteps from 0.
   """
   observations = _encode_text_leaves(observations, observation_spec, 1, text_tokenizer)
-  ragged = any(isinstance(v, list) for _, v, _ in specs.flatten_with_paths(observations, observation_spec))
+  ragged = any(
+    isinstance(v, list) for _, v, _ in specs.flatten_with_paths(observations, observation_spec)
+  )
   if ragged:
     leaves = list(specs.flatten_with_paths(observations, observation_spec))
     num_steps = len(leaves[0][1])
@@ -320,10 +336,12 @@ def detokenize_action(ids, action_spec: Any):
   out, start = [], 0
   for path, leaf in leaves:
     size = int(np.prod(leaf.shape, dtype=np.int64))
-    chunk = ids[..., start:start + size]
+    chunk = ids[..., start : start + size]
     start += size
     if isinstance(leaf, specs.DiscreteSpec):
-      _arrays.check_range(chunk, VALUE_OFFSET, VALUE_OFFSET + leaf.num_values, f"action ids {path!r}", xp)
+      _arrays.check_range(
+        chunk, VALUE_OFFSET, VALUE_OFFSET + leaf.num_values, f"action ids {path!r}", xp
+      )
       value = values.detokenize_discrete(chunk)
     else:
       value = values.detokenize_continuous(chunk, mu_law=leaf.mu_law)

@@ -27,8 +27,12 @@ from gato_jax.model.inputs import Batch
 from gato_jax.tokenizer.constants import padded_vocab_size
 from gato_jax.training import flops
 from gato_jax.training.optimizer import OptimizerConfig
-from gato_jax.training.step import (abstract_param_count, abstract_train_state, jit_train_step,
-                                     target_bucket)
+from gato_jax.training.step import (
+  abstract_param_count,
+  abstract_train_state,
+  jit_train_step,
+  target_bucket,
+)
 
 GIB = 2.0**30
 WHAT = ("train", "decode")
@@ -46,31 +50,42 @@ def topology_devices(topology: str) -> list:
   # v4 and v5p chips hold two TensorCores that JAX drives as one device ("megacore").
   kwargs = {"chip_config_name": "megacore"} if topology.split(":")[0] in MEGACORE else {}
   try:
-    return list(topologies.get_topology_desc(platform="tpu", topology_name=topology,
-                                             **kwargs).devices)
+    return list(
+      topologies.get_topology_desc(platform="tpu", topology_name=topology, **kwargs).devices
+    )
   except Exception as e:  # libtpu missing, or a name it does not know.
     raise ValueError(
-        f"could not describe TPU topology {topology!r} ({type(e).__name__}: {e}). It needs libtpu"
-        " (pip install -e .[tpu]) and a name libtpu knows, e.g. v4:2x2x1, v5e:4x4, v5p:2x2x1"
+      f"could not describe TPU topology {topology!r} ({type(e).__name__}: {e}). It needs libtpu"
+      " (pip install -e .[tpu]) and a name libtpu knows, e.g. v4:2x2x1, v5e:4x4, v5p:2x2x1"
     ) from e
 
 
-def abstract_batch(model_config: ModelConfig, batch_size: int, seq_len: int, num_patches: int,
-                   batch_sharding) -> Batch:
+def abstract_batch(
+  model_config: ModelConfig, batch_size: int, seq_len: int, num_patches: int, batch_sharding
+) -> Batch:
   """A global training Batch as ShapeDtypeStructs split as `act_batch` says (no memory)."""
   s = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(len(shape)))
   tokens = s((batch_size, seq_len), jnp.int32)
   patches = lambda last: s((batch_size, num_patches, last), jnp.float32)
-  return Batch(tokens=tokens, kinds=tokens, local_positions=tokens,
-               loss_mask=s((batch_size, seq_len), jnp.bool_), segment_ids=tokens,
-               patches=patches(model_config.patch_dim), patch_rows=patches(2), patch_cols=patches(2))
+  return Batch(
+    tokens=tokens,
+    kinds=tokens,
+    local_positions=tokens,
+    loss_mask=s((batch_size, seq_len), jnp.bool_),
+    segment_ids=tokens,
+    patches=patches(model_config.patch_dim),
+    patch_rows=patches(2),
+    patch_cols=patches(2),
+  )
 
 
 def per_device_bytes(tree) -> int:
   """Bytes of one device's shards of a tree of ShapeDtypeStructs with shardings."""
+
   def leaf(x):
     shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
     return int(np.prod(shape, dtype=np.int64)) * jnp.dtype(x.dtype).itemsize
+
   return sum(leaf(x) for x in jax.tree.leaves(tree))
 
 
@@ -78,9 +93,11 @@ def _oom_numbers(message: str) -> dict[str, float]:
   """GiB figures from XLA's out-of-memory message (temporaries, available HBM), where present."""
   units = {"K": 2.0**-20, "M": 2.0**-10, "G": 1.0, "T": 2.0**10}
   found = {}
-  for key, pattern in (("temp_gib", r"HLO temporaries \(([\d.]+)([KMGT])"),
-                       ("hbm_available_gib", r"available HBM \(([\d.]+)([KMGT])"),
-                       ("total_gib", r"[Uu]sed ([\d.]+)([KMGT]) of")):
+  for key, pattern in (
+    ("temp_gib", r"HLO temporaries \(([\d.]+)([KMGT])"),
+    ("hbm_available_gib", r"available HBM \(([\d.]+)([KMGT])"),
+    ("total_gib", r"[Uu]sed ([\d.]+)([KMGT]) of"),
+  ):
     match = re.search(pattern, message)
     if match:
       found[key] = float(match.group(1)) * units[match.group(2)]
@@ -95,21 +112,33 @@ def _compile(lowered, arguments) -> dict[str, Any]:
   except Exception as e:  # XLA raises JaxRuntimeError (RESOURCE_EXHAUSTED) when it does not fit.
     if "RESOURCE_EXHAUSTED" not in str(e) and "Ran out of memory" not in str(e):
       raise
-    out = {"argument_gib": per_device_bytes(arguments) / GIB, "output_gib": None,
-           "alias_gib": None, "temp_gib": None, "fits": False,
-           "compiler_message": str(e).strip().splitlines()[0][:400]}
+    out = {
+      "argument_gib": per_device_bytes(arguments) / GIB,
+      "output_gib": None,
+      "alias_gib": None,
+      "temp_gib": None,
+      "fits": False,
+      "compiler_message": str(e).strip().splitlines()[0][:400],
+    }
     out.update(_oom_numbers(str(e)))
     if out["temp_gib"] is not None and "total_gib" not in out:
       out["total_gib"] = out["argument_gib"] + out["temp_gib"]
   else:
-    out = {"argument_gib": stats.argument_size_in_bytes / GIB,
-           "output_gib": stats.output_size_in_bytes / GIB,
-           "alias_gib": stats.alias_size_in_bytes / GIB,
-           "temp_gib": stats.temp_size_in_bytes / GIB, "fits": True}
+    out = {
+      "argument_gib": stats.argument_size_in_bytes / GIB,
+      "output_gib": stats.output_size_in_bytes / GIB,
+      "alias_gib": stats.alias_size_in_bytes / GIB,
+      "temp_gib": stats.temp_size_in_bytes / GIB,
+      "fits": True,
+    }
     # Donated state: outputs that alias arguments take no memory of their own.
-    out["total_gib"] = (stats.argument_size_in_bytes + stats.output_size_in_bytes
-                        - stats.alias_size_in_bytes + stats.temp_size_in_bytes
-                        + stats.generated_code_size_in_bytes) / GIB
+    out["total_gib"] = (
+      stats.argument_size_in_bytes
+      + stats.output_size_in_bytes
+      - stats.alias_size_in_bytes
+      + stats.temp_size_in_bytes
+      + stats.generated_code_size_in_bytes
+    ) / GIB
   out["compile_seconds"] = time.perf_counter() - start
   return out
 
@@ -130,23 +159,43 @@ def roofline(flops_per_device: float, memory: dict[str, Any], device_kind: str) 
   return {"est_step_seconds": step, "est_mfu": compute_s / step}
 
 
-def _case(config, model_config: ModelConfig, topology: str, devices, mesh, what: str,
-          global_batch: int, memory: dict, flops_per_device: float, **extra) -> dict[str, Any]:
+def _case(
+  config,
+  model_config: ModelConfig,
+  topology: str,
+  devices,
+  mesh,
+  what: str,
+  global_batch: int,
+  memory: dict,
+  flops_per_device: float,
+  **extra,
+) -> dict[str, Any]:
   kind = devices[0].device_kind
   hbm = flops.TPU_HBM_BYTES.get(kind)
   row = {
-      "what": what, "size": config.model.size, "topology": topology, "device_kind": kind,
-      "devices": len(devices), "mesh": dict(zip(mesh.axis_names, map(int, mesh.devices.shape))),
-      "rules": config.mesh.rules, "remat_policy": model_config.remat_policy,
-      "mlp_activation": model_config.mlp_activation, "global_batch": global_batch, **extra,
-      **memory, "hbm_gib": hbm / GIB if hbm else None, "flops_per_device": flops_per_device,
-      **roofline(flops_per_device, memory, kind),
+    "what": what,
+    "size": config.model.size,
+    "topology": topology,
+    "device_kind": kind,
+    "devices": len(devices),
+    "mesh": dict(zip(mesh.axis_names, map(int, mesh.devices.shape))),
+    "rules": config.mesh.rules,
+    "remat_policy": model_config.remat_policy,
+    "mlp_activation": model_config.mlp_activation,
+    "global_batch": global_batch,
+    **extra,
+    **memory,
+    "hbm_gib": hbm / GIB if hbm else None,
+    "flops_per_device": flops_per_device,
+    **roofline(flops_per_device, memory, kind),
   }
   return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
 
 
-def compile_train(config: ml_collections.ConfigDict, topology: str,
-                  targets_per_row: int | None = None) -> dict[str, Any]:
+def compile_train(
+  config: ml_collections.ConfigDict, topology: str, targets_per_row: int | None = None
+) -> dict[str, Any]:
   """Compiles the config's train step for `topology`; one result row (see tools/aot_compile.py).
 
   Args:
@@ -160,35 +209,57 @@ def compile_train(config: ml_collections.ConfigDict, topology: str,
   model_config = ModelConfig.from_dict(config.model)
   mesh = sharding.create_mesh(config.mesh.shape, devices)
   state, trainer = abstract_train_state(
-      model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules)
+    model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules
+  )
   batch_size, seq_len = config.train.batch_size, config.train.seq_len
-  batch = abstract_batch(model_config, batch_size, seq_len, config.train.max_patches,
-                         lambda ndim: sharding.batch_sharding(mesh, trainer.rules, ndim))
+  batch = abstract_batch(
+    model_config,
+    batch_size,
+    seq_len,
+    config.train.max_patches,
+    lambda ndim: sharding.batch_sharding(mesh, trainer.rules, ndim),
+  )
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
   logits = None
   if config.train.logits_at_targets_only:
     logits = target_bucket(targets_per_row or seq_len // 2, seq_len)
   with jax.set_mesh(mesh):
     lowered = jit_train_step(trainer, batch, logits, config.train.microbatches).lower(
-        state, batch, rng)
+      state, batch, rng
+    )
   memory = _compile(lowered, (state, batch))
   num_params = abstract_param_count(model_config)
   step_flops = flops.train_flops_per_token(model_config, num_params, seq_len, logits) * (
-      batch_size * seq_len)
-  return _case(config, model_config, topology, devices, mesh, "train", batch_size, memory,
-               step_flops / len(devices), params=num_params, seq_len=seq_len,
-               microbatches=config.train.microbatches, logits_per_row=logits or seq_len)
+    batch_size * seq_len
+  )
+  return _case(
+    config,
+    model_config,
+    topology,
+    devices,
+    mesh,
+    "train",
+    batch_size,
+    memory,
+    step_flops / len(devices),
+    params=num_params,
+    seq_len=seq_len,
+    microbatches=config.train.microbatches,
+    logits_per_row=logits or seq_len,
+  )
 
 
-def compile_decode(config: ml_collections.ConfigDict, topology: str,
-                   batch_size: int | None = None) -> dict[str, Any]:
+def compile_decode(
+  config: ml_collections.ConfigDict, topology: str, batch_size: int | None = None
+) -> dict[str, Any]:
   """Compiles one cached decode step (one action token for `batch_size` rows, default
   `eval.batch_size`) with parameters sharded as in training; the cache is replicated."""
   devices = topology_devices(topology)
   model_config = ModelConfig.from_dict(config.model)
   mesh = sharding.create_mesh(config.mesh.shape, devices)
   state, _ = abstract_train_state(
-      model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules)
+    model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules
+  )
   batch_size = batch_size or config.eval.batch_size
   replicated = sharding.replicated(mesh)
   with_sharding = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
@@ -198,16 +269,28 @@ def compile_decode(config: ml_collections.ConfigDict, topology: str,
   id_ranges = jax.ShapeDtypeStruct((1, 2), jnp.int32, sharding=replicated)
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
   with jax.set_mesh(mesh):
-    lowered = decode_tokens.lower(state.params, cache, logits, id_ranges, rng,
-                                  model=Gato(model_config), temperature=0.0)
+    lowered = decode_tokens.lower(
+      state.params, cache, logits, id_ranges, rng, model=Gato(model_config), temperature=0.0
+    )
   memory = _compile(lowered, (state.params, cache, logits))
   num_params = abstract_param_count(model_config)
   # A forward pass for one token per row, attending to the whole cache: a third of training's.
-  token_flops = flops.train_flops_per_token(model_config, num_params,
-                                            model_config.max_decode_length) / 3
-  return _case(config, model_config, topology, devices, mesh, "decode", batch_size, memory,
-               token_flops * batch_size / len(devices), params=num_params,
-               cache_length=model_config.max_decode_length)
+  token_flops = (
+    flops.train_flops_per_token(model_config, num_params, model_config.max_decode_length) / 3
+  )
+  return _case(
+    config,
+    model_config,
+    topology,
+    devices,
+    mesh,
+    "decode",
+    batch_size,
+    memory,
+    token_flops * batch_size / len(devices),
+    params=num_params,
+    cache_length=model_config.max_decode_length,
+  )
 
 
 def compile_case(config: ml_collections.ConfigDict, topology: str, what: str, **kwargs):

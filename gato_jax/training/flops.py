@@ -8,25 +8,33 @@ from gato_jax.tokenizer.constants import padded_vocab_size
 # Dense bf16 peak FLOP/s per device, by `device_kind`. CPUs have no entry: MFU is then unknown
 # unless the caller supplies a peak. libtpu names v5e "TPU v5 lite", v5p "TPU v5", v6e "TPU v6 lite".
 PEAK_FLOPS = {
-    "NVIDIA H100 80GB HBM3": 989e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-    "NVIDIA A100-SXM4-80GB": 312e12,
-    "NVIDIA A100-SXM4-40GB": 312e12,
-    "TPU v4": 275e12,
-    "TPU v5e": 197e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v5": 459e12,
-    "TPU v6 lite": 918e12,
+  "NVIDIA H100 80GB HBM3": 989e12,
+  "NVIDIA H100": 989e12,
+  "NVIDIA H200": 989e12,
+  "NVIDIA A100-SXM4-80GB": 312e12,
+  "NVIDIA A100-SXM4-40GB": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5e": 197e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v5": 459e12,
+  "TPU v6 lite": 918e12,
 }
 
 # TPU chips' HBM (bytes) and its bandwidth (bytes/s), from Google Cloud's TPU pages; the
 # ahead-of-time compiler (tools/aot_compile.py) reports memory against them.
-TPU_HBM_BYTES = {"TPU v4": 32 * 2**30, "TPU v5 lite": 16 * 2**30, "TPU v5": 95 * 2**30,
-                 "TPU v6 lite": 32 * 2**30}
-TPU_HBM_BANDWIDTH = {"TPU v4": 1.2e12, "TPU v5 lite": 8.19e11, "TPU v5": 2.765e12,
-                     "TPU v6 lite": 1.64e12}
+TPU_HBM_BYTES = {
+  "TPU v4": 32 * 2**30,
+  "TPU v5 lite": 16 * 2**30,
+  "TPU v5": 95 * 2**30,
+  "TPU v6 lite": 32 * 2**30,
+}
+TPU_HBM_BANDWIDTH = {
+  "TPU v4": 1.2e12,
+  "TPU v5 lite": 8.19e11,
+  "TPU v5": 2.765e12,
+  "TPU v6 lite": 1.64e12,
+}
 
 
 def peak_flops(override_tflops: float | None = None) -> float | None:
@@ -37,8 +45,9 @@ def peak_flops(override_tflops: float | None = None) -> float | None:
   return per_device * jax.device_count() if per_device else None
 
 
-def train_flops_per_token(cfg: ModelConfig, num_params: int, seq_len: int,
-                          logits_per_row: int | None = None) -> float:
+def train_flops_per_token(
+  cfg: ModelConfig, num_params: int, seq_len: int, logits_per_row: int | None = None
+) -> float:
   """6 N for the weights' forward and backward passes plus causal attention's 6 L T H Dh.
 
   N is the exact parameter count, so the feed-forward counts as built: for geglu the up-

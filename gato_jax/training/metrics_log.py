@@ -39,8 +39,9 @@ class MetricsLogger:
       existing file, as the run logs those steps again.
   """
 
-  def __init__(self, workdir: str, total_steps: int, tensorboard: bool = True,
-               resume_step: int = 0):
+  def __init__(
+    self, workdir: str, total_steps: int, tensorboard: bool = True, resume_step: int = 0
+  ):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.total_steps = total_steps
@@ -63,12 +64,16 @@ class MetricsLogger:
     values = {key: _scalar(value) for key, value in metrics.items()}
     if not self.enabled:
       return values
-    bad = [key for key, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
+    bad = [
+      key for key, value in values.items() if isinstance(value, float) and not math.isfinite(value)
+    ]
     if bad:
       logging.warning("step %d: non-finite metrics %s", step, bad)
     record = {"step": int(step), **values}
     # NaN/inf are written as null: the file stays valid JSON for every reader.
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    clean = {
+      k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+    }
     _append_whole(self.path, (json.dumps(clean) + "\n").encode())
     if self._writer is not None:
       self._writer.write_scalars(int(step), values)
@@ -151,8 +156,12 @@ def _truncate_after(path: str, step: int) -> None:
     return
   if torn:
     logging.warning("%s: dropping torn lines %s", path, torn)
-  logging.info("%s: dropping %d records after step %d, which this run logs again", path,
-               len(records) - len(kept), step)
+  logging.info(
+    "%s: dropping %d records after step %d, which this run logs again",
+    path,
+    len(records) - len(kept),
+    step,
+  )
   with open(f"{path}.tmp", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in kept)
   os.replace(f"{path}.tmp", path)  # A crash now leaves the old file or the new one, whole.

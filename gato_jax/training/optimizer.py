@@ -35,18 +35,21 @@ class OptimizerConfig:
 
 def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
   if cfg.warmup_steps >= cfg.decay_steps:
-    raise ValueError(f"warmup_steps ({cfg.warmup_steps}) must be below decay_steps ({cfg.decay_steps})")
+    raise ValueError(
+      f"warmup_steps ({cfg.warmup_steps}) must be below decay_steps ({cfg.decay_steps})"
+    )
   return optax.warmup_cosine_decay_schedule(
-      init_value=cfg.initial_learning_rate,
-      peak_value=cfg.peak_learning_rate,
-      warmup_steps=cfg.warmup_steps,
-      decay_steps=cfg.decay_steps,
-      end_value=cfg.peak_learning_rate / cfg.decay_factor,
+    init_value=cfg.initial_learning_rate,
+    peak_value=cfg.peak_learning_rate,
+    warmup_steps=cfg.warmup_steps,
+    decay_steps=cfg.decay_steps,
+    end_value=cfg.peak_learning_rate / cfg.decay_factor,
   )
 
 
 def _decay_mask(params):
   """Weight decay on matrices and tables only: not on biases or LayerNorm/GroupNorm scales."""
+
   def decays(path, _):
     # The last dict key names the parameter; boxed (annotated) params add a `.value` after it.
     names = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
@@ -58,8 +61,9 @@ def _decay_mask(params):
 def make_optimizer(cfg: OptimizerConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
   schedule = learning_rate_schedule(cfg)
   tx = optax.chain(
-      optax.clip_by_global_norm(cfg.grad_clip_norm),
-      optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                  mask=_decay_mask),
+    optax.clip_by_global_norm(cfg.grad_clip_norm),
+    optax.adamw(
+      schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask
+    ),
   )
   return tx, schedule

@@ -49,11 +49,13 @@ def _state_initializer(model_config: ModelConfig, tx: optax.GradientTransformati
   def init_boxed(rng):
     params = init_variables(model_config, rng)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
   return init_boxed
 
 
-def abstract_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
-                         mesh: jax.sharding.Mesh, rules) -> tuple[TrainState, Trainer]:
+def abstract_train_state(
+  model_config: ModelConfig, optimizer_config: OptimizerConfig, mesh: jax.sharding.Mesh, rules
+) -> tuple[TrainState, Trainer]:
   """The state as ShapeDtypeStructs carrying their shardings, and its Trainer; no memory used.
 
   What ahead-of-time compilation (tools/aot_compile.py) lowers the step with, for a mesh of
@@ -63,13 +65,17 @@ def abstract_train_state(model_config: ModelConfig, optimizer_config: OptimizerC
   tx, schedule = make_optimizer(optimizer_config)
   abstract = jax.eval_shape(_state_initializer(model_config, tx), jax.random.key(0))
   state_shardings = sharding.logical_shardings(abstract, mesh, rules)
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                       nn.unbox(abstract), state_shardings)
+  state = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+    nn.unbox(abstract),
+    state_shardings,
+  )
   return state, Trainer(Gato(model_config), tx, schedule, mesh, rules, state_shardings)
 
 
-def create_train_state(model_config: ModelConfig, optimizer_config: OptimizerConfig,
-                       mesh: jax.sharding.Mesh, rules, rng) -> tuple[TrainState, Trainer]:
+def create_train_state(
+  model_config: ModelConfig, optimizer_config: OptimizerConfig, mesh: jax.sharding.Mesh, rules, rng
+) -> tuple[TrainState, Trainer]:
   """Initialises parameters and optimizer state directly into their shards."""
   _, trainer = abstract_train_state(model_config, optimizer_config, mesh, rules)
   init_boxed = _state_initializer(model_config, trainer.tx)
@@ -118,7 +124,9 @@ def masked_next_token_loss(logits, batch: Batch, positions=None):
   else:
     # Positions past a row's real targets are fill: weighted out below.
     take = lambda a: jnp.take_along_axis(a, positions, axis=1)
-    mask = take(mask) & (jnp.arange(positions.shape[1]) < jnp.sum(target_mask(batch), 1, keepdims=True))
+    mask = take(mask) & (
+      jnp.arange(positions.shape[1]) < jnp.sum(target_mask(batch), 1, keepdims=True)
+    )
     targets, target_kinds = take(targets), take(target_kinds)
   logits = logits.astype(jnp.float32)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -128,8 +136,12 @@ def masked_next_token_loss(logits, batch: Batch, positions=None):
   loss = jnp.sum(nll * weights) / jnp.maximum(count, 1.0)
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
   # Per-row sums let the host split the loss by each row's task or domain.
-  metrics = {"loss": loss, "target_tokens": count,
-             "row_loss_sum": jnp.sum(nll * weights, axis=1), "row_targets": jnp.sum(weights, axis=1)}
+  metrics = {
+    "loss": loss,
+    "target_tokens": count,
+    "row_loss_sum": jnp.sum(nll * weights, axis=1),
+    "row_targets": jnp.sum(weights, axis=1),
+  }
   for name, kind in (("text", TokenKind.TEXT), ("action", TokenKind.VALUE)):
     kind_weights = weights * (target_kinds == kind)
     kind_count = jnp.sum(kind_weights)
@@ -142,15 +154,22 @@ def masked_next_token_loss(logits, batch: Batch, positions=None):
 def target_positions(batch: Batch, num_targets: int):
   """int32 [B, K]: each row's predictor positions of its targets, first K, padded with 0."""
   return jax.vmap(lambda row: jnp.nonzero(row, size=num_targets, fill_value=0)[0])(
-      target_mask(batch)).astype(jnp.int32)
+    target_mask(batch)
+  ).astype(jnp.int32)
 
 
-def loss_and_metrics(params, batch: Batch, rng, model: Gato, train: bool,
-                     num_targets: int | None = None):
+def loss_and_metrics(
+  params, batch: Batch, rng, model: Gato, train: bool, num_targets: int | None = None
+):
   dropout_rng, patch_rng = jax.random.split(rng)
   positions = None if num_targets is None else target_positions(batch, num_targets)
-  logits = model.apply({"params": params}, batch, train=train, positions=positions,
-                       rngs={"dropout": dropout_rng, "patch_positions": patch_rng})
+  logits = model.apply(
+    {"params": params},
+    batch,
+    train=train,
+    positions=positions,
+    rngs={"dropout": dropout_rng, "patch_positions": patch_rng},
+  )
   return masked_next_token_loss(logits, batch, positions)
 
 
@@ -163,8 +182,13 @@ def compute_gradients(params, batch: Batch, rng, trainer: Trainer, num_targets: 
 
 
 # Metrics that are means over some count: their weight when microbatches are combined.
-_MEAN_WEIGHTS = {"loss": "target_tokens", "loss_text": "text_tokens", "loss_action": "action_tokens",
-                 "accuracy_text": "text_tokens", "accuracy_action": "action_tokens"}
+_MEAN_WEIGHTS = {
+  "loss": "target_tokens",
+  "loss_text": "text_tokens",
+  "loss_action": "action_tokens",
+  "accuracy_text": "text_tokens",
+  "accuracy_action": "action_tokens",
+}
 _PER_ROW = ("row_loss_sum", "row_targets")
 
 
@@ -176,13 +200,18 @@ def split_microbatches(batch: Batch, microbatches: int) -> Batch:
   """
   rows = batch.tokens.shape[0]
   if rows % microbatches:
-    raise ValueError(f"train.microbatches={microbatches} does not divide the global batch of {rows}")
-  split = lambda x: jnp.swapaxes(x.reshape((rows // microbatches, microbatches) + x.shape[1:]), 0, 1)
+    raise ValueError(
+      f"train.microbatches={microbatches} does not divide the global batch of {rows}"
+    )
+  split = lambda x: jnp.swapaxes(
+    x.reshape((rows // microbatches, microbatches) + x.shape[1:]), 0, 1
+  )
   return jax.tree.map(split, batch)
 
 
-def accumulate_gradients(params, batch: Batch, rng, trainer: Trainer,
-                         num_targets: int | None = None, microbatches: int = 1):
+def accumulate_gradients(
+  params, batch: Batch, rng, trainer: Trainer, num_targets: int | None = None, microbatches: int = 1
+):
   """(metrics, gradients) of the whole batch, computed `microbatches` slices at a time.
 
   Each slice's gradient of its summed (not mean) loss is accumulated and the total divided by the
@@ -195,33 +224,50 @@ def accumulate_gradients(params, batch: Batch, rng, trainer: Trainer,
 
   def body(carry, inputs):
     index, mb = inputs
-    metrics, grads = compute_gradients(params, mb, jax.random.fold_in(rng, index), trainer,
-                                       num_targets)
+    metrics, grads = compute_gradients(
+      params, mb, jax.random.fold_in(rng, index), trainer, num_targets
+    )
     # Undo each mean: the loss is sum / max(count, 1), its gradient scales the same way.
     scale = jnp.maximum(metrics["target_tokens"], 1.0)
     grad_sum = jax.tree.map(lambda acc, g: acc + g * scale, carry[0], grads)
-    sums = {k: v * jnp.maximum(metrics[_MEAN_WEIGHTS[k]], 1.0) if k in _MEAN_WEIGHTS else v
-            for k, v in metrics.items() if k not in _PER_ROW}
+    sums = {
+      k: v * jnp.maximum(metrics[_MEAN_WEIGHTS[k]], 1.0) if k in _MEAN_WEIGHTS else v
+      for k, v in metrics.items()
+      if k not in _PER_ROW
+    }
     sums = jax.tree.map(jnp.add, carry[1], sums)
     return (grad_sum, sums), {k: metrics[k] for k in _PER_ROW}
 
   zeros = jax.tree.map(jnp.zeros_like, params)
-  metric_shapes = jax.eval_shape(lambda: compute_gradients(
-      params, jax.tree.map(lambda x: x[0], micro), rng, trainer, num_targets)[0])
-  zero_sums = {k: jnp.zeros(v.shape, v.dtype) for k, v in metric_shapes.items() if k not in _PER_ROW}
-  (grad_sum, sums), rows = jax.lax.scan(body, (zeros, zero_sums),
-                                        (jnp.arange(microbatches), micro))
+  metric_shapes = jax.eval_shape(
+    lambda: compute_gradients(
+      params, jax.tree.map(lambda x: x[0], micro), rng, trainer, num_targets
+    )[0]
+  )
+  zero_sums = {
+    k: jnp.zeros(v.shape, v.dtype) for k, v in metric_shapes.items() if k not in _PER_ROW
+  }
+  (grad_sum, sums), rows = jax.lax.scan(body, (zeros, zero_sums), (jnp.arange(microbatches), micro))
   total = jnp.maximum(sums["target_tokens"], 1.0)
   grads = jax.tree.map(lambda g: g / total, grad_sum)
-  metrics = {k: v / jnp.maximum(sums[_MEAN_WEIGHTS[k]], 1.0) if k in _MEAN_WEIGHTS else v
-             for k, v in sums.items()}
+  metrics = {
+    k: v / jnp.maximum(sums[_MEAN_WEIGHTS[k]], 1.0) if k in _MEAN_WEIGHTS else v
+    for k, v in sums.items()
+  }
   # [M, B/M] -> [B] in the batch's own row order (the inverse of split_microbatches).
   metrics.update({k: jnp.swapaxes(v, 0, 1).reshape(-1) for k, v in rows.items()})
   return metrics, grads
 
 
-def train_step(state: TrainState, batch: Batch, rng, *, trainer: Trainer,
-               num_targets: int | None = None, microbatches: int = 1):
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  rng,
+  *,
+  trainer: Trainer,
+  num_targets: int | None = None,
+  microbatches: int = 1,
+):
   """One optimiser step; pure, so it can be jitted, sharded and tested as it is.
 
   `num_targets` (static), when given, bounds the loss targets of every row: logits are then
@@ -230,12 +276,14 @@ def train_step(state: TrainState, batch: Batch, rng, *, trainer: Trainer,
   update as one step on the whole batch, with a slice's activation memory.
   """
   rng = jax.random.fold_in(rng, state.step)
-  metrics, grads = accumulate_gradients(state.params, batch, rng, trainer, num_targets,
-                                        microbatches)
+  metrics, grads = accumulate_gradients(
+    state.params, batch, rng, trainer, num_targets, microbatches
+  )
   updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
-                 learning_rate=trainer.schedule(state.step))
+  metrics = dict(
+    metrics, grad_norm=optax.tree.norm(grads), learning_rate=trainer.schedule(state.step)
+  )
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -243,17 +291,22 @@ def batch_shardings(trainer: Trainer, batch: Batch):
   return jax.tree.map(lambda x: sharding.batch_sharding(trainer.mesh, trainer.rules, x.ndim), batch)
 
 
-def jit_train_step(trainer: Trainer, example_batch: Batch, num_targets: int | None = None,
-                   microbatches: int = 1):
+def jit_train_step(
+  trainer: Trainer, example_batch: Batch, num_targets: int | None = None, microbatches: int = 1
+):
   """`train_step` jitted with explicit shardings and the old state donated (call it, or
   `.lower()` it, under `jax.set_mesh(trainer.mesh)`)."""
   return jax.jit(
-      functools.partial(train_step, trainer=trainer, num_targets=num_targets,
-                        microbatches=microbatches),
-      in_shardings=(trainer.state_shardings, batch_shardings(trainer, example_batch),
-                    sharding.replicated(trainer.mesh)),
-      out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
-      donate_argnums=0,
+    functools.partial(
+      train_step, trainer=trainer, num_targets=num_targets, microbatches=microbatches
+    ),
+    in_shardings=(
+      trainer.state_shardings,
+      batch_shardings(trainer, example_batch),
+      sharding.replicated(trainer.mesh),
+    ),
+    out_shardings=(trainer.state_shardings, sharding.replicated(trainer.mesh)),
+    donate_argnums=0,
   )
 
 
@@ -284,5 +337,3 @@ def abstract_param_count(model_config: ModelConfig) -> int:
   """Exact parameter count from shapes alone (no memory), via jax.eval_shape."""
   shapes = jax.eval_shape(lambda r: init_variables(model_config, r), jax.random.key(0))
   return count_params(nn.unbox(shapes)["params"])
-
-

@@ -15,8 +15,12 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 from gato_jax import sharding  # noqa: E402
 
 sharding.maybe_initialize_distributed(
-    num_processes > 1, coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
-    process_id=process_id, cpu_collectives="gloo")
+  num_processes > 1,
+  coordinator_address=f"127.0.0.1:{port}",
+  num_processes=num_processes,
+  process_id=process_id,
+  cpu_collectives="gloo",
+)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -28,15 +32,19 @@ from gato_jax.training.step import create_train_state, make_train_step  # noqa: 
 
 cfg = ModelConfig.from_size("tiny", stochastic_depth=0.0)
 mesh = sharding.create_mesh((2, 2, 2))
-state, trainer = create_train_state(cfg, OptimizerConfig(peak_learning_rate=1e-2, warmup_steps=1,
-                                                         decay_steps=10), mesh, "fsdp_tensor",
-                                    jax.random.key(0))
+state, trainer = create_train_state(
+  cfg,
+  OptimizerConfig(peak_learning_rate=1e-2, warmup_steps=1, decay_steps=10),
+  mesh,
+  "fsdp_tensor",
+  jax.random.key(0),
+)
 rng = np.random.default_rng(0)
 full = dummy_batch(8, 24, 0, cfg).replace(
-    tokens=rng.integers(32000, 33024, (8, 24)).astype(np.int32),
-    loss_mask=rng.random((8, 24)) < 0.5)
+  tokens=rng.integers(32000, 33024, (8, 24)).astype(np.int32), loss_mask=rng.random((8, 24)) < 0.5
+)
 rows = 8 // num_processes
-local = jax.tree.map(lambda x: x[process_id * rows:(process_id + 1) * rows], full)
+local = jax.tree.map(lambda x: x[process_id * rows : (process_id + 1) * rows], full)
 batch = sharding.global_batch(local, mesh, trainer.rules)
 step = make_train_step(trainer, full)
 losses = []
@@ -45,4 +53,6 @@ for _ in range(3):
   losses.append(float(metrics["loss"]))
 if process_id == 0:
   with open(out, "w") as f:
-    json.dump({"losses": losses, "processes": jax.process_count(), "devices": jax.device_count()}, f)
+    json.dump(
+      {"losses": losses, "processes": jax.process_count(), "devices": jax.device_count()}, f
+    )

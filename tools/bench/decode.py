@@ -24,8 +24,12 @@ from tools.bench import _common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
 _SIZES = flags.DEFINE_list("sizes", None, "Sizes to measure (default: the config's).")
-_CONTEXT = flags.DEFINE_integer("context", 1024, "Cache length; filled up to leave room for a step.")
-_OBSERVATION_TOKENS = flags.DEFINE_integer("observation_tokens", 40, "Tokens per observation (incl. |).")
+_CONTEXT = flags.DEFINE_integer(
+  "context", 1024, "Cache length; filled up to leave room for a step."
+)
+_OBSERVATION_TOKENS = flags.DEFINE_integer(
+  "observation_tokens", 40, "Tokens per observation (incl. |)."
+)
 _ACTION_TOKENS = flags.DEFINE_integer("action_tokens", 6, "Action tokens decoded per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed control steps per size.")
 
@@ -34,8 +38,9 @@ def main(argv):
   del argv
   config = _CONFIG.value
   for size in _SIZES.value or [config.model.size]:
-    cfg = ModelConfig.from_dict({**config.model.to_dict(), "size": size,
-                                 "max_decode_length": _CONTEXT.value})
+    cfg = ModelConfig.from_dict(
+      {**config.model.to_dict(), "size": size, "max_decode_length": _CONTEXT.value}
+    )
     model = Gato(cfg)
     params = nn.unbox(jax.jit(lambda r: init_variables(cfg, r))(jax.random.key(0)))["params"]
     step_tokens = _OBSERVATION_TOKENS.value + _ACTION_TOKENS.value
@@ -49,21 +54,30 @@ def main(argv):
       logits, step_cache = prefill(params, cache, observation, model=model)
       jax.block_until_ready(logits)
       t1 = time.perf_counter()
-      ids, _ = decode_tokens(params, step_cache, logits[:, -1], ranges, jax.random.key(0),
-                             model=model, temperature=0.0)
+      ids, _ = decode_tokens(
+        params, step_cache, logits[:, -1], ranges, jax.random.key(0), model=model, temperature=0.0
+      )
       jax.block_until_ready(ids)
       return t1 - t0, time.perf_counter() - t1
 
     control_step()  # Compile both functions.
     times = np.array([control_step() for _ in range(_REPEATS.value)])
-    print(json.dumps({
-        "size": size, "context": _CONTEXT.value, "observation_tokens": _OBSERVATION_TOKENS.value,
-        "action_tokens": _ACTION_TOKENS.value, "dtype": cfg.dtype,
-        "control_step_ms": round(1e3 * float(np.median(times.sum(1))), 3),
-        "prefill_ms": round(1e3 * float(np.median(times[:, 0])), 3),
-        "decode_ms": round(1e3 * float(np.median(times[:, 1])), 3),
-        "device": jax.devices()[0].device_kind,
-    }), flush=True)
+    print(
+      json.dumps(
+        {
+          "size": size,
+          "context": _CONTEXT.value,
+          "observation_tokens": _OBSERVATION_TOKENS.value,
+          "action_tokens": _ACTION_TOKENS.value,
+          "dtype": cfg.dtype,
+          "control_step_ms": round(1e3 * float(np.median(times.sum(1))), 3),
+          "prefill_ms": round(1e3 * float(np.median(times[:, 0])), 3),
+          "decode_ms": round(1e3 * float(np.median(times[:, 1])), 3),
+          "device": jax.devices()[0].device_kind,
+        }
+      ),
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,7 @@ def _measure(path: str, cfg: ModelConfig, params) -> runner.RolloutTiming:
   make_batch = lambda num_envs: gymnax_envs.GymnaxBatch(_TASK.value, num_envs)
   if path == "host":
     make_batch = runner.host_batch(lambda: gymnax_envs.GymnaxEnvironment(_TASK.value))
-  return rollouts.run_task(make_batch, agent, _EPISODES.value, _NUM_ENVS.value, 0,
-                           _STEPS.value)[1]
+  return rollouts.run_task(make_batch, agent, _EPISODES.value, _NUM_ENVS.value, 0, _STEPS.value)[1]
 
 
 def main(argv):
@@ -57,15 +56,26 @@ def main(argv):
       ms = lambda seconds, timing: 1e3 * seconds / max(timing.agent_calls, 1)
       median = lambda f: round(float(np.median([f(t) for t in runs[path]])), 3)
       timing = runs[path][0]
-      print(json.dumps({
-          "size": size, "path": path, "task": _TASK.value, "num_envs": _NUM_ENVS.value,
-          "episodes": _EPISODES.value, "context": _CONTEXT.value, "repeats": _REPEATS.value,
-          "rollout_step_ms": median(lambda t: ms(t.agent_seconds + t.env_seconds, t)),
-          "agent_ms": median(lambda t: ms(t.agent_seconds, t)),
-          "env_ms": median(lambda t: ms(t.env_seconds, t)),
-          "steps": timing.agent_calls, "env_steps": timing.env_steps,
-          "device": jax.devices()[0].device_kind,
-      }), flush=True)
+      print(
+        json.dumps(
+          {
+            "size": size,
+            "path": path,
+            "task": _TASK.value,
+            "num_envs": _NUM_ENVS.value,
+            "episodes": _EPISODES.value,
+            "context": _CONTEXT.value,
+            "repeats": _REPEATS.value,
+            "rollout_step_ms": median(lambda t: ms(t.agent_seconds + t.env_seconds, t)),
+            "agent_ms": median(lambda t: ms(t.agent_seconds, t)),
+            "env_ms": median(lambda t: ms(t.env_seconds, t)),
+            "steps": timing.agent_calls,
+            "env_steps": timing.env_steps,
+            "device": jax.devices()[0].device_kind,
+          }
+        ),
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

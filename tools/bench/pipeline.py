@@ -30,8 +30,12 @@ import numpy as np
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "Where the generated data lives.")
 _MIXTURE = flags.DEFINE_string("mixture", "control", "A seqio Mixture or Task, or name=weight,...")
-_POLICY = flags.DEFINE_enum("policy", "expert", ["expert", "random"],
-                            "Whose episodes the built-in control tasks read (data.policy).")
+_POLICY = flags.DEFINE_enum(
+  "policy",
+  "expert",
+  ["expert", "random"],
+  "Whose episodes the built-in control tasks read (data.policy).",
+)
 _CONTEXT = flags.DEFINE_integer("context", 1024, "Tokens per sequence.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Sequences per batch.")
 _SECONDS = flags.DEFINE_float("seconds", 5.0, "Minimum measuring time.")
@@ -64,13 +68,24 @@ def main(argv):
   config.train.seq_len = _CONTEXT.value
   derived = tasks.store_root(_DATA_DIR.value, config.data.derived_dir)
   data = train.build_data(config, patch_dim=768)
-  built_here = any(os.path.getmtime(os.path.join(tasks.store_dir(derived, n), "meta.json"))
-                   > time.time() - process_seconds() for n in data.probabilities)
+  built_here = any(
+    os.path.getmtime(os.path.join(tasks.store_dir(derived, n), "meta.json"))
+    > time.time() - process_seconds()
+    for n in data.probabilities
+  )
   if _IN_MEMORY.value:
     pools = {name: tasks.load_token_groups(name) for name in data.probabilities}
-    data = mixture.MixtureIterator(pools, data.probabilities, data.batch_size, data.context,
-                                   data.max_patches, data.patch_dim, seed=data.seed,
-                                   prompt=data.prompt, kinds=data.kinds)
+    data = mixture.MixtureIterator(
+      pools,
+      data.probabilities,
+      data.batch_size,
+      data.context,
+      data.max_patches,
+      data.patch_dim,
+      seed=data.seed,
+      prompt=data.prompt,
+      kinds=data.kinds,
+    )
   data.host_batch(0)
   first_batch = process_seconds()
   steps, tokens, start = 0, 0, time.perf_counter()
@@ -79,19 +94,30 @@ def main(argv):
     tokens += int(np.count_nonzero(batch.segment_ids))
     steps += 1
   seconds = time.perf_counter() - start
-  print(json.dumps({
-      "case": _LABEL.value or _MIXTURE.value, "mixture": _MIXTURE.value,
-      "data_dir": _DATA_DIR.value, "design": "in_memory" if _IN_MEMORY.value else "store",
-      "items": {name: len((data.episodes[0] if 0 in data.episodes else data.episodes)[name])
-                for name in data.probabilities},
-      "context": _CONTEXT.value, "batch_size": _BATCH_SIZE.value, "max_patches": data.max_patches,
-      "sequences_per_second_per_core": round(steps * _BATCH_SIZE.value / seconds, 1),
-      "tokens_per_second_per_core": round(tokens / seconds, 1),
-      "fill": round(tokens / (steps * _BATCH_SIZE.value * _CONTEXT.value), 3),
-      "first_batch_seconds": round(first_batch, 2),
-      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-      "stores_built_in_this_run": built_here,
-  }), flush=True)
+  print(
+    json.dumps(
+      {
+        "case": _LABEL.value or _MIXTURE.value,
+        "mixture": _MIXTURE.value,
+        "data_dir": _DATA_DIR.value,
+        "design": "in_memory" if _IN_MEMORY.value else "store",
+        "items": {
+          name: len((data.episodes[0] if 0 in data.episodes else data.episodes)[name])
+          for name in data.probabilities
+        },
+        "context": _CONTEXT.value,
+        "batch_size": _BATCH_SIZE.value,
+        "max_patches": data.max_patches,
+        "sequences_per_second_per_core": round(steps * _BATCH_SIZE.value / seconds, 1),
+        "tokens_per_second_per_core": round(tokens / seconds, 1),
+        "fill": round(tokens / (steps * _BATCH_SIZE.value * _CONTEXT.value), 3),
+        "first_batch_seconds": round(first_batch, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "stores_built_in_this_run": built_here,
+      }
+    ),
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,17 @@ def init_params(cfg: ModelConfig, rng):
   normal = lambda shape, fan_in: jax.random.normal(next(keys), shape) * fan_in**-0.5
   norm = lambda *shape: (jnp.ones(shape), jnp.zeros(shape))  # Fresh arrays: each is donated.
   return {
-      "embedding": normal((vocab, e), e), "local": normal((cfg.num_local_positions, e), 50 * 50),
-      "qkv": normal((n, 3, e, h, d), e), "out": normal((n, h, d, e), h * d),
-      "up": normal((n, e, f), e), "up_bias": jnp.zeros((n, f)),
-      "down": normal((n, f, e), f), "down_bias": jnp.zeros((n, e)),
-      "norm1": norm(n, e), "norm2": norm(n, e), "final_norm": norm(e),
+    "embedding": normal((vocab, e), e),
+    "local": normal((cfg.num_local_positions, e), 50 * 50),
+    "qkv": normal((n, 3, e, h, d), e),
+    "out": normal((n, h, d, e), h * d),
+    "up": normal((n, e, f), e),
+    "up_bias": jnp.zeros((n, f)),
+    "down": normal((n, f, e), f),
+    "down_bias": jnp.zeros((n, e)),
+    "norm1": norm(n, e),
+    "norm2": norm(n, e),
+    "final_norm": norm(e),
   }
 
 
@@ -42,7 +48,8 @@ def _norm(x, scale_bias):
 def loss_fn(params, tokens, local_positions, segment_ids, positions, targets, weights):
   """Masked next-token cross-entropy with logits at `positions` [B, K] only."""
   x = params["embedding"][tokens] + jnp.where(  # [B, T, E]
-      local_positions[..., None] >= 0, params["local"][jnp.maximum(local_positions, 0)], 0)
+    local_positions[..., None] >= 0, params["local"][jnp.maximum(local_positions, 0)], 0
+  )
   t = tokens.shape[1]
   mask = (segment_ids[:, :, None] == segment_ids[:, None, :]) & jnp.tril(jnp.ones((t, t), bool))
   for i in range(params["qkv"].shape[0]):

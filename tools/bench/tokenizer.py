@@ -25,11 +25,16 @@ _SECONDS = flags.DEFINE_float("seconds", 2.0, "Minimum measuring time per case."
 
 
 def _cases(rng, length):
-  walker_obs_spec = {"height": T.ContinuousSpec(()), "orientations": T.ContinuousSpec((14,)),
-                     "velocity": T.ContinuousSpec((9,))}
-  walker_obs = {"height": rng.standard_normal(length).astype(np.float32),
-                "orientations": rng.standard_normal((length, 14)).astype(np.float32),
-                "velocity": rng.standard_normal((length, 9)).astype(np.float32)}
+  walker_obs_spec = {
+    "height": T.ContinuousSpec(()),
+    "orientations": T.ContinuousSpec((14,)),
+    "velocity": T.ContinuousSpec((9,)),
+  }
+  walker_obs = {
+    "height": rng.standard_normal(length).astype(np.float32),
+    "orientations": rng.standard_normal((length, 14)).astype(np.float32),
+    "velocity": rng.standard_normal((length, 9)).astype(np.float32),
+  }
   walker_act_spec = T.ContinuousSpec((6,), mu_law=False)
   walker_act = rng.uniform(-1, 1, (length, 6)).astype(np.float32)
   atari_obs_spec = {"frame": T.ImageSpec()}
@@ -37,8 +42,8 @@ def _cases(rng, length):
   atari_act_spec = T.DiscreteSpec((), num_values=18)
   atari_act = rng.integers(0, 18, length).astype(np.int32)
   return {
-      "dm_control": (walker_obs, walker_act, walker_obs_spec, walker_act_spec),
-      "atari": (atari_obs, atari_act, atari_obs_spec, atari_act_spec),
+    "dm_control": (walker_obs, walker_act, walker_obs_spec, walker_act_spec),
+    "atari": (atari_obs, atari_act, atari_obs_spec, atari_act_spec),
   }
 
 
@@ -58,8 +63,9 @@ def main(argv):
   length, seconds = _EPISODE_LENGTH.value, _SECONDS.value
   rng = np.random.default_rng(0)
   for name, (obs, act, obs_spec, act_spec) in _cases(rng, length).items():
-    steps = [(jax.tree.map(lambda v: v[t], obs), jax.tree.map(lambda v: v[t], act))
-             for t in range(length)]
+    steps = [
+      (jax.tree.map(lambda v: v[t], obs), jax.tree.map(lambda v: v[t], act)) for t in range(length)
+    ]
 
     def host_timestep():
       for o, a in steps:
@@ -75,16 +81,24 @@ def main(argv):
       jax.block_until_ready(jitted(device_obs, device_act))
 
     tokens_per_step = T.tokenize_timestep(*steps[0], obs_spec, act_spec).num_tokens
-    for path, fn in [("host_timestep", host_timestep), ("host_episode", host_episode),
-                     ("jit_batch", jit_batch)]:
+    for path, fn in [
+      ("host_timestep", host_timestep),
+      ("host_episode", host_episode),
+      ("jit_batch", jit_batch),
+    ]:
       rate = _rate(fn, length, seconds)
-      print(json.dumps({
-          "case": f"{name}/{path}",
-          "timesteps_per_second": round(rate, 1),
-          "tokens_per_timestep": tokens_per_step,
-          "episode_length": length,
-          "device": str(jax.devices()[0].platform) if path == "jit_batch" else "host",
-      }), flush=True)
+      print(
+        json.dumps(
+          {
+            "case": f"{name}/{path}",
+            "timesteps_per_second": round(rate, 1),
+            "tokens_per_timestep": tokens_per_step,
+            "episode_length": length,
+            "device": str(jax.devices()[0].platform) if path == "jit_batch" else "host",
+          }
+        ),
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

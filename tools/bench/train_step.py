@@ -28,9 +28,16 @@ from gato_jax import sharding
 from gato_jax.model import ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training import flops
-from gato_jax.training.step import (abstract_param_count, batch_shardings, create_train_state,
-                                     make_train_step, max_targets_per_row, target_bucket,
-                                     target_mask, target_positions)
+from gato_jax.training.step import (
+  abstract_param_count,
+  batch_shardings,
+  create_train_state,
+  make_train_step,
+  max_targets_per_row,
+  target_bucket,
+  target_mask,
+  target_positions,
+)
 from tools.bench import _common, reference_decoder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
@@ -40,32 +47,45 @@ _SECONDS = flags.DEFINE_float("seconds", 5.0, "Minimum measuring time per size."
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of all devices together.")
 _CASES = flags.DEFINE_list("cases", ["gato"], "gato, reference, matmul; repeats alternate.")
 _BATCHES = flags.DEFINE_enum(
-    "batches", "random", ["random", "data"],
-    "random: control-like batches with --num_patches patches; data: the config's mixture, as the"
-    " trainer builds it (its data must exist under data.data_dir).")
+  "batches",
+  "random",
+  ["random", "data"],
+  "random: control-like batches with --num_patches patches; data: the config's mixture, as the"
+  " trainer builds it (its data must exist under data.data_dir).",
+)
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Distinct batches cycled through (data).")
 
 
 def _batches(config, model_config: ModelConfig) -> list:
   if _BATCHES.value == "random":
-    return [_common.random_batch(model_config, config.train.batch_size, config.train.seq_len,
-                                 _NUM_PATCHES.value)]
+    return [
+      _common.random_batch(
+        model_config, config.train.batch_size, config.train.seq_len, _NUM_PATCHES.value
+      )
+    ]
   from gato_jax import train  # pylint: disable=g-import-not-at-top
 
   try:
     data = train.build_data(config, model_config.patch_dim)
   except Exception as e:  # Missing datasets surface as TFDS / SeqIO errors.
-    raise SystemExit(f"--batches=data needs the mixture {config.data.mixture!r} under"
-                     f" {config.data.data_dir} ({type(e).__name__}: {e}); for the quickstart's,"
-                     " run `python experiments/quickstart.py` once (about 4 minutes of it"
-                     " generates the data)") from e
+    raise SystemExit(
+      f"--batches=data needs the mixture {config.data.mixture!r} under"
+      f" {config.data.data_dir} ({type(e).__name__}: {e}); for the quickstart's,"
+      " run `python experiments/quickstart.py` once (about 4 minutes of it"
+      " generates the data)"
+    ) from e
   return [data.batch_at(step)[0] for step in range(_NUM_BATCHES.value)]
 
 
 def _gato_case(config, model_config, mesh, batches):
   """(seconds per step, logits per row) of the real jitted train step, as the trainer calls it."""
-  state, trainer = create_train_state(model_config, OptimizerConfig.from_dict(config.optimizer),
-                                      mesh, config.mesh.rules, jax.random.key(0))
+  state, trainer = create_train_state(
+    model_config,
+    OptimizerConfig.from_dict(config.optimizer),
+    mesh,
+    config.mesh.rules,
+    jax.random.key(0),
+  )
   batches = [jax.device_put(b, batch_shardings(trainer, b)) for b in batches]
   step = make_train_step(trainer, batches[0], config.train.microbatches)
   # As the trainer does: logits only where the loss counts, unless the config says otherwise.
@@ -95,15 +115,17 @@ def _reference_case(config, model_config, mesh, batches):
     counts = np.asarray(target_mask(b)).sum(1, keepdims=True)
     targets = np.take_along_axis(np.asarray(b.tokens)[:, 1:], np.asarray(positions), 1)
     weights = (np.arange(num_targets)[None] < counts).astype(np.float32)
-    arrays.append(jax.device_put((b.tokens, b.local_positions, b.segment_ids, positions,
-                                  targets, weights)))
+    arrays.append(
+      jax.device_put((b.tokens, b.local_positions, b.segment_ids, positions, targets, weights))
+    )
   init_opt, step = reference_decoder.make_step()
   params = reference_decoder.init_params(model_config, jax.random.key(0))
   holder = {"params": params, "opt": init_opt(params), "i": 0}
 
   def run():
-    holder["params"], holder["opt"], loss = step(holder["params"], holder["opt"],
-                                                 arrays[holder["i"] % len(arrays)])
+    holder["params"], holder["opt"], loss = step(
+      holder["params"], holder["opt"], arrays[holder["i"] % len(arrays)]
+    )
     holder["i"] += 1
     jax.block_until_ready(loss)
 
@@ -116,8 +138,11 @@ def _matmul_case(config, model_config):
   b = jax.random.normal(jax.random.key(1), (width, 4 * width))
   matmul = jax.jit(jnp.matmul)
   seconds = _common.time_calls(lambda: jax.block_until_ready(matmul(a, b)), _SECONDS.value)
-  return {"case": "matmul", "shape": [rows, width, 4 * width],
-          "gflops_per_second": round(2 * rows * width * 4 * width / seconds / 1e9, 2)}
+  return {
+    "case": "matmul",
+    "shape": [rows, width, 4 * width],
+    "gflops_per_second": round(2 * rows * width * 4 * width / seconds / 1e9, 2),
+  }
 
 
 def main(argv):
@@ -141,19 +166,32 @@ def main(argv):
       run, logits = runs[case]
       seconds = _common.time_calls(run, _SECONDS.value)
       tokens = config.train.batch_size * config.train.seq_len
-      step_flops = flops.train_flops_per_token(model_config, num_params, config.train.seq_len,
-                                               logits) * tokens
+      step_flops = (
+        flops.train_flops_per_token(model_config, num_params, config.train.seq_len, logits) * tokens
+      )
       peak = flops.peak_flops(_PEAK_TFLOPS.value)
-      print(json.dumps({
-          "case": case, "size": size, "params": num_params, "batches": _BATCHES.value,
-          "batch_size": config.train.batch_size, "seq_len": config.train.seq_len,
-          "logits_per_row": logits, "dtype": model_config.dtype,
-          "remat_policy": model_config.remat_policy, "step_ms": round(1e3 * seconds, 2),
-          "tokens_per_second": round(tokens / seconds, 1),
-          "gflops_per_second": round(step_flops / seconds / 1e9, 2),
-          "mfu": round(step_flops / seconds / peak, 4) if peak else None,
-          "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
-      }), flush=True)
+      print(
+        json.dumps(
+          {
+            "case": case,
+            "size": size,
+            "params": num_params,
+            "batches": _BATCHES.value,
+            "batch_size": config.train.batch_size,
+            "seq_len": config.train.seq_len,
+            "logits_per_row": logits,
+            "dtype": model_config.dtype,
+            "remat_policy": model_config.remat_policy,
+            "step_ms": round(1e3 * seconds, 2),
+            "tokens_per_second": round(tokens / seconds, 1),
+            "gflops_per_second": round(step_flops / seconds / 1e9, 2),
+            "mfu": round(step_flops / seconds / peak, 4) if peak else None,
+            "device": jax.devices()[0].device_kind,
+            "devices": jax.device_count(),
+          }
+        ),
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -17,47 +17,116 @@ MINATAR = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvad
 # Per-task overrides of the PPO defaults below, and the published PPO reference return that the
 # trained expert is compared with (gymnax README, "Ckpt (Return)" column, gymnax-blines agents).
 RECIPES = {
-    "CartPole-v1": dict(
-        reference_return=500.0,
-        # lr 2.5e-4 ends near 311 at 300k steps without value clipping; 1e-3 reaches 500.
-        ppo=dict(total_timesteps=300_000, num_envs=8, num_steps=128, learning_rate=1e-3)),
-    "Acrobot-v1": dict(
-        reference_return=-80.0,
-        # Short rollouts (many updates) matter here: 16x128 stalls near -300 at 500k steps.
-        ppo=dict(total_timesteps=500_000, num_envs=16, num_steps=32, learning_rate=5e-4,
-                 anneal_lr=False, max_grad_norm=1.0)),
-    "MountainCar-v0": dict(
-        reference_return=-118.0,
-        ppo=dict(total_timesteps=1_000_000, num_envs=16, num_steps=256, learning_rate=2e-3,
-                 num_epochs=10, gae_lambda=0.98, ent_coef=0.003)),
-    "MountainCarContinuous-v0": dict(
-        reference_return=92.0,
-        ppo=dict(total_timesteps=1_000_000, num_envs=16, num_steps=256, learning_rate=1e-3,
-                 gae_lambda=0.98, ent_coef=0.0, reward_scale=0.1)),
-    "Pendulum-v1": dict(
-        reference_return=-130.0,
-        ppo=dict(total_timesteps=1_000_000, num_envs=16, num_steps=128, learning_rate=1e-3,
-                 num_epochs=10, num_minibatches=16, ent_coef=0.0, reward_scale=0.1,
-                 init_log_std=-0.5)),
-    # MinAtar: flattened 10x10xC grids into a 256x2 ReLU MLP, as gymnax-blines does.
-    "Breakout-MinAtar": dict(
-        # Plateaus near 5.5 (gamma 0.99 or 0.999, ent 0.01); ent 0.03 reached 6.5 at 3M steps.
-        reference_return=28.0,
-        ppo=dict(total_timesteps=3_000_000, num_envs=64, num_steps=128, learning_rate=5e-4,
-                 num_minibatches=8, gamma=0.99, ent_coef=0.03, hidden_sizes=(256, 256),
-                 activation="relu")),
-    "Asterix-MinAtar": dict(
-        reference_return=15.0,
-        ppo=dict(total_timesteps=2_000_000, num_envs=64, num_steps=128, learning_rate=5e-4,
-                 num_minibatches=8, gamma=0.99, hidden_sizes=(256, 256), activation="relu")),
-    "Freeway-MinAtar": dict(
-        reference_return=58.0,
-        ppo=dict(total_timesteps=2_000_000, num_envs=64, num_steps=128, learning_rate=5e-4,
-                 num_minibatches=8, gamma=0.99, hidden_sizes=(256, 256), activation="relu")),
-    "SpaceInvaders-MinAtar": dict(
-        reference_return=131.0,
-        ppo=dict(total_timesteps=2_000_000, num_envs=64, num_steps=128, learning_rate=5e-4,
-                 num_minibatches=8, gamma=0.99, hidden_sizes=(256, 256), activation="relu")),
+  "CartPole-v1": dict(
+    reference_return=500.0,
+    # lr 2.5e-4 ends near 311 at 300k steps without value clipping; 1e-3 reaches 500.
+    ppo=dict(total_timesteps=300_000, num_envs=8, num_steps=128, learning_rate=1e-3),
+  ),
+  "Acrobot-v1": dict(
+    reference_return=-80.0,
+    # Short rollouts (many updates) matter here: 16x128 stalls near -300 at 500k steps.
+    ppo=dict(
+      total_timesteps=500_000,
+      num_envs=16,
+      num_steps=32,
+      learning_rate=5e-4,
+      anneal_lr=False,
+      max_grad_norm=1.0,
+    ),
+  ),
+  "MountainCar-v0": dict(
+    reference_return=-118.0,
+    ppo=dict(
+      total_timesteps=1_000_000,
+      num_envs=16,
+      num_steps=256,
+      learning_rate=2e-3,
+      num_epochs=10,
+      gae_lambda=0.98,
+      ent_coef=0.003,
+    ),
+  ),
+  "MountainCarContinuous-v0": dict(
+    reference_return=92.0,
+    ppo=dict(
+      total_timesteps=1_000_000,
+      num_envs=16,
+      num_steps=256,
+      learning_rate=1e-3,
+      gae_lambda=0.98,
+      ent_coef=0.0,
+      reward_scale=0.1,
+    ),
+  ),
+  "Pendulum-v1": dict(
+    reference_return=-130.0,
+    ppo=dict(
+      total_timesteps=1_000_000,
+      num_envs=16,
+      num_steps=128,
+      learning_rate=1e-3,
+      num_epochs=10,
+      num_minibatches=16,
+      ent_coef=0.0,
+      reward_scale=0.1,
+      init_log_std=-0.5,
+    ),
+  ),
+  # MinAtar: flattened 10x10xC grids into a 256x2 ReLU MLP, as gymnax-blines does.
+  "Breakout-MinAtar": dict(
+    # Plateaus near 5.5 (gamma 0.99 or 0.999, ent 0.01); ent 0.03 reached 6.5 at 3M steps.
+    reference_return=28.0,
+    ppo=dict(
+      total_timesteps=3_000_000,
+      num_envs=64,
+      num_steps=128,
+      learning_rate=5e-4,
+      num_minibatches=8,
+      gamma=0.99,
+      ent_coef=0.03,
+      hidden_sizes=(256, 256),
+      activation="relu",
+    ),
+  ),
+  "Asterix-MinAtar": dict(
+    reference_return=15.0,
+    ppo=dict(
+      total_timesteps=2_000_000,
+      num_envs=64,
+      num_steps=128,
+      learning_rate=5e-4,
+      num_minibatches=8,
+      gamma=0.99,
+      hidden_sizes=(256, 256),
+      activation="relu",
+    ),
+  ),
+  "Freeway-MinAtar": dict(
+    reference_return=58.0,
+    ppo=dict(
+      total_timesteps=2_000_000,
+      num_envs=64,
+      num_steps=128,
+      learning_rate=5e-4,
+      num_minibatches=8,
+      gamma=0.99,
+      hidden_sizes=(256, 256),
+      activation="relu",
+    ),
+  ),
+  "SpaceInvaders-MinAtar": dict(
+    reference_return=131.0,
+    ppo=dict(
+      total_timesteps=2_000_000,
+      num_envs=64,
+      num_steps=128,
+      learning_rate=5e-4,
+      num_minibatches=8,
+      gamma=0.99,
+      hidden_sizes=(256, 256),
+      activation="relu",
+    ),
+  ),
 }
 
 
