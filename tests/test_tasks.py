@@ -321,7 +321,7 @@ def test_missing_data_messages_name_the_real_cause(data_dir, tmp_path):
     ):
       presets.resolve("gato.babyai.GoToRedBal=1", available)
     # A generation killed mid-write left TFDS's folder (an older writer's leftover).
-    source = tasks.BUILTIN_SOURCES["gato.babyai.GoToLocal"][1]
+    source = tasks.task_info("gato.babyai.GoToLocal").source
     os.makedirs(os.path.join(os.path.dirname(source), "incomplete.ABC123_1.0.0"))
     with pytest.raises(
       ValueError,

@@ -180,8 +180,8 @@ def expand(
     )
   if not weights:
     reason = _missing_data_reason(missing[0]) if missing else "no data"
+    spec = ",".join(f"{name}={weight:g}" for name, weight in named.items())
     raise ValueError(
-      f"mixture {dict(named)} names no task with data ({reason}); tasks with data:"
-      f" {sorted(all_tasks)}"
+      f"mixture {spec!r} names no task with data ({reason}); tasks with data: {sorted(all_tasks)}"
     )
   return weights
