@@ -1,6 +1,7 @@
 """RLDS episodes: rollouts, TFDS round trips, key maps, statistics, filtering, generation."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -323,6 +324,29 @@ def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
     generation.generate_task(task, str(tmp_path / "a"), **dict(kwargs, seed=4))
   with pytest.raises(LookupError, match="no expert"):
     generation.generate_task("dm_control/cartpole-swingup", str(tmp_path / "c"), **kwargs)
+
+
+def test_data_and_statistics_of_a_retrained_expert_are_made_again(tmp_path, monkeypatch):
+  from gato_jax.envs import babyai
+
+  task, data_dir = "babyai/GoToRedBall", str(tmp_path)
+  kwargs = dict(num_episodes=3, seed=1, shard_episodes=2, stats_episodes=3, progress=lambda _: None)
+  monkeypatch.setattr(babyai.BabyAIBotPolicy, "version", "v1")
+  first = generation.generate_task(task, data_dir, **kwargs)
+  assert first.status == "generated"
+  assert E.load_stats(data_dir, task).expert_version == "v1"
+  assert generation.generate_task(task, data_dir, **kwargs).status == "existing"
+  random_before = E.load_stats(data_dir, task).random_return
+  measured, measure = [], E.measure_returns
+  monkeypatch.setattr(E, "measure_returns", lambda *a: measured.append(a[1].version) or measure(*a))
+  monkeypatch.setattr(babyai.BabyAIBotPolicy, "version", "v2")  # As if the expert were retrained.
+  again = generation.generate_task(task, data_dir, **kwargs)
+  assert again.status == "regenerated" and again.episodes == 3
+  stats = E.load_stats(data_dir, task)
+  assert measured == ["v2"] and stats.expert_version == "v2"
+  assert stats.random_return == random_before  # The random baseline does not depend on it.
+  record = tmp_path / "gato_meta" / "generated" / "gato_babyai" / "go_to_red_ball.json"
+  assert json.loads(record.read_text())["agent_version"] == "v2"
 
 
 def test_importing_gato_jax_data_and_envs_does_not_import_tensorflow():

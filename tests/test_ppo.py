@@ -1,5 +1,6 @@
 """PPO learns, experts round-trip through the on-disk cache, recipes load."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -172,3 +173,60 @@ def test_train_expert_caches_and_reevaluates(tmp_path):
   assert not again["deterministic"] and again["expert_return"] == again["sampled"]["mean_return"]
   assert again["train_seconds"] == summary["train_seconds"]
   assert not gymnax_experts.load_expert(str(tmp_path), "CartPole-v1").deterministic
+
+
+def test_ppo_resumes_a_killed_run_exactly(tmp_path):
+  config = dataclasses.replace(_FAST_CARTPOLE, total_timesteps=8 * 64 * 6, hidden_sizes=(16,))
+  reference, reference_metrics = ppo.train("CartPole-v1", config, seed=3, log_every=2)
+  checkpoint = str(tmp_path / "progress.pkl")
+
+  def killed_after_two_chunks(step, _):
+    if step >= 4 * config.batch_size:
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    ppo.train(
+      "CartPole-v1", config, 3, 2, killed_after_two_chunks, checkpoint, checkpoint_seconds=0
+    )
+  steps = []
+  params, metrics = ppo.train(
+    "CartPole-v1", config, 3, 2, lambda step, _: steps.append(step), checkpoint, 0
+  )
+  assert steps == [6 * config.batch_size]  # Only the last chunk ran again.
+  jax.tree.map(np.testing.assert_array_equal, params, reference)
+  jax.tree.map(np.testing.assert_array_equal, metrics, reference_metrics)
+  # Another seed does not take over this run's progress.
+  other, _ = ppo.train("CartPole-v1", config, 4, 2, None, checkpoint, 0)
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, other, reference)))
+
+
+def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(tmp_path):
+  config = _recipes().get_config("CartPole-v1")
+  config.ppo.update(
+    total_timesteps=512,
+    num_envs=4,
+    num_steps=64,
+    num_epochs=1,
+    num_minibatches=1,
+    hidden_sizes=(16,),
+  )
+  config.eval.num_episodes = 4
+  config.update(seed=7, num_seeds=3, target_return=1e9)  # Out of reach: every seed is tried.
+  summary = gymnax_experts.train_expert(config, str(tmp_path))
+  assert sorted(summary["seeds"]) == ["7", "8", "9"]
+  assert summary["expert_return"] == max(summary["seeds"].values())
+  assert summary["seed"] in (7, 8, 9) and summary["recipe"] == gymnax_experts.recipe_of(config)
+  seeds_dir = tmp_path / "CartPole-v1" / "seeds"
+  assert sorted(os.listdir(seeds_dir)) == ["7", "8", "9"]
+  assert not any((seeds_dir / s / "progress.pkl").exists() for s in ("7", "8", "9"))
+  # A killed multi-seed run keeps its finished seeds: here seed 8 is lost and trained again.
+  (tmp_path / "CartPole-v1" / "expert.json").unlink()
+  for name in os.listdir(seeds_dir / "8"):
+    (seeds_dir / "8" / name).unlink()
+  again = gymnax_experts.train_expert(config, str(tmp_path))
+  assert again.pop("train_seconds") != summary.pop("train_seconds") and again == summary
+  # A reachable target stops at the first seed; the cached expert's recipe differs: retrained.
+  config.target_return = -1.0
+  first = gymnax_experts.train_expert(config, str(tmp_path))
+  assert list(first["seeds"]) == ["7"] and first["recipe"]["target_return"] == -1.0
+  assert gymnax_experts.train_expert(config, str(tmp_path)) == first

@@ -109,6 +109,7 @@ class TaskStats:
   random_episodes: int
   random_success_rate: float | None = None
   expert_agent: str | None = None
+  expert_version: str | None = None  # The expert's `Policy.version` when measured.
   expert_return: float | None = None
   expert_return_std: float | None = None
   expert_episodes: int = 0

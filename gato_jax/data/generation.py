@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator, Mapping
 
+from absl import logging
+
 from gato_jax import files, tokenizer
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.data import rlds_io
@@ -43,7 +45,7 @@ class TaskSummary:
   expert_return: float | None
   random_return: float
   seconds: float
-  status: str  # "generated" or "existing".
+  status: str  # "generated", "existing" or "regenerated" (its expert was retrained).
   dataset_dir: str = ""
 
 
@@ -63,27 +65,33 @@ def _make_policy(env, policy: str) -> policies.Policy:
 
 
 def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_lib.TaskStats:
-  """Loads the task's statistics, or measures them (>= num_episodes each) and saves them."""
-  with_expert = registry.has_expert(env.name)
+  """Loads the task's statistics, measuring what is missing (>= num_episodes each) or stale (an
+  expert retrained since), and saves them."""
+  expert = registry.make_expert(env) if registry.has_expert(env.name) else None
   try:
     stats = episodes_lib.load_stats(data_dir, env.name)
-    if stats.random_episodes >= num_episodes and (
-      not with_expert or stats.expert_episodes >= num_episodes
-    ):
-      return stats
   except FileNotFoundError:
-    pass  # No statistics yet: measure them below.
-
-  mean, std, count, rate = episodes_lib.random_baseline(env, seed, num_episodes)
-  stats = episodes_lib.TaskStats(env.name, mean, std, count, rate)
-  if with_expert:
-    expert = registry.make_expert(env)
+    stats = None  # No statistics yet: measure them below.
+  random_ok = stats is not None and stats.random_episodes >= num_episodes
+  expert_ok = expert is None or (
+    stats is not None
+    and stats.expert_episodes >= num_episodes
+    and stats.expert_version == expert.version
+  )
+  if random_ok and expert_ok:
+    return stats
+  if not random_ok:
+    mean, std, count, rate = episodes_lib.random_baseline(env, seed, num_episodes)
+    kept = {f: getattr(stats, f) for f in EXPERT_FIELDS} if stats else {}
+    stats = episodes_lib.TaskStats(env.name, mean, std, count, rate, **kept)
+  if not expert_ok:
     mean, std, count, rate = episodes_lib.measure_returns(
       env, expert, seed, num_episodes, episodes_lib.EXPERT_STATS_STREAM
     )
     stats = dataclasses.replace(
       stats,
       expert_agent=expert.name,
+      expert_version=expert.version,
       expert_return=mean,
       expert_return_std=std,
       expert_episodes=count,
@@ -91,6 +99,17 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
     )
   episodes_lib.save_stats(stats, data_dir)
   return stats
+
+
+# TaskStats fields that describe the expert (kept when only the random baseline is re-measured).
+EXPERT_FIELDS = (
+  "expert_agent",
+  "expert_version",
+  "expert_return",
+  "expert_return_std",
+  "expert_episodes",
+  "expert_success_rate",
+)
 
 
 def count_tokens(episode: dict, env) -> int:
@@ -117,6 +136,7 @@ def generate_staged(
   make_shard: Callable[[str, int], dict],
   write: Callable[[Callable[[str], Iterator[dict]]], None],
   request_keys: Iterable[str],
+  stale_keys: Iterable[str] = (),
 ) -> tuple[dict, str]:
   """The resumable skeleton of every generator of stored data (episodes and example sets).
 
@@ -132,16 +152,20 @@ def generate_staged(
       its arguments and the manifest alone.
     write: receives `staged`, where `staged(split)` yields the split's shards in order.
     request_keys: the manifest's keys that must match a finished dataset's record.
+    stale_keys: the manifest's keys (e.g. the agent's version) whose change makes stored data
+      and staged shards outdated: they are removed and the data is generated again.
 
   Returns:
-    (record, status): the manifest plus each counter summed over shards, and "generated" or
-    "existing".
+    (record, status): the manifest plus each counter summed over shards, and "generated",
+    "existing" or "regenerated".
   """
   target = rlds_io.dataset_dir(data_dir, name, config)
   record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
   staging = _meta_dir(data_dir, "staging", name, config)
   request = {k: manifest[k] for k in request_keys}
+  stale = {k: manifest[k] for k in stale_keys}
   prepared = lambda: os.path.exists(os.path.join(target, "dataset_info.json"))
+  status = "generated"
 
   if os.path.exists(record_path) and prepared():
     with open(record_path) as f:
@@ -151,18 +175,31 @@ def generate_staged(
         f"{target} was generated with { ({k: record.get(k) for k in request}) }, not {request};"
         f" delete it and {record_path} to regenerate, or repeat the original flags"
       )
-    return record, "existing"
+    if {k: record.get(k) for k in stale} == stale:
+      return record, "existing"
+    logging.info(
+      "%s was generated with %s, not %s: generating it again",
+      target,
+      {k: record.get(k) for k in stale},
+      stale,
+    )
+    shutil.rmtree(target)
+    os.remove(record_path)
+    status = "regenerated"
 
   manifest_path = os.path.join(staging, "manifest.json")
   if os.path.exists(manifest_path):
     with open(manifest_path) as f:
       previous = json.load(f)
-    if previous != manifest:
+    if {k: previous.get(k) for k in stale} != stale:
+      logging.info("discarding %s: its shards come from %s, not %s", staging, previous, manifest)
+      shutil.rmtree(staging)
+    elif previous != manifest:
       raise ValueError(
         f"staged shards in {staging} come from a run with {previous}, not"
         f" {manifest}; rerun with those flags to resume, or delete the folder"
       )
-  else:
+  if not os.path.exists(manifest_path):
     files.write_json(manifest_path, manifest)
 
   paths = {
@@ -189,7 +226,7 @@ def generate_staged(
           record[key] = record.get(key, 0) + count
   files.write_json(record_path, record)
   shutil.rmtree(staging)
-  return record, "generated"
+  return record, status
 
 
 def generate_task(
@@ -265,6 +302,7 @@ def generate_task(
   manifest = {
     "task": task,
     "agent": data_policy.name,
+    "agent_version": data_policy.version,
     "episodes": num_episodes,
     "seed": seed,
     "shard_episodes": shard_episodes,
@@ -278,6 +316,7 @@ def generate_task(
     make_shard,
     write,
     ("task", "agent", "episodes", "seed"),
+    ("agent_version",),
   )
   return TaskSummary(
     task,

@@ -28,9 +28,12 @@ class Policy(abc.ABC):
   Attributes:
     name: the source agent recorded in episode metadata, e.g. "babyai_bot" or "random". Gato's
       prompts are drawn from episodes of the same task and source agent.
+    version: what distinguishes this agent from an earlier one of the same name (a trained
+      expert's parameter digest); stored data and statistics made by another version are stale.
   """
 
   name: str
+  version: str = ""
 
   def reset(self, seed: int) -> None:
     """Starts a new episode; called right after `env.reset(seed)`."""

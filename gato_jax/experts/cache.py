@@ -1,5 +1,6 @@
 """The on-disk cache of trained experts: parameters and metadata, written atomically."""
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -28,11 +29,17 @@ def has_expert(directory: str) -> bool:
 
 
 def read_expert(directory: str, make_template: Callable[[dict], Any]) -> tuple[Any, dict]:
-  """(params, metadata) of a cached expert; `make_template(metadata)` gives the params' tree."""
+  """(params, metadata) of a cached expert; `make_template(metadata)` gives the params' tree.
+
+  The metadata gains "version": a digest of the parameters, which data generated with the
+  expert records, so that data from an expert that was since retrained is known to be stale.
+  """
   with open(os.path.join(directory, META_FILE)) as f:
     meta = json.load(f)
   with open(os.path.join(directory, PARAMS_FILE), "rb") as f:
-    return serialization.from_bytes(make_template(meta), f.read()), meta
+    blob = f.read()
+  meta["version"] = hashlib.sha256(blob).hexdigest()[:16]
+  return serialization.from_bytes(make_template(meta), blob), meta
 
 
 def package_versions(*packages: str) -> dict[str, str]:

@@ -73,6 +73,7 @@ class Expert:
   action_dim: int
   params: Any
   summary: dict
+  version: str = ""  # Digest of the parameters (cache.read_expert).
 
   def __post_init__(self):
     actor = sac.Actor(
@@ -93,6 +94,7 @@ class ExpertPolicy(policies.Policy):
 
   def __init__(self, expert: Expert):
     self.expert = expert
+    self.version = expert.version
     self._steps = 0
     self._action = None
 
@@ -165,6 +167,7 @@ def load_expert(workdir: str, task: str) -> Expert:
     action_dim=int(meta["action_dim"]),
     params=params,
     summary=meta["summary"],
+    version=meta["version"],
   )
 
 

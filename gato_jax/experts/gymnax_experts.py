@@ -9,7 +9,9 @@ The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GAT
 """
 
 import dataclasses
+import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -33,6 +35,7 @@ class Expert:
   params: Any
   summary: dict
   deterministic: bool = True
+  version: str = ""  # Digest of the parameters (cache.read_expert).
 
   def policy_fn(self, deterministic: bool | None = None) -> gymnax_envs.PolicyFn:
     """The pure jax policy (gymnax observation, key) -> action, for `gymnax_envs.rollout`."""
@@ -71,6 +74,7 @@ class ExpertPolicy(policies.Policy):
 
   def __init__(self, expert: Expert):
     self.expert = expert
+    self.version = expert.version
     self._key = jax.random.key(0)
 
   def reset(self, seed: int) -> None:
@@ -127,6 +131,7 @@ def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) ->
     params=params,
     summary=meta["summary"],
     deterministic=deterministic,
+    version=meta["version"],
   )
 
 
@@ -144,6 +149,13 @@ def policy_returns(env_id: str, policy: gymnax_envs.PolicyFn, num_episodes: int,
 def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = False) -> dict:
   """Trains (or reloads) the expert that `config` describes, evaluates it, caches it.
 
+  Seeds `config.seed`, `config.seed + 1`, ... are trained in turn (at most `config.num_seeds`)
+  until one reaches `config.target_return`; the best of them is kept. One PPO seed is fragile (the
+  same recipe ends at 500 or near 200 on CartPole depending on the CPU's float rounding), and the
+  data only needs one good expert. Each seed checkpoints as it trains and keeps its result under
+  `<expert dir>/seeds/<seed>/`, so a killed run resumes where it stopped. A cached expert trained
+  with another recipe (PPO config, seeds, target) is trained again.
+
   Args:
     config: an experiments/configs/experts/gymnax.py config (env_id, seed, ppo, eval, ...).
     workdir: the expert cache; the expert goes to `<workdir>/<env_id>/`.
@@ -152,7 +164,8 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
 
   Returns:
     The summary stored in expert.json: expert (greedy and sampled) and random returns over
-    `config.eval.num_episodes` episodes, the reference return and the training wall time.
+    `config.eval.num_episodes` episodes, the reference return, the seeds tried and their
+    returns, and the training wall time.
   """
   env_id = gymnax_envs.canonical_id(config.env_id)
   ppo_config = ppo.PPOConfig(
@@ -160,46 +173,112 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
       k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.ppo.to_dict().items()
     }
   )
+  recipe = recipe_of(config)
   directory = expert_dir(workdir, env_id)
-  if not config.overwrite and cache.has_expert(directory):
+  seeds_dir = os.path.join(directory, "seeds")
+  if config.overwrite:
+    shutil.rmtree(seeds_dir, ignore_errors=True)
+  elif cache.has_expert(directory):
     expert = load_expert(workdir, env_id)
-    if not reevaluate:
+    if expert.summary.get("recipe") != recipe:
+      logging.info(
+        "%s: the cached expert in %s has another recipe; training again", env_id, directory
+      )
+    elif not reevaluate:
       logging.info("%s: reusing the cached expert in %s", env_id, directory)
       return expert.summary
-    summary = _evaluate_expert(config, expert.config, expert.params)
-    summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
-    save_expert(workdir, env_id, expert.config, expert.params, summary)
-    return summary
+    else:
+      summary = _evaluate_expert(config, expert.config, expert.params)
+      summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
+      save_expert(workdir, env_id, expert.config, expert.params, summary)
+      return summary
+
+  tried = []
+  for seed in range(config.seed, config.seed + max(1, config.num_seeds)):
+    params, summary = _train_seed(config, ppo_config, seed, os.path.join(seeds_dir, str(seed)))
+    tried.append((summary, params))
+    if config.target_return is not None and summary["expert_return"] >= config.target_return:
+      break
+  summary, params = max(tried, key=lambda t: t[0]["expert_return"])
+  summary = dict(
+    summary,
+    seeds={str(s["seed"]): s["expert_return"] for s, _ in tried},
+    train_seconds=round(sum(s["train_seconds"] for s, _ in tried), 1),
+  )
+  save_expert(workdir, env_id, ppo_config, params, summary)
+  return summary
+
+
+def recipe_of(config) -> dict:
+  """What makes an expert: its PPO config, seeds and target (as JSON stores it)."""
+  recipe = dict(
+    ppo=config.ppo.to_dict(),
+    seed=config.seed,
+    num_seeds=config.num_seeds,
+    target_return=config.target_return,
+  )
+  return json.loads(json.dumps(recipe))
+
+
+def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) -> tuple[Any, dict]:
+  """One seed's (params, summary), trained and evaluated, or found in `directory` from an
+  earlier (killed) run of the same recipe."""
+  env_id = gymnax_envs.canonical_id(config.env_id)
+  recipe = recipe_of(config)
+  template = lambda meta: ppo.init_params(env_id, ppo_config, jax.random.key(0))
+  if cache.has_expert(directory):
+    params, meta = cache.read_expert(directory, template)
+    if meta["summary"].get("recipe") == recipe:
+      logging.info(
+        "%s: seed %d was trained earlier (return %.2f)",
+        env_id,
+        seed,
+        meta["summary"]["expert_return"],
+      )
+      return params, meta["summary"]
 
   def log(step, metrics):
     logging.info(
-      "%s step %d: return %.2f entropy %.3f value_loss %.3f",
+      "%s seed %d step %d: return %.2f entropy %.3f value_loss %.3f",
       env_id,
+      seed,
       step,
       metrics["episode_return"],
       metrics["entropy"],
       metrics["value_loss"],
     )
 
+  progress = os.path.join(directory, "progress.pkl")
   start = time.time()
   params, metrics = ppo.train(
-    env_id, ppo_config, seed=config.seed, log_every=config.log_every, log_fn=log
+    env_id, ppo_config, seed=seed, log_every=config.log_every, log_fn=log, checkpoint=progress
   )
-  train_seconds = time.time() - start
   summary = _evaluate_expert(config, ppo_config, params)
   tail = metrics["episode_return"][-max(1, len(metrics["episode_return"]) // 10) :]
   summary.update(
-    train_seconds=round(train_seconds, 1),
-    seed=int(config.seed),
+    train_seconds=round(time.time() - start, 1),
+    seed=seed,
     train_timesteps=ppo_config.num_updates * ppo_config.batch_size,
     final_training_return=float(np.nanmean(tail)) if np.isfinite(tail).any() else None,
+    recipe=recipe,
   )
-  save_expert(workdir, env_id, ppo_config, params, summary)
-  return summary
+  cache.write_expert(
+    directory, params, dict(ppo_config=dataclasses.asdict(ppo_config), summary=summary)
+  )
+  if os.path.exists(progress):
+    os.remove(progress)
+  return params, summary
 
 
 # Summary fields that describe training, kept when an expert is only re-evaluated.
-_TRAINING_KEYS = ("train_seconds", "seed", "train_timesteps", "final_training_return")
+_TRAINING_KEYS = (
+  "train_seconds",
+  "seed",
+  "seeds",
+  "train_timesteps",
+  "final_training_return",
+  "recipe",
+)
 
 
 def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:

@@ -13,8 +13,12 @@ the value of the true final observation instead of counting as a terminal state.
 
 import dataclasses
 import functools
+import os
+import pickle
+import time
 from typing import Any, Callable, Sequence
 
+from absl import logging
 import flax.linen as nn
 from flax.training import train_state
 import jax
@@ -22,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gato_jax import files
 from gato_jax.envs import gymnax_envs
 
 
@@ -322,8 +327,10 @@ def train(
   seed: int = 0,
   log_every: int | None = None,
   log_fn: Callable[[int, dict], None] | None = None,
+  checkpoint: str | None = None,
+  checkpoint_seconds: float = 30.0,
 ) -> tuple[Any, dict[str, np.ndarray]]:
-  """Trains PPO on a gymnax task.
+  """Trains PPO on a gymnax task; with `checkpoint`, resumes where a killed run stopped.
 
   Args:
     env_id: a supported task id (see `gymnax_envs.TASKS`).
@@ -331,6 +338,9 @@ def train(
     seed: seeds parameters, environments and sampling; a seed gives one result per platform.
     log_every: updates per jitted chunk; `log_fn` is called after each. Default: all at once.
     log_fn: called as log_fn(env_steps_so_far, the chunk's mean metrics).
+    checkpoint: a file that holds the whole training state after a chunk (written at most every
+      `checkpoint_seconds`, atomically). A run that finds one for the same task, config, seed
+      and chunk size continues from it and ends with the parameters of an uninterrupted run.
 
   Returns:
     (network params, metrics): each metric is a numpy array with one entry per update.
@@ -344,12 +354,25 @@ def train(
 
   runner = jax.jit(init)(jax.random.key(seed))
   history, done = [], 0
+  fingerprint = dict(env_id=env_id, config=dataclasses.asdict(config), seed=seed, chunk=chunk)
+  saved = _load_progress(checkpoint, fingerprint)
+  if saved is not None:
+    runner = _unflatten_runner(runner, saved["leaves"])
+    history, done = saved["history"], saved["done"]
+    logging.info("%s: resuming PPO at update %d of %d", env_id, done, config.num_updates)
+  last_save = time.time()
   while done < config.num_updates:
     length = min(chunk, config.num_updates - done)
     runner, metrics = run_chunk(runner, length)
     metrics = jax.device_get(metrics)
     history.append(metrics)
     done += length
+    if checkpoint and time.time() - last_save >= checkpoint_seconds:
+      files.write_pickle(
+        checkpoint,
+        dict(fingerprint=fingerprint, done=done, history=history, leaves=_flatten_runner(runner)),
+      )
+      last_save = time.time()
     if log_fn is not None:
       # NaN-aware means over the chunk: some updates end no episode.
       summary = {
@@ -359,3 +382,42 @@ def train(
       log_fn(done * config.batch_size, summary)
   metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
   return runner[0].params, metrics
+
+
+def _is_key(x) -> bool:
+  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _flatten_runner(runner) -> list[np.ndarray]:
+  """The runner's leaves as numpy arrays (PRNG keys as their raw data)."""
+  return [np.asarray(jax.random.key_data(x) if _is_key(x) else x) for x in jax.tree.leaves(runner)]
+
+
+def _unflatten_runner(template, leaves: list[np.ndarray]):
+  """`template`'s tree (static parts included) with `leaves` put back on the device."""
+  template_leaves, treedef = jax.tree.flatten(template)
+  if len(leaves) != len(template_leaves):
+    raise ValueError(f"PPO checkpoint has {len(leaves)} arrays, the runner {len(template_leaves)}")
+  return jax.tree.unflatten(
+    treedef,
+    [
+      jax.random.wrap_key_data(x) if _is_key(t) else jnp.asarray(x, t.dtype)
+      for t, x in zip(template_leaves, leaves)
+    ],
+  )
+
+
+def _load_progress(path: str | None, fingerprint: dict) -> dict | None:
+  """The saved progress at `path` if it belongs to this run, else None (saying why in the log)."""
+  if not path or not os.path.exists(path):
+    return None
+  try:
+    with open(path, "rb") as f:
+      saved = pickle.load(f)
+  except (OSError, EOFError, pickle.UnpicklingError) as e:
+    logging.warning("ignoring unreadable PPO checkpoint %s (%s); starting over", path, e)
+    return None
+  if saved.get("fingerprint") != fingerprint:
+    logging.info("PPO checkpoint %s is from another run (task/config/seed); starting over", path)
+    return None
+  return saved

@@ -212,11 +212,14 @@ def compile_train(
     model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules
   )
   batch_size, seq_len = config.train.batch_size, config.train.seq_len
+  # Without data the trainer's derived budget (-1) is unknown; every token a patch bounds it
+  # from above (an 80x80 Atari row needs 949 of 1024).
+  max_patches = config.train.max_patches if config.train.max_patches >= 0 else seq_len
   batch = abstract_batch(
     model_config,
     batch_size,
     seq_len,
-    config.train.max_patches,
+    max_patches,
     lambda ndim: sharding.batch_sharding(mesh, trainer.rules, ndim),
   )
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
@@ -244,6 +247,7 @@ def compile_train(
     step_flops / len(devices),
     params=num_params,
     seq_len=seq_len,
+    max_patches=max_patches,
     microbatches=config.train.microbatches,
     logits_per_row=logits or seq_len,
   )

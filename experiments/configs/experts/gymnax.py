@@ -19,8 +19,12 @@ MINATAR = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvad
 RECIPES = {
   "CartPole-v1": dict(
     reference_return=500.0,
-    # lr 2.5e-4 ends near 311 at 300k steps without value clipping; 1e-3 reaches 500.
+    # lr 2.5e-4 ends near 311 at 300k steps without value clipping; 1e-3 reaches 500 with seed 0
+    # on one CPU, while on an AMD EPYC seeds 0, 1, 2 gave 212.6, 280.7, 500.0 (greedy, 100
+    # episodes): seeds are tried until one is within 5% of the reference.
     ppo=dict(total_timesteps=300_000, num_envs=8, num_steps=128, learning_rate=1e-3),
+    num_seeds=5,
+    target_return=475.0,
   ),
   "Acrobot-v1": dict(
     reference_return=-80.0,
@@ -138,6 +142,11 @@ def get_config(arg: str = "CartPole-v1") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.env_id = arg  # gymnax task id (gato_jax.envs.gymnax_envs.TASKS).
   config.seed = 0  # Seeds parameters, environments and action sampling.
+  # Seeds seed, seed + 1, ... are trained in turn, at most num_seeds, until one reaches
+  # target_return; the best is kept (one PPO seed is fragile; the data needs one good expert).
+  config.num_seeds = recipe.get("num_seeds", 1)
+  config.target_return = ml_collections.config_dict.placeholder(float)
+  config.target_return = recipe.get("target_return")
   config.reference_return = recipe["reference_return"]  # Published PPO return, for the report.
   config.log_every = 10  # PPO updates per jitted chunk between progress lines.
   config.overwrite = False  # Retrain even if workdir already caches this expert.
