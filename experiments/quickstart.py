@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 from absl import app, flags, logging
 
 from gato_jax import console, launch, train
-from gato_jax.data import generation
+from gato_jax.data import generation, mixture
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run directory.")
@@ -91,7 +91,12 @@ def main(argv):
   rows = [generation.generate_task(task, data_dir, _EPISODES.value) for task in CONTROL_TASKS]
   print(generation.format_table(rows), flush=True)
   config = _config(data_dir)
-  train.train_and_evaluate(config, workdir)
+  try:
+    train.train_and_evaluate(config, workdir)
+  except mixture.DataChangedError as e:
+    # The episodes were regenerated (a retrained expert) since the run in workdir trained.
+    print(f"{e}\nmoved the earlier run to {train.set_aside(workdir)}; training anew", flush=True)
+    train.train_and_evaluate(config, workdir)
   results = evaluator.evaluate(config, workdir)
   print(reports.render_markdown(results))
   print(

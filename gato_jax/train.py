@@ -102,6 +102,7 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
     process_count=jax.process_count(),
     kinds=kinds,
     num_shards=num_shards,
+    sources={name: s.meta["fingerprint"] for name, s in stores.items()},
   )
 
 
@@ -134,6 +135,23 @@ def _abstract_state(state, shardings):
   return jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
   )
+
+
+# What a run writes into its workdir, besides the logs of the process that is writing them.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", "eval")
+
+
+def set_aside(workdir: str) -> str:
+  """Moves a run's outputs into `<workdir>/set_aside/<time>/` (so that a new run can start there
+  and nothing is deleted); returns that folder."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  target = os.path.join(workdir, "set_aside", time.strftime("%Y%m%d-%H%M%S"))
+  with workdir_lock.WorkdirLock(workdir, jax.process_index()):
+    os.makedirs(target)
+    for name in RUN_OUTPUTS:
+      if os.path.exists(os.path.join(workdir, name)):
+        os.rename(os.path.join(workdir, name), os.path.join(target, name))
+  return target
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ def test_reference_decoder_and_gato_cases_run_on_cpu():
       "--num_patches=0",
       "--seconds=0",
       "--cases=reference,gato",
+      "--phases",
     ],
     cwd=ROOT,
     check=True,
@@ -33,5 +34,6 @@ def test_reference_decoder_and_gato_cases_run_on_cpu():
   for row in rows:
     assert row["tokens_per_second"] > 0 and row["batch_size"] == 4 and row["seq_len"] == 64
     assert row["batches"] == "random" and row["device"] == "cpu"
+    assert 0 < row["forward_ms"] and 0 < row["gradients_ms"]
   # Both compute logits at the same targets: the same model FLOPs per step.
   assert rows[0]["logits_per_row"] == rows[1]["logits_per_row"]

@@ -194,7 +194,7 @@ def test_cached_generation_equals_greedy_full_forward(params, text_tokenizer):
 
 def test_caption_and_vqa_scores_of_a_model(params, text_tokenizer):
   scenes = [shape_scenes.make_example(100 + i) for i in range(4)]
-  captions = non_control.evaluate_captioning(
+  captions = non_control.evaluate_vision_language(
     CFG,
     params,
     [{"image": s["image"], "caption": s["caption"]} for s in scenes],
@@ -215,7 +215,7 @@ def test_caption_and_vqa_scores_of_a_model(params, text_tokenizer):
     for s in scenes[:2]
     for kind, q, a in s["qa"]
   ]
-  vqa = non_control.evaluate_vqa(CFG, params, questions, text_tokenizer, batch_size=4)
+  vqa = non_control.evaluate_vision_language(CFG, params, questions, text_tokenizer, batch_size=4)
   assert vqa["examples"] == len(questions)
   assert 0.0 <= vqa["vqa_accuracy"] <= 1.0
   assert set(vqa["accuracy_by_type"]) <= set(shape_scenes.QUESTION_TYPES)

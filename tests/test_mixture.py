@@ -88,6 +88,12 @@ def test_deterministic_and_resumable():
     np.testing.assert_array_equal(next(fresh).tokens, expected)
   with pytest.raises(ValueError, match="would change the data stream"):
     _iterator(seed=1).set_state(state)
+  # A run resumed on regenerated data stops, naming the task; unchanged data resumes.
+  sources = {"a": "f1", "b": "f2"}
+  saved = _iterator(sources=sources).get_state()
+  _iterator(sources=sources).set_state(saved)
+  with pytest.raises(mixture.DataChangedError, match="the data of b changed"):
+    _iterator(sources={"a": "f1", "b": "f3"}).set_state(saved)
 
 
 def test_hosts_split_the_global_batch():

@@ -159,7 +159,12 @@ def test_train_expert_caches_and_reevaluates(tmp_path):
   config.eval.num_episodes = 4
   summary = gymnax_experts.train_expert(config, str(tmp_path))
   assert summary["env_id"] == "CartPole-v1" and summary["deterministic"]
-  assert summary["expert_return"] == summary["greedy"]["mean_return"]
+  # The expert return is the task's one expert baseline, the number its data statistics hold.
+  env = gymnax_envs.GymnaxEnvironment("CartPole-v1")
+  expert = gymnax_experts.make_expert(env, workdir=str(tmp_path))
+  assert summary["expert_return"] == E.expert_baseline(env, expert)[0]
+  assert summary["expert"]["num_episodes"] == E.BASELINE_EPISODES
+  assert summary["greedy"]["num_episodes"] == summary["sampled"]["num_episodes"] == 4
   assert summary["train_timesteps"] == 512
   # The random baseline is the task's one measurement, whatever the expert's evaluation size.
   assert summary["random"]["num_episodes"] == E.BASELINE_EPISODES
@@ -170,7 +175,9 @@ def test_train_expert_caches_and_reevaluates(tmp_path):
   assert gymnax_experts.train_expert(config, str(tmp_path)) == summary
   config.eval.deterministic = False
   again = gymnax_experts.train_expert(config, str(tmp_path), reevaluate=True)
-  assert not again["deterministic"] and again["expert_return"] == again["sampled"]["mean_return"]
+  assert not again["deterministic"]
+  sampling = gymnax_experts.make_expert(env, workdir=str(tmp_path))
+  assert again["expert_return"] == E.expert_baseline(env, sampling)[0]
   assert again["train_seconds"] == summary["train_seconds"]
   assert not gymnax_experts.load_expert(str(tmp_path), "CartPole-v1").deterministic
 

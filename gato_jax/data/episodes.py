@@ -70,6 +70,17 @@ def random_baseline(
   return measure_returns(env, policies.RandomPolicy(env), seed, num_episodes, RANDOM_STATS_STREAM)
 
 
+def expert_baseline(
+  env, expert, seed: int = 0, num_episodes: int = BASELINE_EPISODES
+) -> tuple[float, float, int, float | None]:
+  """The expert's returns: the 100% anchor of normalised scores.
+
+  The one measurement of a task's expert return: its statistics and the expert's own summary
+  (the README's expert tables) both call this, so with the defaults they hold the same number.
+  """
+  return measure_returns(env, expert, seed, num_episodes, EXPERT_STATS_STREAM)
+
+
 def num_actions(episode: dict) -> int:
   """Steps that carry a real action (all but the final observation step)."""
   return int(np.sum(~np.asarray(episode["steps"]["is_last"])))

@@ -85,9 +85,7 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
     kept = {f: getattr(stats, f) for f in EXPERT_FIELDS} if stats else {}
     stats = episodes_lib.TaskStats(env.name, mean, std, count, rate, **kept)
   if not expert_ok:
-    mean, std, count, rate = episodes_lib.measure_returns(
-      env, expert, seed, num_episodes, episodes_lib.EXPERT_STATS_STREAM
-    )
+    mean, std, count, rate = episodes_lib.expert_baseline(env, expert, seed, num_episodes)
     stats = dataclasses.replace(
       stats,
       expert_agent=expert.name,

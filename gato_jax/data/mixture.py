@@ -90,6 +90,10 @@ def patch_budget(
   return max_patches
 
 
+class DataChangedError(ValueError):
+  """A resumed run's data differs from the data its checkpoint was trained on."""
+
+
 def host_shards(batch_size: int, num_shards: int, process_index: int, process_count: int) -> range:
   """The data shards whose blocks of rows overlap this host's rows (the shards it must read)."""
   if num_shards < 1 or batch_size % num_shards:
@@ -122,6 +126,8 @@ class MixtureIterator:
       packed into rows) or "vision_language" (5 image-text pairs a sequence).
     num_shards: data shards the episodes were split into (see the module docstring); it must
       divide batch_size. Hosts may share a shard (each then reads all of it).
+    sources: task -> a fingerprint of its data (the derived store's); saved with the stream's
+      state, so that a run resumed on changed data stops (`DataChangedError`).
   """
 
   episodes: Mapping[str, Sequence[TokenGroup]]
@@ -136,6 +142,7 @@ class MixtureIterator:
   process_count: int = 1
   kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
   num_shards: int = 1
+  sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
   step: int = 0
 
   def __post_init__(self):
@@ -279,6 +286,7 @@ class MixtureIterator:
       "seed": self.seed,
       "tasks": self._tasks,
       "num_shards": self.num_shards,
+      "sources": dict(self.sources),
     }
 
   def set_state(self, state: Mapping) -> None:
@@ -286,6 +294,16 @@ class MixtureIterator:
       raise ValueError(
         f"data state was saved for seed {state.get('seed')} and tasks {state.get('tasks')}, not"
         f" seed {self.seed} and tasks {self._tasks}: resuming would change the data stream"
+      )
+    saved_sources = state.get("sources") or {}
+    changed = sorted(
+      t for t in saved_sources if t in self.sources and saved_sources[t] != self.sources[t]
+    )
+    if changed:
+      raise DataChangedError(
+        f"the data of {', '.join(changed)} changed since this run saved its checkpoint (e.g."
+        " regenerated with a retrained expert); resuming would train on other data: restore"
+        " the data it began with, or start the run in a new workdir"
       )
     saved_shards = int(state.get("num_shards", 1))
     if saved_shards != self.num_shards:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gato_jax.envs import base
+from gato_jax.envs import base, runner
 from gato_jax.tokenizer import specs as token_specs
 
 DOMAIN = "gymnax"
@@ -310,50 +310,67 @@ def _stack_actions(actions: Sequence[Any], live: np.ndarray, action_spec) -> np.
   return out
 
 
+class PolicyFnAgent(runner.Agent):
+  """A pure-JAX `PolicyFn` acting for every row of a `GymnaxBatch` in one jitted call.
+
+  The t-th action of an episode samples with fold_in(key(episode seed), t): an episode's
+  actions depend on its seed alone, not on the batch it is played in.
+  """
+
+  def __init__(self, policy: PolicyFn, name: str = "policy_fn"):
+    self.name = name
+
+    def act(obs, seed, step):
+      return policy(obs, jax.random.fold_in(jax.random.key(seed), step))
+
+    self._act = jax.jit(jax.vmap(act))
+    self._seeds = self._steps = np.zeros(0, np.int32)
+
+  def setup(self, envs: Sequence[base.Environment]) -> None:
+    self._seeds = np.zeros(len(envs), np.int32)
+    self._steps = np.zeros(len(envs), np.int32)
+
+  def begin_episode(self, row: int, seed: int) -> None:
+    self._seeds[row], self._steps[row] = seed, 0
+
+  def act(self, observations: Sequence[Any | None]) -> list[Any]:
+    raise TypeError("PolicyFnAgent acts on stacked observations: play it in a GymnaxBatch")
+
+  def act_batch(self, observations: dict, active: np.ndarray) -> list[Any]:
+    (stacked,) = observations.values()  # {"state"} or {"grid"}: the gymnax observation.
+    actions = np.asarray(self._act(jnp.asarray(stacked, jnp.float32), self._seeds, self._steps))
+    active = np.asarray(active, bool)
+    self._steps += active
+    return [action if on else None for action, on in zip(actions, active)]
+
+
 def rollout(
   env_id: str,
   policy: PolicyFn,
   num_episodes: int,
   seed: int = 0,
   max_episode_steps: int | None = None,
+  num_envs: int = 64,
 ) -> dict[str, np.ndarray]:
-  """Plays `num_episodes` whole episodes at once under jit + vmap.
+  """Plays `num_episodes` episodes of a pure-JAX policy through the episode runner.
 
   Args:
     env_id: a supported task id (with or without the "gymnax/" prefix).
     policy: (gymnax observation, key) -> Gato action; see `PolicyFn`.
-    num_episodes: episodes played in parallel, each from its own reset key.
+    num_episodes: episodes to play, each from its own reset seed (drawn from `seed`).
     seed: seeds resets, environment noise and the policy's sampling.
     max_episode_steps: the time limit; gymnax's default for the task when None.
+    num_envs: environments stepped together.
 
   Returns:
     {"returns": float32 [num_episodes], "lengths": int32 [num_episodes]} as numpy arrays.
   """
   if num_episodes < 1:
     raise ValueError(f"num_episodes must be positive, got {num_episodes}")
-  env, params = make(env_id, max_episode_steps)
-  space = env.action_space(params)
-  horizon = int(params.max_steps_in_episode)
-
-  def one_episode(key):
-    key_reset, key_run = jax.random.split(key)
-    obs, state = env.reset(key_reset, params)
-
-    def body(carry, key_t):
-      obs, state, alive, ret, length = carry
-      key_act, key_step = jax.random.split(key_t)
-      action = unit_to_env_action(space, policy(obs, key_act))
-      obs, state, reward, terminated, truncated, _ = env.step(key_step, state, action, params)
-      # gymnax resets by itself; `alive` masks everything after the first episode ends.
-      ret = ret + jnp.where(alive, reward, 0.0)
-      length = length + alive.astype(jnp.int32)
-      alive = alive & ~(terminated | truncated)
-      return (obs, state, alive, ret, length), None
-
-    init = (obs, state, jnp.array(True), jnp.float32(0.0), jnp.int32(0))
-    (_, _, _, ret, length), _ = jax.lax.scan(body, init, jax.random.split(key_run, horizon))
-    return ret, length
-
-  keys = jax.random.split(jax.random.key(seed), num_episodes)
-  returns, lengths = jax.jit(jax.vmap(one_episode))(keys)
-  return {"returns": np.asarray(returns, np.float32), "lengths": np.asarray(lengths, np.int32)}
+  seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, num_episodes)
+  batch = GymnaxBatch(env_id, min(num_envs, num_episodes), max_episode_steps)
+  outcomes = runner.run_episodes(batch, PolicyFnAgent(policy), [int(s) for s in seeds])
+  return {
+    "returns": np.array([o.episode_return for o in outcomes], np.float32),
+    "lengths": np.array([o.length for o in outcomes], np.int32),
+  }

@@ -195,17 +195,13 @@ def evaluate_non_control_task(
     row = non_control.evaluate_text(
       model_config, params, documents, config.train.seq_len, batch_size
     )
-  elif "question" in example_sets.load_split(source, split).element_spec:
-    examples = list(vision_language.read(vision_language.load_vqa(source, split), limit))
-    row = non_control.evaluate_vqa(model_config, params, examples, TextTokenizer(), batch_size)
   else:
-    examples = list(
-      vision_language.read(
-        vision_language.load_captioning(source, split, all_captions=False), limit
-      )
-    )
-    row = non_control.evaluate_captioning(
-      model_config, params, examples, TextTokenizer(), batch_size
+    if "question" in example_sets.load_split(source, split).element_spec:
+      examples = vision_language.load_vqa(source, split)
+    else:
+      examples = vision_language.load_captioning(source, split, all_captions=False)
+    row = non_control.evaluate_vision_language(
+      model_config, params, list(vision_language.read(examples, limit)), TextTokenizer(), batch_size
     )
   row["seconds"] = time.perf_counter() - start
   logging.info("eval %s: %s", task, {k: v for k, v in row.items() if isinstance(v, float)})

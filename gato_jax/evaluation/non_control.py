@@ -131,56 +131,30 @@ def _generate_in_batches(
   return np.concatenate(out)
 
 
-def evaluate_captioning(
+def evaluate_vision_language(
   model_config: ModelConfig,
   params: Any,
   examples: Sequence[dict],
   text_tokenizer,
   batch_size: int = 16,
 ) -> dict:
-  """BLEU-4 and CIDEr-D of greedy captions of {"image", "caption"} examples."""
+  """Greedy text after each example's image (and question), scored as the examples ask.
+
+  {"image", "caption"} examples: BLEU-4 and CIDEr-D of the captions, each generated for as many
+  tokens as the longest reference. {"image", "question", "answer"} examples: exact-match accuracy
+  of answers cut to their reference's length, overall and per "question_type".
+  """
   if not examples:
-    raise ValueError("evaluate_captioning needs at least one example")
-  references = [[str(ex["caption"])] for ex in examples]
-  num_tokens = max(len(text_tokenizer.encode(refs[0])) for refs in references)
+    raise ValueError("evaluate_vision_language needs at least one example")
+  vqa = "question" in examples[0]
+  truth = [str(ex["answer" if vqa else "caption"]) for ex in examples]
+  lengths = [len(text_tokenizer.encode(t)) for t in truth]
   contexts = [
     tokenize_timestep(
-      {"image": np.asarray(ex["image"]), "text": np.zeros(0, np.int32)},
-      None,
-      VL_SPEC,
-      separator=False,
-    )
-    for ex in examples
-  ]
-  ids = _generate_in_batches(model_config, params, contexts, num_tokens, batch_size)
-  generated = [text_tokenizer.decode(_until_eos(row, text_tokenizer.eos_id)) for row in ids]
-  return {
-    "bleu4": text_metrics.bleu4(references, generated),
-    "cider": text_metrics.cider(references, generated),
-    "examples": len(examples),
-    "generated_tokens": num_tokens,
-    "split": HELD_OUT_SPLIT,
-    "samples": [
-      {"reference": refs[0], "generated": text}
-      for refs, text in zip(references[:NUM_SAMPLES], generated)
-    ],
-  }
-
-
-def evaluate_vqa(
-  model_config: ModelConfig,
-  params: Any,
-  examples: Sequence[dict],
-  text_tokenizer,
-  batch_size: int = 16,
-) -> dict:
-  """Exact-match accuracy of greedy answers to {"image", "question", "answer"} examples."""
-  if not examples:
-    raise ValueError("evaluate_vqa needs at least one example")
-  answers = [text_tokenizer.encode(str(ex["answer"])) for ex in examples]
-  contexts = [
-    tokenize_timestep(
-      {"image": np.asarray(ex["image"]), "text": str(ex["question"])},
+      {
+        "image": np.asarray(ex["image"]),
+        "text": str(ex["question"]) if vqa else np.zeros(0, np.int32),
+      },
       None,
       VL_SPEC,
       text_tokenizer,
@@ -189,10 +163,20 @@ def evaluate_vqa(
     for ex in examples
   ]
   # One generated length for every batch: one compilation per context length.
-  num_tokens = max(a.size for a in answers)
+  num_tokens = max(lengths)
   ids = _generate_in_batches(model_config, params, contexts, num_tokens, batch_size)
-  predictions = [text_tokenizer.decode(row[: a.size]) for row, a in zip(ids, answers)]
-  truth = [str(ex["answer"]) for ex in examples]
+  common = {"examples": len(examples), "split": HELD_OUT_SPLIT}
+  if not vqa:
+    generated = [text_tokenizer.decode(_until_eos(row, text_tokenizer.eos_id)) for row in ids]
+    references = [[t] for t in truth]
+    return {
+      "bleu4": text_metrics.bleu4(references, generated),
+      "cider": text_metrics.cider(references, generated),
+      "generated_tokens": num_tokens,
+      **common,
+      "samples": [{"reference": t, "generated": g} for t, g in zip(truth[:NUM_SAMPLES], generated)],
+    }
+  predictions = [text_tokenizer.decode(row[:n]) for row, n in zip(ids, lengths)]
   by_type: dict[str, list[bool]] = {}
   for ex, predicted, answer in zip(examples, predictions, truth):
     by_type.setdefault(str(ex.get("question_type", "all")), []).append(
@@ -201,8 +185,7 @@ def evaluate_vqa(
   return {
     "vqa_accuracy": text_metrics.exact_match_accuracy(predictions, truth),
     "accuracy_by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
-    "examples": len(examples),
-    "split": HELD_OUT_SPLIT,
+    **common,
     "samples": [
       {"question": str(ex["question"]), "answer": answer, "predicted": predicted}
       for ex, answer, predicted in zip(examples[:NUM_SAMPLES], truth, predictions)

@@ -12,7 +12,7 @@ editing the plotting code, or on another machine).
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -234,13 +234,26 @@ def load(directory: str) -> dict:
 
 def regenerate(directory: str) -> dict[str, str]:
   """Rebuilds the markdown table and the chart from `directory/results.json` alone."""
-  results = load(directory)
-  paths = {
+  return {
     "results": os.path.join(directory, RESULTS_FILE),
-    "table": os.path.join(directory, TABLE_FILE),
-    "chart": os.path.join(directory, CHART_FILE),
+    **write_table_and_plots(
+      directory, load(directory), render_markdown, TABLE_FILE, {"chart": (CHART_FILE, render_chart)}
+    ),
   }
-  with open(paths["table"], "w") as f:
-    f.write(render_markdown(results))
-  render_chart(results, paths["chart"])
+
+
+def write_table_and_plots(
+  directory: str,
+  results: dict,
+  render_table: Callable[[dict], str],
+  table_file: str,
+  plots: Mapping[str, tuple[str, Callable[[dict, str], None]]],
+) -> dict[str, str]:
+  """Writes `render_table(results)` to `table_file` and each plot {key: (file, plot(results,
+  path))} under `directory`; returns {"table": path, key: path, ...}."""
+  paths = {"table": os.path.join(directory, table_file)}
+  files.write_bytes(paths["table"], render_table(results).encode())
+  for key, (name, plot) in plots.items():
+    paths[key] = os.path.join(directory, name)
+    plot(results, paths[key])
   return paths

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.data import episodes as episodes_lib
-from gato_jax.envs import base, policies, runner
+from gato_jax.envs import base, policies
 from gato_jax.experts import cache, sac
 
 DOMAIN = "dm_control"
@@ -190,9 +190,9 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
       `config.eval` and rewrite its summary instead of returning the stored one.
 
   Returns:
-    The summary stored in expert.json: expert and random mean returns over
-    `config.eval.num_episodes` episodes of the same seeds, the published reference and the
-    training wall time.
+    The summary stored in expert.json: the expert's and the random policy's baselines
+    (`episodes.expert_baseline` over `config.eval.num_episodes` episodes, `random_baseline`),
+    the published reference and the training wall time.
   """
   from gato_jax.envs import dm_control_envs
 
@@ -265,17 +265,13 @@ _TRAINING_KEYS = ("train_seconds", "seed", "train_env_steps", "final_training_re
 
 
 def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:
-  """Expert returns (deterministic, with its action repeat), and the task's random baseline
-  (`episodes.random_baseline`, the number its statistics hold)."""
-  seeds = [config.eval.seed + i for i in range(config.eval.num_episodes)]
+  """The expert's returns (deterministic, with its action repeat) and the random policy's:
+  `episodes.expert_baseline` and `random_baseline`, the numbers the task's statistics hold."""
   start = time.time()
-  agent = runner.PolicyAgent(lambda _: ExpertPolicy(expert))
-  returns = [o.episode_return for o in runner.run_episodes(runner.HostBatch([env]), agent, seeds)]
-  expert_stats = dict(
-    mean_return=float(np.mean(returns)),
-    std_return=float(np.std(returns)),
-    num_episodes=len(returns),
+  mean, std, count, _ = episodes_lib.expert_baseline(
+    env, ExpertPolicy(expert), num_episodes=config.eval.num_episodes
   )
+  expert_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
   mean, std, count, _ = episodes_lib.random_baseline(env)
   random_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
   logging.info(

@@ -246,6 +246,7 @@ def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) ->
       metrics["episode_return"],
       metrics["entropy"],
       metrics["value_loss"],
+      extra={"console": False},  # Launchers' consoles show one line per seed (below).
     )
 
   progress = os.path.join(directory, "progress.pkl")
@@ -282,31 +283,39 @@ _TRAINING_KEYS = (
 
 
 def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
-  """Greedy and sampled returns on the same episode seeds, and the task's random baseline
-  (`episodes.random_baseline`, the number its statistics hold); `expert_return` is the one
-  `config.eval.deterministic` picks (the way the expert will act when generating data)."""
+  """The expert's and the random policy's baselines (`episodes.expert_baseline` and
+  `random_baseline`: the numbers the task's statistics hold), acting greedily or sampling as
+  `config.eval.deterministic` says (the way it generates data), and both ways on
+  `config.eval.num_episodes` other episodes, to choose between them."""
   env_id = gymnax_envs.canonical_id(config.env_id)
   n, seed = config.eval.num_episodes, config.eval.seed
   greedy = policy_returns(env_id, ppo.make_policy(env_id, ppo_config, params, True), n, seed)
   sampled = policy_returns(env_id, ppo.make_policy(env_id, ppo_config, params, False), n, seed)
-  mean, std, count, _ = episodes_lib.random_baseline(gymnax_envs.GymnaxEnvironment(env_id))
+  env = gymnax_envs.GymnaxEnvironment(env_id)
+  expert = Expert(env_id, ppo_config, params, {}, bool(config.eval.deterministic))
+  mean, std, count, _ = episodes_lib.expert_baseline(env, ExpertPolicy(expert))
+  baseline = dict(mean_return=mean, std_return=std, num_episodes=count)
+  mean, std, count, _ = episodes_lib.random_baseline(env)
   random = dict(mean_return=mean, std_return=std, num_episodes=count)
-  chosen = greedy if config.eval.deterministic else sampled
   logging.info(
-    "%s: expert %.2f (greedy %.2f, sampled %.2f), random %.2f, reference %.1f",
+    "%s: expert %.2f (%s; greedy %.2f, sampled %.2f over %d other episodes), random %.2f,"
+    " reference %.1f",
     env_id,
-    chosen["mean_return"],
+    baseline["mean_return"],
+    "greedy" if config.eval.deterministic else "sampled",
     greedy["mean_return"],
     sampled["mean_return"],
+    n,
     random["mean_return"],
     config.reference_return,
   )
   return dict(
     env_id=env_id,
-    expert_return=chosen["mean_return"],
+    expert_return=baseline["mean_return"],
     random_return=random["mean_return"],
     reference_return=float(config.reference_return),
     deterministic=bool(config.eval.deterministic),
+    expert=baseline,
     greedy=greedy,
     sampled=sampled,
     random=random,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from gato_jax.evaluation import reports
 from gato_jax.sweep import power_law
 from gato_jax.sweep.plan import SIZE_KEY
 
@@ -225,14 +226,10 @@ def plot_loss(results: dict, path: str) -> None:
 def regenerate(workdir: str) -> dict[str, str]:
   """Rebuilds the table and both plots from `workdir/results.json`; returns their paths."""
   workdir = os.path.expanduser(workdir)
-  results = load(workdir)
-  paths = {
-    "table": os.path.join(workdir, TABLE_FILE),
-    "scores": os.path.join(workdir, SCORE_PLOT),
-    "loss": os.path.join(workdir, LOSS_PLOT),
-  }
-  with open(paths["table"], "w") as f:
-    f.write(render_markdown(results))
-  plot_scores(results, paths["scores"])
-  plot_loss(results, paths["loss"])
-  return paths
+  return reports.write_table_and_plots(
+    workdir,
+    load(workdir),
+    render_markdown,
+    TABLE_FILE,
+    {"scores": (SCORE_PLOT, plot_scores), "loss": (LOSS_PLOT, plot_loss)},
+  )

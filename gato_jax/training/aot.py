@@ -9,6 +9,7 @@ analysis counts a scanned layer's body once. Needs libtpu (`pip install -e .[tpu
 is imported by `import gato_jax`.
 """
 
+import dataclasses
 import os
 import re
 import time
@@ -159,18 +160,39 @@ def roofline(flops_per_device: float, memory: dict[str, Any], device_kind: str) 
   return {"est_step_seconds": step, "est_mfu": compute_s / step}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Target:
+  """What every compiled case shares: the config, the topology's devices, mesh and train state."""
+
+  config: ml_collections.ConfigDict
+  model_config: ModelConfig
+  topology: str
+  devices: list
+  mesh: Any
+  state: Any
+  trainer: Any
+
+
+def _target(config: ml_collections.ConfigDict, topology: str) -> _Target:
+  devices = topology_devices(topology)
+  model_config = ModelConfig.from_dict(config.model)
+  mesh = sharding.create_mesh(config.mesh.shape, devices)
+  state, trainer = abstract_train_state(
+    model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules
+  )
+  return _Target(config, model_config, topology, devices, mesh, state, trainer)
+
+
 def _case(
-  config,
-  model_config: ModelConfig,
-  topology: str,
-  devices,
-  mesh,
+  target: _Target,
   what: str,
   global_batch: int,
   memory: dict,
   flops_per_device: float,
   **extra,
 ) -> dict[str, Any]:
+  config, model_config, topology = target.config, target.model_config, target.topology
+  devices, mesh = target.devices, target.mesh
   kind = devices[0].device_kind
   hbm = flops.TPU_HBM_BYTES.get(kind)
   row = {
@@ -205,11 +227,12 @@ def compile_train(
     targets_per_row: loss targets per row when logits are computed at targets only (the
       trainer's bucket of it is compiled); default half the sequence.
   """
-  devices = topology_devices(topology)
-  model_config = ModelConfig.from_dict(config.model)
-  mesh = sharding.create_mesh(config.mesh.shape, devices)
-  state, trainer = abstract_train_state(
-    model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules
+  target = _target(config, topology)
+  model_config, mesh, state, trainer = (
+    target.model_config,
+    target.mesh,
+    target.state,
+    target.trainer,
   )
   batch_size, seq_len = config.train.batch_size, config.train.seq_len
   # Without data the trainer's derived budget (-1) is unknown; every token a patch bounds it
@@ -236,15 +259,11 @@ def compile_train(
     batch_size * seq_len
   )
   return _case(
-    config,
-    model_config,
-    topology,
-    devices,
-    mesh,
+    target,
     "train",
     batch_size,
     memory,
-    step_flops / len(devices),
+    step_flops / len(target.devices),
     params=num_params,
     seq_len=seq_len,
     max_patches=max_patches,
@@ -258,12 +277,8 @@ def compile_decode(
 ) -> dict[str, Any]:
   """Compiles one cached decode step (one action token for `batch_size` rows, default
   `eval.batch_size`) with parameters sharded as in training; the cache is replicated."""
-  devices = topology_devices(topology)
-  model_config = ModelConfig.from_dict(config.model)
-  mesh = sharding.create_mesh(config.mesh.shape, devices)
-  state, _ = abstract_train_state(
-    model_config, OptimizerConfig.from_dict(config.optimizer), mesh, config.mesh.rules
-  )
+  target = _target(config, topology)
+  model_config, mesh, state = target.model_config, target.mesh, target.state
   batch_size = batch_size or config.eval.batch_size
   replicated = sharding.replicated(mesh)
   with_sharding = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
@@ -283,15 +298,11 @@ def compile_decode(
     flops.train_flops_per_token(model_config, num_params, model_config.max_decode_length) / 3
   )
   return _case(
-    config,
-    model_config,
-    topology,
-    devices,
-    mesh,
+    target,
     "decode",
     batch_size,
     memory,
-    token_flops * batch_size / len(devices),
+    token_flops * batch_size / len(target.devices),
     params=num_params,
     cache_length=model_config.max_decode_length,
   )

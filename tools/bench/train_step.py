@@ -19,6 +19,7 @@ attention, the output projection at the computed logits only).
 import json
 
 from absl import app, flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +32,8 @@ from gato_jax.training import flops
 from gato_jax.training.step import (
   abstract_param_count,
   batch_shardings,
+  compute_gradients,
+  loss_and_metrics,
   create_train_state,
   make_train_step,
   max_targets_per_row,
@@ -54,6 +57,12 @@ _BATCHES = flags.DEFINE_enum(
   " trainer builds it (its data must exist under data.data_dir).",
 )
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Distinct batches cycled through (data).")
+_PHASES = flags.DEFINE_bool(
+  "phases",
+  False,
+  "Also time the forward pass (loss) and the gradients alone for gato and reference: adds"
+  " forward_ms and gradients_ms (backward = gradients - forward, optimizer = step - gradients).",
+)
 
 
 def _batches(config, model_config: ModelConfig) -> list:
@@ -101,7 +110,30 @@ def _gato_case(config, model_config, mesh, batches):
     jax.block_until_ready(metrics["loss"])
 
   logits = None if num_targets is None else target_bucket(num_targets, config.train.seq_len)
-  return run, logits
+  key = jax.random.key(0)
+
+  @jax.jit
+  def forward(params, batch):
+    with nn.logical_axis_rules(trainer.rules):
+      return loss_and_metrics(params, batch, key, trainer.model, True, logits)[0]
+
+  gradients = jax.jit(lambda params, batch: compute_gradients(params, batch, key, trainer, logits))
+  phases = {
+    name: _cycling(lambda b, fn=fn: fn(holder["state"].params, b), batches)
+    for name, fn in (("forward", forward), ("gradients", gradients))
+  }
+  return run, logits, phases
+
+
+def _cycling(fn, inputs):
+  """A call of `fn` on the next of `inputs` in turn, blocking until its result is ready."""
+  holder = {"i": 0}
+
+  def run():
+    jax.block_until_ready(fn(inputs[holder["i"] % len(inputs)]))
+    holder["i"] += 1
+
+  return run
 
 
 def _reference_case(config, model_config, mesh, batches):
@@ -129,7 +161,13 @@ def _reference_case(config, model_config, mesh, batches):
     holder["i"] += 1
     jax.block_until_ready(loss)
 
-  return run, num_targets
+  forward = jax.jit(reference_decoder.loss_fn)
+  gradients = jax.jit(jax.grad(reference_decoder.loss_fn))
+  phases = {
+    name: _cycling(lambda a, fn=fn: fn(holder["params"], *a), arrays)
+    for name, fn in (("forward", forward), ("gradients", gradients))
+  }
+  return run, num_targets, phases
 
 
 def _matmul_case(config, model_config):
@@ -163,8 +201,14 @@ def main(argv):
           raise app.UsageError(f"unknown case {case!r}; cases: gato, reference, matmul")
         make = _gato_case if case == "gato" else _reference_case
         runs[case] = make(config, model_config, mesh, batches)
-      run, logits = runs[case]
+      run, logits, phases = runs[case]
       seconds = _common.time_calls(run, _SECONDS.value)
+      phase_ms = {}
+      if _PHASES.value:
+        phase_ms = {
+          f"{name}_ms": round(1e3 * _common.time_calls(fn, _SECONDS.value), 2)
+          for name, fn in phases.items()
+        }
       tokens = config.train.batch_size * config.train.seq_len
       step_flops = (
         flops.train_flops_per_token(model_config, num_params, config.train.seq_len, logits) * tokens
@@ -183,6 +227,7 @@ def main(argv):
             "dtype": model_config.dtype,
             "remat_policy": model_config.remat_policy,
             "step_ms": round(1e3 * seconds, 2),
+            **phase_ms,
             "tokens_per_second": round(tokens / seconds, 1),
             "gflops_per_second": round(step_flops / seconds / 1e9, 2),
             "mfu": round(step_flops / seconds / peak, 4) if peak else None,

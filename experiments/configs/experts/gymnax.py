@@ -173,8 +173,10 @@ def get_config(arg: str = "CartPole-v1") -> ml_collections.ConfigDict:
   config.ppo.update(recipe["ppo"])
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.num_episodes = 100  # Episodes for the expert's and the random policy's mean return.
-  config.eval.seed = 12345  # Evaluation seed (distinct from training).
+  # The expert return is its baseline (episodes.expert_baseline: 50 episodes, the number its data
+  # statistics hold); greedy and sampled returns on these other episodes help choose between them.
+  config.eval.num_episodes = 100
+  config.eval.seed = 12345
   # Greedy (mode) or sampled actions, for evaluation and data generation. MinAtar experts sample:
   # greedy PPO policies there get stuck (Freeway: greedy 16.8 vs sampled 27.6 mean return).
   config.eval.deterministic = arg not in MINATAR
