@@ -12,3 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Whether a task has a trained expert must not depend on the machine: tests never see the
 # user's expert cache (~/.cache/gato_jax/experts), only this empty folder.
 os.environ["GATO_JAX_EXPERTS"] = tempfile.mkdtemp(prefix="gato_jax_test_experts_")
+# One compilation cache for the whole run and the launchers it starts: many tests compile the
+# same tiny train and decode steps, and a hit skips XLA's compile. A new folder for each run.
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gato_jax_test_compilation_cache_")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

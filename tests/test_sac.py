@@ -194,6 +194,30 @@ def test_sac_learns_point_to_target_well_above_random():
   assert expert_return > 16.0, (expert_return, random_return)
 
 
+def test_sac_resumes_a_killed_run_exactly(tmp_path):
+  env = PointToTarget()
+  config = sac.SACConfig(
+    total_env_steps=200, random_steps=50, batch_size=16, hidden_sizes=(8,), update_every=10
+  )
+  reference, reference_history = sac.train(env, config, seed=2)
+  checkpoint = str(tmp_path / "progress.pkl")
+
+  def killed_at_step_120(step, _):
+    if step >= 120:
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    sac.train(env, config, 2, 20, killed_at_step_120, checkpoint, checkpoint_seconds=0)
+  logged = []
+  params, history = sac.train(
+    env, config, 2, 20, lambda step, _: logged.append(step), checkpoint, checkpoint_seconds=0
+  )
+  assert logged[0] > 100  # Resumed at the last episode end before the kill, not from scratch.
+  jax.tree.map(np.testing.assert_array_equal, params, reference)
+  for key in history:
+    np.testing.assert_array_equal(history[key], reference_history[key])
+
+
 def test_missing_expert_error_names_the_task_and_the_train_command(tmp_path, monkeypatch):
   monkeypatch.setenv("GATO_JAX_EXPERTS", str(tmp_path))
   env = registry.make_env("dm_control/point_mass-easy")

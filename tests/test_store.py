@@ -119,8 +119,13 @@ def test_stored_pools_give_the_in_memory_batches(tmp_path):
       np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
   # Grain workers build the same batches, in order.
   streamed = list(disk.stream(2, 6, threads=2))
-  for step, batch in zip(range(2, 6), streamed):
+  # And so do worker processes (the iterator is pickled into them; the stores reopen there).
+  processed = list(disk.stream(2, 6, threads=1, processes=2))
+  assert len(streamed) == len(processed) == 4
+  for step, batch, other in zip(range(2, 6), streamed, processed):
     np.testing.assert_array_equal(batch.tokens, memory.host_batch(step).tokens)
+    for field in ("tokens", "loss_mask", "patches", "patch_rows", "patch_cols"):
+      np.testing.assert_array_equal(getattr(other, field), getattr(batch, field), err_msg=field)
   # Shards split a store's items like the episodes' lists.
   shard = store.Pool.shard(stored["a"].store, 1, 2)
   assert [e.item for e in shard] == [1, 3]

@@ -4,8 +4,10 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import pickle
 from typing import Any, Callable
 
+from absl import logging
 from flax import serialization
 import jax
 
@@ -45,3 +47,25 @@ def read_expert(directory: str, make_template: Callable[[dict], Any]) -> tuple[A
 def package_versions(*packages: str) -> dict[str, str]:
   """Installed versions, recorded with an expert so a stale cache can be told apart."""
   return {p: importlib.metadata.version(p) for p in packages}
+
+
+def save_progress(path: str, fingerprint: dict, payload: dict) -> None:
+  """Writes a training run's state (numpy arrays and plain values) atomically to `path`."""
+  files.write_pickle(path, dict(payload, fingerprint=fingerprint))
+
+
+def load_progress(path: str | None, fingerprint: dict) -> dict | None:
+  """The progress saved at `path` if it belongs to this run (the same `fingerprint`: task,
+  config, seed...), else None, saying why in the log."""
+  if not path or not os.path.exists(path):
+    return None
+  try:
+    with open(path, "rb") as f:
+      saved = pickle.load(f)
+  except (OSError, EOFError, pickle.UnpicklingError) as e:
+    logging.warning("ignoring unreadable training checkpoint %s (%s); starting over", path, e)
+    return None
+  if saved.get("fingerprint") != fingerprint:
+    logging.info("training checkpoint %s is from another run; starting over", path)
+    return None
+  return saved

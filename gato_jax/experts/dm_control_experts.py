@@ -233,8 +233,10 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
     )
 
   start = time.time()
+  # Checkpoints as episodes end: a killed run (hours for walker-walk) resumes there.
+  progress = os.path.join(directory, "progress.pkl")
   params, history = sac.train(
-    env, sac_config, seed=config.seed, log_every=config.log_every, log_fn=log
+    env, sac_config, config.seed, config.log_every, log, checkpoint=progress
   )
   train_seconds = time.time() - start
   obs_keys = sac.observation_keys(env)
@@ -257,6 +259,8 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
     final_training_return=float(tail.mean()) if len(tail) else None,
   )
   save_expert(workdir, task, sac_config, obs_keys, obs_dim, action_dim, params, summary)
+  if os.path.exists(progress):
+    os.remove(progress)
   return summary
 
 

@@ -13,8 +13,6 @@ the value of the true final observation instead of counting as a terminal state.
 
 import dataclasses
 import functools
-import os
-import pickle
 import time
 from typing import Any, Callable, Sequence
 
@@ -26,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gato_jax import files
 from gato_jax.envs import gymnax_envs
+from gato_jax.experts import cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,7 +353,7 @@ def train(
   runner = jax.jit(init)(jax.random.key(seed))
   history, done = [], 0
   fingerprint = dict(env_id=env_id, config=dataclasses.asdict(config), seed=seed, chunk=chunk)
-  saved = _load_progress(checkpoint, fingerprint)
+  saved = cache.load_progress(checkpoint, fingerprint)
   if saved is not None:
     runner = _unflatten_runner(runner, saved["leaves"])
     history, done = saved["history"], saved["done"]
@@ -368,9 +366,8 @@ def train(
     history.append(metrics)
     done += length
     if checkpoint and time.time() - last_save >= checkpoint_seconds:
-      files.write_pickle(
-        checkpoint,
-        dict(fingerprint=fingerprint, done=done, history=history, leaves=_flatten_runner(runner)),
+      cache.save_progress(
+        checkpoint, fingerprint, dict(done=done, history=history, leaves=_flatten_runner(runner))
       )
       last_save = time.time()
     if log_fn is not None:
@@ -405,19 +402,3 @@ def _unflatten_runner(template, leaves: list[np.ndarray]):
       for t, x in zip(template_leaves, leaves)
     ],
   )
-
-
-def _load_progress(path: str | None, fingerprint: dict) -> dict | None:
-  """The saved progress at `path` if it belongs to this run, else None (saying why in the log)."""
-  if not path or not os.path.exists(path):
-    return None
-  try:
-    with open(path, "rb") as f:
-      saved = pickle.load(f)
-  except (OSError, EOFError, pickle.UnpicklingError) as e:
-    logging.warning("ignoring unreadable PPO checkpoint %s (%s); starting over", path, e)
-    return None
-  if saved.get("fingerprint") != fingerprint:
-    logging.info("PPO checkpoint %s is from another run (task/config/seed); starting over", path)
-    return None
-  return saved

@@ -17,14 +17,18 @@ Actions live in Gato's [-1, 1] range, so the squashing needs no rescaling.
 """
 
 import dataclasses
+import time
 from typing import Any, Sequence
 
+from absl import logging
 import flax.linen as nn
 from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from gato_jax.experts import cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,7 +355,13 @@ def problem_dims(env) -> tuple[int, int]:
 
 
 def train(
-  env, config: SACConfig, seed: int = 0, log_every: int = 10_000, log_fn=None
+  env,
+  config: SACConfig,
+  seed: int = 0,
+  log_every: int = 10_000,
+  log_fn=None,
+  checkpoint: str | None = None,
+  checkpoint_seconds: float = 60.0,
 ) -> tuple[Any, dict[str, np.ndarray]]:
   """Trains SAC on `env` (a base.Environment with dict observations and [-1, 1] actions).
 
@@ -366,6 +376,11 @@ def train(
     log_every: environment steps between `log_fn` calls.
     log_fn: called as log_fn(env_steps_so_far, metrics of the last update block and the mean
       return of episodes finished since the previous call).
+    checkpoint: a file that holds the whole training state (networks, optimisers, replay, random
+      generators) as an episode ends, written at most every `checkpoint_seconds`. A run that
+      finds one for the same task, config and seed continues from that episode's end (the
+      simulator's state is not saved, so only episode ends are resumable) and ends with the
+      parameters of an uninterrupted run.
 
   Returns:
     (actor params, history): per finished episode "episode_return" and "episode_end_step"
@@ -379,10 +394,19 @@ def train(
   buffer = ReplayBuffer(min(config.buffer_size, config.agent_steps), obs_dim, action_dim)
   rng = np.random.default_rng(seed)
 
-  episode, env_steps, episode_return, episode_steps = 0, 0, 0.0, 0
-  obs = flatten_observation(env.reset(seed * 1_000_003), keys)
-  returns, end_steps, recent, metrics, next_log = [], [], [], {}, log_every
-  for step in range(config.agent_steps):
+  loop = dict(step=0, episode=0, env_steps=0, returns=[], end_steps=[], recent=[], metrics={})
+  loop["next_log"] = log_every
+  fingerprint = dict(env=env.name, config=dataclasses.asdict(config), seed=seed)
+  saved = cache.load_progress(checkpoint, fingerprint)
+  if saved is not None:
+    loop, rng.bit_generator.state = saved["loop"], saved["rng"]
+    state = jax.tree.map(jnp.asarray, saved["state"])
+    buffer.__dict__.update(saved["buffer"])
+    logging.info("%s: resuming SAC at agent step %d", env.name, loop["step"])
+  last_save = time.time()
+  episode_return, episode_steps = 0.0, 0
+  obs = flatten_observation(env.reset(seed * 1_000_003 + loop["episode"]), keys)
+  for step in range(loop["step"], config.agent_steps):
     if step < config.random_steps:
       action = rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
     else:
@@ -391,7 +415,7 @@ def train(
     for _ in range(config.action_repeat):
       result = env.step(action)
       reward += result.reward
-      env_steps += 1
+      loop["env_steps"] += 1
       episode_steps += 1
       terminated = result.terminated
       truncated = result.truncated or episode_steps >= env.max_episode_steps
@@ -402,23 +426,40 @@ def train(
     episode_return += reward
     obs = next_obs
     if terminated or truncated:
-      returns.append(episode_return)
-      end_steps.append(env_steps)
-      recent.append(episode_return)
-      episode, episode_return, episode_steps = episode + 1, 0.0, 0
-      obs = flatten_observation(env.reset(seed * 1_000_003 + episode), keys)
+      loop["returns"].append(episode_return)
+      loop["end_steps"].append(loop["env_steps"])
+      loop["recent"].append(episode_return)
+      loop["episode"], episode_return, episode_steps = loop["episode"] + 1, 0.0, 0
+      obs = flatten_observation(env.reset(seed * 1_000_003 + loop["episode"]), keys)
 
     if step + 1 >= config.random_steps and (step + 1) % config.update_every == 0:
       num_updates = config.update_every * config.updates_per_step
       batches = buffer.sample(rng, (num_updates, config.batch_size))
-      state, metrics = agent.update_block(state, batches, jax.random.fold_in(key_update, step))
-    if log_fn is not None and env_steps >= next_log:
-      next_log += log_every
-      summary = {k: float(v) for k, v in metrics.items()}
+      state, loop["metrics"] = agent.update_block(
+        state, batches, jax.random.fold_in(key_update, step)
+      )
+    if log_fn is not None and loop["env_steps"] >= loop["next_log"]:
+      loop["next_log"] += log_every
+      summary = {k: float(v) for k, v in loop["metrics"].items()}
+      recent = loop["recent"]
       summary["episode_return"] = float(np.mean(recent)) if recent else float("nan")
-      log_fn(env_steps, summary)
-      recent = []
+      log_fn(loop["env_steps"], summary)
+      loop["recent"] = []
+    if checkpoint and episode_steps == 0 and time.time() - last_save >= checkpoint_seconds:
+      loop["step"] = step + 1
+      cache.save_progress(
+        checkpoint,
+        fingerprint,
+        dict(
+          loop=jax.device_get(loop),
+          rng=rng.bit_generator.state,
+          state=jax.device_get(state),
+          buffer=dict(buffer.__dict__),
+        ),
+      )
+      last_save = time.time()
   history = dict(
-    episode_return=np.asarray(returns, np.float64), episode_end_step=np.asarray(end_steps, np.int64)
+    episode_return=np.asarray(loop["returns"], np.float64),
+    episode_end_step=np.asarray(loop["end_steps"], np.int64),
   )
   return jax.device_get(state.actor_params), history
