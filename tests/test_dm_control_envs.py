@@ -65,3 +65,54 @@ def test_bad_inputs_give_clear_errors(cartpole):
   # conftest points the expert cache at an empty folder, so no task has a trained expert.
   with pytest.raises(LookupError, match="no expert trained for dm_control/cartpole-swingup"):
     registry.make_expert(cartpole)
+
+
+def test_pixel_task_renders_frames_and_acts_with_the_state_expert(tmp_path, monkeypatch):
+  import jax
+
+  from gato_jax.experts import dm_control_experts, sac
+
+  monkeypatch.setenv("GATO_JAX_EXPERTS", str(tmp_path))
+  try:
+    pixels = registry.make_env("dm_control_pixels/cartpole-balance")
+    first = pixels.reset(3)
+  except RuntimeError as e:
+    if "EGL" in str(e) or "OpenGL" in str(e):
+      pytest.skip(f"no headless OpenGL (Mesa EGL) here: {e}")
+    raise
+  state = registry.make_env("dm_control/cartpole-balance")
+  assert set(first) == {"image"} and first["image"].shape == (64, 64, 3)
+  assert first["image"].dtype == np.uint8 and first["image"].std() > 0  # A rendered scene.
+  assert not np.array_equal(pixels.reset(4)["image"], first["image"])  # The seed moves the pole.
+  assert pixels.action_spec == state.action_spec and pixels.max_episode_steps == 1000
+  # An untrained SAC actor stands in for the expert: the pixel task's expert is the state
+  # task's, acting on the state behind each frame.
+  config = sac.SACConfig(hidden_sizes=(8,))
+  obs_dim, action_dim = sac.problem_dims(state)
+  params = sac.SAC(obs_dim, action_dim, config).init_actor_params(jax.random.key(0))
+  dm_control_experts.save_expert(
+    str(tmp_path),
+    "cartpole-balance",
+    config,
+    sac.observation_keys(state),
+    obs_dim,
+    action_dim,
+    params,
+    {},
+  )
+  assert registry.has_expert(pixels.name)
+  on_pixels, on_state = registry.make_expert(pixels), registry.make_expert(state)
+  assert on_pixels.version == on_state.version
+  seen, expected = pixels.reset(5), state.reset(5)
+  for _ in range(10):
+    a, b = on_pixels.act(seen), on_state.act(expected)
+    np.testing.assert_array_equal(a, b)
+    group = T.tokenize_timestep(seen, a, pixels.observation_spec, pixels.action_spec)
+    assert group.num_tokens == 16 + 1 + 1  # 16 patches of 64x64, the separator, one action.
+    for key in expected:
+      np.testing.assert_array_equal(pixels.state_observation[key], expected[key])
+    seen, expected = pixels.step(a).observation, state.step(b).observation
+  with pytest.raises(RuntimeError, match="dm_control_pixels/cartpole-balance: ValueError"):
+    pixels.step(np.zeros(3, np.float32))  # The child's error, named; the child keeps serving.
+  assert pixels.reset(3)["image"].shape == (64, 64, 3)
+  pixels.close()

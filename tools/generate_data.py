@@ -19,9 +19,6 @@ instead of episodes: --episodes counts training scenes (text stores its whole co
 
 import os
 
-# State observations need no renderer; without this dm_control probes for a display.
-os.environ.setdefault("MUJOCO_GL", "disable")
-
 from absl import app, flags
 
 from gato_jax import launch
@@ -52,6 +49,9 @@ flags.mark_flag_as_required("domain")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # State observations need no renderer; without this dm_control probes for a display. (Pixel
+  # tasks render in a child process of their own, with EGL.)
+  os.environ.setdefault("MUJOCO_GL", "disable")
   examples = _DOMAIN.value in example_sets.domains()
   if not examples and _DOMAIN.value not in registry.domains():
     raise app.UsageError(

@@ -7,8 +7,14 @@ cover the full range whatever the actuator limits.
 
 Episodes last the suite's time limit (1,000 control steps for these tasks) and end truncated,
 never terminated: DM Control tasks have no terminal states.
+
+The same tasks seen from a camera are the domain "dm_control_pixels" (the paper's "DM Control
+Suite Pixels"): `DMControlPixelsEnv` observes {"image": uint8 [64, 64, 3]} rendered headless by
+MuJoCo (EGL, in a child process), and its expert is the state task's SAC expert acting on the
+state the frame shows, so pixel demonstrations are the state expert's own rollouts.
 """
 
+import multiprocessing
 import os
 
 import numpy as np
@@ -32,20 +38,21 @@ TASKS = (
 class DMControlEnv(base.Environment):
   """One DM Control suite task, e.g. "dm_control/cartpole-swingup", with state observations."""
 
-  def __init__(self, task: str):
+  def __init__(self, task: str, renderer: str = "disable"):
     if task not in TASKS:
       raise ValueError(f"unknown DM Control task {task!r}; known tasks: {list(TASKS)}")
     # State observations need no renderer; without this dm_control probes for a display (GLFW).
-    os.environ.setdefault("MUJOCO_GL", "disable")
+    os.environ.setdefault("MUJOCO_GL", renderer)
     from dm_control import suite
 
     self.name = f"dm_control/{task}"
     suite_domain, suite_task = task.split("-", 1)
     self._env = suite.load(suite_domain, suite_task, task_kwargs={"random": 0})
-    self.observation_spec = {
+    self.state_spec = {
       key: tokenizer.ContinuousSpec(tuple(spec.shape), mu_law=True)
       for key, spec in self._env.observation_spec().items()
     }
+    self.observation_spec = self.state_spec
     bounds = self._env.action_spec()
     self._low = np.asarray(bounds.minimum, np.float64) * np.ones(bounds.shape)
     self._high = np.asarray(bounds.maximum, np.float64) * np.ones(bounds.shape)
@@ -58,7 +65,7 @@ class DMControlEnv(base.Environment):
   def _observation(self, timestep) -> dict:
     return {
       key: np.asarray(timestep.observation[key], np.float32).reshape(spec.shape)
-      for key, spec in self.observation_spec.items()
+      for key, spec in self.state_spec.items()
     }
 
   def reset(self, seed: int) -> dict:
@@ -96,3 +103,102 @@ class DMControlEnv(base.Environment):
 
 def make_env(task: str) -> DMControlEnv:
   return DMControlEnv(task)
+
+
+PIXELS_DOMAIN = "dm_control_pixels"
+# 64x64 frames are 16 patches a step: a 1,000-step episode is about 23k tokens with its actions.
+PIXELS_SIZE = 64
+_RENDERERS = ("egl", "osmesa", "glfw")
+
+
+class DMControlPixelsEnv(base.Environment):
+  """A DM Control suite task seen by camera 0: "dm_control_pixels/walker-walk".
+
+  Observations are {"image": uint8 [size, size, 3]}; actions, rewards and time limits are the
+  state task's. `state_observation` holds the state of the frame last returned, for the state
+  expert that acts on it (`dm_control_experts.make_expert`).
+
+  The simulator and its renderer run in a child process: Mesa's EGL and TensorFlow (which the
+  data pipeline loads) crash when both live in one process (each brings its own LLVM), and
+  MUJOCO_GL is read once, when dm_control is imported. The child uses the MUJOCO_GL of the
+  environment if it names a renderer (egl, osmesa, glfw), else egl.
+  """
+
+  def __init__(self, task: str, size: int = PIXELS_SIZE):
+    if task not in TASKS:
+      raise ValueError(f"unknown DM Control task {task!r}; known tasks: {list(TASKS)}")
+    self.name = f"{PIXELS_DOMAIN}/{task}"
+    self.size = int(size)
+    context = multiprocessing.get_context("spawn")
+    self._conn, child = context.Pipe()
+    self._process = context.Process(
+      target=_render_worker, args=(child, task, self.size), daemon=True
+    )
+    self._process.start()
+    child.close()
+    self.state_spec, self.action_spec, self.max_episode_steps = self._call("specs")
+    self.observation_spec = {"image": tokenizer.ImageSpec()}
+    self.state_observation: dict | None = None
+
+  def _call(self, *request):
+    try:
+      self._conn.send(request)
+      ok, value = self._conn.recv()
+    except (EOFError, BrokenPipeError, ConnectionResetError) as e:
+      code = self._process.exitcode
+      raise RuntimeError(f"{self.name}: the renderer process died (exit code {code})") from e
+    if not ok:
+      raise RuntimeError(f"{self.name}: {value}")
+    return value
+
+  def reset(self, seed: int) -> dict:
+    image, self.state_observation = self._call("reset", int(seed))
+    return {"image": image}
+
+  def step(self, action) -> base.StepResult:
+    image, self.state_observation, reward, terminated, truncated = self._call(
+      "step", np.asarray(action)
+    )
+    return base.StepResult({"image": image}, reward, terminated, truncated)
+
+  def close(self) -> None:
+    if self._process.is_alive():
+      try:
+        self._conn.send(("close",))
+      except (BrokenPipeError, OSError):
+        pass  # Already gone: nothing left to stop.
+      self._process.join(timeout=10)
+    self._conn.close()
+
+
+def _render_worker(conn, task: str, size: int) -> None:
+  """The child of `DMControlPixelsEnv`: serves specs, reset and step with rendered frames."""
+  if os.environ.get("MUJOCO_GL") not in _RENDERERS:
+    os.environ["MUJOCO_GL"] = "egl"
+  env = DMControlEnv(task, renderer=os.environ["MUJOCO_GL"])
+  frame = lambda: np.asarray(
+    env._env.physics.render(height=size, width=size, camera_id=0),
+    np.uint8,  # pylint: disable=protected-access
+  )
+  while True:
+    request = conn.recv()
+    try:
+      if request[0] == "close":
+        env.close()
+        return
+      if request[0] == "specs":
+        value = (env.state_spec, env.action_spec, env.max_episode_steps)
+      elif request[0] == "reset":
+        state = env.reset(request[1])
+        value = (frame(), state)
+      else:
+        result = env.step(request[1])
+        value = (frame(), result.observation, result.reward, result.terminated, result.truncated)
+      conn.send((True, value))
+    except Exception as e:  # pylint: disable=broad-except
+      # The parent raises it with the task's name; the child keeps serving.
+      conn.send((False, f"{type(e).__name__}: {e}"))
+
+
+def make_pixels_env(task: str) -> DMControlPixelsEnv:
+  return DMControlPixelsEnv(task)

@@ -20,6 +20,8 @@ _DOMAINS: dict[str, tuple[str, str]] = {
   "atari": ("gato_jax.envs.atari", "make_env"),
   "babyai": ("gato_jax.envs.babyai", "make_env"),
   "dm_control": ("gato_jax.envs.dm_control_envs", "make_env"),
+  # The same tasks rendered by MuJoCo (MUJOCO_GL=egl): "DM Control Suite Pixels".
+  "dm_control_pixels": ("gato_jax.envs.dm_control_envs", "make_pixels_env"),
   "gymnax": ("gato_jax.envs.gymnax_envs", "GymnaxEnvironment"),
   # An optional extra (metaworld pins a mujoco that dm-control rejects): its tasks list
   # without the package; building one raises an ImportError saying how to install it.
@@ -30,6 +32,8 @@ _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
   "babyai": "gato_jax.envs.babyai:make_expert",
   # SAC actors trained by tools/train_expert.py --domain=dm_control, cached like gymnax's.
   "dm_control": "gato_jax.experts.dm_control_experts:make_expert",
+  # The state task's SAC expert, acting on the state behind each frame.
+  "dm_control_pixels": "gato_jax.experts.dm_control_experts:make_expert",
   # PPO parameters trained by tools/train_expert.py and cached outside the repository.
   "gymnax": "gato_jax.experts.gymnax_experts:make_expert",
   # The package's scripted policies (metaworld.policies). Atari has none: its expert data is
@@ -82,6 +86,7 @@ def make_env(name: str) -> base.Environment:
 # statistics of an untrained task must not need it). Other domains have an expert for every task.
 _EXPERT_AVAILABLE: dict[str, str] = {
   "dm_control": "gato_jax.experts.dm_control_experts:has_expert",
+  "dm_control_pixels": "gato_jax.experts.dm_control_experts:has_expert",
 }
 
 

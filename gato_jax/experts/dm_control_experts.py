@@ -15,7 +15,7 @@ which consecutive groups of `action_repeat` are equal.
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
@@ -43,7 +43,9 @@ def canonical_task(task: str) -> str:
   """ "cartpole-balance", "dm_control/cartpole-balance" -> "cartpole-balance" (checked)."""
   from gato_jax.envs import dm_control_envs
 
-  name = task[len(DOMAIN) + 1 :] if task.startswith(DOMAIN + "/") else task
+  name = task
+  for domain in (DOMAIN, dm_control_envs.PIXELS_DOMAIN):  # A pixel task's expert is its state's.
+    name = name.removeprefix(domain + "/")
   if name not in dm_control_envs.TASKS:
     raise ValueError(
       f"unknown DM Control task {task!r}; known tasks: {list(dm_control_envs.TASKS)}"
@@ -92,9 +94,10 @@ class ExpertPolicy(policies.Policy):
 
   name = "sac_expert"
 
-  def __init__(self, expert: Expert):
+  def __init__(self, expert: Expert, state_of: Callable[[Any], dict] | None = None):
     self.expert = expert
     self.version = expert.version
+    self._state_of = state_of or (lambda observation: observation)
     self._steps = 0
     self._action = None
 
@@ -104,14 +107,20 @@ class ExpertPolicy(policies.Policy):
 
   def act(self, observation) -> np.ndarray:
     if self._steps % self.expert.config.action_repeat == 0:
-      self._action = self.expert(observation)
+      self._action = self.expert(self._state_of(observation))
     self._steps += 1
     return self._action
 
 
 def make_expert(env: base.Environment, workdir: str | None = None) -> ExpertPolicy:
-  """The cached expert of `env`'s task (registry factory); ExpertNotTrainedError if absent."""
-  return ExpertPolicy(load_expert(workdir or default_workdir(), env.name))
+  """The cached expert of `env`'s task (registry factory); ExpertNotTrainedError if absent.
+
+  For a `DMControlPixelsEnv` it is the state task's expert, acting on the state behind each frame.
+  """
+  expert = load_expert(workdir or default_workdir(), env.name)
+  if hasattr(env, "state_observation"):
+    return ExpertPolicy(expert, lambda _: env.state_observation)
+  return ExpertPolicy(expert)
 
 
 def has_expert(task: str, workdir: str | None = None) -> bool:
