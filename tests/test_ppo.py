@@ -146,7 +146,8 @@ def test_every_task_has_a_valid_recipe():
     recipes.get_config("Pong-v5")
 
 
-def test_train_expert_caches_and_reevaluates(tmp_path):
+def _tiny_cartpole_recipe():
+  """CartPole's recipe cut to 512 steps of a 16-unit network and 4 evaluation episodes."""
   config = _recipes().get_config("CartPole-v1")
   config.ppo.update(
     total_timesteps=512,
@@ -157,6 +158,11 @@ def test_train_expert_caches_and_reevaluates(tmp_path):
     hidden_sizes=(16,),
   )
   config.eval.num_episodes = 4
+  return config
+
+
+def test_train_expert_caches_and_reevaluates(tmp_path):
+  config = _tiny_cartpole_recipe()
   summary = gymnax_experts.train_expert(config, str(tmp_path))
   assert summary["env_id"] == "CartPole-v1" and summary["deterministic"]
   # The expert return is the task's one expert baseline, the number its data statistics hold.
@@ -208,16 +214,7 @@ def test_ppo_resumes_a_killed_run_exactly(tmp_path):
 
 
 def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(tmp_path):
-  config = _recipes().get_config("CartPole-v1")
-  config.ppo.update(
-    total_timesteps=512,
-    num_envs=4,
-    num_steps=64,
-    num_epochs=1,
-    num_minibatches=1,
-    hidden_sizes=(16,),
-  )
-  config.eval.num_episodes = 4
+  config = _tiny_cartpole_recipe()
   config.update(seed=7, num_seeds=3, target_return=1e9)  # Out of reach: every seed is tried.
   summary = gymnax_experts.train_expert(config, str(tmp_path))
   assert sorted(summary["seeds"]) == ["7", "8", "9"]

@@ -67,17 +67,18 @@ def _make_policy(env, policy: str) -> policies.Policy:
 def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_lib.TaskStats:
   """Loads the task's statistics, measuring what is missing (>= num_episodes each) or stale (an
   expert retrained since), and saves them."""
-  expert = registry.make_expert(env) if registry.has_expert(env.name) else None
   try:
     stats = episodes_lib.load_stats(data_dir, env.name)
   except FileNotFoundError:
     stats = None  # No statistics yet: measure them below.
   random_ok = stats is not None and stats.random_episodes >= num_episodes
-  expert_ok = expert is None or (
-    stats is not None
-    and stats.expert_episodes >= num_episodes
-    and stats.expert_version == expert.version
-  )
+  expert, expert_ok = None, not registry.has_expert(env.name)
+  if not expert_ok and stats is not None and stats.expert_episodes >= num_episodes:
+    try:
+      expert = registry.make_expert(env)
+      expert_ok = stats.expert_version == expert.version
+    except FileNotFoundError:
+      expert_ok = True  # No trained expert to compare with (yet): the stored numbers stand.
   if random_ok and expert_ok:
     return stats
   if not random_ok:
@@ -85,6 +86,7 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
     kept = {f: getattr(stats, f) for f in EXPERT_FIELDS} if stats else {}
     stats = episodes_lib.TaskStats(env.name, mean, std, count, rate, **kept)
   if not expert_ok:
+    expert = expert or registry.make_expert(env)  # Names the training command if untrained.
     mean, std, count, rate = episodes_lib.expert_baseline(env, expert, seed, num_episodes)
     stats = dataclasses.replace(
       stats,
