@@ -324,7 +324,7 @@ class PolicyFnAgent(runner.Agent):
       return policy(obs, jax.random.fold_in(jax.random.key(seed), step))
 
     self._act = jax.jit(jax.vmap(act))
-    self._seeds = self._steps = np.zeros(0, np.int32)
+    self._seeds, self._steps = np.zeros(0, np.int32), np.zeros(0, np.int32)
 
   def setup(self, envs: Sequence[base.Environment]) -> None:
     self._seeds = np.zeros(len(envs), np.int32)

@@ -9,6 +9,7 @@ The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GAT
 """
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -295,8 +296,7 @@ def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
   expert = Expert(env_id, ppo_config, params, {}, bool(config.eval.deterministic))
   mean, std, count, _ = episodes_lib.expert_baseline(env, ExpertPolicy(expert))
   baseline = dict(mean_return=mean, std_return=std, num_episodes=count)
-  mean, std, count, _ = episodes_lib.random_baseline(env)
-  random = dict(mean_return=mean, std_return=std, num_episodes=count)
+  random = _random_baseline(env_id)
   logging.info(
     "%s: expert %.2f (%s; greedy %.2f, sampled %.2f over %d other episodes), random %.2f,"
     " reference %.1f",
@@ -320,3 +320,11 @@ def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
     sampled=sampled,
     random=random,
   )
+
+
+@functools.cache
+def _random_baseline(env_id: str) -> dict:
+  """The task's random baseline (it does not depend on the expert: measured once a process,
+  however many seeds are evaluated)."""
+  mean, std, count, _ = episodes_lib.random_baseline(gymnax_envs.GymnaxEnvironment(env_id))
+  return dict(mean_return=mean, std_return=std, num_episodes=count)
