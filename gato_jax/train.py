@@ -131,6 +131,15 @@ def _domain_losses(metrics: dict, data: mixture.MixtureIterator, step: int) -> d
   return metrics
 
 
+def _with_task_names(data_state: dict) -> dict:
+  """The data state with tasks under their names: runs saved before built-in tasks were named
+  "<domain>/<task>" recorded their SeqIO names, and resume as they would have."""
+  state = dict(data_state)
+  state["tasks"] = [tasks.canonical_name(t) for t in state.get("tasks", [])]
+  state["sources"] = {tasks.canonical_name(t): v for t, v in (state.get("sources") or {}).items()}
+  return state
+
+
 def _abstract_state(state, shardings):
   return jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
@@ -206,7 +215,7 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
     # Unreadable checkpoints are moved aside, so their steps are saved again.
     restored = checkpoints.restore(_abstract_state(state, trainer.state_shardings), quarantine=True)
     state, start = restored.state, restored.step
-    data.set_state(restored.data_state)
+    data.set_state(_with_task_names(restored.data_state))
     logging.info("resumed from step %d in %s", start, checkpoints.directory)
 
   stop = config.train.stop_at_step or config.train.steps

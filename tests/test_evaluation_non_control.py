@@ -302,7 +302,7 @@ def test_evaluate_reports_text_and_vision_language(tmp_path, params):
   assert (pathlib.Path(directory) / reports.TABLE_FILE).read_text() == table
 
   # The mixture's text and vision-language tasks are evaluated when eval.tasks is empty.
-  mixture = "gato.text.cpython_docs=1,gato.vision_language.shapes_vqa=1"
+  mixture = "text/cpython_docs=1,vision_language/shapes_vqa=1"
   config = _config(tmp_path, non_control_examples=2)
   config.data.mixture = mixture
   assert evaluator.non_control_tasks(config) == ["text/cpython_docs", "vision_language/shapes_vqa"]

@@ -49,7 +49,7 @@ def test_cpu_ladder_expands_to_three_sizes_with_one_recipe():
     assert run.eval_steps == (200, 400, 600)
     assert run.tokens_per_step == 8 * 512
     assert run.config.model.dtype == "float32"
-    assert run.config.data.mixture == "gato.gymnax.CartPole_v1=1,gato.gymnax.Acrobot_v1=1"
+    assert run.config.data.mixture == "gymnax/CartPole-v1=1,gymnax/Acrobot-v1=1"
     # Everything but the size is the same recipe.
     other = runs[0].config.to_dict()
     mine = run.config.to_dict()

@@ -67,7 +67,7 @@ def _register(data_dir, task, policy="expert", stats_task=None, name=None):
   source = rlds_io.dataset_dir(
     data_dir, generation.dataset_name(domain, policy), rlds_io.config_name(task)
   )
-  name = name or tasks.task_name(task) + "_test"
+  name = name or tasks.seqio_name(task) + "_test"
   tasks.register_control_task(
     name, source, env.observation_spec, env.action_spec, data_dir=data_dir, stats_task=stats_task
   )
@@ -212,12 +212,23 @@ def test_builtin_tasks_register_explicitly_for_a_data_dir(tmp_path):
   names = tasks.register_builtin_tasks(str(tmp_path))
   assert len(names) >= 26
   for task in ("babyai/BossLevel", "dm_control/walker-walk", "babyai/GoToRedBall"):
-    assert tasks.task_name(task) in seqio.TaskRegistry.names()
-  info = tasks.task_info("gato.babyai.GoToRedBall")
-  assert (info.domain, info.kind, info.builtin) == ("babyai", "control", "babyai/GoToRedBall")
+    assert task in names and tasks.seqio_name(task) in seqio.TaskRegistry.names()
+  assert tasks.seqio_name("dm_control/walker-walk") == "gato.dm_control.walker_walk"
+  # One entry per task, found by its name or by its SeqIO name.
+  info = tasks.task_info("babyai/GoToRedBall")
+  assert tasks.task_info("gato.babyai.GoToRedBall") is info
+  assert (info.name, info.domain, info.kind, info.builtin) == (
+    "babyai/GoToRedBall",
+    "babyai",
+    "control",
+    True,
+  )
   assert info.source.startswith(str(tmp_path)) and not info.has_data()
-  assert tasks.task_info("gato.vision_language.shapes_vqa").kind == "vision_language"
-  assert tasks.builtin_names(["gato.text.cpython_docs", "user.task"]) == ["text/cpython_docs"]
+  assert tasks.task_info("vision_language/shapes_vqa").kind == "vision_language"
+  assert tasks.canonical_name("gato.text.cpython_docs") == "text/cpython_docs"
+  assert tasks.canonical_name("user.task") == "user.task"
+  assert tasks.store_dir("/d", "gato.text.cpython_docs") == "/d/gato.text.cpython_docs/train"
+  assert tasks.store_dir("/d", "text/cpython_docs") == "/d/gato.text.cpython_docs/train"
   assert tasks.available_builtin_tasks() == {}
   with pytest.raises(KeyError, match="'gato.nope' is not in the gato_jax task catalogue"):
     tasks.task_info("gato.nope")
@@ -226,14 +237,17 @@ def test_builtin_tasks_register_explicitly_for_a_data_dir(tmp_path):
 def test_builtin_tasks_read_generated_data(data_dir):
   try:
     tasks.register_builtin_tasks(data_dir)
-    groups = tasks.load_token_groups("gato.babyai.GoToRedBall")
+    groups = tasks.load_token_groups("babyai/GoToRedBall")
     stats = episodes_lib.load_stats(data_dir, "babyai/GoToRedBall")
     assert 1 <= len(groups) <= 4 and stats.expert_return > stats.random_return
     # The built-in mixture presets are seqio Mixtures over the tasks with data.
     from gato_jax.data import presets
     import seqio
 
-    assert presets.seqio_weights("control") == {"gato.babyai.GoToRedBall": 1.0}
+    assert presets.seqio_weights("control") == {"babyai/GoToRedBall": 1.0}
+    available = tasks.available_builtin_tasks()
+    for spec in ("babyai/GoToRedBall", "gato.babyai.GoToRedBall=1", "babyai/GoToRedBall=2"):
+      assert presets.resolve(spec, available) == {"babyai/GoToRedBall": 1.0}
     assert seqio.get_mixture_or_task("paper").name == "paper"
   finally:
     tasks.register_builtin_tasks()  # Back to the default data directory for other tests.
@@ -315,21 +329,21 @@ def test_missing_data_messages_name_the_real_cause(data_dir, tmp_path):
     available = tasks.available_builtin_tasks()
     with pytest.raises(
       ValueError,
-      match="^mixture task 'gato.babyai.GoToRedBal': unknown task"
-      " 'gato.babyai.GoToRedBal'; did you mean"
-      " 'gato.babyai.GoToRedBall'\\?$",
+      match="^mixture task 'babyai/GoToRedBal': unknown task"
+      " 'babyai/GoToRedBal'; did you mean"
+      " 'babyai/GoToRedBall'\\?$",
     ):
-      presets.resolve("gato.babyai.GoToRedBal=1", available)
+      presets.resolve("babyai/GoToRedBal=1", available)
     # A generation killed mid-write left TFDS's folder (an older writer's leftover).
-    source = tasks.task_info("gato.babyai.GoToLocal").source
+    source = tasks.task_info("babyai/GoToLocal").source
     os.makedirs(os.path.join(os.path.dirname(source), "incomplete.ABC123_1.0.0"))
     with pytest.raises(
       ValueError,
-      match="^mixture task 'gato.babyai.GoToLocal': task"
-      " 'gato.babyai.GoToLocal' has no data: its generation was"
+      match="^mixture task 'babyai/GoToLocal': task"
+      " 'babyai/GoToLocal' has no data: its generation was"
       " interrupted \\(left .*incomplete.ABC123_1.0.0\\)",
     ):
-      presets.resolve("gato.babyai.GoToLocal=1", available)
+      presets.resolve("babyai/GoToLocal=1", available)
     # The next writer of that dataset removes the dead writer's folder.
     generation.generate_task(
       "babyai/GoToLocal",
@@ -344,8 +358,8 @@ def test_missing_data_messages_name_the_real_cause(data_dir, tmp_path):
     missing = str(tmp_path / "no_such_dir")
     tasks.register_builtin_tasks(missing)
     message = re.escape(f"the data directory {missing} does not exist (config.data.data_dir)")
-    with pytest.raises(ValueError, match=f"^mixture task 'gato.babyai.GoToLocal': {message}$"):
-      presets.resolve("gato.babyai.GoToLocal=1", {})
+    with pytest.raises(ValueError, match=f"^mixture task 'babyai/GoToLocal': {message}$"):
+      presets.resolve("babyai/GoToLocal=1", {})
     with pytest.raises(
       ValueError, match=f"^mixture 'babyai=1' names no task with data \\({message}"
     ):

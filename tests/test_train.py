@@ -97,7 +97,8 @@ def test_launcher_trains_a_seqio_mixture_registered_by_user_code(data_dir, tmp_p
     text=True,
   )
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "75.00%  gato.babyai.GoToLocal" in out.stderr  # The realised rates are logged.
+  # The realised rates are logged, under the tasks' names (not their SeqIO names).
+  assert "75.00%  babyai/GoToLocal" in out.stderr
   (record,) = metrics_log.read_metrics(str(workdir))
   assert record["step"] == 1 and record["loss"] > 0
 
@@ -239,7 +240,7 @@ def test_default_config_trains_an_image_control_task(atari_dir, tmp_path):
 @pytest.mark.parametrize(
   "overrides, message",
   [
-    ({"data.mixture": "gato.babyai.NoSuchLevel=1"}, "unknown task 'gato.babyai.NoSuchLevel'"),
+    ({"data.mixture": "babyai/NoSuchLevel=1"}, "unknown task 'babyai/NoSuchLevel'"),
     ({"data.data_dir": "/no/such/dir"}, "the data directory /no/such/dir does not exist"),
     ({"data.mixture": "babyai"}, "must be name=weight"),
     ({"mesh.shape": (3, 1, 1)}, "needs 3 devices, but 8"),
@@ -255,13 +256,13 @@ def test_bad_configs_fail_at_start(data_dir, tmp_path, overrides, message):
 def test_mixture_presets():
   paper = presets.paper_weights()
   assert paper["babyai"] == 9.06 and paper["vision_language"] == pytest.approx(1.34)
-  available = {"babyai": ["gato.babyai.A", "gato.babyai.B"], "dm_control": ["gato.dm_control.C"]}
+  available = {"babyai": ["babyai/A", "babyai/B"], "dm_control": ["dm_control/C"]}
   weights = presets.resolve("babyai=1,dm_control=1,atari=5", available)  # atari: no data.
-  assert weights == {"gato.babyai.A": 0.25, "gato.babyai.B": 0.25, "gato.dm_control.C": 0.5}
+  assert weights == {"babyai/A": 0.25, "babyai/B": 0.25, "dm_control/C": 0.5}
   # The presets are plain data, expanded over the tasks with data (register_mixtures registers
   # the result as a seqio.Mixture, which `resolve` then prefers).
   paper = presets.expand(presets.parse("paper"), available, quiet=True)
-  assert paper["gato.dm_control.C"] / sum(paper.values()) == pytest.approx(4.62 / (9.06 + 4.62))
+  assert paper["dm_control/C"] / sum(paper.values()) == pytest.approx(4.62 / (9.06 + 4.62))
 
 
 def test_loss_is_split_by_domain():
@@ -269,10 +270,10 @@ def test_loss_is_split_by_domain():
   from gato_jax.data import mixture
   from test_mixture import EPISODES  # Three tasks of tokenized episodes.
 
-  pools = {"gato.alpha.x": EPISODES["a"], "beta.y": EPISODES["b"]}
+  pools = {"alpha/x": EPISODES["a"], "beta.y": EPISODES["b"]}
   it = mixture.MixtureIterator(
     pools,
-    {"gato.alpha.x": 1, "beta.y": 1},
+    {"alpha/x": 1, "beta.y": 1},
     batch_size=8,
     context=40,
     max_patches=0,
@@ -285,7 +286,7 @@ def test_loss_is_split_by_domain():
   split = train._domain_losses(
     {"loss": 1.0, "row_loss_sum": row_loss, "row_targets": row_targets}, it, 2
   )
-  alpha = [r for r, t in enumerate(tasks_of_rows) if t == "gato.alpha.x"]
+  alpha = [r for r, t in enumerate(tasks_of_rows) if t == "alpha/x"]
   beta = [r for r, t in enumerate(tasks_of_rows) if t == "beta.y"]
   assert alpha and beta
   # Not registered as built-ins: the domain comes from the name.

@@ -5,7 +5,7 @@ per data set, before a multi-host job), and `--rebuild` repairs corrupt ones. St
 complete and fresh are skipped, so an interrupted run resumes where it stopped.
 
   python tools/build_store.py --data_dir=~/.cache/gato_jax --mixture=control
-  python tools/build_store.py --data_dir=~/.cache/gato_jax --tasks=gato.babyai.GoToRedBall --rebuild
+  python tools/build_store.py --data_dir=~/.cache/gato_jax --tasks=babyai/GoToRedBall --rebuild
 """
 
 import json
@@ -37,7 +37,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   data_dir = os.path.expanduser(_DATA_DIR.value)
   tasks.register_run_tasks(data_dir, _POLICY.value, ",".join(_IMPORTS.value))
-  names = list(_TASKS.value)
+  names = [tasks.canonical_name(n) for n in _TASKS.value]
   if _MIXTURE.value:
     names += [
       n for n in presets.resolve(_MIXTURE.value, tasks.available_builtin_tasks()) if n not in names

@@ -139,7 +139,7 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.optimizer.peak_learning_rate = 1e-3
     config.mesh.shape = (2, 2, 2)
     config.mesh.rules = "fsdp_tensor"
-    config.data.mixture = "gato.babyai.GoToRedBall=1,gato.babyai.GoToLocal=1"
+    config.data.mixture = "babyai/GoToRedBall=1,babyai/GoToLocal=1"
     config.data.prompt_tokens = 160
     config.data.max_episodes_per_task = 8
     config.checkpoint.every_steps = 2

@@ -62,7 +62,7 @@ def _cpu(config: ml_collections.ConfigDict) -> None:
   base.train.batch_size, base.train.seq_len, base.train.max_patches = 8, 512, 32
   base.optimizer.peak_learning_rate, base.optimizer.warmup_steps = 1e-3, 50
   base.model.stochastic_depth = 0.0
-  base.data.mixture = "gato.gymnax.CartPole_v1=1,gato.gymnax.Acrobot_v1=1"
+  base.data.mixture = "gymnax/CartPole-v1=1,gymnax/Acrobot-v1=1"
   base.data.data_dir = "~/.cache/gato_jax/sweep_data"  # Its own: episode counts stay its own.
   base.eval.tasks = ",".join(tasks)
   base.eval.episodes = 10  # Few, for time: an eval point costs 1-3 min on two cores.

@@ -1,15 +1,17 @@
 """Mixtures: the built-in presets (plain data), their SeqIO Mixtures, and `name=weight` strings.
 
-A mixture spec (`data.mixture`) is the name of any registered `seqio.Mixture` or Task, or a
-comma-separated list of `name=weight`, where a name is a task ("gato.babyai.GoToRedBall") or a
-whole domain ("babyai", whose weight is split evenly over its tasks that have data).
+A mixture spec (`data.mixture`) is the name of any registered `seqio.Mixture` or task, or a
+comma-separated list of `name=weight`, where a name is a task ("babyai/GoToRedBall", or its
+SeqIO name) or a whole domain ("babyai", whose weight is split evenly over its tasks that have
+data). Resolved mixtures name tasks by their one name (`tasks.task_info(...).name`).
 
 The presets below ("quickstart", "control", and "paper", Table 1 over our domains) are
 registered as `seqio.Mixture`s by `register_mixtures`, which `tasks.register_builtin_tasks` calls
 for the run's data directory, over the tasks that have data. User code registers its own the
 SeqIO way, in a module named by `data.imports` (imported after the built-in tasks):
 
-  seqio.MixtureRegistry.add("my_mix", [("gato.babyai.GoToRedBall", 2), ("my_robot.pick", 1)])
+  seqio.MixtureRegistry.add(
+      "my_mix", [(tasks.seqio_name("babyai/GoToRedBall"), 2), ("my_robot.pick", 1)])
 
 `resolve` turns a spec into {task: probability}, naming whatever it had to leave out.
 """
@@ -18,7 +20,7 @@ from typing import Mapping
 
 from absl import logging
 
-from gato_jax.data import mixture
+from gato_jax.data import mixture, tasks
 
 # Table 1 of the paper (GATO_SPEC.md), sampling weight in percent per dataset family.
 PAPER_TABLE1 = {
@@ -61,7 +63,7 @@ PAPER_TO_DOMAIN = {
 PRESETS = {
   # The CPU quickstart: control tasks whose experts train in seconds and whose imitation
   # reaches most of the expert's score within minutes on two cores.
-  "quickstart": "gato.gymnax.CartPole_v1=0.55,gato.gymnax.Acrobot_v1=0.45",
+  "quickstart": "gymnax/CartPole-v1=0.55,gymnax/Acrobot-v1=0.45",
   "control": "babyai=1,dm_control=1,gymnax=1",
 }
 
@@ -92,22 +94,27 @@ def register_mixtures(available: Mapping[str, list[str]]) -> list[str]:
     if name in seqio.MixtureRegistry.names():
       seqio.MixtureRegistry.remove(name)
     if weights:
-      seqio.MixtureRegistry.add(name, sorted(weights.items()))
+      seqio.MixtureRegistry.add(
+        name, [(tasks.seqio_name(t), w) for t, w in sorted(weights.items())]
+      )
       names.append(name)
   return names
 
 
 def seqio_weights(name: str) -> dict[str, float] | None:
-  """{task: rate} of a registered seqio Mixture (rate 1 for a Task), or None if not registered."""
+  """{task: rate} of a registered seqio Mixture or task (rate 1), or None if not registered.
+
+  Tasks are named by their catalogue names where they have one.
+  """
   if "=" in name or "," in name:
     return None
   import seqio
 
   if name in seqio.MixtureRegistry.names():
     mix = seqio.MixtureRegistry.get(name)
-    return {task.name: float(mix.get_rate(task)) for task in mix.tasks}
-  if name in seqio.TaskRegistry.names():
-    return {name: 1.0}
+    return {tasks.canonical_name(task.name): float(mix.get_rate(task)) for task in mix.tasks}
+  if name in tasks.CATALOGUE or name in seqio.TaskRegistry.names():
+    return {tasks.canonical_name(name): 1.0}
   return None
 
 
@@ -134,13 +141,6 @@ def parse(spec: str) -> dict[str, float]:
   return weights
 
 
-def _missing_data_reason(name: str) -> str:
-  # Imported here: the task registry pulls in TensorFlow, which parsing a spec never needs.
-  from gato_jax.data import tasks
-
-  return tasks.missing_data_reason(name)
-
-
 def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
   """A spec over available data: {task name: probability}.
 
@@ -162,16 +162,17 @@ def expand(
   named: Mapping[str, float], available: Mapping[str, list[str]], quiet: bool = False
 ) -> dict[str, float]:
   """{task or domain: weight} -> {task: weight} over tasks with data (see `resolve`)."""
-  all_tasks = {task for tasks in available.values() for task in tasks}
+  all_tasks = {task for domain_tasks in available.values() for task in domain_tasks}
   weights, missing = {}, []
   for name, weight in named.items():
+    name = tasks.canonical_name(name)
     if name in available and available[name]:
       for task in available[name]:
         weights[task] = weights.get(task, 0.0) + weight / len(available[name])
     elif name in all_tasks:
       weights[name] = weights.get(name, 0.0) + weight
-    elif "." in name:
-      raise ValueError(f"mixture task {name!r}: {_missing_data_reason(name)}")
+    elif "/" in name or "." in name:
+      raise ValueError(f"mixture task {name!r}: {tasks.missing_data_reason(name)}")
     else:
       missing.append(name)
   if missing and not quiet:
@@ -179,7 +180,7 @@ def expand(
       "mixture domains without data (their weight is renormalised over the rest): %s", missing
     )
   if not weights:
-    reason = _missing_data_reason(missing[0]) if missing else "no data"
+    reason = tasks.missing_data_reason(missing[0]) if missing else "no data"
     spec = ",".join(f"{name}={weight:g}" for name, weight in named.items())
     raise ValueError(
       f"mixture {spec!r} names no task with data ({reason}); tasks with data: {sorted(all_tasks)}"

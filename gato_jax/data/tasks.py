@@ -1,9 +1,16 @@
 """The task catalogue: one SeqIO Task and one `TaskInfo` per task, and the derived stores.
 
+Every task has one name, used by configs, mixtures, logs, evaluation and reports: a built-in
+task's is "<domain>/<task>" ("gymnax/CartPole-v1", "babyai/GoToRedBall"), as its environment or
+example set is named; a task that user code registers keeps the name it was given. SeqIO forbids
+'/' and '-' in its names, so `seqio_name` derives the name a task has in SeqIO's registry
+("gato.gymnax.CartPole_v1"), and the derived store's folder, from it; that is the one conversion,
+and `task_info` accepts either spelling (a mixture that user code registers the SeqIO way names
+SeqIO tasks).
+
 Nothing is registered on import. `register_builtin_tasks(data_dir)` registers a Task for every
-task of the built-in domains, named "gato.<domain>.<task>" (e.g. "gato.babyai.GoToRedBall"),
-reading the locally generated TFDS dataset under the run's data directory, and the built-in
-mixtures over the tasks that have data (gato_jax.data.presets). `register_control_task` adds any
+task of the built-in domains, reading the locally generated TFDS dataset under the run's data
+directory, and the built-in mixtures over the tasks that have data (gato_jax.data.presets). `register_control_task` adds any
 other RLDS/TFDS dataset (a public one by name, with a key map) in one call, e.g.
 
   tasks.register_control_task(
@@ -17,7 +24,7 @@ does not read the Tasks directly: `open_store` tokenizes a task once, through it
 derived store (gato_jax.data.store) that the mixture samples windows from. Episodes below the
 paper's 80%-of-expert bar are dropped where the task's statistics are known.
 
-`CATALOGUE` maps each registered task name to its `TaskInfo` (domain, kind, source, statistics
+`CATALOGUE` maps each registered task's name to its `TaskInfo` (domain, kind, source, statistics
 task): the one place that knows what a name refers to.
 """
 
@@ -62,15 +69,15 @@ class TaskInfo:
   """What the catalogue knows of one task.
 
   Attributes:
-    name: the SeqIO task name, used in configs, mixtures, logs and derived file names.
+    name: the task's name ("gymnax/CartPole-v1"; see the module docstring).
     domain: "babyai", "text", ... (per-domain losses and reports group by it).
     kind: how the mixture builds its sequences, one of gato_jax.data.mixture.KINDS.
     source: the TFDS dataset directory or name the Task reads.
     data_dir: the TFDS data directory (also where generated statistics live), or None.
     stats_task: the "<domain>/<task>" whose statistics set the episode filter, or None.
     filter_fraction: the filter's fraction of the expert's margin over random; None: off.
-    builtin: the "<domain>/<task>" a built-in task comes from (its environment or example set,
-      as evaluation and reports name it; "babyai/GoToRedBall"), else None.
+    builtin: whether the task is one of this package's environments or example sets (so that
+      evaluation can play or score it).
   """
 
   name: str
@@ -80,7 +87,11 @@ class TaskInfo:
   data_dir: str | None = None
   stats_task: str | None = None
   filter_fraction: float | None = None
-  builtin: str | None = None
+  builtin: bool = False
+
+  @property
+  def seqio_name(self) -> str:
+    return seqio_name(self.name)
 
   def has_data(self) -> bool:
     """Whether the source exists (a TFDS name in data_dir, or a generated dataset directory)."""
@@ -90,7 +101,9 @@ class TaskInfo:
 
   def fingerprint(self, split: str) -> str:
     """Changes when the source files or the filter's statistics change (the store is stale)."""
-    parts: list[Any] = [self.name, split, self.kind, self.source, self.filter_fraction]
+    # The SeqIO name (one-to-one with the name) keeps stores built before tasks had their
+    # "<domain>/<task>" names valid.
+    parts: list[Any] = [self.seqio_name, split, self.kind, self.source, self.filter_fraction]
     source = os.path.expanduser(self.source)
     if os.path.isdir(source):
       parts.append(
@@ -114,26 +127,51 @@ class TaskInfo:
 
 # Task name -> its TaskInfo, for every task registered through this module.
 CATALOGUE: dict[str, TaskInfo] = {}
+# SeqIO registry name -> task name, where the two differ (built-in tasks).
+_BY_SEQIO_NAME: dict[str, str] = {}
 
 
 def task_info(name: str) -> TaskInfo:
-  """The catalogue entry of a registered task; a clear error for anything else."""
-  if name not in CATALOGUE:
+  """The catalogue entry of a registered task, by its name or its SeqIO name; a clear error for
+  anything else."""
+  info = CATALOGUE.get(name) or CATALOGUE.get(_BY_SEQIO_NAME.get(name, ""))
+  if info is None:
     raise KeyError(
       f"task {name!r} is not in the gato_jax task catalogue; register it with"
       " gato_jax.data.tasks.register_control_task or register_example_task (built-in"
       " tasks: register_builtin_tasks(data_dir))"
     )
-  return CATALOGUE[name]
+  return info
 
 
-def task_name(task: str) -> str:
-  """ "dm_control/cartpole-swingup" -> "gato.dm_control.cartpole_swingup".
+def canonical_name(name: str) -> str:
+  """A registered task's name, given either spelling; any other name is returned as it is."""
+  return name if name in CATALOGUE else _BY_SEQIO_NAME.get(name, name)
+
+
+def seqio_name(name: str) -> str:
+  """ "dm_control/cartpole-swingup" -> "gato.dm_control.cartpole_swingup"; a name without '/'
+  (a task user code registered) is its own SeqIO name.
 
   SeqIO names allow only word characters, dots, colons and '#'.
   """
-  safe = re.sub(r"[^\w.:#]", "_", task.replace("/", "."))
+  if "/" not in name:
+    return name
+  safe = re.sub(r"[^\w.:#]", "_", name.replace("/", "."))
   return f"{TASK_PREFIX}.{safe}"
+
+
+def _register_info(info: TaskInfo) -> str:
+  """Adds `info` to the catalogue, removing a SeqIO task of the same name; its SeqIO name."""
+  import seqio
+
+  registered = info.seqio_name
+  if registered in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(registered)
+  CATALOGUE[info.name] = info
+  if registered != info.name:
+    _BY_SEQIO_NAME[registered] = info.name
+  return registered
 
 
 def output_features():
@@ -291,28 +329,28 @@ def _add_control_task(
   filter_fraction: float | None,
   splits,
   domain: str | None = None,
-  builtin: str | None = None,
+  builtin: bool = False,
 ):
   tf_compat.import_tensorflow()
   import seqio
 
-  if name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(name)
-  CATALOGUE[name] = TaskInfo(
-    name,
-    domain or _domain_from_name(name),
-    "control",
-    source,
-    data_dir,
-    stats_task if filter_fraction is not None else None,
-    filter_fraction if stats_task is not None else None,
-    builtin,
+  registered = _register_info(
+    TaskInfo(
+      name,
+      domain or _domain_from_name(name),
+      "control",
+      source,
+      data_dir,
+      stats_task if filter_fraction is not None else None,
+      filter_fraction if stats_task is not None else None,
+      builtin,
+    )
   )
   dataset_fn = functools.partial(
     _episode_source, source, data_dir, key_map, stats_task, filter_fraction
   )
   return seqio.TaskRegistry.add(
-    name,
+    registered,
     source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
     preprocessors=[preprocessor],
     output_features=output_features(),
@@ -415,7 +453,7 @@ def register_example_task(
   text_key: str = "text",
   splits=("train", "validation"),
   domain: str | None = None,
-  builtin: str | None = None,
+  builtin: bool = False,
 ):
   """Registers a SeqIO Task over a text ("text"), captioning or VQA set.
 
@@ -432,14 +470,19 @@ def register_example_task(
 
   if kind not in EXAMPLE_KINDS:
     raise ValueError(f"unknown example kind {kind!r}; kinds: {sorted(EXAMPLE_KINDS)}")
-  if name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(name)
-  CATALOGUE[name] = TaskInfo(
-    name, domain or _domain_from_name(name), EXAMPLE_KINDS[kind], source, data_dir, builtin=builtin
+  registered = _register_info(
+    TaskInfo(
+      name,
+      domain or _domain_from_name(name),
+      EXAMPLE_KINDS[kind],
+      source,
+      data_dir,
+      builtin=builtin,
+    )
   )
   dataset_fn = functools.partial(_example_source, kind, source, data_dir, text_key)
   return seqio.TaskRegistry.add(
-    name,
+    registered,
     source=seqio.FunctionDataSource(dataset_fn, splits=list(splits)),
     preprocessors=[functools.partial(_tokenize_examples, kind=kind)],
     output_features=output_features(),
@@ -447,13 +490,13 @@ def register_example_task(
 
 
 def _domain_from_name(name: str) -> str:
-  """ "gato.<domain>.<task>" -> domain; other names ("public.arm") -> their first part."""
-  parts = name.split(".")
-  return parts[1] if parts[0] == TASK_PREFIX and len(parts) > 2 else parts[0]
+  """ "<domain>/<task>" -> domain; other names ("public.arm") -> their first part."""
+  return name.split("/")[0] if "/" in name else name.split(".")[0]
 
 
 def task_domain(name: str) -> str:
   """A task's domain: its catalogue entry's, else the one its name implies."""
+  name = canonical_name(name)
   return CATALOGUE[name].domain if name in CATALOGUE else _domain_from_name(name)
 
 
@@ -473,7 +516,7 @@ def available_builtin_tasks() -> dict[str, list[str]]:
 
 
 def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expert") -> list[str]:
-  """Registers "gato.<domain>.<task>" for every task of every registered domain, reading the
+  """Registers "<domain>/<task>" for every task of every registered domain, reading the
   datasets under `data_dir`, then the built-in mixtures over the tasks with data.
 
   `policy` picks whose generated episodes the control tasks read: "expert" (filtered at 80% of
@@ -496,10 +539,8 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
         generation.dataset_name(domain, policy),
         rlds_io.config_name(task),
       )
-      names.append(task_name(task))
-      preprocessor = functools.partial(
-        _builtin_tokenize_preprocessor, env_task=task, task=names[-1]
-      )
+      names.append(task)
+      preprocessor = functools.partial(_builtin_tokenize_preprocessor, env_task=task, task=task)
       _add_control_task(
         names[-1],
         source,
@@ -510,7 +551,7 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
         episodes_lib.DEFAULT_FILTER_FRACTION if policy == "expert" else None,
         ("train",),
         domain,
-        task,
+        builtin=True,
       )
   from gato_jax.data import example_sets
 
@@ -529,8 +570,8 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
         example_sets.make_task(task).dataset,
         rlds_io.config_name(task),
       )
-      names.append(task_name(task))
-      register_example_task(names[-1], kind, source, domain=domain, builtin=task)
+      names.append(task)
+      register_example_task(task, kind, source, domain=domain, builtin=True)
   _BUILTIN.clear()
   _BUILTIN.update(names)
   from gato_jax.data import presets
@@ -541,6 +582,7 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
 
 def missing_data_reason(name: str) -> str:
   """Why built-in task or domain `name` has no data, in words that point at the fix."""
+  name = canonical_name(name)
   data_dir = _BUILTIN_DATA_DIR[0]
   if not os.path.isdir(data_dir):
     return f"the data directory {data_dir} does not exist (config.data.data_dir)"
@@ -595,7 +637,7 @@ def iter_token_groups(
     if not 0 <= index < count:
       raise ValueError(f"shard index {index} is outside [0, {count}) for task {name!r}")
     shard_info = seqio.ShardInfo(index=index, num_shards=count)
-  dataset = seqio.get_mixture_or_task(name).get_dataset(
+  dataset = seqio.get_mixture_or_task(seqio_name(canonical_name(name))).get_dataset(
     sequence_length=None, split=split, shuffle=False, use_cached=False, shard_info=shard_info
   )
   tf = tf_compat.import_tensorflow()
@@ -638,19 +680,14 @@ def register_run_tasks(data_dir: str, policy: str = "expert", imports: str = "")
     importlib.import_module(module)
 
 
-def builtin_names(names) -> list[str]:
-  """The "<domain>/<task>" of each built-in task among `names` (others are left out)."""
-  return [CATALOGUE[n].builtin for n in names if n in CATALOGUE and CATALOGUE[n].builtin]
-
-
 def store_root(data_dir: str, derived_dir: str = "") -> str:
   """Where the derived stores of a data directory go (data.derived_dir; default DATA_DIR/derived)."""
   return os.path.expanduser(derived_dir or os.path.join(os.path.expanduser(data_dir), "derived"))
 
 
 def store_dir(derived_dir: str, name: str, split: str = "train") -> str:
-  """Where a task's derived store lives: the one place a file name derives from a task name."""
-  return os.path.join(os.path.expanduser(derived_dir), name, split)
+  """Where a task's derived store lives, in a folder named by its file-safe SeqIO name."""
+  return os.path.join(os.path.expanduser(derived_dir), seqio_name(canonical_name(name)), split)
 
 
 def open_store(
@@ -663,6 +700,7 @@ def open_store(
     KeyError: if the task is not in the catalogue.
   """
   info = task_info(name)
+  name = info.name
   directory = store_dir(derived_dir, name, split)
   fingerprint = info.fingerprint(split)
   meta = store_lib.read_meta(directory)

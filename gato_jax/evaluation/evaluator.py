@@ -83,7 +83,7 @@ def _requested_tasks(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def _mixture_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """The SeqIO task names of the config's mixture whose data exists."""
+  """The tasks of the config's mixture whose data exists."""
   from gato_jax.data import presets
   from gato_jax.data import tasks as data_tasks
 
@@ -119,9 +119,9 @@ def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
   from gato_jax.data import tasks as data_tasks
 
   weights = _mixture_tasks(config)
-  control = [n for n in weights if data_tasks.task_info(n).kind == "control"]
-  names = sorted(data_tasks.builtin_names(control))
-  skipped = sorted(n for n in weights if n not in control or not data_tasks.task_info(n).builtin)
+  infos = [data_tasks.task_info(n) for n in weights]
+  names = sorted(info.name for info in infos if info.kind == "control" and info.builtin)
+  skipped = sorted(set(weights) - set(names))
   if skipped:
     logging.info("not evaluated in environments (no control task): %s", skipped)
   return names
@@ -149,9 +149,8 @@ def non_control_tasks(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"unknown task {name!r} in eval.tasks; known: {known}")
     return names
   weights = _mixture_tasks(config)
-  return sorted(
-    data_tasks.builtin_names(n for n in weights if data_tasks.task_info(n).kind != "control")
-  )
+  infos = [data_tasks.task_info(n) for n in weights]
+  return sorted(info.name for info in infos if info.kind != "control" and info.builtin)
 
 
 def evaluate_non_control_task(
@@ -187,7 +186,7 @@ def evaluate_non_control_task(
     data_tasks.register_builtin_tasks(data_dir)
     # The derived store of the held-out split: the reader training uses.
     held_out = data_tasks.open_store(
-      data_tasks.task_name(task),
+      task,
       data_tasks.store_root(data_dir, config.data.get("derived_dir", "")),
       split,
     )

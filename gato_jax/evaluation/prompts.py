@@ -51,7 +51,7 @@ def load_demonstrations(
     )
   tasks.register_builtin_tasks(os.path.expanduser(data_dir))
   try:
-    stored = tasks.open_store(tasks.task_name(task), tasks.store_root(data_dir, derived_dir))
+    stored = tasks.open_store(task, tasks.store_root(data_dir, derived_dir))
   except ValueError as e:
     raise ValueError(
       f"no stored episode of {task!r} reaches the filter's return; there is no"

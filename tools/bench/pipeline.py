@@ -8,8 +8,8 @@ process's. Build the stores first (tools/build_store.py; otherwise the first run
 says so). `--in_memory` times the former design instead: every episode tokenized into Python
 lists before the first batch.
 
-  python tools/build_store.py --data_dir=/tmp/vl --mixture=gato.vision_language.shapes_captions
-  python tools/bench/pipeline.py --data_dir=/tmp/vl --mixture=gato.vision_language.shapes_captions
+  python tools/build_store.py --data_dir=/tmp/vl --mixture=vision_language/shapes_captions
+  python tools/bench/pipeline.py --data_dir=/tmp/vl --mixture=vision_language/shapes_captions
 
 Keys: `sequences_per_second_per_core`, `tokens_per_second_per_core` (non-padding tokens),
 `first_batch_seconds`, `peak_rss_mib`, `max_patches` (the derived patch budget), `items`.
