@@ -26,8 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging
 
-from gato_jax import console, launch, train
-from gato_jax.data import generation, mixture
+from gato_jax import console, launch, recipes
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run directory.")
@@ -39,38 +38,10 @@ _EVAL_EPISODES = flags.DEFINE_integer(
 )
 
 CONTROL_TASKS = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1")
-CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-
-
-def _load_config_module(name: str, path: str):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def _ensure_experts() -> None:
-  """Trains each control task's PPO expert unless it is cached (gymnax_experts' directory)."""
-  from gato_jax.experts import gymnax_experts
-
-  recipes = _load_config_module(
-    "gymnax_expert_recipes", os.path.join(CONFIGS, "experts", "gymnax.py")
-  )
-  for task in CONTROL_TASKS:
-    env_id = task.split("/", 1)[1]
-    summary = gymnax_experts.train_expert(recipes.get_config(env_id))
-    print(
-      f"{env_id} expert: return {summary['expert_return']:.1f} (random"
-      f" {summary['random_return']:.1f})",
-      flush=True,
-    )
 
 
 def _config(data_dir: str):
-  gato = _load_config_module("gato_configs", os.path.join(CONFIGS, "gato.py"))
-  config = gato.get_config("small,quickstart")
+  config = recipes.load_config_file("gato.py").get_config("small,quickstart")
   config.data.data_dir = data_dir
   if _STEPS.value:
     config.train.steps = config.optimizer.decay_steps = _STEPS.value
@@ -87,16 +58,9 @@ def main(argv):
   data_dir = os.path.expanduser(_DATA_DIR.value)
   # The console shows progress and tables; orbax's and TFDS's logs go to <workdir>/logs.
   print(f"full logs in {console.log_to_file(workdir, 'quickstart')}", flush=True)
-  _ensure_experts()
-  rows = [generation.generate_task(task, data_dir, _EPISODES.value) for task in CONTROL_TASKS]
-  print(generation.format_table(rows), flush=True)
+  recipes.prepare_data(CONTROL_TASKS, data_dir, _EPISODES.value)
   config = _config(data_dir)
-  try:
-    train.train_and_evaluate(config, workdir)
-  except mixture.DataChangedError as e:
-    # The episodes were regenerated (a retrained expert) since the run in workdir trained.
-    print(f"{e}\nmoved the earlier run to {train.set_aside(workdir)}; training anew", flush=True)
-    train.train_and_evaluate(config, workdir)
+  recipes.train(config, workdir)
   results = evaluator.evaluate(config, workdir)
   print(reports.render_markdown(results))
   print(

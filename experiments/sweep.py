@@ -17,7 +17,6 @@ Rerunning resumes: finished runs are skipped, an unfinished run continues from i
 checkpoint. `--run=NAME` runs that one run only (what `print` emits).
 """
 
-import importlib.util
 import os
 import shlex
 import sys
@@ -42,32 +41,14 @@ _DISPATCH = flags.DEFINE_enum(
 _RUN = flags.DEFINE_string("run", None, "Run only this run (a name under DIR/runs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-EXPERT_RECIPES = os.path.join(
-  os.path.dirname(os.path.abspath(__file__)), "configs", "experts", "gymnax.py"
-)
-
 
 def prepare_data(sweep) -> None:
-  """Trains missing gymnax experts and generates the sweep's episodes (both resumable)."""
+  """Trains missing experts and generates the sweep's episodes (both resumable)."""
   tasks = [t.strip() for t in sweep.data.tasks.split(",") if t.strip()]
-  if not tasks:
-    return
-  from gato_jax.data import generation
-  from gato_jax.envs import registry
+  if tasks:
+    from gato_jax import recipes
 
-  data_dir = os.path.expanduser(sweep.base.data.data_dir)
-  rows = []
-  for task in tasks:
-    domain, name = registry.split_task_name(task)
-    if domain == "gymnax":
-      from gato_jax.experts import gymnax_experts
-
-      spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", EXPERT_RECIPES)
-      recipes = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(recipes)
-      gymnax_experts.train_expert(recipes.get_config(name))  # Cached after the first.
-    rows.append(generation.generate_task(task, data_dir, sweep.data.episodes))
-  print(generation.format_table(rows), flush=True)
+    recipes.prepare_data(tasks, sweep.base.data.data_dir, sweep.data.episodes)
 
 
 def _train(config, workdir):

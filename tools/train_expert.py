@@ -18,19 +18,13 @@ DM Control SAC experts (recipes in experiments/configs/experts/dm_control.py) ta
       --config=experiments/configs/experts/dm_control.py:walker-stand
 """
 
-import importlib.util
 import json
 import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from gato_jax import launch
-
-_RECIPE_DIR = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs", "experts"
-)
-_RECIPES = os.path.join(_RECIPE_DIR, "gymnax.py")
+from gato_jax import launch, recipes
 
 _DOMAIN = flags.DEFINE_enum(
   "domain",
@@ -54,17 +48,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 
 def _recipe(env_id: str):
-  if _DOMAIN.value != "gymnax":
-    path = os.path.join(_RECIPE_DIR, f"{_DOMAIN.value}.py")
-    spec = importlib.util.spec_from_file_location(f"{_DOMAIN.value}_expert_recipes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    # Accept the registry's full name too (dm_control/cartpole-balance).
-    return module.get_config(env_id.removeprefix(f"{_DOMAIN.value}/"))
-  spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", _RECIPES)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(env_id)
+  # Accept the registry's full name too (dm_control/cartpole-balance).
+  return recipes.expert_recipe(f"{_DOMAIN.value}/{env_id.removeprefix(_DOMAIN.value + '/')}")
 
 
 def main(argv):

@@ -1,7 +1,8 @@
 r"""Gato configs: `gato.py:SIZE[,PRESET...]`, one knob for the model size.
 
 SIZE is one of tiny, small, 79m, 364m, 1.18b (gato_jax.model.config.SIZES). Presets adjust the
-recipe: `smoke` (a few tiny steps for tests), `quickstart` (the CPU demo), and TPU slices for the
+recipe: `smoke` (a few tiny steps for tests), `quickstart` (the CPU demo), `generalist` (one model
+over many domains on CPU, experiments/generalist.py), and TPU slices for the
 paper sizes at the paper's batch: `v4_8`, `v5e16`, `v5p8` (mesh, remat and gradient accumulation
 that fit, checked with tools/aot_compile.py without the slice).
 
@@ -166,6 +167,26 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.eval.batch_size = 32
     config.checkpoint.every_steps = 200
     config.log.every_steps = 20
+  elif preset == "generalist":
+    # The CPU generalist (experiments/generalist.py): 18 control tasks over five domains, text and
+    # captions, within 3 hours on two cores. A BabyAI timestep is ~150 tokens and a 64x64 pixel
+    # one 18-22, so the context is 512 (the quickstart's 256 would hold one BabyAI step).
+    # Provisional: steps and learning rate are to be set by the sweep (README, "Generalist").
+    config.train.batch_size = 16
+    config.train.seq_len = 512
+    config.train.steps = 1800
+    config.optimizer.warmup_steps = 100
+    config.optimizer.decay_steps = 1800
+    config.optimizer.peak_learning_rate = 1e-3
+    config.model.stochastic_depth = 0.0
+    config.model.max_decode_length = 512
+    config.data.mixture = "generalist"
+    config.data.prompt_tokens = 256
+    config.eval.prompt_tokens = 256
+    config.eval.episodes = 20  # Fewer than the paper's 50: 18 tasks of rollouts on two cores.
+    config.eval.batch_size = 20
+    config.checkpoint.every_steps = 100  # A 3-hour run stopped and continued loses little.
+    config.log.every_steps = 20
   elif preset in SLICES:
     # The paper's batch (512 x 1024) on a TPU slice: FSDP over every chip, and the remat policy
     # and gradient accumulation that the compiler says fit (README, "Pod readiness").
@@ -182,7 +203,9 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.model.remat_policy = remat_policy
     config.train.microbatches = microbatches
   else:
-    raise ValueError(f"unknown preset {preset!r}; presets: smoke, quickstart, {', '.join(SLICES)}")
+    raise ValueError(
+      f"unknown preset {preset!r}; presets: smoke, quickstart, generalist, {', '.join(SLICES)}"
+    )
 
 
 # Slice presets: libtpu topology, hosts, and per size (remat policy, microbatches) at batch

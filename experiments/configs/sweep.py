@@ -19,19 +19,13 @@ every size at every value; `--config.zip="train.batch_size=8,16;train.seed=0,1"`
 `--config.sizes="('small',)"` with a product axis sweeps hyper-parameters at one size.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
 
 def _gato_config(arg: str) -> ml_collections.ConfigDict:
-  # config_flags loads this file by path, so its neighbour is loaded by path too.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gato.py")
-  spec = importlib.util.spec_from_file_location("gato_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from gato_jax import recipes
+
+  return recipes.load_config_file("gato.py").get_config(arg)
 
 
 def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:

@@ -5,7 +5,8 @@ comma-separated list of `name=weight`, where a name is a task ("babyai/GoToRedBa
 SeqIO name) or a whole domain ("babyai", whose weight is split evenly over its tasks that have
 data). Resolved mixtures name tasks by their one name (`tasks.task_info(...).name`).
 
-The presets below ("quickstart", "control", and "paper", Table 1 over our domains) are
+The presets below ("quickstart", "control", "generalist", and "paper", Table 1 over our
+domains) are
 registered as `seqio.Mixture`s by `register_mixtures`, which `tasks.register_builtin_tasks` calls
 for the run's data directory, over the tasks that have data. User code registers its own the
 SeqIO way, in a module named by `data.imports` (imported after the built-in tasks):
@@ -65,7 +66,40 @@ PRESETS = {
   # reaches most of the expert's score within minutes on two cores.
   "quickstart": "gymnax/CartPole-v1=0.55,gymnax/Acrobot-v1=0.45",
   "control": "babyai=1,dm_control=1,gymnax=1",
+  # One set of weights over five control domains (18 tasks) plus text and captions: the CPU
+  # generalist (experiments/generalist.py). Every task weighs the same, so a domain weighs as many
+  # tasks as it has.
+  "generalist": ",".join(
+    f"{task}=1"
+    for task in (
+      "gymnax/CartPole-v1",
+      "gymnax/Acrobot-v1",
+      "gymnax/MountainCar-v0",
+      "gymnax/Pendulum-v1",
+      "gymnax/Breakout-MinAtar",
+      "gymnax/Asterix-MinAtar",
+      "gymnax/Freeway-MinAtar",
+      "gymnax/SpaceInvaders-MinAtar",
+      "babyai/GoToRedBall",
+      "babyai/GoToLocal",
+      "babyai/PickupLoc",
+      "dm_control/cartpole-balance",
+      "dm_control/cartpole-swingup",
+      "dm_control/point_mass-easy",
+      "dm_control/reacher-easy",
+      "dm_control/walker-stand",
+      "dm_control_pixels/cartpole-balance",
+      "dm_control_pixels/walker-stand",
+      "text/cpython_docs",
+      "vision_language/shapes_captions",
+    )
+  ),
 }
+
+
+def preset_tasks(name: str) -> list[str]:
+  """The tasks a preset names one by one (its domains left out), in order."""
+  return [task for task in parse(name) if "/" in task]
 
 
 def paper_weights() -> dict[str, float]:

@@ -87,6 +87,7 @@ def make_env(name: str) -> base.Environment:
 _EXPERT_AVAILABLE: dict[str, str] = {
   "dm_control": "gato_jax.experts.dm_control_experts:has_expert",
   "dm_control_pixels": "gato_jax.experts.dm_control_experts:has_expert",
+  "gymnax": "gato_jax.experts.gymnax_experts:has_expert",
 }
 
 

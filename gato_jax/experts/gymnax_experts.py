@@ -92,6 +92,12 @@ def make_expert(env: gymnax_envs.GymnaxEnvironment, workdir: str | None = None) 
   return ExpertPolicy(load_expert(workdir or DEFAULT_WORKDIR, env.name))
 
 
+def has_expert(task: str, workdir: str | None = None) -> bool:
+  """Whether `task` ("gymnax/CartPole-v1") has a cached expert (registry check: random-policy
+  data of an untrained task needs none)."""
+  return cache.has_expert(expert_dir(workdir or DEFAULT_WORKDIR, task.split("/", 1)[-1]))
+
+
 def expert_dir(workdir: str, env_id: str) -> str:
   return os.path.join(os.path.expanduser(workdir), gymnax_envs.canonical_id(env_id))
 

@@ -1,0 +1,132 @@
+"""Recipes end to end: the config files, experts and data a run needs, and its training.
+
+The launchers (experiments/quickstart.py, experiments/generalist.py, the sweep) share these steps:
+
+1. `load_config_file` loads a config file of experiments/configs by path (they are not a package;
+   `config_flags` loads them the same way).
+2. `expert_recipe` / `ensure_expert`: a control task's expert recipe
+   (experiments/configs/experts/<domain>.py) and its training, unless the expert is cached.
+   gymnax tasks train PPO experts, DM Control tasks SAC experts (DM Control from pixels reuses
+   the state task's); the other domains' experts are scripted (BabyAI's bot, Meta-World's).
+3. `prepare_data`: the experts, then the episodes (or text and vision-language examples) of each
+   task, generated resumably under the data directory.
+4. `train`: training that resumes, setting aside a run whose data changed since it began (a
+   retrained expert).
+"""
+
+import functools
+import importlib.util
+import os
+from typing import Sequence
+
+CONFIG_DIR = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"
+)
+# Domain -> its expert recipes file (experiments/configs/experts/<file>) and the domain whose
+# expert acts (DM Control from pixels: the state task's SAC expert).
+_TRAINED_EXPERTS = {
+  "gymnax": ("gymnax.py", "gymnax"),
+  "dm_control": ("dm_control.py", "dm_control"),
+  "dm_control_pixels": ("dm_control.py", "dm_control"),
+}
+_say = functools.partial(print, flush=True)  # Console lines for people, shown as they happen.
+
+
+def load_config_file(path: str, name: str | None = None):
+  """The module of a config file, loaded by path (relative paths: under experiments/configs)."""
+  if not os.path.isabs(path):
+    path = os.path.join(CONFIG_DIR, path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+      f"no config file {path}: the recipes live in the repository's experiments/configs (run"
+      " from a checkout of gato_jax)"
+    )
+  module_name = name or "gato_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def trains_expert(task: str) -> bool:
+  """Whether `task`'s ("<domain>/<task>") expert is trained here (rather than scripted)."""
+  return task.split("/", 1)[0] in _TRAINED_EXPERTS
+
+
+def expert_recipe(task: str):
+  """The expert recipe ConfigDict of "<domain>/<task>" (gymnax PPO or DM Control SAC).
+
+  Raises:
+    ValueError: for a task whose domain's experts are not trained here, or without a recipe.
+  """
+  domain, _, name = task.partition("/")
+  if domain not in _TRAINED_EXPERTS:
+    raise ValueError(
+      f"{task!r}: domain {domain!r} has no trained experts (recipes exist for"
+      f" {', '.join(sorted(_TRAINED_EXPERTS))})"
+    )
+  recipes = load_config_file(os.path.join("experts", _TRAINED_EXPERTS[domain][0]))
+  return recipes.get_config(name)
+
+
+def ensure_expert(task: str, workdir: str | None = None) -> dict | None:
+  """Trains `task`'s expert unless it is cached (resuming a killed training); its summary.
+
+  None for tasks whose expert needs no training (BabyAI's bot, Meta-World's scripts).
+  """
+  if not trains_expert(task):
+    return None
+  config = expert_recipe(task)
+  if _TRAINED_EXPERTS[task.split("/", 1)[0]][1] == "gymnax":
+    from gato_jax.experts import gymnax_experts as experts
+  else:
+    from gato_jax.experts import dm_control_experts as experts
+  return experts.train_expert(config, workdir) if workdir else experts.train_expert(config)
+
+
+def prepare_data(
+  tasks: Sequence[str],
+  data_dir: str,
+  episodes: int,
+  scenes: int = 2000,
+  print_fn=_say,
+  **generate_kwargs,
+) -> list:
+  """Each task's expert, then its data: `episodes` episodes of a control task, the examples of a
+  text or vision-language task (`scenes` training scenes for vision-language). Resumable.
+
+  Returns:
+    The control tasks' generation summaries (generation.TaskSummary), in order.
+  """
+  from gato_jax.data import example_sets, generation
+
+  data_dir = os.path.expanduser(data_dir)
+  rows = []
+  for task in tasks:
+    domain = task.split("/", 1)[0]
+    if domain in example_sets.domains():
+      example_sets.generate_task(task, data_dir, scenes)
+      continue
+    summary = ensure_expert(task)
+    if summary is not None:
+      print_fn(
+        f"{task} expert: return {summary['expert_return']:.1f} (random"
+        f" {summary['random_return']:.1f})"
+      )
+    rows.append(generation.generate_task(task, data_dir, episodes, **generate_kwargs))
+  if rows:
+    print_fn(generation.format_table(rows))
+  return rows
+
+
+def train(config, workdir: str, print_fn=_say) -> None:
+  """Trains, resuming from workdir's newest checkpoint; a run whose data changed since it began
+  (a retrained expert regenerated its episodes) is set aside and trained anew."""
+  from gato_jax import train as train_lib
+  from gato_jax.data import mixture
+
+  try:
+    train_lib.train_and_evaluate(config, workdir)
+  except mixture.DataChangedError as e:
+    print_fn(f"{e}\nmoved the earlier run to {train_lib.set_aside(workdir)}; training anew")
+    train_lib.train_and_evaluate(config, workdir)

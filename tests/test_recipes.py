@@ -1,0 +1,69 @@
+"""Recipes: expert recipes by task name, data preparation, and the generalist preset."""
+
+import pytest
+
+from gato_jax import recipes, train
+from gato_jax.data import example_sets, generation, presets
+from gato_jax.envs import registry
+from gato_jax.training import metrics_log
+
+
+def test_expert_recipes_by_task_name():
+  assert recipes.expert_recipe("gymnax/CartPole-v1").env_id == "CartPole-v1"
+  assert recipes.expert_recipe("dm_control/walker-stand").task == "walker-stand"
+  # Pixel tasks are played by the state task's SAC expert.
+  assert recipes.expert_recipe("dm_control_pixels/walker-stand").task == "walker-stand"
+  assert not recipes.trains_expert("babyai/GoToRedBall")
+  assert recipes.ensure_expert("babyai/GoToRedBall") is None  # The bot needs no training.
+  with pytest.raises(ValueError, match="domain 'babyai' has no trained experts"):
+    recipes.expert_recipe("babyai/GoToRedBall")
+  with pytest.raises(ValueError, match="no expert recipe for 'NoSuchGame'"):
+    recipes.expert_recipe("gymnax/NoSuchGame")
+  with pytest.raises(FileNotFoundError, match="no config file .*nope.py"):
+    recipes.load_config_file("nope.py")
+
+
+def test_generalist_preset_spans_domains_with_experts():
+  tasks = presets.preset_tasks("generalist")
+  control = [t for t in tasks if registry.split_task_name(t)[0] not in example_sets.domains()]
+  assert len(control) >= 12
+  assert len({registry.split_task_name(t)[0] for t in control}) >= 4
+  assert "text/cpython_docs" in tasks and "vision_language/shapes_captions" in tasks
+  for task in control:
+    assert task in registry.list_tasks(registry.split_task_name(task)[0])
+    if recipes.trains_expert(task):
+      recipes.expert_recipe(task)  # Every trained expert has a recipe.
+  for task in set(tasks) - set(control):
+    assert task in example_sets.list_tasks(registry.split_task_name(task)[0])
+
+
+def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
+  data_dir = str(tmp_path / "data")
+  subset = ("gymnax/CartPole-v1", "babyai/GoToRedBall", "vision_language/shapes_captions")
+  for task in subset[:2]:
+    generation.generate_task(
+      task,
+      data_dir,
+      num_episodes=3,
+      stats_episodes=2,
+      policy="random",
+      progress=lambda line: None,
+    )
+  example_sets.generate_task(subset[2], data_dir, 12, progress=lambda line: None)
+
+  config = recipes.load_config_file("gato.py").get_config("tiny,generalist")
+  assert config.data.mixture == "generalist" and config.train.seq_len == 512
+  config.data.data_dir = data_dir
+  config.data.policy = "random"
+  config.data.mixture = ",".join(f"{task}=1" for task in subset)
+  config.train.steps = 2
+  config.train.batch_size = 8
+  config.checkpoint.async_save = False
+  config.log.every_steps = 1
+  config.log.tensorboard = False
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  records = metrics_log.read_metrics(workdir)
+  assert [r["step"] for r in records] == [1, 2]
+  domains = {key for record in records for key in record if key.startswith("loss/")}
+  assert domains == {"loss/gymnax", "loss/babyai", "loss/vision_language"}
