@@ -6,8 +6,8 @@ Stages, each resumable (a rerun continues where a kill stopped it):
 
 - `data`: trains the experts that are trained here (gymnax PPO, DM Control SAC; DM Control from
   pixels reuses the state task's expert) unless cached, then generates --episodes expert
-  episodes per control task of the `generalist` mixture (gato_jax/data/presets.py), the text
-  corpus and --scenes captioned scenes. Hours on two cores the first time: the SAC experts and
+  episodes per control task of the `generalist` mixture (gato_jax/data/presets.py; pixel tasks
+  --pixel_episodes), the text corpus and --scenes captioned scenes. Hours on two cores the first time: the SAC experts and
   the rendered pixel episodes dominate.
 - `train`: the `small` Gato with the `generalist` preset of experiments/configs/gato.py
   (checkpoints every 100 steps).
@@ -30,6 +30,9 @@ from gato_jax.evaluation import evaluator, reports
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/generalist", "Run directory.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "Generated datasets.")
 _EPISODES = flags.DEFINE_integer("episodes", 60, "Expert episodes per control task.")
+_PIXEL_EPISODES = flags.DEFINE_integer(
+  "pixel_episodes", 20, "Expert episodes per DM Control pixels task (~70 s each to render)."
+)
 _SCENES = flags.DEFINE_integer("scenes", 2000, "Captioned training scenes.")
 _SIZE = flags.DEFINE_string("size", "small", "Model size (experiments/configs/gato.py).")
 _STAGES = flags.DEFINE_list("stages", ["data", "train", "eval"], "Which stages to run, in order.")
@@ -56,7 +59,11 @@ def main(argv):
   cfg = config(_SIZE.value, data_dir)
   if "data" in _STAGES.value:
     tasks = presets.preset_tasks(cfg.data.mixture)
-    recipes.prepare_data(tasks, data_dir, _EPISODES.value, _SCENES.value)
+    episodes = {
+      task: _PIXEL_EPISODES.value if task.startswith("dm_control_pixels/") else _EPISODES.value
+      for task in tasks
+    }
+    recipes.prepare_data(tasks, data_dir, episodes, _SCENES.value)
     print(f"data ready after {(time.time() - started) / 60:.1f} min", flush=True)
   if "train" in _STAGES.value:
     recipes.train(cfg, workdir)

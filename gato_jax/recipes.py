@@ -17,7 +17,7 @@ The launchers (experiments/quickstart.py, experiments/generalist.py, the sweep) 
 import functools
 import importlib.util
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 CONFIG_DIR = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"
@@ -87,13 +87,14 @@ def ensure_expert(task: str, workdir: str | None = None) -> dict | None:
 def prepare_data(
   tasks: Sequence[str],
   data_dir: str,
-  episodes: int,
+  episodes: int | Mapping[str, int],
   scenes: int = 2000,
   print_fn=_say,
   **generate_kwargs,
 ) -> list:
-  """Each task's expert, then its data: `episodes` episodes of a control task, the examples of a
-  text or vision-language task (`scenes` training scenes for vision-language). Resumable.
+  """Each task's expert, then its data: `episodes` episodes of a control task (or
+  `episodes[task]`), the examples of a text or vision-language task (`scenes` training scenes
+  for vision-language). Resumable.
 
   Returns:
     The control tasks' generation summaries (generation.TaskSummary), in order.
@@ -113,7 +114,8 @@ def prepare_data(
         f"{task} expert: return {summary['expert_return']:.1f} (random"
         f" {summary['random_return']:.1f})"
       )
-    rows.append(generation.generate_task(task, data_dir, episodes, **generate_kwargs))
+    count = episodes if isinstance(episodes, int) else episodes[task]
+    rows.append(generation.generate_task(task, data_dir, count, **generate_kwargs))
   if rows:
     print_fn(generation.format_table(rows))
   return rows
