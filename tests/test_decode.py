@@ -1,13 +1,18 @@
-"""Cached decoding: exact agreement with a full forward pass, masked ranges, cache limits."""
+"""Cached decoding: exact agreement with a full forward pass, masked ranges, cache limits; the
+sliding cache against a banded causal forward pass."""
+
+import dataclasses
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.inference import CachedDecoder, decode_action, prefill
+from gato_jax.inference import CachedDecoder, decode_action, init_cache, prefill
 from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
+from gato_jax.model.transformer import Attention
 
 CFG = ModelConfig.from_size("tiny", max_decode_length=64)
 OBS_SPEC = {"camera": T.ImageSpec(), "mission": T.TextSpec(), "proprio": T.ContinuousSpec((3,))}
@@ -144,3 +149,79 @@ def test_cache_overflow_is_an_error(params):
     decoder.decode(logits, ACT_SPEC | {"extra": T.ContinuousSpec((2,))})
   with pytest.raises(ValueError, match="batch has 2 rows, the decoder 3"):
     CachedDecoder(CFG, params, 3).append(_context())
+
+
+# --- The sliding cache (the paper's "Transformer-XL memory") ------------------------------------
+
+WINDOW = 16
+SLIDING = dataclasses.replace(CFG, max_decode_length=WINDOW, decode_cache="sliding")
+
+
+def _banded_attention(next_fun, args, kwargs, context):
+  """Interceptor: each Attention call of a full forward pass computed with an explicit banded
+  mask, each query seeing itself and the WINDOW - 1 tokens before it, within its segment."""
+  if not isinstance(context.module, Attention) or context.method_name != "__call__":
+    return next_fun(*args, **kwargs)
+  x, segment_ids = args
+  weights = context.module.variables["params"]
+  # [B, T, E] x [E, H, Dh] -> [B, T, H, Dh]
+  q, k, v = (jnp.einsum("bte,ehd->bthd", x, weights[n]) for n in ("query", "key", "value"))
+  positions = np.arange(x.shape[1])
+  offset = positions[:, None] - positions[None, :]  # [T, T]
+  band = (offset >= 0) & (offset < WINDOW)
+  mask = band[None] & (segment_ids[:, :, None] == segment_ids[:, None, :])  # [B, T, T]
+  out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
+  return jnp.einsum("bthd,hde->bte", out, weights["out"])  # [B, T, H, Dh] -> [B, T, E]
+
+
+def _sliding_batch():
+  """Two rows of 6 timesteps (66 tokens, 4 windows): row 1 starts with padding and holds two
+  segments, as a row of the agent's batch that starts a new episode."""
+  groups = [_episode(6, seed) for seed in range(2)]
+  length = groups[0].num_tokens
+  batch = batch_from_token_groups(groups, length, 12, CFG.patch_dim)
+  segments = np.ones((2, length), np.int32)
+  segments[1, :3] = 0
+  segments[1, 40:] = 2
+  return batch.replace(segment_ids=segments), length
+
+
+def test_sliding_cache_is_a_banded_causal_forward_pass(params):
+  batch, length = _sliding_batch()
+  model = Gato(SLIDING)
+  with nn.intercept_methods(_banded_attention):
+    banded = np.asarray(model.apply({"params": params}, batch))
+  plain = np.asarray(Gato(CFG).apply({"params": params}, batch))
+  # Chunks of 1 to WINDOW tokens, four of them wrapping around the ring's end; each round of
+  # sizes covers 3 timesteps, so the second round reuses the first's compiled shapes.
+  sizes = [5, 1, 16, 11] * 2
+  cache, start, patch, chunks = init_cache(SLIDING, 2), 0, 0, []
+  for size in sizes:
+    stop = min(start + size, length)
+    num_patches = int((batch.kinds[0, start:stop] == T.TokenKind.IMAGE_PATCH).sum())
+    logits, cache = prefill(
+      params, cache, _slice(batch, start, stop, patch, patch + num_patches), model=model
+    )
+    chunks.append(np.asarray(logits))
+    start, patch = stop, patch + num_patches
+  assert start == length
+  cached = np.concatenate(chunks, axis=1)[..., : T.VOCAB_SIZE]
+  np.testing.assert_allclose(cached, banded[..., : T.VOCAB_SIZE], atol=1e-5, rtol=1e-5)
+  # Until the window is full, the band is the plain causal mask.
+  np.testing.assert_allclose(
+    cached[:, :WINDOW], plain[:, :WINDOW, : T.VOCAB_SIZE], atol=1e-5, rtol=1e-5
+  )
+  # And past it the band matters: the plain pass sees older tokens.
+  assert np.abs(cached[:, WINDOW:] - plain[:, WINDOW:, : T.VOCAB_SIZE]).max() > 1e-3
+
+
+def test_sliding_decoder_never_fills_but_takes_at_most_a_window_per_call(params):
+  decoder = CachedDecoder(SLIDING, params, 2)
+  for _ in range(3):  # 3 x (12 + 3) tokens: past the 16-token window.
+    logits = decoder.append(_context(num_steps=1, pad_to=12))
+    _, ids = decoder.decode(logits, ACT_SPEC)
+  assert decoder.length == 45 and np.asarray(ids).shape == (2, 3)
+  with pytest.raises(ValueError, match="cannot take 19 tokens in one call"):
+    decoder.append(_context(num_steps=2))
+  with pytest.raises(ValueError, match="at most max_decode_length=16 tokens per call, got 19"):
+    prefill(params, init_cache(SLIDING, 2), _context(num_steps=2), model=Gato(SLIDING))

@@ -381,6 +381,98 @@ def test_cached_rollout_matches_full_forward_rollout(params):
   assert len(cached_log) < sum(o.length for o in cached_out)
 
 
+class LongCountingEnv(CountingEnv):
+  """CountingEnv with 28-32-step episodes: ~270 tokens each, several windows of a 64-token cache;
+  rows start their episodes at different steps."""
+
+  def reset(self, seed):
+    observation = super().reset(seed)
+    self.max_episode_steps = 28 + seed % 5
+    return observation
+
+
+def test_sliding_memory_never_refills(params):
+  sampler = prompts.PromptSampler([_demo()], max_tokens=24, task="toy", prompt_from="start")
+  config = dataclasses.replace(CFG, max_decode_length=64)
+  agent = model_agent.ModelAgent(config, params, sampler, memory="sliding")
+  recorder = Recorder(agent)
+  envs = [LongCountingEnv() for _ in range(3)]
+  outcomes = runner.run_episodes(runner.HostBatch(envs), recorder, seeds=list(range(7)))
+  assert sorted(o.length for o in outcomes) == sorted(28 + s % 5 for s in range(7))
+  assert agent.model_config.decode_cache == "sliding" and agent.num_calls >= 70
+  assert agent.num_rebuilds == 0 and agent.num_trimmed == 0
+  assert all(a in (0, 1, 2) for step in recorder.log for a in step if a is not None)
+  # The refill memory on the same episodes refills again and again.
+  refill = model_agent.ModelAgent(config, params, sampler)
+  runner.run_episodes(runner.HostBatch(envs), refill, seeds=list(range(7)))
+  assert refill.num_rebuilds > 14
+  with pytest.raises(ValueError, match="unknown eval.memory 'xl'"):
+    model_agent.ModelAgent(config, params, memory="xl")
+
+
+def _observations(seed, num_steps):
+  """A CountingEnv episode's observations (they do not depend on the actions)."""
+  env = CountingEnv()
+  observations = [env.reset(seed)]
+  while len(observations) < num_steps:
+    observations.append(env.step(0).observation)
+  return observations
+
+
+def test_sliding_memory_hides_a_rows_earlier_episode(params, monkeypatch):
+  logits = []
+
+  class RecordingDecoder(model_agent.CachedDecoder):
+    def decode(self, last_logits, *args, **kwargs):
+      logits.append(np.asarray(last_logits))
+      return super().decode(last_logits, *args, **kwargs)
+
+  monkeypatch.setattr(model_agent, "CachedDecoder", RecordingDecoder)
+  sampler = prompts.PromptSampler([_demo()], max_tokens=24, task="toy")
+  envs = [CountingEnv(), CountingEnv()]
+  # Row 0 plays 6 steps of one episode and 3 of the next; row 1 one episode throughout, so the
+  # cache (96 tokens) still holds row 0's first episode when its second starts.
+  used = model_agent.ModelAgent(CFG, params, sampler, memory="sliding")
+  used.setup(envs)
+  used.begin_episode(0, 1)
+  used.begin_episode(1, 2)
+  first, other, second = _observations(1, 6), _observations(2, 9), _observations(3, 3)
+  for t in range(6):
+    used.act([first[t], other[t]])
+  used.end_episode(0)
+  used.begin_episode(0, 3)
+  logits.clear()
+  for t in range(3):
+    used.act([second[t], other[6 + t]])
+  after_reuse = np.stack([step[0] for step in logits])
+  # A fresh agent plays row 0's second episode alone.
+  fresh = model_agent.ModelAgent(CFG, params, sampler, memory="sliding")
+  fresh.setup(envs)
+  fresh.begin_episode(0, 3)
+  logits.clear()
+  for t in range(3):
+    fresh.act([second[t], None])
+  alone = np.stack([step[0] for step in logits])
+  valid = slice(0, T.VOCAB_SIZE)
+  np.testing.assert_allclose(after_reuse[:, valid], alone[:, valid], atol=1e-5, rtol=1e-5)
+  assert used.num_rebuilds == 0
+
+
+def test_sampling_temperature(params):
+  def actions(temperature, seed=0):
+    agent = model_agent.ModelAgent(CFG, params, temperature=temperature, seed=seed)
+    recorder = Recorder(agent)
+    runner.run_episodes(runner.HostBatch([CountingEnv(), CountingEnv()]), recorder, [0, 1, 2, 3])
+    return recorder.log
+
+  greedy = actions(0.0)
+  assert actions(0.0, seed=1) == greedy  # Greedy: the seed plays no part.
+  # The random model's logits are nearly flat: samples differ from the argmax, and by seed.
+  sampled = actions(1.0)
+  assert sampled != greedy and actions(1.0, seed=1) != sampled
+  assert actions(1.0) == sampled  # Seeded.
+
+
 def test_context_trimming_keeps_prompt_and_whole_timesteps():
   spec = {"state": T.ContinuousSpec((4,))}
   action_spec = T.DiscreteSpec((), num_values=2)
@@ -407,14 +499,24 @@ def test_context_trimming_keeps_prompt_and_whole_timesteps():
     row.trim(budget=10, limit=16)
 
 
-def test_prompt_sampler_takes_whole_timesteps_from_the_end():
+def test_prompt_sampler_takes_whole_timesteps_from_the_start_or_the_end():
   demo = _demo()  # 5 timesteps of 8 tokens.
   prompt = prompts.PromptSampler([demo], max_tokens=20)(seed=1)
   np.testing.assert_array_equal(prompt.tokens, demo.tokens[-16:])
   assert not prompt.loss_mask.any()
+  prompt = prompts.PromptSampler([demo], max_tokens=20, prompt_from="start")(seed=1)
+  np.testing.assert_array_equal(prompt.tokens, demo.tokens[:16])
+  np.testing.assert_array_equal(prompt.timesteps, np.repeat([0, 1], 8))
+  assert not prompt.loss_mask.any()
+  whole = prompts.PromptSampler([demo], max_tokens=40, prompt_from="start")(seed=1)
+  np.testing.assert_array_equal(whole.tokens, demo.tokens)
   assert prompts.PromptSampler([demo], max_tokens=0)(seed=1) is None
   with pytest.raises(ValueError, match="holds no whole timestep"):
     prompts.PromptSampler([demo], max_tokens=5)(seed=1)
+  with pytest.raises(ValueError, match="holds no whole timestep"):
+    prompts.PromptSampler([demo], max_tokens=5, prompt_from="start")(seed=1)
+  with pytest.raises(ValueError, match="unknown eval.prompt_from 'middle'"):
+    prompts.PromptSampler([demo], max_tokens=20, prompt_from="middle")
 
 
 # --- Reports and the library entry point --------------------------------------------------------
@@ -476,6 +578,19 @@ def test_evaluate_writes_reports_for_given_params(tmp_path, params):
   metrics = evaluator.scalar_metrics(results)
   assert metrics["eval/normalized_score"] == pytest.approx(row["normalized_score"])
   assert metrics["eval/gymnax/normalized_score"] == pytest.approx(row["normalized_score"])
+
+
+def test_evaluate_task_takes_the_eval_variants(tmp_path, params):
+  task = "gymnax/CartPole-v1"
+  E.save_stats(E.TaskStats(task, 20.0, 5.0, 5, expert_return=500.0), str(tmp_path))
+  variants = dict(tasks=task, episodes=2, batch_size=2, prompt_tokens=0, max_steps=40)
+  config = _config(tmp_path, memory="sliding", temperature=1.0, **variants)
+  _, _, timing = evaluator.evaluate_task(task, config, CFG, params)
+  assert timing["rebuilds"] == 0  # The refill memory rebuilds at least at the first step.
+  with pytest.raises(ValueError, match="unknown eval.memory 'xl'"):
+    evaluator.evaluate_task(task, _config(tmp_path, memory="xl", **variants), CFG, params)
+  with pytest.raises(ValueError, match="unknown eval.prompt_from 'middle'"):
+    evaluator.evaluate_task(task, _config(tmp_path, prompt_from="middle", **variants), CFG, params)
 
 
 def test_evaluate_restores_the_newest_checkpoint(tmp_path):

@@ -96,6 +96,8 @@ def test_bad_model_configs():
     ModelConfig.from_size("tiny", patch_resnet_channels=48)
   with pytest.raises(ValueError, match="unknown model config fields"):
     ModelConfig.from_dict({"size": "tiny", "widht": 3})
+  with pytest.raises(ValueError, match="unknown decode_cache 'ring'"):
+    ModelConfig.from_size("tiny", decode_cache="ring")
 
 
 def _timestep_groups(num_steps=3, seed=0):

@@ -100,9 +100,17 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.eval.tasks = ""  # Comma-separated "<domain>/<task>"; empty: the mixture's tasks.
   config.eval.episodes = 50  # Rollouts per task (the paper's 50).
   config.eval.batch_size = 16  # Environments stepped together, one batched model call per token.
-  config.eval.prompt_tokens = 256  # Prompt: end of a successful demonstration; 0: no prompt.
+  config.eval.prompt_tokens = 256  # Prompt budget, whole timesteps (paper: 1024); 0: no prompt.
+  # Prompt from a successful demonstration's start (the paper's default) | end (its
+  # goal-conditioned variant).
+  config.eval.prompt_from = "end"
   config.eval.prompt_episodes = 20  # Stored successful episodes per task to draw prompts from.
-  config.eval.temperature = 0.0  # 0: greedy action tokens; > 0: sampling temperature.
+  # 0: greedy action tokens; > 0: sampling temperature (the paper samples: 1.0).
+  config.eval.temperature = 0.0
+  # Key/value cache when an episode outgrows model.max_decode_length: refill (trim to whole
+  # timesteps, prefill again) | sliding (the paper's Transformer-XL memory: a ring of the newest
+  # tokens, never refilled).
+  config.eval.memory = "refill"
   config.eval.max_steps = 0  # > 0: cap each episode's steps below the task's own time limit.
   config.eval.context_headroom = 0.25  # Fraction of the context a trim leaves free (fewer refills).
   config.eval.bootstrap_resamples = 2000  # Stratified bootstrap replicates for the 95% CIs.

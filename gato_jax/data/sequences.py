@@ -99,7 +99,7 @@ def window_bounds(
   Args:
     anchor: "uniform" draws the start uniformly among starts whose window is as full as it can
       be (later starts would only give shorter windows); "end" takes the window ending at the
-      episode's last timestep.
+      episode's last timestep; "start" the window starting at its first.
     name: for the error message (e.g. the task).
 
   Raises:
@@ -118,8 +118,10 @@ def window_bounds(
   if anchor == "end":
     start = int(np.searchsorted(offsets, offsets[-1] - max_tokens, side="left"))
     return start, num_steps
+  if anchor == "start":
+    return 0, _fitting_stop(offsets, 0, max_tokens)
   if anchor != "uniform":
-    raise ValueError(f"anchor must be 'uniform' or 'end', got {anchor!r}")
+    raise ValueError(f"anchor must be 'uniform', 'end' or 'start', got {anchor!r}")
   # The latest start whose window still reaches the episode's end: starts after it hold fewer
   # tokens, so they are not drawn.
   last_start = int(np.searchsorted(offsets, offsets[-1] - max_tokens, side="left"))

@@ -227,13 +227,16 @@ def evaluate_task(
   stats = episodes_lib.load_stats(data_dir, task)  # Clear FileNotFoundError when missing.
   scores.check_stats(stats)  # Before any rollout: a missing expert score fails fast.
   make_env = lambda: registry.make_env(task)
-  prompt_fn = None
-  if agent is None and config.eval.prompt_tokens:
-    demos = prompts.load_demonstrations(
-      task, data_dir, config.eval.prompt_episodes, config.data.get("derived_dir", "")
-    )
-    prompt_fn = prompts.PromptSampler(demos, config.eval.prompt_tokens, task)
   if agent is None:
+    demos = []
+    if config.eval.prompt_tokens:
+      demos = prompts.load_demonstrations(
+        task, data_dir, config.eval.prompt_episodes, config.data.get("derived_dir", "")
+      )
+    # Built (and its eval.prompt_from checked) even without a prompt budget; it then gives None.
+    prompt_fn = prompts.PromptSampler(
+      demos, config.eval.prompt_tokens, task, config.eval.get("prompt_from", "end")
+    )
     agent = model_agent.ModelAgent(
       model_config,
       params,
@@ -241,6 +244,7 @@ def evaluate_task(
       temperature=config.eval.temperature,
       seed=config.eval.seed,
       headroom=config.eval.context_headroom,
+      memory=config.eval.get("memory", "refill"),
     )
   make_batch = runner.host_batch(make_env)
   if scores.domain_of(task) == "gymnax" and config.eval.get("jit_envs", True):

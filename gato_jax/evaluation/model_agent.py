@@ -8,13 +8,22 @@ whose observations differ in length, or that sit idle, share one cache and one c
 observations (`act_batch`, from environments stepped on device) are tokenized in one vectorised
 call and the actions detokenized in one.
 
-The cache is rebuilt (reset, then one left-padded prefill of every row's context) when a row
-starts an episode, or when the next observation and action would not fit in
-`max_decode_length`; before a rebuild every row's context is trimmed to whole timesteps, keeping
-its prompt (see `context.RowContext.trim`). Trimming leaves `headroom` of the cache free, so a
-rebuild happens every few steps rather than at every step once an episode fills the context.
+Two memories (`memory`, eval.memory):
+- "refill": the cache is rebuilt (reset, then one left-padded prefill of every row's context)
+  when a row starts an episode, or when the next observation and action would not fit in
+  `max_decode_length`; before a rebuild every row's context is trimmed to whole timesteps,
+  keeping its prompt (see `context.RowContext.trim`). Trimming leaves `headroom` of the cache
+  free, so a rebuild happens every few steps rather than at every step once an episode fills the
+  context.
+- "sliding": the paper's "Transformer-XL memory". The cache is a ring of the newest
+  `max_decode_length` tokens (`ModelConfig.decode_cache="sliding"`) that each step's tokens slide
+  through, never rebuilt; a row starting an episode feeds its prompt and first observation
+  alongside the other rows' new observations, and the prompt eventually slides out of view.
+Either way each row's tokens carry its episode count as segment id, so that no row ever attends
+to an earlier episode that a sliding cache still holds.
 """
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
@@ -36,6 +45,9 @@ from gato_jax.tokenizer.timestep import (
 # New observations are padded to a multiple of this (whole contexts to CONTEXT_MULTIPLE), so
 # that a rollout compiles a handful of prefill shapes.
 CHUNK_MULTIPLE = 8
+
+# eval.memory -> the key/value cache it acts with (ModelConfig.decode_cache).
+MEMORY_CACHES = {"refill": "full", "sliding": "sliding"}
 
 
 def _num_patches_bucket(groups: Sequence[TokenGroup]) -> int:
@@ -74,14 +86,18 @@ class ModelAgent(runner.Agent):
   """Gato acting in a batch of environments of one task.
 
   Args:
-    model_config: the model's config; `max_decode_length` bounds each row's context.
+    model_config: the model's config; `max_decode_length` bounds each row's context (with the
+      sliding memory: what each token sees). Its `decode_cache` is set from `memory`.
     params: the model parameters (unboxed, host or device arrays).
     prompt_fn: `(episode seed) -> TokenGroup | None`, the prompt of each episode (e.g. a
       `prompts.PromptSampler`); None for unprompted evaluation.
-    temperature: 0 decodes greedily, otherwise samples at this temperature.
+    temperature: 0 decodes greedily, otherwise samples at this temperature (the paper samples
+      from the model's distribution: 1.0).
     seed: seeds the sampling.
-    headroom: the fraction of `max_decode_length` a trim leaves free for later timesteps.
+    headroom: the fraction of `max_decode_length` a trim leaves free for later timesteps
+      (refill memory only).
     text_tokenizer: for text observations; the packaged one by default.
+    memory: "refill" or "sliding" (the paper's), see the module docstring.
   """
 
   name = "gato"
@@ -95,12 +111,16 @@ class ModelAgent(runner.Agent):
     seed: int = 0,
     headroom: float = 0.25,
     text_tokenizer=None,
+    memory: str = "refill",
   ):
     if temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0.0 <= headroom < 1.0:
       raise ValueError(f"headroom must be in [0, 1), got {headroom}")
-    self.model_config = model_config
+    if memory not in MEMORY_CACHES:
+      raise ValueError(f"unknown eval.memory {memory!r}; choose from {sorted(MEMORY_CACHES)}")
+    self.memory = memory
+    self.model_config = dataclasses.replace(model_config, decode_cache=MEMORY_CACHES[memory])
     # On the device once, not copied in at every call; sharded arrays stay as they are.
     self.params = jax.tree.map(
       lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), params
@@ -114,8 +134,8 @@ class ModelAgent(runner.Agent):
     self.rows: list[RowContext] = []
     # Counters for reports and tests.
     self.num_calls = 0  # act() calls, i.e. batched environment steps.
-    self.num_rebuilds = 0
-    self.num_trimmed = 0  # Timesteps dropped from contexts to fit the cache.
+    self.num_rebuilds = 0  # Refills of the cache (none with the sliding memory).
+    self.num_trimmed = 0  # Timesteps dropped from contexts to fit the cache (refill memory).
 
   def setup(self, envs: Sequence[base.Environment]) -> None:
     if not envs:
@@ -128,10 +148,15 @@ class ModelAgent(runner.Agent):
     self.num_action_tokens = token_specs.num_action_tokens(self.action_spec)
     if self._decoder is None or self._decoder.batch_size != len(envs):
       self._decoder = CachedDecoder(self.model_config, self.params, len(envs))
+    else:
+      self._decoder.reset()  # Episode counts start again: no earlier rollout's keys may stay.
     self.rows = [RowContext() for _ in envs]
     self.active = [False] * len(envs)
     self._stale = True
     self._cache_length = 0  # Tokens (padding included) the cache holds.
+    # Rows whose whole context (the prompt and all) goes in next, not just a new observation.
+    self._whole = [False] * len(envs)
+    self._episodes = np.zeros(len(envs), np.int32)  # Each row's episode count: its segment id.
 
   @property
   def max_context(self) -> int:
@@ -142,11 +167,15 @@ class ModelAgent(runner.Agent):
     prompt = self._prompt_fn(seed) if self._prompt_fn is not None else None
     self.rows[row] = RowContext(prompt=prompt)
     self.active[row] = True
-    self._stale = True  # The row's cached tokens belong to its previous episode.
+    self._whole[row] = True
+    # The row's cached tokens belong to its previous episode: a refill replaces them, and with
+    # the sliding memory the new segment id hides them.
+    self._episodes[row] += 1
+    self._stale = True
 
   def end_episode(self, row: int) -> None:
-    # An idle row's cache content is left as it is: it only ever sees padding until the next
-    # rebuild, so ending an episode costs no prefill.
+    # An idle row's cache content is left as it is: it only ever sees padding until its next
+    # episode, so ending an episode costs no prefill.
     self.rows[row] = RowContext()
     self.active[row] = False
 
@@ -201,56 +230,79 @@ class ModelAgent(runner.Agent):
         self.rows[row].pending = group
     # Which tokens go in is decided here, from the token counts alone, so that any decoding
     # backend (`_action_ids`) sees the same contexts.
-    length = self._chunk_length()
-    rebuild = (
+    rebuild = False
+    if self.memory == "sliding":
+      for row in self.rows:
+        row.trim(self.max_context, self.max_context)  # No history: only checks that it fits.
+    elif (
       self._stale
-      or self._cache_length + length + self.num_action_tokens > self.model_config.max_decode_length
-    )
-    if rebuild:
+      or self._cache_length + self._chunk_length() + self.num_action_tokens
+      > self.model_config.max_decode_length
+    ):
       budget = (
         int(self.model_config.max_decode_length * (1.0 - self.headroom)) - self.num_action_tokens
       )
       for row in self.rows:
         self.num_trimmed += row.trim(min(budget, self.max_context), self.max_context)
-      longest = max(row.num_tokens for row in self.rows)
-      length = min(round_up(max(longest, 1), CONTEXT_MULTIPLE), self.max_context)
+      self._whole = [True] * len(self.rows)
       self._cache_length = 0
       self.num_rebuilds += 1
       self._stale = False
+      rebuild = True
+    length = self._chunk_length()
     ids = np.asarray(self._action_ids(rebuild, length))  # [B, num_action_tokens]
     self._cache_length += length + self.num_action_tokens
     self.num_calls += 1
+    self._whole = [False] * len(self.rows)
     for row, context in enumerate(self.rows):
-      if self.active[row]:
+      if self.active[row] and self.memory == "sliding":
+        # The cache holds the step and slides past it, so the row keeps nothing (a history
+        # would grow without bound over a long episode); only new observations go in.
+        self.rows[row] = RowContext()
+      elif self.active[row]:
         context.complete_step(ids[row])
     return ids
 
+  def _new_tokens(self, row: int) -> TokenGroup:
+    """What row `row` feeds next: its whole context after a refill or at an episode's start
+    (sliding memory), else its new observation; nothing when it is idle."""
+    context = self.rows[row]
+    if self._whole[row]:
+      return context.group()
+    return context.pending if context.pending is not None else empty_group()
+
   def _chunk_length(self) -> int:
-    longest = max((r.pending.num_tokens for r in self.rows if r.pending is not None), default=0)
+    """The padded length of what goes in next (`_new_tokens` of every row)."""
+    longest = max(self._new_tokens(row).num_tokens for row in range(len(self.rows)))
+    if any(self._whole):
+      return min(round_up(max(longest, 1), CONTEXT_MULTIPLE), self.max_context)
     return round_up(max(longest, 1), CHUNK_MULTIPLE)
 
   def _batch(self, groups: Sequence[TokenGroup], seq_len: int) -> Batch:
-    return batch_from_token_groups(
+    batch = batch_from_token_groups(
       groups, seq_len, _num_patches_bucket(groups), self.model_config.patch_dim, pad_side="left"
     )
+    # Segment ids: each row's episode count (see the module docstring), padding 0. With the
+    # sliding memory the padding of rows shorter than the chunk takes ring slots too, so a row
+    # sees somewhat fewer than max_decode_length real tokens; in exchange the batch shares one
+    # cache index and one call per step.
+    episodes = self._episodes[:, None]
+    return batch.replace(segment_ids=np.where(batch.segment_ids > 0, episodes, 0).astype(np.int32))
 
   def _action_ids(self, rebuild: bool, length: int):
-    """Feeds the new context to the model and decodes each row's action ids [B, N].
+    """Feeds the new tokens to the model and decodes each row's action ids [B, N].
 
     The decoding backend: tests override it with a full forward pass over `self.rows`' contexts
     to check that the cache changes nothing.
 
     Args:
-      rebuild: refill the cache with every row's whole context, rather than append the pending
-        observations.
-      length: the padded length of what goes in (the context or the observations).
+      rebuild: empty the cache first (every row then feeds its whole context).
+      length: the padded length of what goes in (contexts or observations).
     """
     decoder = self._decoder
     if rebuild:
-      groups = [row.group() for row in self.rows]
       decoder.reset()
-    else:
-      groups = [row.pending if row.pending is not None else empty_group() for row in self.rows]
+    groups = [self._new_tokens(row) for row in range(len(self.rows))]
     logits = decoder.append(self._batch(groups, length))
     rng = jax.random.fold_in(self._rng, self.num_calls)
     _, ids = decoder.decode(logits, self.action_spec, rng, self.temperature)

@@ -1,11 +1,12 @@
-"""Prompts for evaluation: whole timesteps from the end of a successful demonstration.
+"""Prompts for evaluation: whole timesteps from the start or the end of a successful demonstration.
 
 Gato is evaluated on control tasks with a prompt, a demonstration of the same task
 (GATO_SPEC.md, Evaluation). A demonstration here is a stored expert episode of the task whose
 return passes the data filter (at least 80% of the expert's margin over random,
-`episodes.return_threshold`). The prompt is its last timesteps that fit the token budget: the
-end of a demonstration shows the goal being reached, which is what a goal-conditioned task needs
-to see, and it is the half of the training prompts drawn from episode ends.
+`episodes.return_threshold`). The prompt is its first timesteps that fit the token budget (the
+paper's default, with 1024 tokens), or its last: the end of a demonstration shows the goal being
+reached, which is what a goal-conditioned task needs to see, and it is the half of the training
+prompts drawn from episode ends.
 """
 
 import os
@@ -60,6 +61,10 @@ def load_demonstrations(
   return [stored.read(item, pixels=False) for item in range(min(max_episodes, len(stored)))]
 
 
+# Where a prompt is cut from its demonstration (eval.prompt_from).
+PROMPT_FROM = ("start", "end")
+
+
 class PromptSampler:
   """`(episode seed) -> prompt`: a demonstration chosen by the seed, cut to `max_tokens`.
 
@@ -67,9 +72,19 @@ class PromptSampler:
     demonstrations: tokenized successful episodes of the task.
     max_tokens: the prompt budget in tokens; 0 gives no prompt.
     task: for error messages.
+    prompt_from: "start" takes the demonstration's first whole timesteps that fit the budget,
+      "end" its last.
   """
 
-  def __init__(self, demonstrations: list[TokenGroup], max_tokens: int, task: str = "task"):
+  def __init__(
+    self,
+    demonstrations: list[TokenGroup],
+    max_tokens: int,
+    task: str = "task",
+    prompt_from: str = "end",
+  ):
+    if prompt_from not in PROMPT_FROM:
+      raise ValueError(f"unknown eval.prompt_from {prompt_from!r}; choose from {PROMPT_FROM}")
     if max_tokens < 0:
       raise ValueError(f"prompt max_tokens must be >= 0, got {max_tokens}")
     if max_tokens and not demonstrations:
@@ -77,6 +92,7 @@ class PromptSampler:
     self.demonstrations = demonstrations
     self.max_tokens = max_tokens
     self.task = task
+    self.prompt_from = prompt_from
 
   def __call__(self, seed: int) -> TokenGroup | None:
     if not self.max_tokens:
@@ -85,7 +101,7 @@ class PromptSampler:
     demo = self.demonstrations[int(rng.integers(len(self.demonstrations)))]
     try:
       start, stop = sequences.window_bounds(
-        demo, self.max_tokens, rng, anchor="end", name=f"{self.task} demonstration"
+        demo, self.max_tokens, rng, anchor=self.prompt_from, name=f"{self.task} demonstration"
       )
     except sequences.WindowError as e:
       raise ValueError(

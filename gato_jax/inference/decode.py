@@ -1,11 +1,11 @@
 """Cached autoregressive decoding, the one decoder of actions and text.
 
 Prefill a context, then emit tokens one at a time, each with its logits masked to its valid id
-range. The paper's agent keeps past keys and values ("Transformer-XL memory") and decodes as many
-action tokens as the action spec needs (GATO_SPEC.md, Evaluation); captions and answers are text
-tokens decoded greedily the same way (`generate_text`). Each function below is jitted once per
-input shape: a rollout of fixed batch size compiles one prefill per observation length and one
-action decoder.
+range. The paper's agent keeps past keys and values ("Transformer-XL memory",
+`ModelConfig.decode_cache="sliding"`) and decodes as many action tokens as the action spec needs
+(GATO_SPEC.md, Evaluation); captions and answers are text tokens decoded greedily the same way
+(`generate_text`). Each function below is jitted once per input shape: a rollout of fixed batch
+size compiles one prefill per observation length and one action decoder.
 
 Contexts are left-padded (segment id 0), so every row's newest token is the last column; padding
 never attends to or is attended by real tokens.
@@ -74,7 +74,7 @@ def sample(logits, rng, temperature: float):
   return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
 
 
-def _single_token_batch(ids, kind: int, local_positions, patch_dim: int) -> Batch:
+def _single_token_batch(ids, kind: int, local_positions, segment_ids, patch_dim: int) -> Batch:
   """A length-1 Batch holding just-decoded tokens of one kind, at `local_positions` [B]."""
   b = ids.shape[0]
   return Batch(
@@ -82,7 +82,7 @@ def _single_token_batch(ids, kind: int, local_positions, patch_dim: int) -> Batc
     kinds=jnp.full((b, 1), kind, jnp.int32),
     local_positions=local_positions[:, None].astype(jnp.int32),
     loss_mask=jnp.zeros((b, 1), bool),
-    segment_ids=jnp.ones((b, 1), jnp.int32),
+    segment_ids=segment_ids[:, None].astype(jnp.int32),
     patches=jnp.zeros((b, 0, patch_dim), jnp.float32),
     patch_rows=jnp.zeros((b, 0, 2), jnp.float32),
     patch_cols=jnp.zeros((b, 0, 2), jnp.float32),
@@ -97,6 +97,7 @@ def decode_tokens(
   id_ranges,
   rng,
   local_positions=None,
+  segment_ids=None,
   *,
   model: Gato,
   temperature: float,
@@ -110,6 +111,8 @@ def decode_tokens(
   Args:
     local_positions: int32 [B, N] observation-local positions of the decoded tokens (text
       continuing an observation); None for action tokens, which have none.
+    segment_ids: int32 [B] the segment the decoded tokens join (the context's, e.g. an
+      episode's); None: segment 1, a context's when it is one sequence per row.
     kind: the `TokenKind` of the decoded tokens.
 
   Returns:
@@ -117,12 +120,14 @@ def decode_tokens(
   """
   if local_positions is None:
     local_positions = jnp.full((last_logits.shape[0], id_ranges.shape[0]), NO_LOCAL_POSITION)
+  if segment_ids is None:
+    segment_ids = jnp.ones(last_logits.shape[0], jnp.int32)
 
   def step(carry, xs):
     cache, logits = carry
     (low, high), positions, token_rng = xs
     ids = sample(mask_to_range(logits, low, high), token_rng, temperature)  # [B]
-    batch = _single_token_batch(ids, kind, positions, model.config.patch_dim)
+    batch = _single_token_batch(ids, kind, positions, segment_ids, model.config.patch_dim)
     new_logits, cache = prefill(params, cache, batch, model=model)
     return (cache, new_logits[:, -1]), ids
 
@@ -185,7 +190,8 @@ class CachedDecoder:
   """Keeps a batch of agents' caches and their length on the host, to act step by step.
 
   Args:
-    model_config: the model's config (its `max_decode_length` sizes the cache).
+    model_config: the model's config (its `max_decode_length` sizes the cache; with
+      `decode_cache="sliding"` the cache never fills, each call takes up to that many tokens).
     params: the model parameters (unboxed).
     batch_size: rows decoded together (e.g. parallel rollouts).
   """
@@ -199,10 +205,16 @@ class CachedDecoder:
   def reset(self) -> None:
     self.cache = init_cache(self.model.config, self.batch_size)
     self.length = 0
+    # Each row's newest segment id: decoded tokens join it (left padding puts it last).
+    self.segment_ids = jnp.ones(self.batch_size, jnp.int32)
 
   def _reserve(self, num_tokens: int) -> None:
     limit = self.model.config.max_decode_length
-    if self.length + num_tokens > limit:
+    if self.model.config.decode_cache == "sliding" and num_tokens > limit:
+      raise ValueError(
+        f"a sliding cache of {limit} tokens cannot take {num_tokens} tokens in one call"
+      )
+    if self.model.config.decode_cache == "full" and self.length + num_tokens > limit:
       raise ValueError(
         f"the cache holds {self.length} of {limit} tokens and cannot take {num_tokens} more;"
         " trim the context (drop old timesteps) and reset"
@@ -215,6 +227,7 @@ class CachedDecoder:
       raise ValueError(f"batch has {batch.tokens.shape[0]} rows, the decoder {self.batch_size}")
     self._reserve(batch.tokens.shape[1])
     logits, self.cache = prefill(self.params, self.cache, batch, model=self.model, last_only=True)
+    self.segment_ids = jnp.asarray(batch.segment_ids[:, -1], jnp.int32)
     return logits[:, -1]
 
   def decode(self, last_logits, action_spec: Any, rng=None, temperature: float = 0.0):
@@ -232,6 +245,7 @@ class CachedDecoder:
       last_logits,
       id_ranges,
       rng,
+      segment_ids=self.segment_ids,
       model=self.model,
       temperature=float(temperature),
     )

@@ -43,6 +43,10 @@ class ModelConfig:
     None  # None (XLA; cuDNN picked by jax on GPU when given) | xla | cudnn
   )
   max_decode_length: int = 1024  # Key/value cache length for decoding.
+  # full: the cache fills up, then whoever decodes must trim and refill it. sliding: a ring of
+  # the newest max_decode_length tokens that slides past them (the paper's "Transformer-XL
+  # memory"), each query attending to itself and the max_decode_length - 1 tokens before it.
+  decode_cache: str = "full"
 
   def __post_init__(self):
     if self.patch_resnet_channels % 32:
@@ -62,6 +66,8 @@ class ModelConfig:
       raise ValueError(f"geglu splits mlp_dim into two halves; {self.mlp_dim} is odd")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {REMAT_POLICIES}")
+    if self.decode_cache not in DECODE_CACHES:
+      raise ValueError(f"unknown decode_cache {self.decode_cache!r}; choose from {DECODE_CACHES}")
 
   @property
   def patch_dim(self) -> int:
@@ -87,6 +93,7 @@ class ModelConfig:
 
 MLP_ACTIVATIONS = ("gelu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+DECODE_CACHES = ("full", "sliding")
 
 # The paper's three sizes (Table of GATO_SPEC.md) and smaller ones for tests and CPU runs. Tiny's
 # width is set by the embedding table: 33,152 rows x 16 is already half a million parameters.

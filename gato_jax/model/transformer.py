@@ -4,6 +4,8 @@ Attention runs through `jax.nn.dot_product_attention`, so on GPU cuDNN's fused k
 when `attention_impl="cudnn"`. In decoding mode each layer keeps a cache of keys, values and
 segment ids in the "cache" collection; a call with n tokens writes them at the cache index and
 attends to everything cached so far, which serves prefill (n = context) and single steps alike.
+With `decode_cache="sliding"` the cache is a ring of the newest `max_decode_length` tokens that
+decoding never outgrows (`Attention._sliding_cache_attention`).
 """
 
 import flax.linen as nn
@@ -42,7 +44,9 @@ class Attention(nn.Module):
     act_heads = ("act_batch", "act_len", "act_heads", None)
     q, k, v = (nn.with_logical_constraint(a, act_heads) for a in (q, k, v))
 
-    if self.decode:
+    if self.decode and cfg.decode_cache == "sliding":
+      out = self._sliding_cache_attention(q, k.astype(dtype), v.astype(dtype), segment_ids)
+    elif self.decode:
       batch, length = x.shape[:2]
       cache_shape = (batch, cfg.max_decode_length, cfg.num_heads, cfg.head_dim)
       cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, dtype)
@@ -97,6 +101,53 @@ class Attention(nn.Module):
       cfg.param_dtype,
     )
     return jnp.einsum("bthd,hde->bte", out, kernel.astype(dtype))
+
+  def _sliding_cache_attention(self, q, k, v, segment_ids):
+    """Attention through a ring of the newest W = max_decode_length keys and values.
+
+    The model has no global position encoding, so a key means the same wherever it sits in the
+    ring: a chunk of n <= W tokens is written at slots (index + i) mod W, where `index` counts
+    every token ever written, and the query at absolute position p attends to the keys at
+    positions (p - W, p] of its own segment. This is a full forward pass with that banded
+    causal mask, computed one chunk at a time.
+    """
+    cfg = self.config
+    window = cfg.max_decode_length
+    batch, length = q.shape[:2]
+    if length > window:
+      raise ValueError(
+        f"a sliding decode cache takes at most max_decode_length={window} tokens per call,"
+        f" got {length}"
+      )
+    cache_shape = (batch, window, cfg.num_heads, cfg.head_dim)
+    cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, k.dtype)
+    cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, v.dtype)
+    cached_segments = self.variable("cache", "segment_ids", jnp.zeros, (batch, window), jnp.int32)
+    cache_index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+    index = cache_index.value
+    # Slot s holds the newest position q < index with q = s (mod W); a negative one was never
+    # written.
+    slot_positions = index - 1 - jnp.mod(index - 1 - jnp.arange(window), window)  # [W]
+    query_positions = index + jnp.arange(length)  # [T]
+    # Attend before writing: the chunk's slots still hold keys that its earlier queries see.
+    keys = jnp.concatenate([cached_key.value, k], axis=1)  # [B, W + T, H, Dh]
+    values = jnp.concatenate([cached_value.value, v], axis=1)
+    key_segments = jnp.concatenate([cached_segments.value, segment_ids], axis=1)  # [B, W + T]
+    key_positions = jnp.concatenate([slot_positions, query_positions])  # [W + T]
+    offset = query_positions[:, None] - key_positions[None, :]  # [T, W + T]
+    in_window = (offset >= 0) & (offset < window) & (key_positions >= 0)[None]
+    same_segment = segment_ids[:, :, None] == key_segments[:, None, :]  # [B, T, W + T]
+    mask = (in_window[None] & same_segment)[:, None]  # [B, 1, T, W + T]
+    out = jax.nn.dot_product_attention(
+      q, keys, values, mask=mask, implementation=cfg.attention_impl
+    )
+    if not self.is_initializing():
+      slots = jnp.mod(query_positions, window)  # Distinct, as T <= W.
+      cached_key.value = cached_key.value.at[:, slots].set(k)
+      cached_value.value = cached_value.value.at[:, slots].set(v)
+      cached_segments.value = cached_segments.value.at[:, slots].set(segment_ids)
+      cache_index.value = index + length
+    return out
 
 
 class Mlp(nn.Module):
