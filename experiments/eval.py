@@ -13,7 +13,8 @@ Restores the newest checkpoint in --workdir (or --checkpoint_step) straight into
 the config's mesh (`mesh.shape`, `mesh.rules`: the fsdp mesh above splits a large model over
 every device), plays the config's eval rollouts (gymnax tasks stepped under jit + vmap unless
 `eval.jit_envs=false`), scores the text and vision-language tasks on `eval.non_control_examples`
-held-out examples each, and writes DIR/eval/STEP/{results.json,results.md,normalized_scores.png}.
+held-out examples each, and writes DIR/eval/STEP/{results.json,results.md,normalized_scores.png}
+(or to --output_dir).
 """
 
 import os
@@ -31,13 +32,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoin
 _CHECKPOINT_STEP = flags.DEFINE_integer(
   "checkpoint_step", None, "Checkpoint to evaluate (default: the newest)."
 )
+_OUTPUT_DIR = flags.DEFINE_string(
+  "output_dir", None, "Where the reports go (default: WORKDIR/eval/STEP), e.g. one per variant."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  results = evaluator.evaluate(_CONFIG.value, _WORKDIR.value, step=_CHECKPOINT_STEP.value)
+  results = evaluator.evaluate(
+    _CONFIG.value, _WORKDIR.value, step=_CHECKPOINT_STEP.value, output_dir=_OUTPUT_DIR.value
+  )
   print(reports.render_markdown(results))
 
 

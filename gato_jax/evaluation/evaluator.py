@@ -277,7 +277,11 @@ def evaluate_task(
 
 
 def evaluate(
-  config: ml_collections.ConfigDict, workdir: str, params: Any = None, step: int | None = None
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  params: Any = None,
+  step: int | None = None,
+  output_dir: str | None = None,
 ) -> dict:
   """Evaluates the model on the config's control tasks and writes the reports.
 
@@ -287,6 +291,8 @@ def evaluate(
     params: the parameters to evaluate; None restores them from `workdir/checkpoints`.
     step: with params, the step to file the results under; without, the checkpoint to restore
       (None: the newest).
+    output_dir: where the reports go instead of `workdir/eval/<step>/` (e.g. one folder per
+      evaluation variant of the same checkpoint).
 
   Returns:
     The results dict written to results.json ("tasks", "domains", "overall", ...).
@@ -335,7 +341,7 @@ def evaluate(
     },
   )
   if jax.process_index() == 0:
-    paths = reports.write(results, reports.results_dir(workdir, step))
+    paths = reports.write(results, output_dir or reports.results_dir(workdir, step))
     logging.info("evaluation reports: %s", paths)
   return results
 
