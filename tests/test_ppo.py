@@ -1,7 +1,6 @@
 """PPO learns, experts round-trip through the on-disk cache, recipes load."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 
@@ -10,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gato_jax import recipes as recipe_files
 from gato_jax.data import episodes as E
 from gato_jax.envs import gymnax_envs
 from gato_jax.experts import gymnax_experts, ppo
@@ -127,13 +127,7 @@ def test_missing_expert_names_the_training_command(tmp_path):
 
 
 def _recipes():
-  path = os.path.join(
-    os.path.dirname(__file__), "..", "experiments", "configs", "experts", "gymnax.py"
-  )
-  spec = importlib.util.spec_from_file_location("gymnax_expert_recipes", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return recipe_files.load_config_file("experts/gymnax.py")
 
 
 def test_every_task_has_a_valid_recipe():

@@ -1,13 +1,11 @@
 """SAC: its pieces on hand values, learning a toy task, DM Control experts on disk, recipes."""
 
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gato_jax import recipes as recipe_files
 from gato_jax import tokenizer
 from gato_jax.envs import base, registry
 from gato_jax.experts import dm_control_experts, sac
@@ -255,17 +253,7 @@ def test_cached_expert_round_trips_and_repeats_actions(tmp_path, monkeypatch):
 
 
 def _recipes():
-  path = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "experiments",
-    "configs",
-    "experts",
-    "dm_control.py",
-  )
-  spec = importlib.util.spec_from_file_location("dm_control_recipes", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return recipe_files.load_config_file("experts/dm_control.py")
 
 
 def test_recipes_build_valid_configs_for_known_tasks():
