@@ -159,30 +159,35 @@ SLIDING = dataclasses.replace(CFG, max_decode_length=WINDOW, decode_cache="slidi
 
 def _banded_attention(next_fun, args, kwargs, context):
   """Interceptor: each Attention call of a full forward pass computed with an explicit banded
-  mask, each query seeing itself and the WINDOW - 1 tokens before it, within its segment."""
+  mask, each real query seeing itself and its row's WINDOW - 1 real tokens before it, within its
+  segment (padding, segment 0, neither counts nor is seen)."""
   if not isinstance(context.module, Attention) or context.method_name != "__call__":
     return next_fun(*args, **kwargs)
   x, segment_ids = args
   weights = context.module.variables["params"]
   # [B, T, E] x [E, H, Dh] -> [B, T, H, Dh]
   q, k, v = (jnp.einsum("bte,ehd->bthd", x, weights[n]) for n in ("query", "key", "value"))
-  positions = np.arange(x.shape[1])
-  offset = positions[:, None] - positions[None, :]  # [T, T]
-  band = (offset >= 0) & (offset < WINDOW)
-  mask = band[None] & (segment_ids[:, :, None] == segment_ids[:, None, :])  # [B, T, T]
+  real = segment_ids > 0
+  positions = np.cumsum(real, axis=1) - 1  # [B, T]: each row counts its real tokens.
+  offset = positions[:, :, None] - positions[:, None, :]  # [B, T, T]
+  band = (offset >= 0) & (offset < WINDOW) & real[:, None, :]
+  mask = band & (segment_ids[:, :, None] == segment_ids[:, None, :])  # [B, T, T]
+  mask |= np.eye(x.shape[1], dtype=bool)[None]  # Padding queries see themselves (unused).
   out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
   return jnp.einsum("bthd,hde->bte", out, weights["out"])  # [B, T, H, Dh] -> [B, T, E]
 
 
 def _sliding_batch():
   """Two rows of 6 timesteps (66 tokens, 4 windows): row 1 starts with padding and holds two
-  segments, as a row of the agent's batch that starts a new episode."""
+  segments, as a row of the agent's batch that starts a new episode; row 0 has padding where a
+  chunk starts, as a row whose observation is shorter than another's."""
   groups = [_episode(6, seed) for seed in range(2)]
   length = groups[0].num_tokens
   batch = batch_from_token_groups(groups, length, 12, CFG.patch_dim)
   segments = np.ones((2, length), np.int32)
   segments[1, :3] = 0
   segments[1, 40:] = 2
+  segments[0, 22:25] = 0
   return batch.replace(segment_ids=segments), length
 
 
@@ -205,14 +210,17 @@ def test_sliding_cache_is_a_banded_causal_forward_pass(params):
     chunks.append(np.asarray(logits))
     start, patch = stop, patch + num_patches
   assert start == length
+  real = batch.segment_ids > 0  # Padding's logits are never used.
   cached = np.concatenate(chunks, axis=1)[..., : T.VOCAB_SIZE]
-  np.testing.assert_allclose(cached, banded[..., : T.VOCAB_SIZE], atol=1e-5, rtol=1e-5)
-  # Until the window is full, the band is the plain causal mask.
+  np.testing.assert_allclose(cached[real], banded[..., : T.VOCAB_SIZE][real], atol=1e-5, rtol=1e-5)
+  # Until a row's window is full, the band is the plain causal mask.
+  filling = real & (np.cumsum(real, axis=1) <= WINDOW)
   np.testing.assert_allclose(
-    cached[:, :WINDOW], plain[:, :WINDOW, : T.VOCAB_SIZE], atol=1e-5, rtol=1e-5
+    cached[filling], plain[..., : T.VOCAB_SIZE][filling], atol=1e-5, rtol=1e-5
   )
   # And past it the band matters: the plain pass sees older tokens.
-  assert np.abs(cached[:, WINDOW:] - plain[:, WINDOW:, : T.VOCAB_SIZE]).max() > 1e-3
+  full = real & ~filling
+  assert np.abs(cached[full] - plain[..., : T.VOCAB_SIZE][full]).max() > 1e-3
 
 
 def test_sliding_decoder_never_fills_but_takes_at_most_a_window_per_call(params):

@@ -15,10 +15,11 @@ Two memories (`memory`, eval.memory):
   keeping its prompt (see `context.RowContext.trim`). Trimming leaves `headroom` of the cache
   free, so a rebuild happens every few steps rather than at every step once an episode fills the
   context.
-- "sliding": the paper's "Transformer-XL memory". The cache is a ring of the newest
-  `max_decode_length` tokens (`ModelConfig.decode_cache="sliding"`) that each step's tokens slide
-  through, never rebuilt; a row starting an episode feeds its prompt and first observation
-  alongside the other rows' new observations, and the prompt eventually slides out of view.
+- "sliding": the paper's "Transformer-XL memory". The cache is a ring per row of its newest
+  `max_decode_length` real tokens (`ModelConfig.decode_cache="sliding"`) that each step's
+  tokens slide through, never rebuilt; a row starting an episode feeds its prompt and first
+  observation alongside the other rows' new observations, and the prompt eventually slides out
+  of view.
 Either way each row's tokens carry its episode count as segment id, so that no row ever attends
 to an earlier episode that a sliding cache still holds.
 """
@@ -282,10 +283,9 @@ class ModelAgent(runner.Agent):
     batch = batch_from_token_groups(
       groups, seq_len, _num_patches_bucket(groups), self.model_config.patch_dim, pad_side="left"
     )
-    # Segment ids: each row's episode count (see the module docstring), padding 0. With the
-    # sliding memory the padding of rows shorter than the chunk takes ring slots too, so a row
-    # sees somewhat fewer than max_decode_length real tokens; in exchange the batch shares one
-    # cache index and one call per step.
+    # Segment ids: each row's episode count (see the module docstring), padding 0 (which the
+    # sliding memory never writes into a row's ring, so a row's prompt pads no other row's
+    # window away).
     episodes = self._episodes[:, None]
     return batch.replace(segment_ids=np.where(batch.segment_ids > 0, episodes, 0).astype(np.int32))
 

@@ -4,8 +4,8 @@ Attention runs through `jax.nn.dot_product_attention`, so on GPU cuDNN's fused k
 when `attention_impl="cudnn"`. In decoding mode each layer keeps a cache of keys, values and
 segment ids in the "cache" collection; a call with n tokens writes them at the cache index and
 attends to everything cached so far, which serves prefill (n = context) and single steps alike.
-With `decode_cache="sliding"` the cache is a ring of the newest `max_decode_length` tokens that
-decoding never outgrows (`Attention._sliding_cache_attention`).
+With `decode_cache="sliding"` the cache is a ring per row of its newest `max_decode_length` real
+tokens that decoding never outgrows (`Attention._sliding_cache_attention`).
 """
 
 import flax.linen as nn
@@ -103,13 +103,15 @@ class Attention(nn.Module):
     return jnp.einsum("bthd,hde->bte", out, kernel.astype(dtype))
 
   def _sliding_cache_attention(self, q, k, v, segment_ids):
-    """Attention through a ring of the newest W = max_decode_length keys and values.
+    """Attention through a ring of each row's newest W = max_decode_length real tokens.
 
     The model has no global position encoding, so a key means the same wherever it sits in the
-    ring: a chunk of n <= W tokens is written at slots (index + i) mod W, where `index` counts
-    every token ever written, and the query at absolute position p attends to the keys at
-    positions (p - W, p] of its own segment. This is a full forward pass with that banded
-    causal mask, computed one chunk at a time.
+    ring. Padding (segment id 0; rows are left-padded to a common chunk length) is neither
+    written nor attended to, so each row's ring holds its own last W real tokens: row b's n_b
+    real tokens of a chunk (n_b <= W) go to slots (index_b + i) mod W, where `index_b` counts the
+    real tokens the row has ever written, and its query at position p attends to the keys at
+    positions (p - W, p] of its own segment. This is a full forward pass over each row's real
+    tokens with that banded causal mask, computed one chunk at a time.
     """
     cfg = self.config
     window = cfg.max_decode_length
@@ -123,30 +125,37 @@ class Attention(nn.Module):
     cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, k.dtype)
     cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, v.dtype)
     cached_segments = self.variable("cache", "segment_ids", jnp.zeros, (batch, window), jnp.int32)
-    cache_index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-    index = cache_index.value
-    # Slot s holds the newest position q < index with q = s (mod W); a negative one was never
-    # written.
-    slot_positions = index - 1 - jnp.mod(index - 1 - jnp.arange(window), window)  # [W]
-    query_positions = index + jnp.arange(length)  # [T]
+    cache_index = self.variable("cache", "index", lambda: jnp.zeros((batch,), jnp.int32))
+    index = cache_index.value[:, None]  # [B, 1]
+    real = segment_ids > 0  # [B, T]
+    # A real token's position is the row's count of real tokens before it.
+    query_positions = index + jnp.cumsum(real, axis=1) - 1  # [B, T]
+    # Slot s holds the row's newest position q < index_b with q = s (mod W); a negative one was
+    # never written.
+    slot_positions = index - 1 - jnp.mod(index - 1 - jnp.arange(window), window)  # [B, W]
     # Attend before writing: the chunk's slots still hold keys that its earlier queries see.
     keys = jnp.concatenate([cached_key.value, k], axis=1)  # [B, W + T, H, Dh]
     values = jnp.concatenate([cached_value.value, v], axis=1)
     key_segments = jnp.concatenate([cached_segments.value, segment_ids], axis=1)  # [B, W + T]
-    key_positions = jnp.concatenate([slot_positions, query_positions])  # [W + T]
-    offset = query_positions[:, None] - key_positions[None, :]  # [T, W + T]
-    in_window = (offset >= 0) & (offset < window) & (key_positions >= 0)[None]
-    same_segment = segment_ids[:, :, None] == key_segments[:, None, :]  # [B, T, W + T]
-    mask = (in_window[None] & same_segment)[:, None]  # [B, 1, T, W + T]
+    key_positions = jnp.concatenate([slot_positions, query_positions], axis=1)  # [B, W + T]
+    key_real = jnp.concatenate([slot_positions >= 0, real], axis=1)  # [B, W + T]
+    offset = query_positions[:, :, None] - key_positions[:, None, :]  # [B, T, W + T]
+    same_segment = segment_ids[:, :, None] == key_segments[:, None, :]
+    mask = (offset >= 0) & (offset < window) & key_real[:, None, :] & same_segment
+    # A padding query sees only itself (its output is never used; a query must see something).
+    itself = jnp.arange(length)[:, None] + window == jnp.arange(window + length)[None, :]
+    mask = jnp.where(real[:, :, None], mask, itself[None])  # [B, T, W + T]
     out = jax.nn.dot_product_attention(
-      q, keys, values, mask=mask, implementation=cfg.attention_impl
+      q, keys, values, mask=mask[:, None], implementation=cfg.attention_impl
     )
     if not self.is_initializing():
-      slots = jnp.mod(query_positions, window)  # Distinct, as T <= W.
-      cached_key.value = cached_key.value.at[:, slots].set(k)
-      cached_value.value = cached_value.value.at[:, slots].set(v)
-      cached_segments.value = cached_segments.value.at[:, slots].set(segment_ids)
-      cache_index.value = index + length
+      # Padding goes to slot W, outside the ring, and is dropped; real slots are distinct.
+      slots = jnp.where(real, jnp.mod(query_positions, window), window)  # [B, T]
+      rows = jnp.arange(batch)[:, None]
+      cached_key.value = cached_key.value.at[rows, slots].set(k, mode="drop")
+      cached_value.value = cached_value.value.at[rows, slots].set(v, mode="drop")
+      cached_segments.value = cached_segments.value.at[rows, slots].set(segment_ids, mode="drop")
+      cache_index.value = cache_index.value + jnp.sum(real, axis=1, dtype=jnp.int32)
     return out
 
 
