@@ -78,6 +78,32 @@ def test_continuous_ppo_runs_and_acts_in_unit_range():
   assert actions.shape == (64, 1) and float(jnp.abs(actions).max()) <= 1.0
 
 
+def test_convolutional_torso_trains_on_minatar_grids():
+  config = ppo.PPOConfig(
+    total_timesteps=256,
+    num_envs=4,
+    num_steps=64,
+    num_epochs=1,
+    num_minibatches=2,
+    hidden_sizes=(16,),
+    conv_features=8,
+    torso_size=16,
+  )
+  params, metrics = ppo.train("Breakout-MinAtar", config, seed=0)
+  assert np.all(np.isfinite(metrics["policy_loss"]))
+  # The torso is shared: one convolution over the 10x10xC grid, pooled to 4x4, then a layer.
+  torso = params["params"]["conv"]["kernel"]
+  assert torso.shape[:2] == (2, 2) and torso.shape[-1] == 8
+  assert params["params"]["torso"]["kernel"].shape == (4 * 4 * 8, 16)
+  policy = ppo.make_policy("Breakout-MinAtar", config, params, deterministic=True)
+  grids = jnp.zeros((5, 10, 10, torso.shape[2]))
+  actions = jax.vmap(policy, in_axes=(0, None))(grids, jax.random.key(0))
+  assert actions.shape == (5,) and int(actions.max()) < 3
+  # Without the torso the grid is flattened into the MLPs (the default): no such parameters.
+  default = ppo.init_params("Breakout-MinAtar", ppo.PPOConfig(), jax.random.key(0))
+  assert "conv" not in default["params"] and "torso" not in default["params"]
+
+
 def test_config_errors_are_clear():
   with pytest.raises(ValueError, match="minibatches"):
     ppo.PPOConfig(num_envs=3, num_steps=5, num_minibatches=4)
@@ -85,6 +111,8 @@ def test_config_errors_are_clear():
     ppo.PPOConfig(total_timesteps=10, num_envs=8, num_steps=128)
   with pytest.raises(ValueError, match="activation"):
     ppo.PPOConfig(activation="gelu")
+  with pytest.raises(ValueError, match="conv_features must be >= 0"):
+    ppo.PPOConfig(conv_features=-1)
   with pytest.raises(ValueError, match="unknown gymnax task 'Pong-v5'"):
     ppo.train("Pong-v5", _FAST_CARTPOLE)
 

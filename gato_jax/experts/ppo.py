@@ -52,11 +52,21 @@ class PPOConfig:
   hidden_sizes: tuple[int, ...] = (64, 64)
   activation: str = "tanh"  # "tanh" or "relu".
   init_log_std: float = 0.0  # Continuous actions: initial log std of the Gaussian.
+  # > 0: grid observations (MinAtar) go through a shared convolutional torso first (this many
+  # 2x2 filters, ReLU, 2x2 average pooling, a ReLU layer of `torso_size`), as Pgx's PureJaxRL-
+  # derived MinAtar PPO does; 0: the flattened grid goes straight into the MLPs.
+  conv_features: int = 0
+  torso_size: int = 64
 
   def __post_init__(self):
     object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
     if self.activation not in ("tanh", "relu"):
       raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+    if self.conv_features < 0 or self.torso_size < 1:
+      raise ValueError(
+        f"conv_features must be >= 0 and torso_size >= 1, got {self.conv_features},"
+        f" {self.torso_size}"
+      )
     if self.batch_size % self.num_minibatches:
       raise ValueError(
         f"num_envs * num_steps ({self.batch_size}) must divide into"
@@ -78,7 +88,8 @@ class PPOConfig:
 
 
 class ActorCritic(nn.Module):
-  """Separate actor and critic MLPs over the flattened, normalised observation."""
+  """Separate actor and critic MLPs over the flattened, normalised observation (or over a shared
+  convolutional torso's features of a grid observation, with `conv_features`)."""
 
   action_dim: int  # Number of discrete actions, or the continuous action size.
   discrete: bool
@@ -86,13 +97,25 @@ class ActorCritic(nn.Module):
   activation: str = "tanh"
   init_log_std: float = 0.0
   obs_ndim: int = 1  # Trailing observation dims that are flattened (3 for MinAtar grids).
+  conv_features: int = 0
+  torso_size: int = 64
 
   @nn.compact
   def __call__(self, obs):
     """obs [..., *obs_shape] -> (logits or mean [..., action_dim], value [...])."""
-    x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))  # [..., F]
     act = jnp.tanh if self.activation == "tanh" else nn.relu
     hidden = nn.initializers.orthogonal(np.sqrt(2))
+    batch_shape = obs.shape[: obs.ndim - self.obs_ndim]
+    if self.conv_features:
+      if self.obs_ndim != 3:
+        raise ValueError(f"a convolutional torso needs [H, W, C] observations, not {obs.shape}")
+      x = obs.reshape((-1,) + obs.shape[-3:])  # [N, H, W, C]
+      x = nn.relu(nn.Conv(self.conv_features, (2, 2), padding="VALID", name="conv")(x))
+      x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+      x = x.reshape(batch_shape + (-1,))
+      x = nn.relu(nn.Dense(self.torso_size, kernel_init=hidden, name="torso")(x))
+    else:
+      x = obs.reshape(batch_shape + (-1,))  # [..., F]
 
     def mlp(h, head_size, head_scale, name):
       for i, size in enumerate(self.hidden_sizes):
@@ -170,6 +193,8 @@ def make_network(env_id: str, config: PPOConfig) -> tuple[ActorCritic, Callable]
     activation=config.activation,
     init_log_std=config.init_log_std,
     obs_ndim=len(obs_shape),
+    conv_features=config.conv_features,
+    torso_size=config.torso_size,
   )
   centre, half = observation_normalizer(env_id)
   preprocess = lambda obs: (jnp.asarray(obs, jnp.float32) - centre) / half
