@@ -1,6 +1,10 @@
 r"""The CPU generalist: one small Gato over five control domains, text and captions.
 
-  python experiments/generalist.py [--workdir=~/.cache/gato_jax/generalist] [--stages=...]
+  python experiments/generalist.py [--workdir=~/.cache/gato_jax/generalist] [--stages=...] \
+      [--config=experiments/configs/gato.py:small,generalist] [--config.train.steps=...]
+
+The data, training and evaluation all follow `--config` (overrides included): the data stage
+prepares the control tasks `config.data.mixture` names (the `generalist` preset's by default).
 
 Stages, each resumable (a rerun continues where a kill stopped it):
 
@@ -13,18 +17,27 @@ Stages, each resumable (a rerun continues where a kill stopped it):
   (checkpoints every 100 steps).
 - `eval`: prompted rollouts of every control task (the preset's episodes per task), text
   perplexity and caption scores; the table goes to the console and --workdir/eval/<step>/.
+- `alone`: for each text and vision-language task of the mixture, the same model trained on that
+  task alone for the sequences the mixture gave it (`recipes.alone_config`), scored the same way
+  and set beside the generalist's newest evaluation (--workdir/alone/comparison.md).
+
+Each stage's wall time is appended to --workdir/stage_times.jsonl.
 """
 
+import json
 import os
+import platform
 import time
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # Pixel tasks render in a child process of their own.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
-from gato_jax import console, launch, recipes
+from gato_jax import console, files, launch, recipes
 from gato_jax.data import presets
+from gato_jax.data import tasks as data_tasks
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/generalist", "Run directory.")
@@ -34,16 +47,69 @@ _PIXEL_EPISODES = flags.DEFINE_integer(
   "pixel_episodes", 20, "Expert episodes per DM Control pixels task (~70 s each to render)."
 )
 _SCENES = flags.DEFINE_integer("scenes", 2000, "Captioned training scenes.")
-_SIZE = flags.DEFINE_string("size", "small", "Model size (experiments/configs/gato.py).")
-_STAGES = flags.DEFINE_list("stages", ["data", "train", "eval"], "Which stages to run, in order.")
-STAGES = ("data", "train", "eval")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config",
+  os.path.join(recipes.CONFIG_DIR, "gato.py") + ":small,generalist",
+  "Training config (experiments/configs/gato.py:SIZE,generalist), overridable per field.",
+)
+_STAGES = flags.DEFINE_list(
+  "stages", ["data", "train", "eval", "alone"], "Which stages to run, in order."
+)
+STAGES = ("data", "train", "eval", "alone")
+# Scores of the text and vision-language sections set beside the single-task baselines.
+COMPARED = {"text": ("perplexity",), "vision_language": ("cider", "bleu4", "vqa_accuracy")}
 
 
-def config(size: str, data_dir: str):
-  """The generalist's training config (`<size>,generalist`) over `data_dir`."""
-  cfg = recipes.load_config_file("gato.py").get_config(f"{size},generalist")
-  cfg.data.data_dir = data_dir
-  return cfg
+def newest_results(workdir: str) -> dict:
+  """The results of the newest evaluated step under workdir/eval."""
+  root = os.path.join(workdir, "eval")
+  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+  if not steps:
+    raise FileNotFoundError(f"no evaluation under {root}: run --stages=eval first")
+  return reports.load(reports.results_dir(workdir, steps[-1]))
+
+
+def train_alone(cfg, workdir: str, generalist: dict) -> str:
+  """Trains and scores each text and vision-language task of the mixture alone (for the rows the
+  mixture gave it) and writes the comparison with `generalist`'s results; returns the table."""
+  data_tasks.register_run_tasks(cfg.data.data_dir, cfg.data.policy, cfg.data.imports)
+  rates = presets.resolve(cfg.data.mixture, data_tasks.available_builtin_tasks())
+  lines = [
+    f"Generalist (step {generalist.get('step')}) against the same model trained on one task"
+    " alone for the sequences the mixture gave that task:",
+    "",
+    "| task | metric | generalist | alone | alone's steps | share of rows |",
+    "| --- | --- | ---: | ---: | ---: | ---: |",
+  ]
+  rows = {}
+  for task in evaluator.non_control_tasks(cfg):
+    alone = recipes.alone_config(cfg, task, rates[task])
+    alone_dir = os.path.join(workdir, "alone", data_tasks.seqio_name(task))
+    recipes.train(alone, alone_dir)
+    results = evaluator.evaluate(alone, alone_dir)
+    section = "text" if task.startswith("text/") else "vision_language"
+    ours, theirs = generalist.get(section, {}).get(task, {}), results[section][task]
+    rows[task] = {"generalist": ours, "alone": theirs, "alone_steps": alone.train.steps}
+    for metric in COMPARED[section]:
+      if theirs.get(metric) is None:
+        continue
+      mine = ours.get(metric)
+      lines.append(
+        f"| {task} | {metric} | {'n/a' if mine is None else f'{mine:.4g}'} |"
+        f" {theirs[metric]:.4g} | {alone.train.steps} | {rates[task]:.3f} |"
+      )
+  table = "\n".join(lines) + "\n"
+  files.write_json(os.path.join(workdir, "alone", "comparison.json"), rows)
+  files.write_bytes(os.path.join(workdir, "alone", "comparison.md"), table.encode())
+  return table
+
+
+def record_stage(workdir: str, stage: str, seconds: float) -> None:
+  """Appends a stage's wall time (one JSON line) to workdir/stage_times.jsonl."""
+  line = {"stage": stage, "seconds": round(seconds, 1), "cpus": os.cpu_count()}
+  line.update(machine=platform.processor() or platform.machine(), finished=time.time())
+  with open(os.path.join(workdir, "stage_times.jsonl"), "a") as f:
+    f.write(json.dumps(line) + "\n")
 
 
 def main(argv):
@@ -56,21 +122,28 @@ def main(argv):
   workdir = os.path.expanduser(_WORKDIR.value)
   data_dir = os.path.expanduser(_DATA_DIR.value)
   print(f"full logs in {console.log_to_file(workdir, 'generalist')}", flush=True)
-  cfg = config(_SIZE.value, data_dir)
-  if "data" in _STAGES.value:
-    tasks = presets.preset_tasks(cfg.data.mixture)
-    episodes = {
-      task: _PIXEL_EPISODES.value if task.startswith("dm_control_pixels/") else _EPISODES.value
-      for task in tasks
-    }
-    recipes.prepare_data(tasks, data_dir, episodes, _SCENES.value)
-    print(f"data ready after {(time.time() - started) / 60:.1f} min", flush=True)
-  if "train" in _STAGES.value:
-    recipes.train(cfg, workdir)
-  if "eval" in _STAGES.value:
-    results = evaluator.evaluate(cfg, workdir)
-    print(reports.render_markdown(results))
-    print(f"report in {reports.results_dir(workdir, results.get('step'))}", flush=True)
+  cfg = _CONFIG.value
+  cfg.data.data_dir = data_dir
+  results = None
+  for stage in (s for s in STAGES if s in _STAGES.value):
+    stage_start = time.time()
+    if stage == "data":
+      tasks = presets.preset_tasks(cfg.data.mixture)
+      episodes = {
+        task: _PIXEL_EPISODES.value if task.startswith("dm_control_pixels/") else _EPISODES.value
+        for task in tasks
+      }
+      recipes.prepare_data(tasks, data_dir, episodes, _SCENES.value)
+    elif stage == "train":
+      recipes.train(cfg, workdir)
+    elif stage == "eval":
+      results = evaluator.evaluate(cfg, workdir)
+      print(reports.render_markdown(results))
+      print(f"report in {reports.results_dir(workdir, results.get('step'))}", flush=True)
+    else:
+      print(train_alone(cfg, workdir, results or newest_results(workdir)), flush=True)
+    record_stage(workdir, stage, time.time() - stage_start)
+    print(f"{stage} done in {(time.time() - stage_start) / 60:.1f} min", flush=True)
   print(f"generalist finished in {(time.time() - started) / 60:.1f} min", flush=True)
   logging.info("done")
 

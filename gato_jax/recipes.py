@@ -11,9 +11,11 @@ The launchers (experiments/quickstart.py, experiments/generalist.py, the sweep) 
 3. `prepare_data`: the experts, then the episodes (or text and vision-language examples) of each
    task, generated resumably under the data directory.
 4. `train`: training that resumes, setting aside a run whose data changed since it began (a
-   retrained expert).
+   retrained expert); `alone_config`: the same recipe on one task of a mixture, for the rows the
+   mixture gave it (the single-task baseline a generalist is compared with).
 """
 
+import copy
 import functools
 import importlib.util
 import os
@@ -119,6 +121,30 @@ def prepare_data(
   if rows:
     print_fn(generation.format_table(rows))
   return rows
+
+
+def alone_config(config, task: str, share: float):
+  """`config` on `task` alone, for the rows a mixture gave it: `share` (its rate) of every batch.
+
+  The baseline a generalist's text or caption score is set against: the same model, batch and
+  peak learning rate, trained on that task only for the same number of its sequences (so the same
+  tokens), with the warm-up scaled by `share` and the cosine decay ending at its last step.
+  """
+  if not 0 < share <= 1:
+    raise ValueError(f"share of {task!r} must be in (0, 1], got {share}")
+  alone = copy.deepcopy(config)
+  steps = max(2, round(config.train.steps * share))  # Warm-up needs a step before the decay.
+  alone.data.mixture = f"{task}=1"
+  alone.eval.tasks = task
+  alone.eval.every_steps = 0
+  alone.train.steps = steps
+  alone.train.stop_at_step = 0
+  alone.optimizer.warmup_steps = min(
+    steps - 1, max(1, round(config.optimizer.warmup_steps * share))
+  )
+  alone.optimizer.decay_steps = steps
+  alone.checkpoint.every_steps = steps
+  return alone
 
 
 def train(config, workdir: str, print_fn=_say) -> None:

@@ -357,3 +357,19 @@ def test_importing_gato_jax_data_and_envs_does_not_import_tensorflow():
   )
   env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_a_rendered_task_takes_its_state_tasks_statistics_without_rollouts(tmp_path):
+  class RendersCartPole(CountdownEnv):
+    name = "fake_pixels/cartpole"
+    state_task = "gymnax/CartPole-v1"
+
+    def reset(self, seed):
+      raise AssertionError("the baselines must not be measured on the rendered task")
+
+  data_dir = str(tmp_path)
+  stats = generation.ensure_stats(RendersCartPole(), data_dir, seed=2, num_episodes=4)
+  state = E.load_stats(data_dir, "gymnax/CartPole-v1")  # Measured on the state task.
+  assert state.random_episodes == 4 and state.random_return > 0
+  assert stats == dataclasses.replace(state, task="fake_pixels/cartpole")
+  assert E.load_stats(data_dir, "fake_pixels/cartpole") == stats

@@ -93,6 +93,16 @@ def test_unknown_tasks_are_clear_errors(tmp_path):
   ]
 
 
+def test_episodes_per_task_or_domain_override_the_default(tmp_path):
+  config = _config(tmp_path, episodes=20, task_episodes="dm_control_pixels=5, babyai/GoToObj=7")
+  assert evaluator.task_episodes(config, "dm_control_pixels/walker-stand") == 5
+  assert evaluator.task_episodes(config, "babyai/GoToObj") == 7
+  assert evaluator.task_episodes(config, "babyai/GoToLocal") == 20
+  config = _config(tmp_path, task_episodes="babyai=0")
+  with pytest.raises(ValueError, match="entry 'babyai=0' must be"):
+    evaluator.task_episodes(config, "babyai/GoToObj")
+
+
 def test_iqm_on_known_numbers():
   assert scores.iqm(np.arange(1, 9)) == pytest.approx(4.5)  # Middle four of 1..8.
   assert scores.iqm([0, 0, 1, 1, 100]) == pytest.approx(2 / 3)  # One cut from each end.
@@ -262,6 +272,43 @@ def test_gave_up_ends_the_episode_as_a_failure():
     runner.host_batch(make_env), runner.PolicyAgent(GivesUp), 3, batch_size=2
   )
   assert all(o.gave_up and o.success == 0 and o.length <= 3 for o in outcomes)
+
+
+def test_host_batch_starts_every_rows_step_before_waiting_for_any():
+  log = []
+
+  class InAnotherProcess(base.Environment):
+    """Steps as a renderer child does: step_async sends, step_wait receives."""
+
+    observation_spec = {"x": T.ContinuousSpec(())}
+    action_spec = T.DiscreteSpec((), num_values=2)
+    max_episode_steps = 10
+
+    def __init__(self, row):
+      self.row, self.t, self.pending = row, 0, None
+
+    def reset(self, seed):
+      self.t = 0
+      return {"x": np.float32(0)}
+
+    def step(self, action):
+      raise AssertionError("the batch must use step_async / step_wait")
+
+    def step_async(self, action):
+      log.append(("start", self.row))
+      self.pending = int(action)
+
+    def step_wait(self):
+      log.append(("wait", self.row))
+      self.t += 1
+      return base.StepResult({"x": np.float32(self.t)}, float(self.pending), False, self.t >= 10)
+
+  batch = runner.HostBatch([InAnotherProcess(row) for row in range(3)])
+  batch.reset([0, 1, 2])
+  rewards, terminated, truncated, _ = batch.step([1, 1, 0], np.array([True, False, True]))
+  assert sorted(log[:2]) == [("start", 0), ("start", 2)] and log[2:] == [("wait", 0), ("wait", 2)]
+  assert rewards == [1.0, None, 0.0] and terminated == [False, None, False]
+  assert batch.observation(0) == {"x": 1.0} and batch.observation(1) == {"x": 0.0}
 
 
 # --- The model agent: cache vs. full forward pass, trimming -------------------------------------

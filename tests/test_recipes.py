@@ -67,3 +67,26 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
   assert [r["step"] for r in records] == [1, 2]
   domains = {key for record in records for key in record if key.startswith("loss/")}
   assert domains == {"loss/gymnax", "loss/babyai", "loss/vision_language"}
+  # The caption baseline: the same recipe on captions alone, for the rows the mixture gave them.
+  alone = recipes.alone_config(config, subset[2], share=1 / 3)
+  assert alone.data.mixture == "vision_language/shapes_captions=1"
+  assert alone.eval.tasks == "vision_language/shapes_captions"
+  assert (alone.train.steps, alone.optimizer.warmup_steps, alone.optimizer.decay_steps) == (2, 1, 2)
+  assert config.data.mixture != alone.data.mixture  # A copy: the generalist's config is kept.
+  train.train_and_evaluate(alone, str(tmp_path / "alone"))
+  records = metrics_log.read_metrics(str(tmp_path / "alone"))
+  assert {key for record in records for key in record if key.startswith("loss/")} == {
+    "loss/vision_language"
+  }
+
+
+def test_alone_config_keeps_the_tokens_the_mixture_gave_the_task():
+  config = recipes.load_config_file("gato.py").get_config("small,generalist")
+  alone = recipes.alone_config(config, "text/cpython_docs", share=1 / 16)
+  assert alone.train.steps == round(config.train.steps / 16)
+  assert alone.train.batch_size == config.train.batch_size
+  assert alone.optimizer.warmup_steps == round(config.optimizer.warmup_steps / 16)
+  assert alone.optimizer.peak_learning_rate == config.optimizer.peak_learning_rate
+  assert alone.optimizer.decay_steps == alone.train.steps
+  with pytest.raises(ValueError, match="share of 'text/cpython_docs' must be in"):
+    recipes.alone_config(config, "text/cpython_docs", share=0)

@@ -99,6 +99,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.tasks = ""  # Comma-separated "<domain>/<task>"; empty: the mixture's tasks.
   config.eval.episodes = 50  # Rollouts per task (the paper's 50).
+  # Per-task or per-domain counts that override eval.episodes: "dm_control_pixels=10,...".
+  config.eval.task_episodes = ""
   config.eval.batch_size = 16  # Environments stepped together, one batched model call per token.
   config.eval.prompt_tokens = 256  # Prompt budget, whole timesteps (paper: 1024); 0: no prompt.
   # Prompt from a successful demonstration's start (the paper's default) | end (its
@@ -193,6 +195,8 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.data.prompt_tokens = 256
     config.eval.prompt_tokens = 256
     config.eval.episodes = 20  # Fewer than the paper's 50: 18 tasks of rollouts on two cores.
+    # A pixel step renders a frame (~75 ms): 10 rendered 1,000-step episodes cost ~8 min a task.
+    config.eval.task_episodes = "dm_control_pixels=10"
     config.eval.batch_size = 20
     config.checkpoint.every_steps = 100  # A 3-hour run stopped and continued loses little.
     config.log.every_steps = 20

@@ -128,6 +128,7 @@ class DMControlPixelsEnv(base.Environment):
     if task not in TASKS:
       raise ValueError(f"unknown DM Control task {task!r}; known tasks: {list(TASKS)}")
     self.name = f"{PIXELS_DOMAIN}/{task}"
+    self.state_task = f"dm_control/{task}"  # Whose returns these are (generation.ensure_stats).
     self.size = int(size)
     context = multiprocessing.get_context("spawn")
     self._conn, child = context.Pipe()
@@ -141,24 +142,44 @@ class DMControlPixelsEnv(base.Environment):
     self.state_observation: dict | None = None
 
   def _call(self, *request):
+    self._send(*request)
+    return self._receive()
+
+  def _send(self, *request) -> None:
     try:
       self._conn.send(request)
+    except (BrokenPipeError, ConnectionResetError) as e:
+      self._died(e)
+
+  def _receive(self):
+    try:
       ok, value = self._conn.recv()
     except (EOFError, BrokenPipeError, ConnectionResetError) as e:
-      code = self._process.exitcode
-      raise RuntimeError(f"{self.name}: the renderer process died (exit code {code})") from e
+      self._died(e)
     if not ok:
       raise RuntimeError(f"{self.name}: {value}")
     return value
+
+  def _died(self, error: Exception):
+    code = self._process.exitcode
+    raise RuntimeError(f"{self.name}: the renderer process died (exit code {code})") from error
 
   def reset(self, seed: int) -> dict:
     image, self.state_observation = self._call("reset", int(seed))
     return {"image": image}
 
   def step(self, action) -> base.StepResult:
-    image, self.state_observation, reward, terminated, truncated = self._call(
-      "step", np.asarray(action)
-    )
+    self.step_async(action)
+    return self.step_wait()
+
+  def step_async(self, action) -> None:
+    """Starts a step in the child and returns at once: `runner.HostBatch` starts every row's
+    step before waiting for any, so the children render side by side."""
+    self._send("step", np.asarray(action))
+
+  def step_wait(self) -> base.StepResult:
+    """The result of the step `step_async` started."""
+    image, self.state_observation, reward, terminated, truncated = self._receive()
     return base.StepResult({"image": image}, reward, terminated, truncated)
 
   def close(self) -> None:

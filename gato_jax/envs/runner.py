@@ -190,8 +190,15 @@ class HostBatch:
   def step(self, actions: Sequence[Any], live: np.ndarray):
     """Steps the `live` rows -> (rewards, terminated, truncated, infos), one entry per row."""
     rewards, terminated, truncated, infos = ([None] * self.num_envs for _ in range(4))
-    for row in np.flatnonzero(live):
-      result = self.envs[row].step(actions[row])
+    rows = np.flatnonzero(live)
+    # Environments that simulate in a process of their own (step_async / step_wait) all start
+    # their step before any is waited for, so they run side by side.
+    started = {row for row in rows if hasattr(self.envs[row], "step_async")}
+    for row in started:
+      self.envs[row].step_async(actions[row])
+    for row in rows:
+      env = self.envs[row]
+      result = env.step_wait() if row in started else env.step(actions[row])
       self.observations[row] = result.observation
       rewards[row], terminated[row] = result.reward, result.terminated
       truncated[row] = result.truncated

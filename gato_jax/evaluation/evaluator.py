@@ -95,6 +95,25 @@ def _mixture_tasks(config: ml_collections.ConfigDict) -> list[str]:
   return list(presets.resolve(config.data.mixture, data_tasks.available_builtin_tasks()))
 
 
+def task_episodes(config: ml_collections.ConfigDict, task: str) -> int:
+  """Rollouts of `task`: `eval.task_episodes`' count for the task or else its domain
+  ("dm_control_pixels=10,gymnax/CartPole-v1=50"), else `eval.episodes`.
+
+  Raises:
+    ValueError: for an entry that is not name=positive integer.
+  """
+  counts = {}
+  for entry in filter(None, (e.strip() for e in config.eval.get("task_episodes", "").split(","))):
+    name, _, count = entry.partition("=")
+    if not count.strip().isdigit() or int(count) < 1:
+      raise ValueError(
+        f"eval.task_episodes entry {entry!r} must be <task or domain>=<positive episodes>"
+      )
+    counts[name.strip()] = int(count)
+  domain = task.split("/", 1)[0]
+  return counts.get(task, counts.get(domain, config.eval.episodes))
+
+
 def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
   """The environment tasks to evaluate: those of `eval.tasks`, else the mixture's control tasks.
 
@@ -253,7 +272,7 @@ def evaluate_task(
   outcomes, timing = rollouts.run_task(
     make_batch,
     agent,
-    config.eval.episodes,
+    task_episodes(config, task),
     config.eval.batch_size,
     config.eval.seed,
     config.eval.max_steps,
