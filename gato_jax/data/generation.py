@@ -334,6 +334,7 @@ def generate_task(
     ("task", "agent", "episodes", "seed"),
     ("agent_version",),
   )
+  env.close()
   return TaskSummary(
     task,
     data_policy.name,

@@ -202,7 +202,10 @@ def _render_worker(conn, task: str, size: int) -> None:
     np.uint8,  # pylint: disable=protected-access
   )
   while True:
-    request = conn.recv()
+    try:
+      request = conn.recv()
+    except EOFError:
+      request = ("close",)  # The parent exited without closing the environment.
     try:
       if request[0] == "close":
         env.close()
