@@ -180,9 +180,12 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.log.every_steps = 20
   elif preset == "generalist":
     # The CPU generalist (experiments/generalist.py): 18 control tasks over five domains, text and
-    # captions, within 3 hours on two cores. A BabyAI timestep is ~150 tokens and a 64x64 pixel
-    # one 18-22, so the context is 512 (the quickstart's 256 would hold one BabyAI step).
-    # Provisional: steps and learning rate are to be set by the sweep (README, "Generalist").
+    # captions. A BabyAI timestep is ~150 tokens and a 64x64 pixel one 18-22, so the context is
+    # 512 (the quickstart's 256 would hold one BabyAI step). Not yet within the 3 hours it is meant
+    # for: measured on two cores, a step costs ~14.6 s without the pixel tasks (text rows put the
+    # logits budget of every row at 511 targets) and over 25 s with them (456 patch slots in every
+    # row go through the ResNet block); budgets per batch rather than per row are the next step
+    # (README, "Generalist"). Steps and learning rate are provisional until a sweep sets them.
     config.train.batch_size = 16
     config.train.seq_len = 512
     config.train.steps = 1800
