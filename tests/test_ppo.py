@@ -12,7 +12,7 @@ import pytest
 from gato_jax import recipes as recipe_files
 from gato_jax.data import episodes as E
 from gato_jax.envs import gymnax_envs
-from gato_jax.experts import gymnax_experts, ppo
+from gato_jax.experts import cache, gymnax_experts, ppo
 
 # Small but real: 48 updates of 8 envs x 64 steps (~25k steps). Random CartPole scores ~22;
 # this reaches 500 with seed 0 (and 430-500 in training), so > 150 leaves a wide margin.
@@ -241,7 +241,7 @@ def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(tm
   summary = gymnax_experts.train_expert(config, str(tmp_path))
   assert sorted(summary["seeds"]) == ["7", "8", "9"]
   assert summary["expert_return"] == max(summary["seeds"].values())
-  assert summary["seed"] in (7, 8, 9) and summary["recipe"] == gymnax_experts.recipe_of(config)
+  assert summary["seed"] in (7, 8, 9) and summary["recipe"] == cache.recipe(config, "ppo")
   seeds_dir = tmp_path / "CartPole-v1" / "seeds"
   assert sorted(os.listdir(seeds_dir)) == ["7", "8", "9"]
   assert not any((seeds_dir / s / "progress.pkl").exists() for s in ("7", "8", "9"))

@@ -1,5 +1,7 @@
 """SAC: its pieces on hand values, learning a toy task, DM Control experts on disk, recipes."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -276,3 +278,39 @@ def test_config_errors_are_clear():
     sac.SACConfig(tau=0.0)
   with pytest.raises(ValueError, match="log_std_min"):
     sac.SACConfig(log_std_min=1.0, log_std_max=0.0)
+
+
+def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(
+  tmp_path, monkeypatch
+):
+  from gato_jax.experts import cache
+
+  # The seed search, not SAC's learning, is under test: a tiny budget, and the baselines of 2
+  # expert episodes and a stand-in random baseline (50 episodes of 1,000 steps cost ~30 s).
+  monkeypatch.setattr(
+    dm_control_experts.episodes_lib, "random_baseline", lambda env: (1.0, 0.0, 50, None)
+  )
+  config = recipe_files.expert_recipe("dm_control/cartpole-balance")
+  config.sac.update(total_env_steps=800, random_steps=50, batch_size=32, hidden_sizes=(8,))
+  config.eval.num_episodes = 2
+  config.update(seed=3, num_seeds=2, target_return=1e9)  # Out of reach: both seeds are tried.
+  workdir = str(tmp_path)
+  summary = dm_control_experts.train_expert(config, workdir)
+  assert sorted(summary["seeds"]) == ["3", "4"] and summary["recipe"] == cache.recipe(config, "sac")
+  assert summary["expert_return"] == max(summary["seeds"].values())
+  assert summary["seed"] in (3, 4) and summary["random_return"] == 1.0
+  seeds_dir = tmp_path / "dm_control" / "cartpole-balance" / "seeds"
+  assert not any((seeds_dir / s / "progress.pkl").exists() for s in ("3", "4"))
+  expert = dm_control_experts.load_expert(workdir, "cartpole-balance")
+  assert expert.summary == summary and expert.version
+  # A killed search keeps its finished seeds: seed 4 is lost and trained again, seed 3 is not.
+  (tmp_path / "dm_control" / "cartpole-balance" / "expert.json").unlink()
+  for name in os.listdir(seeds_dir / "4"):
+    (seeds_dir / "4" / name).unlink()
+  again = dm_control_experts.train_expert(config, workdir)
+  assert again.pop("train_seconds") != summary.pop("train_seconds") and again == summary
+  # A reachable target stops at the first seed; the cached expert's recipe differs: retrained.
+  config.target_return = -1.0
+  first = dm_control_experts.train_expert(config, workdir)
+  assert list(first["seeds"]) == ["3"] and first["recipe"]["target_return"] == -1.0
+  assert dm_control_experts.train_expert(config, workdir) == first

@@ -5,7 +5,7 @@ import importlib.metadata
 import json
 import os
 import pickle
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from absl import logging
 from flax import serialization
@@ -69,3 +69,40 @@ def load_progress(path: str | None, fingerprint: dict) -> dict | None:
     logging.info("training checkpoint %s is from another run; starting over", path)
     return None
   return saved
+
+
+def recipe(config, algorithm: str) -> dict:
+  """What makes an expert (as JSON stores it): its `algorithm` config (`config.ppo`,
+  `config.sac`), first seed, number of seeds and target return. A cached expert made with
+  another recipe is trained again."""
+  made_of = dict(seed=config.seed, num_seeds=config.num_seeds, target_return=config.target_return)
+  made_of[algorithm] = config[algorithm].to_dict()
+  return json.loads(json.dumps(made_of))
+
+
+def best_of_seeds(
+  seeds: Iterable[int],
+  target_return: float | None,
+  train_seed: Callable[[int], tuple[Any, dict]],
+) -> tuple[Any, dict]:
+  """Trains `seeds` in turn until one's summary reaches `target_return`; (params, summary) of
+  the best (by "expert_return"), its summary extended with every tried seed's return ("seeds")
+  and their summed "train_seconds".
+
+  One seed of an RL recipe is fragile across CPUs (float rounding changes its run) and the data
+  needs one good expert, so both PPO and SAC experts are searched this way.
+  """
+  tried = []
+  for seed in seeds:
+    params, summary = train_seed(seed)
+    tried.append((params, summary))
+    if target_return is not None and summary["expert_return"] >= target_return:
+      break
+  if not tried:
+    raise ValueError("best_of_seeds needs at least one seed")
+  params, summary = max(tried, key=lambda t: t[1]["expert_return"])
+  return params, dict(
+    summary,
+    seeds={str(s["seed"]): s["expert_return"] for _, s in tried},
+    train_seconds=round(sum(s["train_seconds"] for _, s in tried), 1),
+  )

@@ -14,6 +14,7 @@ which consecutive groups of `action_repeat` are equal.
 
 import dataclasses
 import os
+import shutil
 import time
 from typing import Any, Callable
 
@@ -140,7 +141,12 @@ def save_expert(
   summary: dict,
 ) -> str:
   """Writes params and metadata atomically (temp files, then rename); returns the directory."""
-  directory = expert_dir(workdir, task)
+  return _write(
+    expert_dir(workdir, task), task, config, obs_keys, obs_dim, action_dim, params, summary
+  )
+
+
+def _write(directory, task, config, obs_keys, obs_dim, action_dim, params, summary) -> str:
   meta = dict(
     task=f"{DOMAIN}/{canonical_task(task)}",
     sac_config=dataclasses.asdict(config),
@@ -161,6 +167,10 @@ def load_expert(workdir: str, task: str) -> Expert:
       f"no expert trained for dm_control/{canonical_task(task)}: {directory} holds no SAC"
       f" parameters; train one with: {train_command(task, workdir)}"
     )
+  return _read(directory)
+
+
+def _read(directory: str) -> Expert:
   config_of = lambda meta: sac.SACConfig(**meta["sac_config"])
   params, meta = cache.read_expert(
     directory,
@@ -192,6 +202,12 @@ def sac_config_from(config) -> sac.SACConfig:
 def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -> dict:
   """Trains (or reloads) the expert that `config` describes, evaluates it, caches it.
 
+  Seeds `config.seed`, `config.seed + 1`, ... are trained in turn (at most `config.num_seeds`)
+  until one reaches `config.target_return`, and the best is kept (`cache.best_of_seeds`): one SAC
+  seed is not robust across CPUs. Each seed checkpoints as it trains and keeps its result under
+  `<expert dir>/seeds/<seed>/`, so a killed run resumes where it stopped. A cached expert trained
+  with another recipe (SAC config, seeds, target) is trained again.
+
   Args:
     config: an experiments/configs/experts/dm_control.py config (task, seed, sac, eval, ...).
     workdir: the expert cache (default: default_workdir()).
@@ -201,7 +217,7 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
   Returns:
     The summary stored in expert.json: the expert's and the random policy's baselines
     (`episodes.expert_baseline` over `config.eval.num_episodes` episodes, `random_baseline`),
-    the published reference and the training wall time.
+    the published reference, the seeds tried and their returns, and the training wall time.
   """
   from gato_jax.envs import dm_control_envs
 
@@ -209,31 +225,67 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
   task = canonical_task(config.task)
   env = dm_control_envs.DMControlEnv(task)
   directory = expert_dir(workdir, task)
-  if not config.overwrite and cache.has_expert(directory):
+  seeds_dir = os.path.join(directory, "seeds")
+  recipe = cache.recipe(config, "sac")
+  if config.overwrite:
+    shutil.rmtree(seeds_dir, ignore_errors=True)
+  elif cache.has_expert(directory):
     expert = load_expert(workdir, task)
-    if not reevaluate:
+    if expert.summary.get("recipe") != recipe:
+      logging.info(
+        "%s: the cached expert in %s has another recipe; training again", env.name, directory
+      )
+    elif not reevaluate:
       logging.info("%s: reusing the cached expert in %s", env.name, directory)
       return expert.summary
-    summary = _evaluate_expert(config, env, expert)
-    summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
-    save_expert(
-      workdir,
-      task,
-      expert.config,
-      expert.obs_keys,
-      expert.obs_dim,
-      expert.action_dim,
-      expert.params,
-      summary,
-    )
-    return summary
+    else:
+      summary = _evaluate_expert(config, env, expert)
+      summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
+      _write(
+        directory,
+        task,
+        expert.config,
+        expert.obs_keys,
+        expert.obs_dim,
+        expert.action_dim,
+        expert.params,
+        summary,
+      )
+      return summary
 
   sac_config = sac_config_from(config)
+  params, summary = cache.best_of_seeds(
+    range(config.seed, config.seed + max(1, config.num_seeds)),
+    config.target_return,
+    lambda seed: _train_seed(config, env, sac_config, seed, os.path.join(seeds_dir, str(seed))),
+  )
+  obs_dim, action_dim = sac.problem_dims(env)
+  save_expert(
+    workdir, task, sac_config, sac.observation_keys(env), obs_dim, action_dim, params, summary
+  )
+  return summary
+
+
+def _train_seed(config, env, sac_config: sac.SACConfig, seed: int, directory: str):
+  """One seed's (params, summary), trained and evaluated, or found in `directory` from an
+  earlier (killed) run of the same recipe."""
+  recipe = cache.recipe(config, "sac")
+  if cache.has_expert(directory):
+    expert = _read(directory)
+    if expert.summary.get("recipe") == recipe:
+      logging.info(
+        "%s: seed %d was trained earlier (return %.1f)",
+        env.name,
+        seed,
+        expert.summary["expert_return"],
+      )
+      return expert.params, expert.summary
 
   def log(step, metrics):
     logging.info(
-      "%s step %d: return %.1f q %.1f entropy %.2f alpha %.4f",
+      "%s seed %d step %d: return %.1f q %.1f entropy %.2f alpha %.4f",
       env.name,
+      seed,
       step,
       metrics["episode_return"],
       metrics.get("q", float("nan")),
@@ -244,37 +296,35 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
   start = time.time()
   # Checkpoints as episodes end: a killed run (hours for walker-walk) resumes there.
   progress = os.path.join(directory, "progress.pkl")
-  params, history = sac.train(
-    env, sac_config, config.seed, config.log_every, log, checkpoint=progress
-  )
+  params, history = sac.train(env, sac_config, seed, config.log_every, log, checkpoint=progress)
   train_seconds = time.time() - start
   obs_keys = sac.observation_keys(env)
   obs_dim, action_dim = sac.problem_dims(env)
-  expert = Expert(
-    task=env.name,
-    config=sac_config,
-    obs_keys=obs_keys,
-    obs_dim=obs_dim,
-    action_dim=action_dim,
-    params=params,
-    summary={},
-  )
+  expert = Expert(env.name, sac_config, obs_keys, obs_dim, action_dim, params, {})
   summary = _evaluate_expert(config, env, expert)
   tail = history["episode_return"][-5:]
   summary.update(
     train_seconds=round(train_seconds, 1),
-    seed=int(config.seed),
+    seed=seed,
     train_env_steps=sac_config.agent_steps * sac_config.action_repeat,
     final_training_return=float(tail.mean()) if len(tail) else None,
+    recipe=recipe,
   )
-  save_expert(workdir, task, sac_config, obs_keys, obs_dim, action_dim, params, summary)
+  _write(directory, env.name, sac_config, obs_keys, obs_dim, action_dim, params, summary)
   if os.path.exists(progress):
     os.remove(progress)
-  return summary
+  return params, summary
 
 
 # Summary fields that describe training, kept when an expert is only re-evaluated.
-_TRAINING_KEYS = ("train_seconds", "seed", "train_env_steps", "final_training_return")
+_TRAINING_KEYS = (
+  "train_seconds",
+  "seed",
+  "seeds",
+  "train_env_steps",
+  "final_training_return",
+  "recipe",
+)
 
 
 def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:

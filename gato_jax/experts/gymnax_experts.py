@@ -10,7 +10,6 @@ The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GAT
 
 import dataclasses
 import functools
-import json
 import os
 import shutil
 import time
@@ -180,7 +179,7 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
       k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.ppo.to_dict().items()
     }
   )
-  recipe = recipe_of(config)
+  recipe = cache.recipe(config, "ppo")
   directory = expert_dir(workdir, env_id)
   seeds_dir = os.path.join(directory, "seeds")
   if config.overwrite:
@@ -200,38 +199,20 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
       save_expert(workdir, env_id, expert.config, expert.params, summary)
       return summary
 
-  tried = []
-  for seed in range(config.seed, config.seed + max(1, config.num_seeds)):
-    params, summary = _train_seed(config, ppo_config, seed, os.path.join(seeds_dir, str(seed)))
-    tried.append((summary, params))
-    if config.target_return is not None and summary["expert_return"] >= config.target_return:
-      break
-  summary, params = max(tried, key=lambda t: t[0]["expert_return"])
-  summary = dict(
-    summary,
-    seeds={str(s["seed"]): s["expert_return"] for s, _ in tried},
-    train_seconds=round(sum(s["train_seconds"] for s, _ in tried), 1),
+  params, summary = cache.best_of_seeds(
+    range(config.seed, config.seed + max(1, config.num_seeds)),
+    config.target_return,
+    lambda seed: _train_seed(config, ppo_config, seed, os.path.join(seeds_dir, str(seed))),
   )
   save_expert(workdir, env_id, ppo_config, params, summary)
   return summary
-
-
-def recipe_of(config) -> dict:
-  """What makes an expert: its PPO config, seeds and target (as JSON stores it)."""
-  recipe = dict(
-    ppo=config.ppo.to_dict(),
-    seed=config.seed,
-    num_seeds=config.num_seeds,
-    target_return=config.target_return,
-  )
-  return json.loads(json.dumps(recipe))
 
 
 def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) -> tuple[Any, dict]:
   """One seed's (params, summary), trained and evaluated, or found in `directory` from an
   earlier (killed) run of the same recipe."""
   env_id = gymnax_envs.canonical_id(config.env_id)
-  recipe = recipe_of(config)
+  recipe = cache.recipe(config, "ppo")
   template = lambda meta: ppo.init_params(env_id, ppo_config, jax.random.key(0))
   if cache.has_expert(directory):
     params, meta = cache.read_expert(directory, template)
