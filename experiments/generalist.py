@@ -56,8 +56,6 @@ _STAGES = flags.DEFINE_list(
   "stages", ["data", "train", "eval", "alone"], "Which stages to run, in order."
 )
 STAGES = ("data", "train", "eval", "alone")
-# Scores of the text and vision-language sections set beside the single-task baselines.
-COMPARED = {"text": ("perplexity",), "vision_language": ("cider", "bleu4", "vqa_accuracy")}
 
 
 def newest_results(workdir: str) -> dict:
@@ -87,10 +85,10 @@ def train_alone(cfg, workdir: str, generalist: dict) -> str:
     alone_dir = os.path.join(workdir, "alone", data_tasks.seqio_name(task))
     recipes.train(alone, alone_dir)
     results = evaluator.evaluate(alone, alone_dir)
-    section = "text" if task.startswith("text/") else "vision_language"
+    section = next(s for s in evaluator.NON_CONTROL_SECTIONS if task in results.get(s, {}))
     ours, theirs = generalist.get(section, {}).get(task, {}), results[section][task]
     rows[task] = {"generalist": ours, "alone": theirs, "alone_steps": alone.train.steps}
-    for metric in COMPARED[section]:
+    for metric in evaluator.NON_CONTROL_METRICS:
       if theirs.get(metric) is None:
         continue
       mine = ours.get(metric)

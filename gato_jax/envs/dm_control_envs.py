@@ -16,6 +16,7 @@ state the frame shows, so pixel demonstrations are the state expert's own rollou
 
 import multiprocessing
 import os
+from typing import NoReturn
 
 import numpy as np
 
@@ -160,7 +161,7 @@ class DMControlPixelsEnv(base.Environment):
       raise RuntimeError(f"{self.name}: {value}")
     return value
 
-  def _died(self, error: Exception):
+  def _died(self, error: Exception) -> NoReturn:
     code = self._process.exitcode
     raise RuntimeError(f"{self.name}: the renderer process died (exit code {code})") from error
 

@@ -194,8 +194,9 @@ class HostBatch:
     # Environments that simulate in a process of their own (step_async / step_wait) all start
     # their step before any is waited for, so they run side by side.
     started = {row for row in rows if hasattr(self.envs[row], "step_async")}
-    for row in started:
-      self.envs[row].step_async(actions[row])
+    for row in rows:
+      if row in started:
+        self.envs[row].step_async(actions[row])
     for row in rows:
       env = self.envs[row]
       result = env.step_wait() if row in started else env.step(actions[row])
