@@ -1,4 +1,4 @@
-r"""The CPU generalist: one small Gato over five control domains, text and captions.
+r"""The CPU generalist: one small Gato over four control domains, text and captions.
 
   python experiments/generalist.py [--workdir=~/.cache/gato_jax/generalist] [--stages=...] \
       [--config=experiments/configs/gato.py:small,generalist] [--config.train.steps=...]

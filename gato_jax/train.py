@@ -7,6 +7,7 @@ checkpoints as configured. `train.stop_at_step` ends the run early exactly as a 
 would: after a checkpoint, with nothing else changed, so rerunning without it finishes the run.
 """
 
+import functools
 import os
 import time
 from typing import Any
@@ -25,7 +26,7 @@ from gato_jax.training.step import (
   abstract_param_count,
   create_train_state,
   make_train_step,
-  max_targets_per_row,
+  host_budget,
 )
 
 
@@ -106,13 +107,14 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
   )
 
 
-def _global_max(value: int) -> int:
-  """The maximum of `value` over all processes (every process must call this)."""
+def _global_max(values: tuple[int, ...]) -> tuple[int, ...]:
+  """The elementwise maximum of `values` over all processes (every process must call this)."""
   if jax.process_count() == 1:
-    return value
+    return values
   from jax.experimental import multihost_utils
 
-  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
+  gathered = multihost_utils.process_allgather(np.asarray(values, np.int32))
+  return tuple(int(v) for v in np.max(gathered, axis=0))
 
 
 def _domain_losses(metrics: dict, data: mixture.MixtureIterator, step: int) -> dict:
@@ -228,12 +230,23 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   )
   rng = jax.random.key(config.train.seed + 1)
   tokens_per_step = config.train.batch_size * config.train.seq_len
-  flops_per_step = (
-    flops.train_flops_per_token(model_config, num_params, config.train.seq_len) * tokens_per_step
+  # Model FLOPs of a step: the output projection counts at the logits its budget computes.
+  step_flops = functools.cache(
+    lambda budget: (
+      tokens_per_step
+      * flops.train_flops_per_token(
+        model_config,
+        num_params,
+        config.train.seq_len,
+        None
+        if budget.targets is None
+        else budget.targets * budget.groups * config.train.microbatches / config.train.batch_size,
+      )
+    )
   )
   peak = flops.peak_flops()
   values: dict[str, Any] = {}
-  interval_start, interval_steps = time.perf_counter(), 0
+  interval_start, interval_steps, interval_flops = time.perf_counter(), 0, 0.0
   eval_every = config.eval.every_steps if "eval" in config else 0
   batches = data.stream(
     start, stop, threads=config.data.read_threads, processes=config.data.read_processes
@@ -241,13 +254,18 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   for step in range(start, stop):
     local_batch = next(batches)
     data.step = step + 1
-    num_targets = None
-    if config.train.logits_at_targets_only:
-      num_targets = _global_max(max_targets_per_row(local_batch))
+    budget = host_budget(
+      trainer,
+      local_batch,
+      config.train.microbatches,
+      config.train.logits_at_targets_only,
+      _global_max,
+    )
     state, metrics = train_step(
-      state, sharding.global_batch(local_batch, mesh, rules), rng, num_targets=num_targets
+      state, sharding.global_batch(local_batch, mesh, rules), rng, budget=budget
     )
     interval_steps += 1
+    interval_flops += step_flops(budget)
     done = step + 1
     if done % config.log.every_steps == 0 or done == stop:
       metrics = jax.device_get(metrics)  # Waits for the step: the interval's time is real.
@@ -258,13 +276,13 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
           **_domain_losses(metrics, data, step),
           "step_seconds": seconds,
           "tokens_per_second": tokens_per_step / seconds,
-          "flops_per_second": flops_per_step / seconds,
+          "flops_per_second": interval_flops / interval_steps / seconds,
           # Model FLOPs utilisation against the devices' dense peak (absent on CPUs).
-          **({"mfu": flops_per_step / seconds / peak} if peak else {}),
+          **({"mfu": interval_flops / interval_steps / seconds / peak} if peak else {}),
         },
       )
       logger.progress(done, values)
-      interval_start, interval_steps = time.perf_counter(), 0
+      interval_start, interval_steps, interval_flops = time.perf_counter(), 0, 0.0
     eval_metrics = {}
     if eval_every and done % eval_every == 0:
       # Imported here: evaluation pulls in the environments, which training alone never needs.

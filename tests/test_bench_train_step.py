@@ -20,7 +20,7 @@ def test_reference_decoder_and_gato_cases_run_on_cpu():
       "--config.mesh.shape=1,1,1",
       "--num_patches=0",
       "--seconds=0",
-      "--cases=reference,gato",
+      "--cases=reference,gato_padded,gato",
       "--phases",
     ],
     cwd=ROOT,
@@ -30,10 +30,12 @@ def test_reference_decoder_and_gato_cases_run_on_cpu():
     env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""},
   ).stdout
   rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-  assert [r["case"] for r in rows] == ["reference", "gato"]
+  assert [r["case"] for r in rows] == ["reference", "gato_padded", "gato"]
   for row in rows:
     assert row["tokens_per_second"] > 0 and row["batch_size"] == 4 and row["seq_len"] == 64
     assert row["batches"] == "random" and row["device"] == "cpu"
     assert 0 < row["forward_ms"] and 0 < row["gradients_ms"]
-  # Both compute logits at the same targets: the same model FLOPs per step.
+  # The reference and the padded step compute logits at the same targets: the same model FLOPs
+  # per step; budgets per batch shard compute no more.
   assert rows[0]["logits_per_row"] == rows[1]["logits_per_row"]
+  assert rows[2]["logits_per_row"] <= rows[1]["logits_per_row"]

@@ -8,7 +8,7 @@ from gato_jax import sharding
 from gato_jax import tokenizer as T
 from gato_jax.model import Batch, ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
-from gato_jax.training.step import create_train_state, make_train_step, max_targets_per_row
+from gato_jax.training.step import create_train_state, host_budget, make_train_step
 
 TINY = ModelConfig.from_size("tiny", stochastic_depth=0.0)
 
@@ -38,13 +38,16 @@ def test_microbatches_give_the_large_batch_update(logits_at_targets):
   mesh = sharding.create_mesh((2, 2, 1), jax.devices()[:4])
   opt = OptimizerConfig(peak_learning_rate=1e-3, warmup_steps=1, decay_steps=10)
   batch = _batch()
-  num_targets = max_targets_per_row(batch) if logits_at_targets else None
   results = {}
   for microbatches in (1, 4):
     state, trainer = create_train_state(TINY, opt, mesh, "fsdp", jax.random.key(0))
+    budget = host_budget(trainer, batch, microbatches, logits_at_targets)
+    # 4 batch shards: a group each of 2 rows; a microbatch of 2 rows has a group per row.
+    assert budget.groups == (4 if microbatches == 1 else 2)
+    assert (budget.targets is not None) == logits_at_targets
     step = make_train_step(trainer, batch, microbatches)
     for i in range(2):
-      state, metrics = step(state, batch, jax.random.key(i), num_targets)
+      state, metrics = step(state, batch, jax.random.key(i), budget)
     results[microbatches] = jax.device_get((state.params, metrics))
   (params_1, metrics_1), (params_4, metrics_4) = results[1], results[4]
   assert metrics_1.keys() == metrics_4.keys()

@@ -257,14 +257,90 @@ def test_remat_unrolled_and_bf16_variants(tiny_params):
   assert {x.dtype for x in jax.tree.leaves(nn.unbox(shapes))} == {jnp.dtype("float32")}
 
 
+def _proprio_groups(num_steps=4, seed=0):
+  """An episode without images: a row that needs no ResNet work."""
+  rng = np.random.default_rng(seed)
+  spec = {"proprio": T.ContinuousSpec((5,))}
+  obs = {"proprio": rng.standard_normal((num_steps, 5)).astype(np.float32)}
+  act = rng.uniform(-1, 1, (num_steps, 3)).astype(np.float32)
+  return T.tokenize_episode(obs, act, spec, T.ContinuousSpec((3,), mu_law=False))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_budgets_per_group_give_the_same_loss_gradients_and_row_losses(tiny_params, groups):
+  from gato_jax.training.step import (
+    Budget,
+    batch_loads,
+    bucket,
+    loss_and_metrics,
+    target_positions,
+  )
+
+  # Rows 0 and 3 hold images (12 patches each); rows 1 and 2 none: the padded batch gives every
+  # row 16 patch slots, the budget embeds only the real ones.
+  groups_of_rows = [_timestep_groups(seed=0), _proprio_groups(seed=1)]
+  groups_of_rows += [_proprio_groups(seed=2), _timestep_groups(seed=3)]
+  batch = batch_from_token_groups(groups_of_rows, 48, 16, TINY.patch_dim)
+  model = Gato(TINY)
+  targets, patches = batch_loads(batch, groups)
+  per_row_targets = np.asarray(batch.loss_mask[:, 1:]).sum(1)
+  assert targets == per_row_targets.reshape(groups, -1).sum(1).max()
+  assert patches == {1: 24, 2: 12, 4: 12}[groups]
+  budget = Budget(groups, bucket(targets, 4 // groups * 48), bucket(patches, 4 // groups * 16))
+  assert budget.patches == {1: 32, 2: 16, 4: 16}[groups]  # Of 64, 32 and 16 padded slots.
+  rng = jax.random.key(0)
+
+  def loss(p, b):
+    return loss_and_metrics(p, batch, rng, model, False, b)
+
+  (loss_a, metrics_a), grads_a = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(
+    tiny_params, None
+  )
+  (loss_b, metrics_b), grads_b = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(
+    tiny_params, budget
+  )
+  np.testing.assert_allclose(loss_b, loss_a, rtol=1e-6)
+  for key in ("target_tokens", "row_targets", "row_loss_sum", "loss_action"):
+    np.testing.assert_allclose(metrics_b[key], metrics_a[key], rtol=1e-5, err_msg=key)
+  np.testing.assert_array_equal(metrics_b["row_targets"], per_row_targets)
+  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)
+  # Positions index each group's rows flattened: row r, column t is (r mod B/G) T + t.
+  positions = np.asarray(target_positions(batch, budget.targets, groups))
+  rows_per_group = 4 // groups
+  for g in range(groups):
+    want = [
+      (r % rows_per_group) * 48 + t
+      for r in range(g * rows_per_group, (g + 1) * rows_per_group)
+      for t in np.flatnonzero(np.asarray(batch.loss_mask[r, 1:]))
+    ]
+    np.testing.assert_array_equal(positions[g, : len(want)], want)
+
+
+def test_budget_loads_follow_the_microbatch_split():
+  from gato_jax.training.step import batch_loads, bucket
+
+  rows = [_timestep_groups(seed=i) if i in (0, 5) else _proprio_groups(seed=i) for i in range(8)]
+  batch = batch_from_token_groups(rows, 48, 16, TINY.patch_dim)
+  # 2 microbatches take rows (0, 2, 4, 6) and (1, 3, 5, 7); 2 groups of each: (0, 2), (4, 6)...
+  targets = np.asarray(batch.loss_mask[:, 1:]).sum(1)
+  split = [targets[[0, 2]], targets[[4, 6]], targets[[1, 3]], targets[[5, 7]]]
+  assert batch_loads(batch, 2, 2) == (max(int(t.sum()) for t in split), 12)
+  assert batch_loads(batch, 1, 4)[1] == 12  # Rows 0 and 5 fall in different microbatches.
+  assert batch_loads(batch, 1, 1)[1] == 24
+  with pytest.raises(ValueError, match="3 microbatches x 1 groups do not divide 8 rows"):
+    batch_loads(batch, 1, 3)
+  assert [bucket(n, 100) for n in (0, 1, 16, 17, 64, 65, 99)] == [0, 16, 16, 32, 64, 100, 100]
+
+
 def test_logits_at_targets_only_give_the_same_loss_and_gradients(tiny_params):
-  from gato_jax.training.step import max_targets_per_row, target_bucket, target_positions
+  from gato_jax.training.step import batch_loads, bucket, target_positions
 
   batch = _batch(num_rows=3)
   model = Gato(TINY)
   full = lambda p: masked_next_token_loss(model.apply({"params": p}, batch), batch)
-  count = max_targets_per_row(batch)
-  k = target_bucket(count, batch.tokens.shape[1])
+  count = batch_loads(batch, groups=3)[0]
+  k = bucket(count, batch.tokens.shape[1] - 1)
   assert count == 6 and k == 16
   positions = target_positions(batch, k)
 

@@ -179,13 +179,12 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.checkpoint.every_steps = 200
     config.log.every_steps = 20
   elif preset == "generalist":
-    # The CPU generalist (experiments/generalist.py): 18 control tasks over five domains, text and
+    # The CPU generalist (experiments/generalist.py): 14 control tasks over four domains, text and
     # captions. A BabyAI timestep is ~150 tokens and a 64x64 pixel one 18-22, so the context is
-    # 512 (the quickstart's 256 would hold one BabyAI step). Not yet within the 3 hours it is meant
-    # for: measured on two cores, a step costs ~14.6 s without the pixel tasks (text rows put the
-    # logits budget of every row at 511 targets) and over 25 s with them (456 patch slots in every
-    # row go through the ResNet block); budgets per batch rather than per row are the next step
-    # (README, "Generalist"). Steps and learning rate are provisional until a sweep sets them.
+    # 512 (the quickstart's 256 would hold one BabyAI step). The step computes logits and ResNet
+    # patches per batch shard (training.step.Budget), not per row: a batch's one text row and few
+    # image rows no longer size every row's work (README, "Generalist", for the measured cost).
+    # Steps and learning rate are provisional until a sweep sets them.
     config.train.batch_size = 16
     config.train.seq_len = 512
     config.train.steps = 1800
@@ -197,7 +196,7 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.data.mixture = "generalist"
     config.data.prompt_tokens = 256
     config.eval.prompt_tokens = 256
-    config.eval.episodes = 20  # Fewer than the paper's 50: 18 tasks of rollouts on two cores.
+    config.eval.episodes = 20  # Fewer than the paper's 50: 14 tasks of rollouts on two cores.
     # A pixel step renders a frame (~75 ms): 10 rendered 1,000-step episodes cost ~8 min a task.
     config.eval.task_episodes = "dm_control_pixels=10"
     config.eval.batch_size = 20

@@ -33,6 +33,17 @@ def lookup(table, ids, dtype):
   return jnp.take(table, ids, axis=0).astype(dtype)
 
 
+def group_rows(x, groups: int):
+  """[B, T, ...] -> [G, (B/G) T, ...]: each group of B/G consecutive rows flattened into one.
+
+  A group per batch shard (rows split over devices in contiguous blocks) keeps a gather along the
+  flattened axis on its own device. [B] -> [G, B/G].
+  """
+  if x.shape[0] % groups:
+    raise ValueError(f"{groups} groups do not divide the batch of {x.shape[0]} rows")
+  return x.reshape((groups, -1) + x.shape[2:])
+
+
 class PatchResNet(nn.Module):
   """Patch vectors [N, P*P*C] -> embeddings [N, width] through one ResNet-v2 block."""
 
@@ -116,37 +127,56 @@ class Embedder(nn.Module):
     )
     self.patch_resnet = PatchResNet(cfg)
 
-  def __call__(self, batch: Batch, train: bool):
+  def __call__(self, batch: Batch, train: bool, patch_budget: tuple[int, int] | None = None):
+    """Token, patch and local-position embeddings [B, T, width].
+
+    `patch_budget` (G, N) runs the ResNet on each group's (see `group_rows`) first N real patches
+    only, instead of on every one of the B x P slots: a batch pads every row to the longest
+    row's patches, and a mixture with a few image rows would otherwise embed mostly padding.
+    N must be at least the real patches of any group (the trainer's `step_budget`); N = 0 skips
+    the ResNet (no row has an image).
+    """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     x = nn.with_logical_constraint(lookup(self.token_table, batch.tokens, dtype), ACT)  # [B, T, E]
     b, t = batch.tokens.shape
     num_patches = batch.patches.shape[1]
-    if num_patches:  # Static: batches without images skip the ResNet entirely.
+    groups, budget = patch_budget or (b, num_patches)
+    if num_patches and budget:  # Static: batches without images skip the ResNet entirely.
       if batch.patches.shape[-1] != cfg.patch_dim:
         raise ValueError(
           f"patches have size {batch.patches.shape[-1]}, the model expects"
           f" {cfg.patch_dim} ({cfg.patch_size}x{cfg.patch_size}x{cfg.image_channels})"
         )
-      patch_emb = self.patch_resnet(batch.patches.reshape(b * num_patches, -1))
+      is_patch = batch.kinds == TokenKind.IMAGE_PATCH  # [B, T]
+      counts = jnp.sum(is_patch, axis=1)  # [B]: row b's patches are patches[b, :counts[b]].
+      real = group_rows(jnp.arange(num_patches) < counts[:, None], groups)  # [G, (B/G) P]
+      # Each group's real patches packed in row order: [G, N] indices into its slots.
+      chosen = jax.vmap(lambda r: jnp.nonzero(r, size=budget, fill_value=0)[0])(real)
+      take = lambda a: jnp.take_along_axis(
+        group_rows(a, groups), chosen.reshape(chosen.shape + (1,) * (a.ndim - 2)), axis=1
+      )
+      patch_emb = self.patch_resnet(take(batch.patches).reshape(groups * budget, -1))
       patch_emb = nn.with_logical_constraint(
-        patch_emb.reshape(b, num_patches, cfg.width), ("act_batch", None, "act_embed")
-      )  # [B, P, E]
+        patch_emb.reshape(groups, budget, cfg.width), ("act_batch", None, "act_embed")
+      )  # [G, N, E]
       rng = self.make_rng("patch_positions") if train else None
       rng_rows, rng_cols = jax.random.split(rng) if train else (None, None)
-      rows = patch_position_bins(batch.patch_rows, cfg.num_patch_position_bins, train, rng_rows)
-      cols = patch_position_bins(batch.patch_cols, cfg.num_patch_position_bins, train, rng_cols)
+      bins = cfg.num_patch_position_bins
+      rows = patch_position_bins(take(batch.patch_rows), bins, train, rng_rows)
+      cols = patch_position_bins(take(batch.patch_cols), bins, train, rng_cols)
       patch_emb = (
         patch_emb
         + lookup(self.patch_row_table, rows, dtype)
         + lookup(self.patch_col_table, cols, dtype)
       )
-      is_patch = batch.kinds == TokenKind.IMAGE_PATCH  # [B, T]
-      # The k-th patch slot of a row takes patches[k]: gather [B, P, E] -> [B, T, E].
-      index = jnp.clip(jnp.cumsum(is_patch, axis=1) - 1, 0, num_patches - 1)
-      gathered = nn.with_logical_constraint(
-        jnp.take_along_axis(patch_emb, index[..., None], axis=1), ACT
-      )
+      # A patch slot's place among its group's packed patches: the earlier rows' real patches,
+      # then its own rank in the row. Gather [G, N, E] -> [G, (B/G) T, E] -> [B, T, E].
+      grouped = group_rows(counts, groups)
+      before = (jnp.cumsum(grouped, axis=1) - grouped).reshape(b)
+      index = jnp.clip(before[:, None] + jnp.cumsum(is_patch, axis=1) - 1, 0, budget - 1)
+      gathered = jnp.take_along_axis(patch_emb, group_rows(index, groups)[..., None], axis=1)
+      gathered = nn.with_logical_constraint(gathered.reshape(b, t, cfg.width), ACT)
       x = jnp.where(is_patch[..., None], gathered, x)
     has_local = batch.local_positions >= 0
     # Observations longer than the table share its last entry rather than failing under jit.

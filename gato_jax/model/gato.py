@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.model.config import ModelConfig
-from gato_jax.model.embeddings import Embedder
+from gato_jax.model.embeddings import Embedder, group_rows
 from gato_jax.model.inputs import Batch
 from gato_jax.model.transformer import Decoder
 from gato_jax.tokenizer.constants import TokenKind, VOCAB_SIZE, padded_vocab_size
@@ -25,7 +25,14 @@ class Gato(nn.Module):
     return padded_vocab_size(self.config.vocab_multiple)
 
   @nn.compact
-  def __call__(self, batch: Batch, train: bool = False, decode: bool = False, positions=None):
+  def __call__(
+    self,
+    batch: Batch,
+    train: bool = False,
+    decode: bool = False,
+    positions=None,
+    patch_budget: tuple[int, int] | None = None,
+  ):
     """Returns float32 logits [B, T, padded vocab]; rows past the real vocabulary are -inf-like.
 
     Args:
@@ -33,17 +40,24 @@ class Gato(nn.Module):
       train: enables stochastic depth, dropout and sampled patch positions (needs the
         "dropout" and "patch_positions" rngs).
       decode: reads and extends the key/value cache (mutable "cache" collection).
-      positions: optional int32 [B, K]: project only these positions, giving logits [B, K, V].
-        Training needs logits only where the next token is a target, a few percent of the
-        positions in control data, and the vocabulary projection is the costliest layer of
-        the small models.
+      positions: optional int32 [G, K], G dividing B: project only these positions, giving
+        logits [G, K, V]. Group g is rows g B/G .. (g + 1) B/G - 1 flattened, so position
+        i t + j is row g B/G + i, column j (G = B: K positions of each row). Training needs
+        logits only where the next token is a target, a few percent of the positions in
+        control data, and the vocabulary projection is the costliest layer of the small
+        models; a group per batch shard keeps the gather on its device.
+      patch_budget: optional static (G, N): the ResNet embeds only each group's first N real
+        patches (grouped as `positions`) instead of all B x P slots (see Embedder).
     """
     cfg = self.config
     embedder = Embedder(cfg, self.vocab_size, name="embedder")
-    x = embedder(batch, train)
+    x = embedder(batch, train, patch_budget)
     x = Decoder(cfg, train, decode, name="decoder")(x, batch.segment_ids)
     if positions is not None:
-      x = jnp.take_along_axis(x, positions[..., None], axis=1)  # [B, T, E] -> [B, K, E]
+      x = nn.with_logical_constraint(
+        group_rows(x, positions.shape[0]), ("act_batch", None, "act_embed")
+      )  # [B, T, E] -> [G, (B/G) T, E]
+      x = jnp.take_along_axis(x, positions[..., None], axis=1)  # -> [G, K, E]
     x = nn.LayerNorm(
       dtype=jnp.dtype(cfg.dtype),
       param_dtype=cfg.param_dtype,

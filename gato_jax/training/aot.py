@@ -32,7 +32,9 @@ from gato_jax.training.step import (
   abstract_param_count,
   abstract_train_state,
   jit_train_step,
-  target_bucket,
+  Budget,
+  bucket,
+  shard_groups,
 )
 
 GIB = 2.0**30
@@ -246,13 +248,17 @@ def compile_train(
     lambda ndim: sharding.batch_sharding(mesh, trainer.rules, ndim),
   )
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
-  logits = None
+  microbatches = config.train.microbatches
+  groups = shard_groups(trainer, batch_size, microbatches)
+  rows_per_group = batch_size // microbatches // groups
+  logits = None  # Per row, as the FLOP count takes it.
+  budget = Budget(groups)  # Every patch slot through the ResNet: the most memory.
   if config.train.logits_at_targets_only:
-    logits = target_bucket(targets_per_row or seq_len // 2, seq_len)
+    per_group = (targets_per_row or seq_len // 2) * rows_per_group
+    budget = Budget(groups, targets=bucket(per_group, rows_per_group * seq_len))
+    logits = budget.targets / rows_per_group
   with jax.set_mesh(mesh):
-    lowered = jit_train_step(trainer, batch, logits, config.train.microbatches).lower(
-      state, batch, rng
-    )
+    lowered = jit_train_step(trainer, batch, budget, microbatches).lower(state, batch, rng)
   memory = _compile(lowered, (state, batch))
   num_params = abstract_param_count(model_config)
   step_flops = flops.train_flops_per_token(model_config, num_params, seq_len, logits) * (

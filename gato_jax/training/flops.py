@@ -46,7 +46,7 @@ def peak_flops(override_tflops: float | None = None) -> float | None:
 
 
 def train_flops_per_token(
-  cfg: ModelConfig, num_params: int, seq_len: int, logits_per_row: int | None = None
+  cfg: ModelConfig, num_params: int, seq_len: int, logits_per_row: float | None = None
 ) -> float:
   """6 N for the weights' forward and backward passes plus causal attention's 6 L T H Dh.
 

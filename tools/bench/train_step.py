@@ -7,7 +7,9 @@ r"""Training-step throughput and model FLOPs utilisation: one JSON line per case
   python tools/bench/train_step.py --config=experiments/configs/gato.py:small,quickstart \
       --config.mesh.shape=1,1,1 --batches=data --cases=matmul,gato,reference,gato,reference
 
-Cases: `gato` (the real jitted train step), `reference` (tools/bench/reference_decoder.py: same
+Cases: `gato` (the real jitted train step, each batch with its own budget as the trainer
+gives it), `gato_padded` (the same step with every row sized for the fullest row: logits at the
+most targets of any row, every patch slot through the ResNet), `reference` (tools/bench/reference_decoder.py: same
 shapes and batches, logits at the same targets, AdamW, nothing else) and `matmul` (the rate of
 one [B*T, E] x [E, 4E] float32 matmul, what the machine's matmuls reach at these shapes).
 Repeating cases alternates them, so that a loaded machine's drift hits both alike.
@@ -36,8 +38,10 @@ from gato_jax.training.step import (
   loss_and_metrics,
   create_train_state,
   make_train_step,
-  max_targets_per_row,
-  target_bucket,
+  Budget,
+  batch_loads,
+  bucket,
+  host_budget,
   target_mask,
   target_positions,
 )
@@ -48,7 +52,9 @@ _SIZES = flags.DEFINE_list("sizes", None, "Sizes to measure (default: the config
 _NUM_PATCHES = flags.DEFINE_integer("num_patches", 32, "Image-patch slots per sequence.")
 _SECONDS = flags.DEFINE_float("seconds", 5.0, "Minimum measuring time per size.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of all devices together.")
-_CASES = flags.DEFINE_list("cases", ["gato"], "gato, reference, matmul; repeats alternate.")
+_CASES = flags.DEFINE_list(
+  "cases", ["gato"], "gato, gato_padded, reference, matmul; repeats alternate."
+)
 _BATCHES = flags.DEFINE_enum(
   "batches",
   "random",
@@ -86,8 +92,15 @@ def _batches(config, model_config: ModelConfig) -> list:
   return [data.batch_at(step)[0] for step in range(_NUM_BATCHES.value)]
 
 
-def _gato_case(config, model_config, mesh, batches):
-  """(seconds per step, logits per row) of the real jitted train step, as the trainer calls it."""
+def _gato_case(config, model_config, mesh, batches, padded: bool = False):
+  """(step runner, logits per row, phase runners) of the real jitted train step.
+
+  As the trainer calls it: each batch with its own `host_budget` (logits at its targets only,
+  unless the config says otherwise; the ResNet on its real patches), compiled once per budget
+  before timing. `padded`: every row sized for the fullest row of all batches instead (logits
+  at the most targets of any row, every patch slot through the ResNet), as steps were before
+  budgets per batch shard.
+  """
   state, trainer = create_train_state(
     model_config,
     OptimizerConfig.from_dict(config.optimizer),
@@ -95,34 +108,60 @@ def _gato_case(config, model_config, mesh, batches):
     config.mesh.rules,
     jax.random.key(0),
   )
+  microbatches = config.train.microbatches
+  targets_only = config.train.logits_at_targets_only
+  if padded:
+    seq_len = config.train.seq_len
+    most = max(batch_loads(b, b.tokens.shape[0] // microbatches, microbatches)[0] for b in batches)
+    rows = config.train.batch_size // microbatches
+    budget = Budget(rows, bucket(most, seq_len - 1) if targets_only else None)
+    budgets = [budget] * len(batches)
+  else:
+    budgets = [host_budget(trainer, b, microbatches, targets_only) for b in batches]
   batches = [jax.device_put(b, batch_shardings(trainer, b)) for b in batches]
-  step = make_train_step(trainer, batches[0], config.train.microbatches)
-  # As the trainer does: logits only where the loss counts, unless the config says otherwise.
-  num_targets = None
-  if config.train.logits_at_targets_only:
-    num_targets = max(max_targets_per_row(b) for b in batches)
+  step = make_train_step(trainer, batches[0], microbatches)
   holder = {"state": state, "i": 0}
 
   def run():
-    batch = batches[holder["i"] % len(batches)]
+    i = holder["i"] % len(batches)
     holder["i"] += 1
-    holder["state"], metrics = step(holder["state"], batch, jax.random.key(0), num_targets)
+    holder["state"], metrics = step(holder["state"], batches[i], jax.random.key(0), budgets[i])
     jax.block_until_ready(metrics["loss"])
 
-  logits = None if num_targets is None else target_bucket(num_targets, config.train.seq_len)
+  for _ in batches:  # Compiles every budget before the clock starts.
+    run()
+  logits = None
+  if targets_only:  # Per row on average, as the FLOP count takes it.
+    logits = float(np.mean([b.targets * b.groups * microbatches for b in budgets]))
+    logits /= config.train.batch_size
   key = jax.random.key(0)
-
-  @jax.jit
-  def forward(params, batch):
-    with nn.logical_axis_rules(trainer.rules):
-      return loss_and_metrics(params, batch, key, trainer.model, True, logits)[0]
-
-  gradients = jax.jit(lambda params, batch: compute_gradients(params, batch, key, trainer, logits))
+  forward = jax.jit(
+    lambda params, batch, budget: _with_rules(trainer, loss_and_metrics)(
+      params, batch, key, trainer.model, True, budget
+    )[0],
+    static_argnums=2,
+  )
+  gradients = jax.jit(
+    lambda params, batch, budget: compute_gradients(params, batch, key, trainer, budget),
+    static_argnums=2,
+  )
+  pairs = list(zip(batches, budgets))
   phases = {
-    name: _cycling(lambda b, fn=fn: fn(holder["state"].params, b), batches)
+    name: _cycling(lambda pair, fn=fn: fn(holder["state"].params, *pair), pairs)
     for name, fn in (("forward", forward), ("gradients", gradients))
   }
+  for phase in phases.values():
+    for _ in pairs:
+      phase()
   return run, logits, phases
+
+
+def _with_rules(trainer, fn):
+  def wrapped(*args):
+    with nn.logical_axis_rules(trainer.rules):
+      return fn(*args)
+
+  return wrapped
 
 
 def _cycling(fn, inputs):
@@ -140,7 +179,8 @@ def _reference_case(config, model_config, mesh, batches):
   """The minimal decoder on the same batches, with the same logits budget."""
   del mesh
   seq_len = config.train.seq_len
-  num_targets = target_bucket(max(max_targets_per_row(b) for b in batches), seq_len)
+  most = max(batch_loads(b, b.tokens.shape[0])[0] for b in batches)
+  num_targets = bucket(most, seq_len - 1)
   arrays = []
   for b in batches:  # Targets, weights and positions prepared once: the step sees arrays only.
     positions = target_positions(b, num_targets)
@@ -197,10 +237,9 @@ def main(argv):
         print(json.dumps({"size": size, **_matmul_case(config, model_config)}), flush=True)
         continue
       if case not in runs:
-        if case not in ("gato", "reference"):
-          raise app.UsageError(f"unknown case {case!r}; cases: gato, reference, matmul")
-        make = _gato_case if case == "gato" else _reference_case
-        runs[case] = make(config, model_config, mesh, batches)
+        if case not in CASES:
+          raise app.UsageError(f"unknown case {case!r}; cases: {', '.join(CASES)}")
+        runs[case] = CASES[case](config, model_config, mesh, batches)
       run, logits, phases = runs[case]
       seconds = _common.time_calls(run, _SECONDS.value)
       phase_ms = {}
@@ -238,6 +277,13 @@ def main(argv):
         flush=True,
       )
 
+
+CASES = {
+  "gato": _gato_case,
+  "gato_padded": lambda *args: _gato_case(*args, padded=True),
+  "reference": _reference_case,
+  "matmul": None,
+}
 
 if __name__ == "__main__":
   app.run(main)
