@@ -72,6 +72,25 @@ def _report_user_errors(main: Callable[[list[str]], None], argv: list[str]) -> N
     os._exit(1)  # pylint: disable=protected-access
 
 
+# Compiled programs outlive the process: a resumed run, or the evaluation after training, loads
+# its train steps and decoders from here instead of compiling them again (about a minute each on
+# two cores, once per logits and patch budget). Unbounded (a size limit needs the filelock
+# package); a small model's train step is a few MB.
+COMPILATION_CACHE = "~/.cache/gato_jax/jax_compilation_cache"
+
+
+def enable_compilation_cache() -> None:
+  """JAX's persistent compilation cache in COMPILATION_CACHE, unless JAX_COMPILATION_CACHE_DIR
+  (or jax.config) already names one."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(COMPILATION_CACHE))
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """`app.run(main)` with flag typos and user errors reported as one final line."""
+  """`app.run(main)` with flag typos and user errors reported as one final line, and JAX's
+  persistent compilation cache on (`enable_compilation_cache`)."""
+  enable_compilation_cache()
   app.run(functools.partial(_report_user_errors, main), flags_parser=parse_flags)

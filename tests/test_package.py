@@ -81,3 +81,24 @@ def test_launcher_console_shows_ours_and_the_file_keeps_everything(tmp_path):
   logged = (tmp_path / "logs" / "launch.INFO").read_text()
   for message in ("progress of ours", "banner", "orbax internals", "orbax failed"):
     assert message in logged
+
+
+def test_launchers_keep_compiled_programs_across_runs(tmp_path):
+  # No cache named: launch.run puts one under the user's cache folder (HOME here).
+  code = (
+    "import jax\n"
+    "from gato_jax import launch\n"
+    "def main(argv):\n"
+    "  jax.jit(lambda x: x * 2)(1.0).block_until_ready()\n"
+    "  print(jax.config.jax_compilation_cache_dir)\n"
+    "launch.run(main)\n"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(PYTHONPATH=str(ROOT), HOME=str(tmp_path), JAX_PLATFORMS="cpu")
+  run = lambda env: subprocess.run(
+    [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+  ).stdout.strip()
+  assert run(env) == str(tmp_path / ".cache" / "gato_jax" / "jax_compilation_cache")
+  assert any((tmp_path / ".cache" / "gato_jax" / "jax_compilation_cache").iterdir())
+  # One named by the environment is kept.
+  assert run({**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}) == str(tmp_path / "mine")

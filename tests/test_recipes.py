@@ -1,11 +1,19 @@
 """Recipes: expert recipes by task name, data preparation, and the generalist preset."""
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 
 from gato_jax import recipes, train
 from gato_jax.data import example_sets, generation, presets
 from gato_jax.envs import registry
 from gato_jax.training import metrics_log
+
+ROOT = pathlib.Path(__file__).parents[1]
 
 
 def test_expert_recipes_by_task_name():
@@ -73,8 +81,48 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
   assert alone.eval.tasks == "vision_language/shapes_captions"
   assert (alone.train.steps, alone.optimizer.warmup_steps, alone.optimizer.decay_steps) == (2, 1, 2)
   assert config.data.mixture != alone.data.mixture  # A copy: the generalist's config is kept.
-  train.train_and_evaluate(alone, str(tmp_path / "alone"))
-  records = metrics_log.read_metrics(str(tmp_path / "alone"))
+  # The launcher's eval and alone stages on that run: the caption task trained alone, scored
+  # beside the generalist's newest evaluation, each stage's time recorded.
+  overrides = {
+    "data.mixture": config.data.mixture,
+    "data.policy": "random",
+    "train.steps": 2,
+    "train.batch_size": 8,
+    "checkpoint.async_save": False,
+    "log.tensorboard": False,
+    # Random-policy data has no expert statistics to normalise control returns by.
+    "eval.tasks": subset[2],
+    "eval.non_control_examples": 4,
+  }
+  subprocess.run(
+    [
+      sys.executable,
+      str(ROOT / "experiments" / "generalist.py"),
+      "--config=experiments/configs/gato.py:tiny,generalist",
+      f"--workdir={workdir}",
+      f"--data_dir={data_dir}",
+      "--stages=eval,alone",
+      *(f"--config.{key}={value}" for key, value in overrides.items()),
+    ],
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  )
+  comparison = json.loads((tmp_path / "run" / "alone" / "comparison.json").read_text())
+  assert list(comparison) == ["vision_language/shapes_captions"]
+  row = comparison["vision_language/shapes_captions"]
+  assert row["alone_steps"] == 2 and {"cider", "bleu4"} <= set(row["alone"])
+  assert set(row["generalist"]) == set(row["alone"])
+  assert (
+    "| vision_language/shapes_captions | cider |"
+    in (tmp_path / "run" / "alone" / "comparison.md").read_text()
+  )
+  stages = [json.loads(line)["stage"] for line in open(tmp_path / "run" / "stage_times.jsonl")]
+  assert stages == ["eval", "alone"]
+  records = metrics_log.read_metrics(
+    str(tmp_path / "run" / "alone" / "gato.vision_language.shapes_captions")
+  )
   assert {key for record in records for key in record if key.startswith("loss/")} == {
     "loss/vision_language"
   }
