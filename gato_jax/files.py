@@ -16,8 +16,16 @@ def write_bytes(path: str, payload: bytes) -> str:
 
 
 def write_json(path: str, value: Any) -> str:
-  """`write_bytes` of `value` as indented JSON with sorted keys (stable, diffable files)."""
-  return write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode())
+  """`write_bytes` of `value` as indented JSON with sorted keys (stable, diffable files); numpy
+  scalars and arrays are written as their Python values."""
+  payload = json.dumps(value, indent=2, sort_keys=True, default=_builtin)
+  return write_bytes(path, payload.encode())
+
+
+def _builtin(value: Any) -> Any:
+  if hasattr(value, "tolist"):  # numpy scalars and arrays
+    return value.tolist()
+  raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def write_pickle(path: str, value: Any) -> str:

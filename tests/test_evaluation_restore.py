@@ -89,3 +89,36 @@ def test_evaluate_runs_on_sharded_params(saved):
   reference = evaluator.evaluate(one_device, str(workdir / "one"), params=params, step=3)
   assert results["step"] == 3
   assert results["tasks"] == reference["tasks"]
+
+
+def test_a_rerun_evaluation_takes_the_tasks_it_finished(saved, tmp_path, monkeypatch):
+  workdir, state = saved
+  config = _config(workdir)
+  E.save_stats(E.TaskStats("gymnax/CartPole-v1", 20.0, 5.0, 5, expert_return=500.0), str(workdir))
+  out = str(tmp_path / "report")
+  first = evaluator.evaluate(config, str(workdir), output_dir=out)
+  saved_task = tmp_path / "report" / "tasks" / "gato.gymnax.CartPole_v1.json"
+  assert saved_task.is_file()
+  played = []
+  real = evaluator.evaluate_task
+  monkeypatch.setattr(
+    evaluator, "evaluate_task", lambda task, *a, **k: played.append(task) or real(task, *a, **k)
+  )
+  again = evaluator.evaluate(config, str(workdir), output_dir=out)
+  assert played == [] and again["tasks"] == first["tasks"]
+  assert again["domains"] == first["domains"]
+  # Other settings, other parameters or a file cut short: the task is played again.
+  config.eval.seed = 1
+  evaluator.evaluate(config, str(workdir), output_dir=out)
+  assert played == ["gymnax/CartPole-v1"]
+  params = jax.tree.map(lambda x: x * 1.01, state.params)
+  evaluator.evaluate(config, str(workdir), params=params, step=3, output_dir=out)
+  assert played == ["gymnax/CartPole-v1"] * 2
+  saved_task.write_text(saved_task.read_text()[:40])
+  evaluator.evaluate(config, str(workdir), params=params, step=3, output_dir=out)
+  assert played == ["gymnax/CartPole-v1"] * 3
+  # A task whose expert was measured again is scored against the new baseline.
+  E.save_stats(E.TaskStats("gymnax/CartPole-v1", 20.0, 5.0, 5, expert_return=400.0), str(workdir))
+  rescored = evaluator.evaluate(config, str(workdir), params=params, step=3, output_dir=out)
+  assert played == ["gymnax/CartPole-v1"] * 4
+  assert rescored["stats"]["gymnax/CartPole-v1"]["expert_return"] == 400.0

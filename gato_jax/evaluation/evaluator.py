@@ -10,6 +10,8 @@ Parameters come from the caller (the trainer's live state) or from the newest (o
 checkpoint in `workdir/checkpoints`.
 """
 
+import hashlib
+import json
 import os
 import time
 from typing import Any
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gato_jax import checkpoint, sharding
+from gato_jax import checkpoint, files, sharding
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, registry, runner
 from gato_jax.evaluation import model_agent, non_control, prompts, reports, rollouts, scores
@@ -295,6 +297,73 @@ def evaluate_task(
   return task_scores, stats, timing_dict
 
 
+def anchors(stats: episodes_lib.TaskStats) -> dict:
+  """What a task's normalised scores are measured against, as the results record it."""
+  return {
+    "random_return": stats.random_return,
+    "expert_return": stats.expert_return,
+    "expert_agent": stats.expert_agent,
+  }
+
+
+class TaskResults:
+  """Each finished task's results under `<reports>/tasks/`, so a killed evaluation resumes.
+
+  An evaluation of many tasks runs for an hour on two cores; a rerun of the same evaluation
+  (same parameters, eval settings, model and mixture, fingerprinted) takes the saved tasks
+  instead of playing them again. Single-process only: on several hosts every process must run
+  the same collectives, which a file one host cannot see would break.
+  """
+
+  def __init__(self, out_dir: str, config: ml_collections.ConfigDict, params: Any):
+    self.directory = os.path.join(out_dir, "tasks")
+    self.fingerprint = fingerprint(config, params)
+
+  def _path(self, task: str) -> str:
+    from gato_jax.data import tasks as data_tasks  # SeqIO: loaded only where tasks are named.
+
+    return os.path.join(self.directory, data_tasks.seqio_name(task) + ".json")
+
+  def load(self, task: str) -> dict | None:
+    """The task's saved results if this evaluation saved them, else None."""
+    try:
+      with open(self._path(task)) as f:
+        saved = json.load(f)
+    except (OSError, ValueError):  # Missing, or cut short by a kill: play the task again.
+      return None
+    if saved.get("fingerprint") != self.fingerprint:
+      return None
+    logging.info("eval %s: results of an earlier run of this evaluation", task)
+    return saved["results"]
+
+  def save(self, task: str, results: dict) -> None:
+    files.write_json(self._path(task), {"fingerprint": self.fingerprint, "results": results})
+
+
+def fingerprint(config: ml_collections.ConfigDict, params: Any) -> str:
+  """A digest of what an evaluation's results depend on: the parameters (each leaf's sum and
+  sum of squares), the model, the eval settings, the mixture and the data directory."""
+  leaves = jax.tree.leaves(params)
+  moments = jax.jit(
+    lambda xs: [
+      jnp.stack([jnp.sum(x, dtype=jnp.float32), jnp.sum(jnp.square(x), dtype=jnp.float32)])
+      for x in xs
+    ]
+  )(leaves)
+  digest = hashlib.sha256()
+  for value in jax.device_get(moments):
+    digest.update(value.tobytes())
+  settings = {
+    "model": config.model.to_dict(),
+    "eval": config.eval.to_dict(),
+    "mixture": config.data.mixture,
+    "data_dir": config.data.data_dir,
+    "shapes": [list(x.shape) for x in leaves],
+  }
+  digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+  return digest.hexdigest()
+
+
 def evaluate(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -326,21 +395,37 @@ def evaluate(
       f"nothing to evaluate: mixture {config.data.mixture!r} has no control, text"
       " or vision-language task with data; set eval.tasks"
     )
+  out_dir = output_dir or reports.results_dir(workdir, step)
+  done = TaskResults(out_dir, config, params) if jax.process_count() == 1 else None
   per_task, stats, timing = {}, {}, {}
+  data_dir = os.path.expanduser(config.data.data_dir)
   for task in names:
-    per_task[task], task_stats, timing[task] = evaluate_task(task, config, model_config, params)
-    stats[task] = {
-      "random_return": task_stats.random_return,
-      "expert_return": task_stats.expert_return,
-      "expert_agent": task_stats.expert_agent,
-    }
+    saved = done.load(task) if done else None
+    if saved is not None and saved["stats"] != anchors(episodes_lib.load_stats(data_dir, task)):
+      saved = None  # The task's expert or random baseline was measured again since.
+    if saved is None:
+      task_scores, task_stats, task_timing = evaluate_task(task, config, model_config, params)
+      saved = {
+        "scores": task_scores.to_json(),
+        "stats": anchors(task_stats),
+        "timing": task_timing,
+      }
+      if done:
+        done.save(task, saved)
+    per_task[task] = scores.TaskScores.from_json(saved["scores"])
+    stats[task], timing[task] = saved["stats"], saved["timing"]
   if per_task:
     results = scores.summarize(per_task, config.eval.bootstrap_resamples, config.eval.seed)
   else:
     results = {"tasks": {}, "domains": {}, "overall": None}
   for task in extra:
-    section, row = evaluate_non_control_task(task, config, model_config, params)
-    results.setdefault(section, {})[task] = row
+    saved = done.load(task) if done else None
+    if saved is None:
+      section, row = evaluate_non_control_task(task, config, model_config, params)
+      saved = {"section": section, "row": row}
+      if done:
+        done.save(task, saved)
+    results.setdefault(saved["section"], {})[task] = saved["row"]
   calls = sum(t["agent_calls"] for t in timing.values())
   results.update(
     step=step,
@@ -360,7 +445,7 @@ def evaluate(
     },
   )
   if jax.process_index() == 0:
-    paths = reports.write(results, output_dir or reports.results_dir(workdir, step))
+    paths = reports.write(results, out_dir)
     logging.info("evaluation reports: %s", paths)
   return results
 

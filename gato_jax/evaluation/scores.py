@@ -184,6 +184,24 @@ class TaskScores:
   successes: np.ndarray
   lengths: np.ndarray
 
+  ARRAYS = ("returns", "normalized", "successes", "lengths")
+
+  def to_json(self) -> dict:
+    """Every episode's values with their dtypes: `from_json` rebuilds these exactly."""
+    out = {"task": self.task}
+    for name in self.ARRAYS:
+      values = np.asarray(getattr(self, name))
+      out[name] = {"dtype": values.dtype.str, "values": values.tolist()}
+    return out
+
+  @classmethod
+  def from_json(cls, value: dict) -> "TaskScores":
+    arrays = {
+      name: np.asarray(value[name]["values"], dtype=np.dtype(value[name]["dtype"]))
+      for name in cls.ARRAYS
+    }
+    return cls(task=value["task"], **arrays)
+
   def summary(self) -> dict:
     """JSON-ready per-task results (means, plus the per-episode values for re-analysis)."""
     defined = self.successes[self.successes != episodes_lib.SUCCESS_UNDEFINED]
