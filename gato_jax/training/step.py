@@ -163,7 +163,8 @@ def step_budget(
   `targets` None computes logits at every position."""
   return Budget(
     groups,
-    None if targets is None else bucket(targets, rows_per_group * seq_len),
+    # A batch without targets still computes a few logits: no zero-sized arrays in the loss.
+    None if targets is None else bucket(max(targets, 1), rows_per_group * seq_len),
     bucket(patches, rows_per_group * max_patches),
   )
 
