@@ -235,7 +235,9 @@ def test_ppo_resumes_a_killed_run_exactly(tmp_path):
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, other, reference)))
 
 
-def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(tmp_path):
+def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(
+  tmp_path, monkeypatch
+):
   config = _tiny_cartpole_recipe()
   config.update(seed=7, num_seeds=3, target_return=1e9)  # Out of reach: every seed is tried.
   summary = gymnax_experts.train_expert(config, str(tmp_path))
@@ -249,8 +251,18 @@ def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(tm
   (tmp_path / "CartPole-v1" / "expert.json").unlink()
   for name in os.listdir(seeds_dir / "8"):
     (seeds_dir / "8" / name).unlink()
+  trained = []
+  real_train = ppo.train
+
+  def train_and_record(*args, **kwargs):
+    trained.append(kwargs["seed"])
+    return real_train(*args, **kwargs)
+
+  monkeypatch.setattr(ppo, "train", train_and_record)
   again = gymnax_experts.train_expert(config, str(tmp_path))
-  assert again.pop("train_seconds") != summary.pop("train_seconds") and again == summary
+  assert trained == [8]
+  del again["train_seconds"], summary["train_seconds"]
+  assert again == summary
   # A reachable target stops at the first seed; the cached expert's recipe differs: retrained.
   config.target_return = -1.0
   first = gymnax_experts.train_expert(config, str(tmp_path))
