@@ -340,18 +340,21 @@ class TaskResults:
     files.write_json(self._path(task), {"fingerprint": self.fingerprint, "results": results})
 
 
+@jax.jit
+def _leaf_moments(leaves: list) -> list:
+  # Module-level so that every evaluation of a run (one per eval interval) reuses one compile.
+  return [
+    jnp.stack([jnp.sum(x, dtype=jnp.float32), jnp.sum(jnp.square(x), dtype=jnp.float32)])
+    for x in leaves
+  ]
+
+
 def fingerprint(config: ml_collections.ConfigDict, params: Any) -> str:
   """A digest of what an evaluation's results depend on: the parameters (each leaf's sum and
   sum of squares), the model, the eval settings, the mixture and the data directory."""
   leaves = jax.tree.leaves(params)
-  moments = jax.jit(
-    lambda xs: [
-      jnp.stack([jnp.sum(x, dtype=jnp.float32), jnp.sum(jnp.square(x), dtype=jnp.float32)])
-      for x in xs
-    ]
-  )(leaves)
   digest = hashlib.sha256()
-  for value in jax.device_get(moments):
+  for value in jax.device_get(_leaf_moments(leaves)):
     digest.update(value.tobytes())
   settings = {
     "model": config.model.to_dict(),
