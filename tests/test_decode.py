@@ -12,7 +12,7 @@ import pytest
 from gato_jax import tokenizer as T
 from gato_jax.inference import CachedDecoder, decode_action, init_cache, prefill
 from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
-from gato_jax.model.transformer import Attention
+from gato_jax.model.transformer import Attention, rotary
 
 CFG = ModelConfig.from_size("tiny", max_decode_length=64)
 OBS_SPEC = {"camera": T.ImageSpec(), "mission": T.TextSpec(), "proprio": T.ContinuousSpec((3,))}
@@ -56,12 +56,14 @@ def _slice(batch, start, stop, patch_start, patch_stop):
   )
 
 
-def test_cached_logits_match_full_forward_pass(params):
+@pytest.mark.parametrize("encoding", ["none", "rope"])
+def test_cached_logits_match_full_forward_pass(params, encoding):
+  config = dataclasses.replace(CFG, position_encoding=encoding)
   groups = [_episode(3, seed) for seed in range(2)]
   length = groups[0].num_tokens  # 3 x (2 patches + 2 text + 3 proprio + | + 3 action) = 33
   batch = batch_from_token_groups(groups, length, 6, CFG.patch_dim)
-  full = np.asarray(Gato(CFG).apply({"params": params}, batch))
-  decoder = CachedDecoder(CFG, params, 2)
+  full = np.asarray(Gato(config).apply({"params": params}, batch))
+  decoder = CachedDecoder(config, params, 2)
   split = 13  # Mid-timestep: the prefix holds the first step and part of the second.
   patches_before = int((batch.kinds[0, :split] == T.TokenKind.IMAGE_PATCH).sum())
   chunks = [
@@ -169,6 +171,8 @@ def _banded_attention(next_fun, args, kwargs, context):
   q, k, v = (jnp.einsum("bte,ehd->bthd", x, weights[n]) for n in ("query", "key", "value"))
   real = segment_ids > 0
   positions = np.cumsum(real, axis=1) - 1  # [B, T]: each row counts its real tokens.
+  if context.module.config.position_encoding == "rope":
+    q, k = rotary(q, positions), rotary(k, positions)
   offset = positions[:, :, None] - positions[:, None, :]  # [B, T, T]
   band = (offset >= 0) & (offset < WINDOW) & real[:, None, :]
   mask = band & (segment_ids[:, :, None] == segment_ids[:, None, :])  # [B, T, T]
@@ -191,16 +195,19 @@ def _sliding_batch():
   return batch.replace(segment_ids=segments), length
 
 
-def test_sliding_cache_is_a_banded_causal_forward_pass(params):
+@pytest.mark.parametrize("encoding", ["none", "rope"])
+def test_sliding_cache_is_a_banded_causal_forward_pass(params, encoding):
   batch, length = _sliding_batch()
-  model = Gato(SLIDING)
+  model = Gato(dataclasses.replace(SLIDING, position_encoding=encoding))
   with nn.intercept_methods(_banded_attention):
     banded = np.asarray(model.apply({"params": params}, batch))
-  plain = np.asarray(Gato(CFG).apply({"params": params}, batch))
+  plain = np.asarray(
+    Gato(dataclasses.replace(CFG, position_encoding=encoding)).apply({"params": params}, batch)
+  )
   # Chunks of 1 to WINDOW tokens, four of them wrapping around the ring's end; each round of
   # sizes covers 3 timesteps, so the second round reuses the first's compiled shapes.
   sizes = [5, 1, 16, 11] * 2
-  cache, start, patch, chunks = init_cache(SLIDING, 2), 0, 0, []
+  cache, start, patch, chunks = init_cache(model.config, 2), 0, 0, []
   for size in sizes:
     stop = min(start + size, length)
     num_patches = int((batch.kinds[0, start:stop] == T.TokenKind.IMAGE_PATCH).sum())

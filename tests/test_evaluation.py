@@ -407,12 +407,13 @@ class Recorder(runner.Agent):
     return actions
 
 
-def test_cached_rollout_matches_full_forward_rollout(params):
+@pytest.mark.parametrize("encoding", ["none", "rope"])
+def test_cached_rollout_matches_full_forward_rollout(params, encoding):
   demo = _demo()
   sampler = prompts.PromptSampler([demo], max_tokens=24, task="toy")  # 3 whole timesteps.
   runs = {}
   # A 64-token context: the episodes outgrow it (same parameters, a shorter cache).
-  config = dataclasses.replace(CFG, max_decode_length=64)
+  config = dataclasses.replace(CFG, max_decode_length=64, position_encoding=encoding)
   for name, cls in (("cached", model_agent.ModelAgent), ("full", FullForwardAgent)):
     agent = cls(config, params, sampler, headroom=0.25)
     recorder = Recorder(agent)

@@ -21,7 +21,11 @@ from gato_jax.model import (
   batch_from_token_groups,
   init_variables,
 )
-from gato_jax.model.embeddings import patch_position_bins
+from gato_jax.model.embeddings import (
+  VALUE_INIT_LENGTH_SCALE,
+  patch_position_bins,
+  token_table_init,
+)
 from gato_jax.training.optimizer import OptimizerConfig, learning_rate_schedule
 from gato_jax.training.step import (
   abstract_param_count,
@@ -98,6 +102,33 @@ def test_bad_model_configs():
     ModelConfig.from_dict({"size": "tiny", "widht": 3})
   with pytest.raises(ValueError, match="unknown decode_cache 'ring'"):
     ModelConfig.from_size("tiny", decode_cache="ring")
+  with pytest.raises(ValueError, match="unknown position_encoding 'alibi'"):
+    ModelConfig.from_size("tiny", position_encoding="alibi")
+  with pytest.raises(ValueError, match="rope rotates pairs of head dimensions; head_dim 7"):
+    ModelConfig.from_size("tiny", position_encoding="rope", head_dim=7)
+  with pytest.raises(ValueError, match="value_init_correlation must lie in"):
+    ModelConfig.from_size("tiny", value_init_correlation=1.5)
+
+
+def test_value_bins_start_correlated_with_their_neighbours_only_when_asked():
+  key, shape, std = jax.random.key(3), (T.VOCAB_SIZE + 127, 64), 0.125
+  plain = token_table_init(std, 0.0)(key, shape)
+  np.testing.assert_array_equal(plain, nn.initializers.normal(std)(key, shape))
+  table = np.asarray(token_table_init(std, 0.6)(key, shape))
+  values = slice(T.VALUE_OFFSET, T.VALUE_OFFSET + T.NUM_BINS)
+  others = np.r_[: T.VALUE_OFFSET, T.VALUE_OFFSET + T.NUM_BINS : shape[0]]
+  np.testing.assert_array_equal(table[others], np.asarray(plain)[others])
+  bins = table[values] / std
+  assert abs(bins.std() - 1.0) < 0.1  # Every row keeps the scale of the other ids' rows.
+
+  def correlation(lag):
+    a, b = bins[: T.NUM_BINS - lag], bins[lag:]
+    return float(np.mean(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+  near, far = correlation(1), correlation(int(8 * VALUE_INIT_LENGTH_SCALE))
+  assert 0.45 < near < 0.75 and abs(far) < 0.1, (near, far)
+  iid = np.asarray(plain)[values]
+  assert abs(np.mean(np.sum(iid[:-1] * iid[1:], 1))) / std**2 / shape[1] < 0.1
 
 
 def _timestep_groups(num_steps=3, seed=0):

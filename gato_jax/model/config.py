@@ -47,6 +47,15 @@ class ModelConfig:
   # the newest max_decode_length tokens that slides past them (the paper's "Transformer-XL
   # memory"), each query attending to itself and the max_decode_length - 1 tokens before it.
   decode_cache: str = "full"
+  # none: the paper's (only local observation and patch positions; order comes from the causal
+  # mask). rope: rotary embeddings of each token's position in its row on queries and keys, so
+  # attention can prefer the current timestep's tokens by offset.
+  position_encoding: str = "none"
+  # Share of each value bin's initial embedding variance that varies smoothly with the bin (a
+  # squared-exponential correlation over VALUE_INIT_LENGTH_SCALE bins); 0: i.i.d. rows like
+  # every other id. The table stays a free lookup table; only its starting point is ordered, so
+  # neighbouring mu-law bins start out alike instead of having to be learned alike.
+  value_init_correlation: float = 0.0
 
   def __post_init__(self):
     if self.patch_resnet_channels % 32:
@@ -66,6 +75,16 @@ class ModelConfig:
       raise ValueError(f"geglu splits mlp_dim into two halves; {self.mlp_dim} is odd")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {REMAT_POLICIES}")
+    if not 0.0 <= self.value_init_correlation <= 1.0:
+      raise ValueError(
+        f"value_init_correlation must lie in [0, 1], got {self.value_init_correlation}"
+      )
+    if self.position_encoding not in POSITION_ENCODINGS:
+      raise ValueError(
+        f"unknown position_encoding {self.position_encoding!r}; choose from {POSITION_ENCODINGS}"
+      )
+    if self.position_encoding == "rope" and self.head_dim % 2:
+      raise ValueError(f"rope rotates pairs of head dimensions; head_dim {self.head_dim} is odd")
     if self.decode_cache not in DECODE_CACHES:
       raise ValueError(f"unknown decode_cache {self.decode_cache!r}; choose from {DECODE_CACHES}")
 
@@ -94,6 +113,7 @@ class ModelConfig:
 MLP_ACTIVATIONS = ("gelu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 DECODE_CACHES = ("full", "sliding")
+POSITION_ENCODINGS = ("none", "rope")
 
 # The paper's three sizes (Table of GATO_SPEC.md) and smaller ones for tests and CPU runs. Tiny's
 # width is set by the embedding table: 33,152 rows x 16 is already half a million parameters.

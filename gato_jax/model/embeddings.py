@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.inputs import Batch
-from gato_jax.tokenizer.constants import TokenKind
+from gato_jax.tokenizer.constants import NUM_BINS, VALUE_OFFSET, TokenKind
 
 # Logical axis names of weights and activations; the sharding rules map them to mesh axes.
 ACT = ("act_batch", "act_len", "act_embed")
@@ -21,6 +21,33 @@ ACT = ("act_batch", "act_len", "act_embed")
 
 def dense_init(axes):
   return nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes)
+
+
+VALUE_INIT_LENGTH_SCALE = 16.0  # Bins over which value_init_correlation's smooth part decays.
+_VALUE_INIT_FEATURES = 512
+
+
+def token_table_init(stddev: float, correlation: float):
+  """Normal(stddev) rows, except the value bins' rows: sqrt(1 - c) i.i.d. normal plus sqrt(c) a
+  smooth function of the bin (random Fourier features of a squared-exponential kernel), so that
+  every row keeps variance stddev^2 and bins i, j start with correlation about
+  c exp(-(i - j)^2 / (2 l^2))."""
+
+  def init(key, shape, dtype=jnp.float32):
+    table = jax.random.normal(key, shape, dtype) * stddev  # As nn.initializers.normal draws.
+    if correlation == 0.0:
+      return table
+    freq_key, phase_key, weight_key = jax.random.split(jax.random.fold_in(key, 1), 3)
+    bins = jnp.arange(NUM_BINS, dtype=jnp.float32)[:, None]
+    freqs = jax.random.normal(freq_key, (_VALUE_INIT_FEATURES,)) / VALUE_INIT_LENGTH_SCALE
+    phases = jax.random.uniform(phase_key, (_VALUE_INIT_FEATURES,), maxval=2 * jnp.pi)
+    features = jnp.sqrt(2.0 / _VALUE_INIT_FEATURES) * jnp.cos(bins * freqs + phases)
+    weights = stddev * jax.random.normal(weight_key, (_VALUE_INIT_FEATURES, shape[1]))
+    rows = slice(VALUE_OFFSET, VALUE_OFFSET + NUM_BINS)
+    mixed = jnp.sqrt(1.0 - correlation) * table[rows] + jnp.sqrt(correlation) * features @ weights
+    return table.at[rows].set(mixed.astype(dtype))
+
+  return init
 
 
 def lookup(table, ids, dtype):
@@ -110,7 +137,7 @@ class Embedder(nn.Module):
     self.token_table = self.param(
       "token_embedding",
       nn.with_logical_partitioning(
-        nn.initializers.normal(stddev=cfg.width**-0.5), ("vocab", "embed")
+        token_table_init(cfg.width**-0.5, cfg.value_init_correlation), ("vocab", "embed")
       ),
       (self.vocab_size, cfg.width),
       cfg.param_dtype,

@@ -16,6 +16,22 @@ from gato_jax.model.config import ModelConfig
 from gato_jax.model.embeddings import ACT, dense_init
 
 
+def rotary(x, positions):
+  """Rotary position embedding (Su et al., 2021) of x [B, T, H, Dh] at int positions [B, T]: a
+  query and key then score by their offset only, so shifted windows and refilled caches mean
+  the same."""
+  half = x.shape[-1] // 2
+  inverse_freq = ROTARY_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions[..., None, None].astype(jnp.float32) * inverse_freq  # [B, T, 1, Dh/2]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+ROTARY_BASE = 10_000.0
+
+
 class Attention(nn.Module):
   config: ModelConfig
   decode: bool = False
@@ -44,10 +60,22 @@ class Attention(nn.Module):
     act_heads = ("act_batch", "act_len", "act_heads", None)
     q, k, v = (nn.with_logical_constraint(a, act_heads) for a in (q, k, v))
 
+    batch, length = x.shape[:2]
+    if cfg.position_encoding == "rope":
+      # A token's position is its row's count of real tokens before it: decoding left-pads
+      # rows to a common chunk length, so a slot index would count padding between chunks.
+      real = segment_ids > 0
+      positions = jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1
+      if self.decode:
+        seen = self.variable("cache", "positions", lambda: jnp.zeros((batch,), jnp.int32))
+        positions = positions + seen.value[:, None]
+        if not self.is_initializing():
+          seen.value = seen.value + jnp.sum(real, axis=1, dtype=jnp.int32)
+      q, k = rotary(q, positions), rotary(k, positions)
+
     if self.decode and cfg.decode_cache == "sliding":
       out = self._sliding_cache_attention(q, k.astype(dtype), v.astype(dtype), segment_ids)
     elif self.decode:
-      batch, length = x.shape[:2]
       cache_shape = (batch, cfg.max_decode_length, cfg.num_heads, cfg.head_dim)
       cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, dtype)
       cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, dtype)
@@ -105,8 +133,8 @@ class Attention(nn.Module):
   def _sliding_cache_attention(self, q, k, v, segment_ids):
     """Attention through a ring of each row's newest W = max_decode_length real tokens.
 
-    The model has no global position encoding, so a key means the same wherever it sits in the
-    ring. Padding (segment id 0; rows are left-padded to a common chunk length) is neither
+    Keys carry no position (position_encoding "none") or their rotary one (a query scores them
+    by offset), so a key means the same wherever it sits in the ring. Padding (segment id 0; rows are left-padded to a common chunk length) is neither
     written nor attended to, so each row's ring holds its own last W real tokens: row b's n_b
     real tokens of a chunk (n_b <= W) go to slots (index_b + i) mod W, where `index_b` counts the
     real tokens the row has ever written, and its query at position p attends to the keys at
