@@ -16,6 +16,9 @@ from gato_jax.model.config import ModelConfig
 from gato_jax.model.embeddings import ACT, dense_init
 
 
+ROTARY_BASE = 10_000.0
+
+
 def rotary(x, positions):
   """Rotary position embedding (Su et al., 2021) of x [B, T, H, Dh] at int positions [B, T]: a
   query and key then score by their offset only, so shifted windows and refilled caches mean
@@ -27,9 +30,6 @@ def rotary(x, positions):
   first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
   rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
   return rotated.astype(x.dtype)
-
-
-ROTARY_BASE = 10_000.0
 
 
 class Attention(nn.Module):
@@ -134,11 +134,12 @@ class Attention(nn.Module):
     """Attention through a ring of each row's newest W = max_decode_length real tokens.
 
     Keys carry no position (position_encoding "none") or their rotary one (a query scores them
-    by offset), so a key means the same wherever it sits in the ring. Padding (segment id 0; rows are left-padded to a common chunk length) is neither
-    written nor attended to, so each row's ring holds its own last W real tokens: row b's n_b
-    real tokens of a chunk (n_b <= W) go to slots (index_b + i) mod W, where `index_b` counts the
-    real tokens the row has ever written, and its query at position p attends to the keys at
-    positions (p - W, p] of its own segment. This is a full forward pass over each row's real
+    by offset), so a key means the same wherever it sits in the ring. Padding (segment id 0;
+    rows are left-padded to a common chunk length) is neither written nor attended to, so each
+    row's ring holds its own last W real tokens: row b's n_b real tokens of a chunk (n_b <= W)
+    go to slots (index_b + i) mod W, where `index_b` counts the real tokens the row has ever
+    written, and its query at position p attends to the keys at positions (p - W, p] of its own
+    segment. This is a full forward pass over each row's real
     tokens with that banded causal mask, computed one chunk at a time.
     """
     cfg = self.config
