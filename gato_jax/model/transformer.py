@@ -61,20 +61,26 @@ class Attention(nn.Module):
     q, k, v = (nn.with_logical_constraint(a, act_heads) for a in (q, k, v))
 
     batch, length = x.shape[:2]
+    # A token's position is its row's count of real tokens before it: decoding left-pads rows
+    # to a common chunk length, so a slot index would count padding between chunks.
+    real = segment_ids > 0
+    positions = jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1  # [B, T]
+    row_seen = None
+    if self.decode and (cfg.position_encoding == "rope" or cfg.decode_cache == "sliding"):
+      # One per-row count of real tokens written so far: rotary positions and the sliding ring
+      # both continue from it.
+      seen = self.variable("cache", "row_seen", lambda: jnp.zeros((batch,), jnp.int32))
+      row_seen = seen.value
+      positions = positions + row_seen[:, None]
+      if not self.is_initializing():
+        seen.value = row_seen + jnp.sum(real, axis=1, dtype=jnp.int32)
     if cfg.position_encoding == "rope":
-      # A token's position is its row's count of real tokens before it: decoding left-pads
-      # rows to a common chunk length, so a slot index would count padding between chunks.
-      real = segment_ids > 0
-      positions = jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1
-      if self.decode:
-        seen = self.variable("cache", "positions", lambda: jnp.zeros((batch,), jnp.int32))
-        positions = positions + seen.value[:, None]
-        if not self.is_initializing():
-          seen.value = seen.value + jnp.sum(real, axis=1, dtype=jnp.int32)
       q, k = rotary(q, positions), rotary(k, positions)
 
     if self.decode and cfg.decode_cache == "sliding":
-      out = self._sliding_cache_attention(q, k.astype(dtype), v.astype(dtype), segment_ids)
+      out = self._sliding_cache_attention(
+        q, k.astype(dtype), v.astype(dtype), segment_ids, positions, row_seen
+      )
     elif self.decode:
       cache_shape = (batch, cfg.max_decode_length, cfg.num_heads, cfg.head_dim)
       cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, dtype)
@@ -130,17 +136,17 @@ class Attention(nn.Module):
     )
     return jnp.einsum("bthd,hde->bte", out, kernel.astype(dtype))
 
-  def _sliding_cache_attention(self, q, k, v, segment_ids):
+  def _sliding_cache_attention(self, q, k, v, segment_ids, query_positions, row_seen):
     """Attention through a ring of each row's newest W = max_decode_length real tokens.
 
     Keys carry no position (position_encoding "none") or their rotary one (a query scores them
     by offset), so a key means the same wherever it sits in the ring. Padding (segment id 0;
     rows are left-padded to a common chunk length) is neither written nor attended to, so each
     row's ring holds its own last W real tokens: row b's n_b real tokens of a chunk (n_b <= W)
-    go to slots (index_b + i) mod W, where `index_b` counts the real tokens the row has ever
-    written, and its query at position p attends to the keys at positions (p - W, p] of its own
-    segment. This is a full forward pass over each row's real
-    tokens with that banded causal mask, computed one chunk at a time.
+    go to slots (seen_b + i) mod W, where seen_b = `row_seen[b]` counts the real tokens the row
+    has ever written (its `query_positions` continue from it), and its query at position p
+    attends to the keys at positions (p - W, p] of its own segment. This is a full forward pass
+    over each row's real tokens with that banded causal mask, computed one chunk at a time.
     """
     cfg = self.config
     window = cfg.max_decode_length
@@ -154,14 +160,11 @@ class Attention(nn.Module):
     cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, k.dtype)
     cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, v.dtype)
     cached_segments = self.variable("cache", "segment_ids", jnp.zeros, (batch, window), jnp.int32)
-    cache_index = self.variable("cache", "index", lambda: jnp.zeros((batch,), jnp.int32))
-    index = cache_index.value[:, None]  # [B, 1]
+    seen = row_seen[:, None]  # [B, 1]
     real = segment_ids > 0  # [B, T]
-    # A real token's position is the row's count of real tokens before it.
-    query_positions = index + jnp.cumsum(real, axis=1) - 1  # [B, T]
-    # Slot s holds the row's newest position q < index_b with q = s (mod W); a negative one was
+    # Slot s holds the row's newest position q < seen_b with q = s (mod W); a negative one was
     # never written.
-    slot_positions = index - 1 - jnp.mod(index - 1 - jnp.arange(window), window)  # [B, W]
+    slot_positions = seen - 1 - jnp.mod(seen - 1 - jnp.arange(window), window)  # [B, W]
     # Attend before writing: the chunk's slots still hold keys that its earlier queries see.
     keys = jnp.concatenate([cached_key.value, k], axis=1)  # [B, W + T, H, Dh]
     values = jnp.concatenate([cached_value.value, v], axis=1)
@@ -184,7 +187,6 @@ class Attention(nn.Module):
       cached_key.value = cached_key.value.at[rows, slots].set(k, mode="drop")
       cached_value.value = cached_value.value.at[rows, slots].set(v, mode="drop")
       cached_segments.value = cached_segments.value.at[rows, slots].set(segment_ids, mode="drop")
-      cache_index.value = cache_index.value + jnp.sum(real, axis=1, dtype=jnp.int32)
     return out
 
 
