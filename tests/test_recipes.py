@@ -11,6 +11,7 @@ import pytest
 from gato_jax import recipes, train
 from gato_jax.data import example_sets, generation, presets
 from gato_jax.envs import registry
+from gato_jax.experts import cache
 from gato_jax.training import metrics_log
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -29,6 +30,15 @@ def test_expert_recipes_by_task_name():
     recipes.expert_recipe("gymnax/NoSuchGame")
   with pytest.raises(FileNotFoundError, match="no config file .*nope.py"):
     recipes.load_config_file("nope.py")
+
+
+def test_minatar_recipes_expose_the_conv_torso_and_classic_ones_keep_their_digest():
+  breakout = recipes.expert_recipe("gymnax/Breakout-MinAtar")
+  assert (breakout.ppo.conv_features, breakout.ppo.torso_size) == (0, 64)
+  breakout.ppo.conv_features = 32  # Overridable like any field (--config.ppo.conv_features).
+  assert cache.recipe(breakout, "ppo")["ppo"]["conv_features"] == 32
+  # Fields absent from a classic-control recipe keep its digest, so cached experts stay valid.
+  assert "conv_features" not in recipes.expert_recipe("gymnax/CartPole-v1").ppo
 
 
 def test_generalist_preset_spans_domains_with_experts():

@@ -144,6 +144,11 @@ def get_config(arg: str = "CartPole-v1") -> ml_collections.ConfigDict:
   config.ppo.hidden_sizes = (64, 64)  # MLP widths of actor and critic.
   config.ppo.activation = "tanh"  # "tanh" or "relu".
   config.ppo.init_log_std = 0.0  # Continuous actions: initial Gaussian log std.
+  if arg in MINATAR:
+    # Only grid observations take a convolutional torso; the classic-control recipes leave
+    # these fields out so that their recipe digests (and cached experts) stay as they are.
+    config.ppo.conv_features = 0  # > 0: 2x2 filters of a shared conv torso (Pgx's MinAtar PPO).
+    config.ppo.torso_size = 64  # Width of the ReLU layer after the conv torso.
   config.ppo.update(recipe["ppo"])
 
   config.eval = ml_collections.ConfigDict()
