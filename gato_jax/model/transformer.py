@@ -79,7 +79,7 @@ class Attention(nn.Module):
 
     if self.decode and cfg.decode_cache == "sliding":
       out = self._sliding_cache_attention(
-        q, k.astype(dtype), v.astype(dtype), segment_ids, positions, row_seen
+        q, k.astype(dtype), v.astype(dtype), segment_ids, real, positions, row_seen
       )
     elif self.decode:
       cache_shape = (batch, cfg.max_decode_length, cfg.num_heads, cfg.head_dim)
@@ -136,7 +136,7 @@ class Attention(nn.Module):
     )
     return jnp.einsum("bthd,hde->bte", out, kernel.astype(dtype))
 
-  def _sliding_cache_attention(self, q, k, v, segment_ids, query_positions, row_seen):
+  def _sliding_cache_attention(self, q, k, v, segment_ids, real, query_positions, row_seen):
     """Attention through a ring of each row's newest W = max_decode_length real tokens.
 
     Keys carry no position (position_encoding "none") or their rotary one (a query scores them
@@ -161,7 +161,6 @@ class Attention(nn.Module):
     cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, v.dtype)
     cached_segments = self.variable("cache", "segment_ids", jnp.zeros, (batch, window), jnp.int32)
     seen = row_seen[:, None]  # [B, 1]
-    real = segment_ids > 0  # [B, T]
     # Slot s holds the row's newest position q < seen_b with q = s (mod W); a negative one was
     # never written.
     slot_positions = seen - 1 - jnp.mod(seen - 1 - jnp.arange(window), window)  # [B, W]
