@@ -128,7 +128,7 @@ def test_stratified_bootstrap():
   per_task = [np.full(10, 0.2), np.full(10, 0.9), np.full(10, 0.5)]
   for name in scores.AGGREGATES:
     low, high = scores.stratified_bootstrap_ci(per_task, name, num_resamples=200)
-    expected = scores.AGGREGATES[name](scores.score_matrix(per_task))
+    expected = scores.AGGREGATES[name]([s.mean() for s in per_task])
     assert low == pytest.approx(expected) and high == pytest.approx(expected)
   # One task of 100 fair coin flips: the mean's 95% CI is 0.5 +- 1.96 * 0.05.
   coins = np.tile([0.0, 1.0], 50)
@@ -136,8 +136,14 @@ def test_stratified_bootstrap():
   # Resampling stays within each task (stratified): a task whose episodes are all 1 never
   # contributes anything else.
   assert scores.stratified_bootstrap_ci([np.ones(100), coins], "mean", 2000) == (0.7, 0.8)
+  # Tasks with different episode counts (pixel tasks are evaluated with fewer) are aggregated
+  # over their task means: the all-ones task still contributes exactly 1 to every replicate.
+  low, high = scores.stratified_bootstrap_ci([np.ones(5), coins], "mean", 2000)
+  assert 0.7 <= low < 0.75 < high <= 0.8
+  with pytest.raises(ValueError, match="at least one episode"):
+    scores.stratified_bootstrap_ci([np.ones(5), np.ones(0)], "mean")
   with pytest.raises(ValueError, match="same number of episodes"):
-    scores.stratified_bootstrap_ci([np.ones(5), coins], "mean")
+    scores.score_matrix([np.ones(5), coins])
 
 
 def test_bootstrap_with_rliable_reproduces_the_numpy_intervals():
@@ -148,8 +154,8 @@ def test_bootstrap_with_rliable_reproduces_the_numpy_intervals():
   per_task = [rng.normal(level, 0.3, 20) for level in (0.2, 0.5, 0.9, 1.1, 0.7)]
   before = np.random.get_state()[1].copy()
   pinned = {
-    "mean": (0.6473489648643913, 0.758313077192356),
-    "iqm": (0.6655425369938465, 0.7995544526501608),
+    "mean": (0.6497007626663972, 0.7598540286986861),
+    "iqm": (0.6653458351608187, 0.8003405952305933),
   }
   for name, interval in pinned.items():
     got = scores.stratified_bootstrap_ci(per_task, name, 4000)
@@ -182,6 +188,10 @@ def test_aggregate_counts_tasks_above_thresholds():
   assert (out["above_50"], out["above_80"], out["above_100"]) == (3, 2, 1)
   assert out["above_50_fraction"] == 0.75
   assert out["mean_ci"] == pytest.approx([0.575, 0.675])
+  # Different episode counts per task: every task weighs the same, through its own mean.
+  out = scores.aggregate({"a/x": [0.4, 0.6], "a/y": [0.8] * 6}, num_resamples=50)
+  assert out["mean"] == pytest.approx(0.65)
+  assert 0.6 <= out["mean_ci"][0] <= 0.65 <= out["mean_ci"][1] <= 0.7
 
 
 # --- Scripted and expert policies in place of the model ----------------------------------------

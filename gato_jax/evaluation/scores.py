@@ -9,8 +9,8 @@ headline), the interquartile mean (IQM) of the task scores, the optimality gap, 
 stratified-bootstrap confidence intervals of these, and how many tasks reach 50%, 80% and 100%
 of the expert. Aggregates and intervals are rliable's (Agarwal et al., 2021), the library the
 IQM convention comes from, with episodes as its "runs": each task's N episode scores are
-resampled with replacement within that task, task means recomputed, then aggregated, so the
-interval reflects evaluation noise without mixing tasks. Between two evaluations, rliable's
+resampled with replacement within that task (tasks may differ in episode counts), task means
+recomputed, then aggregated, so the interval reflects evaluation noise without mixing tasks. Between two evaluations, rliable's
 probability of improvement; over several, its performance profiles (`reports.plot_profiles`).
 rliable (with arch, statsmodels, pandas) is imported on first use: `import gato_jax` stays light.
 """
@@ -79,25 +79,32 @@ def iqm(values) -> float:
   return float(_rliable()[1].aggregate_iqm(values))
 
 
-# Aggregates of an [episodes, tasks] score matrix, all of the task means: IQM and optimality gap
-# over tasks as in Gato's per-task reporting (rliable pools runs, here episodes, into its IQM).
+# Aggregates of the tasks' mean scores: IQM and optimality gap over tasks as in Gato's per-task
+# reporting. Each task is averaged over its own episodes first, so tasks evaluated with different
+# episode counts (pixel tasks take fewer) weigh the same.
 AGGREGATES = {
-  "mean": lambda matrix: float(_rliable()[1].aggregate_mean(matrix)),
-  "iqm": lambda matrix: iqm(np.mean(matrix, axis=0)),
-  "optimality_gap": lambda matrix: float(
-    _rliable()[1].aggregate_optimality_gap(np.mean(matrix, axis=0))
+  "mean": lambda task_means: float(np.mean(task_means)),
+  "iqm": iqm,
+  "optimality_gap": lambda task_means: float(
+    _rliable()[1].aggregate_optimality_gap(np.asarray(task_means, np.float64))
   ),
 }
 
 
-def score_matrix(per_task: Sequence) -> np.ndarray:
-  """Tasks' episode scores as rliable's [episodes, tasks] matrix (equal counts required)."""
+def check_per_task(per_task: Sequence) -> list[np.ndarray]:
+  """Each task's episode scores as a float64 vector; a clear error if any task has none."""
   if not per_task or any(np.size(s) == 0 for s in per_task):
     raise ValueError("scores need at least one task, each with at least one episode")
-  counts = sorted({np.size(s) for s in per_task})
+  return [np.asarray(s, np.float64).reshape(-1) for s in per_task]
+
+
+def score_matrix(per_task: Sequence) -> np.ndarray:
+  """Tasks' episode scores as rliable's [episodes, tasks] matrix (equal counts required)."""
+  per_task = check_per_task(per_task)
+  counts = sorted({s.size for s in per_task})
   if len(counts) > 1:
     raise ValueError(f"every task needs the same number of episodes, got counts {counts}")
-  return np.stack([np.asarray(s, np.float64).reshape(-1) for s in per_task], axis=1)
+  return np.stack(per_task, axis=1)
 
 
 def stratified_bootstrap_ci(
@@ -109,8 +116,11 @@ def stratified_bootstrap_ci(
 ) -> tuple[float, float]:
   """rliable's percentile CI of an aggregate, resampling episodes within each task.
 
+  Each task is a separate sample of rliable's `StratifiedIndependentBootstrap` (what its
+  `get_interval_estimates` uses for a list of arrays), so tasks may have different episode counts.
+
   Args:
-    per_task: one array of episode scores per task (the same number for every task).
+    per_task: one array of episode scores per task.
     aggregate: a name in AGGREGATES, applied across the tasks' mean scores.
     num_resamples: bootstrap replicates.
     confidence: the interval's coverage (0.95 gives the 2.5 and 97.5 percentiles).
@@ -123,12 +133,13 @@ def stratified_bootstrap_ci(
     raise ValueError(f"aggregate must be one of {sorted(AGGREGATES)}, got {aggregate!r}")
   if num_resamples < 1 or not 0 < confidence < 1:
     raise ValueError("num_resamples must be >= 1 and confidence in (0, 1)")
+  per_task = check_per_task(per_task)
   library, _ = _rliable()
   fn = AGGREGATES[aggregate]
   with seeded_global_rng(seed):
     _, intervals = library.get_interval_estimates(
-      {"run": score_matrix(per_task)},
-      lambda m: np.array([fn(m)]),
+      {"run": [s[:, None] for s in per_task]},
+      lambda *tasks: np.array([fn([np.mean(t) for t in tasks])]),
       reps=num_resamples,
       confidence_interval_size=confidence,
     )
@@ -244,12 +255,11 @@ def aggregate(per_task: Mapping[str, np.ndarray], num_resamples: int = 2000, see
   if not per_task:
     raise ValueError("aggregate needs at least one task")
   names = sorted(per_task)
-  scores = [np.asarray(per_task[name], np.float64) for name in names]
-  matrix = score_matrix(scores)
-  task_means = matrix.mean(axis=0)
+  scores = check_per_task([per_task[name] for name in names])
+  task_means = np.array([s.mean() for s in scores])
   out = {"num_tasks": len(names)}
   for name, fn in AGGREGATES.items():
-    out[name] = fn(matrix)
+    out[name] = fn(task_means)
     out[f"{name}_ci"] = (
       list(stratified_bootstrap_ci(scores, name, num_resamples, seed=seed))
       if num_resamples
