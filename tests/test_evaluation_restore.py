@@ -107,6 +107,10 @@ def test_a_rerun_evaluation_takes_the_tasks_it_finished(saved, tmp_path, monkeyp
   again = evaluator.evaluate(config, str(workdir), output_dir=out)
   assert played == [] and again["tasks"] == first["tasks"]
   assert again["domains"] == first["domains"]
+  # Naming the task list or resampling the summary differently does not replay a task.
+  config.eval.tasks, config.eval.bootstrap_resamples = "gymnax/CartPole-v1", 10
+  evaluator.evaluate(config, str(workdir), output_dir=out)
+  assert played == []
   # Other settings, other parameters or a file cut short: the task is played again.
   config.eval.seed = 1
   evaluator.evaluate(config, str(workdir), output_dir=out)

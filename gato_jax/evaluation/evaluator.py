@@ -349,6 +349,10 @@ def _leaf_moments(leaves: list) -> list:
   ]
 
 
+# eval fields that select tasks or summarise them, never what a task's episodes are.
+FINGERPRINT_IGNORES = ("tasks", "every_steps", "bootstrap_resamples")
+
+
 def fingerprint(config: ml_collections.ConfigDict, params: Any) -> str:
   """A digest of what an evaluation's results depend on: the parameters (each leaf's sum and
   sum of squares), the model, the eval settings, the mixture and the data directory."""
@@ -356,9 +360,12 @@ def fingerprint(config: ml_collections.ConfigDict, params: Any) -> str:
   digest = hashlib.sha256()
   for value in jax.device_get(_leaf_moments(leaves)):
     digest.update(value.tobytes())
+  # Fields that cannot change a task's episodes are left out: adding a task to eval.tasks (a
+  # task's episode seeds do not depend on the others) must not replay the finished ones.
+  eval_settings = {k: v for k, v in config.eval.to_dict().items() if k not in FINGERPRINT_IGNORES}
   settings = {
     "model": config.model.to_dict(),
-    "eval": config.eval.to_dict(),
+    "eval": eval_settings,
     "mixture": config.data.mixture,
     "data_dir": config.data.data_dir,
     "shapes": [list(x.shape) for x in leaves],
