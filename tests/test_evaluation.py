@@ -142,8 +142,6 @@ def test_stratified_bootstrap():
   assert 0.7 <= low < 0.75 < high <= 0.8
   with pytest.raises(ValueError, match="at least one episode"):
     scores.stratified_bootstrap_ci([np.ones(5), np.ones(0)], "mean")
-  with pytest.raises(ValueError, match="same number of episodes"):
-    scores.score_matrix([np.ones(5), coins])
 
 
 def test_bootstrap_with_rliable_reproduces_the_numpy_intervals():
@@ -172,8 +170,19 @@ def test_probability_of_improvement_and_profiles(tmp_path):
   assert out["tasks"] == sorted(x)
   assert out["ci"][0] <= out["probability"] <= out["ci"][1]
   assert scores.probability_of_improvement(x, x, 50)["probability"] == pytest.approx(0.5)
+  # Per task, the Mann-Whitney statistic: P(x > y) over every pair of episodes.
+  one = {"a/0": np.array([1.0, 2.0, 3.0])}
+  other = {"a/0": np.array([0.0, 2.5]), "b/0": np.zeros(4)}
+  assert scores.probability_of_improvement(one, other, 20)["probability"] == pytest.approx(4 / 6)
+  # Tasks with fewer episodes (pixel tasks) and tasks only one run has.
+  x["p/pixels"], y["p/pixels"] = rng.normal(0.5, 0.3, 10), rng.normal(0.5, 0.3, 7)
+  y["b/only_y"] = np.zeros(20)
+  out = scores.probability_of_improvement(x, y, num_resamples=200)
+  assert out["tasks"] == sorted(x) and out["ci"][0] <= out["probability"] <= out["ci"][1]
   path = reports.plot_profiles({"x": x, "y": y}, str(tmp_path / "profiles.png"), 50)
   assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(ValueError, match="no task in common"):
+    reports.plot_profiles({"x": x, "z": {"c/0": np.ones(3)}}, str(tmp_path / "none.png"), 10)
 
 
 def test_aggregate_counts_tasks_above_thresholds():

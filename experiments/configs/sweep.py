@@ -60,6 +60,8 @@ def _cpu(config: ml_collections.ConfigDict) -> None:
   base.data.data_dir = "~/.cache/gato_jax/sweep_data"  # Its own: episode counts stay its own.
   base.eval.tasks = ",".join(tasks)
   base.eval.episodes = 10  # Few, for time: an eval point costs 1-3 min on two cores.
+  # The protocol the ladder's runs were evaluated with (end-of-episode prompt, greedy, refill).
+  base.eval.prompt_from, base.eval.temperature, base.eval.memory = "end", 0.0, "refill"
   base.eval.batch_size = 10
   base.log.every_steps = 5
   base.log.tensorboard = False  # TensorFlow's import costs more than these runs' steps.

@@ -190,22 +190,30 @@ def episode_scores(results: dict) -> dict[str, list[float]]:
 
 
 def plot_profiles(runs: dict, path: str, num_resamples: int = 2000, seed: int = 0) -> str:
-  """rliable's performance profiles of several runs (name -> task -> episode scores) as a PNG."""
+  """rliable's performance profiles of several runs (name -> task -> episode scores) as a PNG.
+
+  Over the tasks every run has; per run, at each tau, the mean over tasks of the fraction of a
+  task's episodes scoring above tau (rliable's score distribution, with each task weighed the
+  same when episode counts differ), with its stratified bootstrap interval.
+  """
   import matplotlib
 
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  from rliable import library, plot_utils
+  from rliable import plot_utils
 
-  # rliable's score distributions: per run, the fraction of episodes scoring above each tau.
+  common = sorted(set.intersection(*(set(tasks) for tasks in runs.values())))
+  if not common:
+    raise ValueError("the runs have no task in common to draw profiles over")
   taus = np.linspace(0.0, 1.5, 31)
-  with scores.seeded_global_rng(seed):
-    profiles, intervals = library.create_performance_profile(
-      {
-        name: scores.score_matrix([tasks[t] for t in sorted(tasks)]) for name, tasks in runs.items()
-      },
-      taus,
-      reps=num_resamples,
+
+  def profile(*tasks):
+    return np.array([np.mean([np.mean(t > tau) for t in tasks]) for tau in taus])
+
+  profiles, intervals = {}, {}
+  for name, tasks in runs.items():
+    profiles[name], intervals[name] = scores.bootstrap(
+      [tasks[t] for t in common], profile, num_resamples, seed=seed
     )
   fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
   plot_utils.plot_performance_profiles(

@@ -98,13 +98,34 @@ def check_per_task(per_task: Sequence) -> list[np.ndarray]:
   return [np.asarray(s, np.float64).reshape(-1) for s in per_task]
 
 
-def score_matrix(per_task: Sequence) -> np.ndarray:
-  """Tasks' episode scores as rliable's [episodes, tasks] matrix (equal counts required)."""
-  per_task = check_per_task(per_task)
-  counts = sorted({s.size for s in per_task})
-  if len(counts) > 1:
-    raise ValueError(f"every task needs the same number of episodes, got counts {counts}")
-  return np.stack(per_task, axis=1)
+def bootstrap(
+  samples: Sequence[np.ndarray],
+  func,
+  num_resamples: int = 2000,
+  confidence: float = 0.95,
+  seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+  """rliable's percentile bootstrap of `func(*samples)`, each sample resampled on its own.
+
+  `samples` are episode-score vectors (one per task, or per task and run): each is a separate
+  input of rliable's `StratifiedIndependentBootstrap` (what `get_interval_estimates` uses for a
+  list of arrays), so episodes are resampled within their own task and counts may differ.
+
+  Returns:
+    (the point estimate, [low, high] rows): func's output at the data and its interval.
+  """
+  if num_resamples < 1 or not 0 < confidence < 1:
+    raise ValueError("num_resamples must be >= 1 and confidence in (0, 1)")
+  samples = check_per_task(samples)
+  library, _ = _rliable()
+  with seeded_global_rng(seed):
+    point, intervals = library.get_interval_estimates(
+      {"run": [s[:, None] for s in samples]},
+      lambda *columns: np.atleast_1d(func(*[c[:, 0] for c in columns])),
+      reps=num_resamples,
+      confidence_interval_size=confidence,
+    )
+  return np.atleast_1d(point["run"]), np.asarray(intervals["run"]).reshape(2, -1)
 
 
 def stratified_bootstrap_ci(
@@ -114,13 +135,10 @@ def stratified_bootstrap_ci(
   confidence: float = 0.95,
   seed: int = 0,
 ) -> tuple[float, float]:
-  """rliable's percentile CI of an aggregate, resampling episodes within each task.
-
-  Each task is a separate sample of rliable's `StratifiedIndependentBootstrap` (what its
-  `get_interval_estimates` uses for a list of arrays), so tasks may have different episode counts.
+  """rliable's percentile CI of an aggregate over the tasks' mean scores (see `bootstrap`).
 
   Args:
-    per_task: one array of episode scores per task.
+    per_task: one array of episode scores per task (counts may differ).
     aggregate: a name in AGGREGATES, applied across the tasks' mean scores.
     num_resamples: bootstrap replicates.
     confidence: the interval's coverage (0.95 gives the 2.5 and 97.5 percentiles).
@@ -131,19 +149,11 @@ def stratified_bootstrap_ci(
   """
   if aggregate not in AGGREGATES:
     raise ValueError(f"aggregate must be one of {sorted(AGGREGATES)}, got {aggregate!r}")
-  if num_resamples < 1 or not 0 < confidence < 1:
-    raise ValueError("num_resamples must be >= 1 and confidence in (0, 1)")
-  per_task = check_per_task(per_task)
-  library, _ = _rliable()
   fn = AGGREGATES[aggregate]
-  with seeded_global_rng(seed):
-    _, intervals = library.get_interval_estimates(
-      {"run": [s[:, None] for s in per_task]},
-      lambda *tasks: np.array([fn([np.mean(t) for t in tasks])]),
-      reps=num_resamples,
-      confidence_interval_size=confidence,
-    )
-  low, high = np.asarray(intervals["run"]).reshape(-1)
+  _, interval = bootstrap(
+    per_task, lambda *tasks: fn([np.mean(t) for t in tasks]), num_resamples, confidence, seed
+  )
+  low, high = interval[:, 0]
   return float(low), float(high)
 
 
@@ -152,8 +162,9 @@ def probability_of_improvement(
 ) -> dict:
   """P(an episode of run x scores above one of run y), averaged over their common tasks.
 
-  rliable's `probability_of_improvement` (the Mann-Whitney statistic per task, mean over tasks)
-  with its stratified bootstrap interval; the runs' episode counts may differ.
+  rliable's `probability_of_improvement` (the Mann-Whitney statistic) per task, the mean over
+  tasks, with its stratified bootstrap interval; episode counts may differ between the runs and
+  between tasks.
 
   Args:
     x, y: task -> episode normalised scores of two evaluations (e.g. two checkpoints).
@@ -164,15 +175,23 @@ def probability_of_improvement(
   tasks = sorted(set(x) & set(y))
   if not tasks:
     raise ValueError("the two runs have no task in common")
-  library, metrics = _rliable()
-  pair = (score_matrix([x[t] for t in tasks]), score_matrix([y[t] for t in tasks]))
-  with seeded_global_rng(seed):
-    point, intervals = library.get_interval_estimates(
-      {"x>y": pair}, metrics.probability_of_improvement, reps=num_resamples
+  _, metrics = _rliable()
+  n = len(tasks)
+
+  def mean_over_tasks(*samples):
+    return np.mean(
+      [
+        metrics.probability_of_improvement(samples[t][:, None], samples[n + t][:, None])
+        for t in range(n)
+      ]
     )
+
+  point, interval = bootstrap(
+    [x[t] for t in tasks] + [y[t] for t in tasks], mean_over_tasks, num_resamples, seed=seed
+  )
   return {
-    "probability": float(point["x>y"]),
-    "ci": [float(v) for v in np.asarray(intervals["x>y"]).reshape(-1)],
+    "probability": float(point[0]),
+    "ci": [float(v) for v in interval[:, 0]],
     "tasks": tasks,
   }
 
