@@ -8,10 +8,11 @@ Per domain (and over all tasks): the mean of the tasks' normalised scores (the p
 headline), the interquartile mean (IQM) of the task scores, the optimality gap, 95%
 stratified-bootstrap confidence intervals of these, and how many tasks reach 50%, 80% and 100%
 of the expert. Aggregates and intervals are rliable's (Agarwal et al., 2021), the library the
-IQM convention comes from, with episodes as its "runs": each task's N episode scores are
+IQM convention comes from, with episodes as its "runs": each task's episode scores are
 resampled with replacement within that task (tasks may differ in episode counts), task means
-recomputed, then aggregated, so the interval reflects evaluation noise without mixing tasks. Between two evaluations, rliable's
-probability of improvement; over several, its performance profiles (`reports.plot_profiles`).
+recomputed, then aggregated, so the interval reflects evaluation noise without mixing tasks.
+Between two evaluations, rliable's probability of improvement; over several, its performance
+profiles (`reports.plot_profiles`).
 rliable (with arch, statsmodels, pandas) is imported on first use: `import gato_jax` stays light.
 """
 
