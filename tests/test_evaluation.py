@@ -186,9 +186,8 @@ def test_probability_of_improvement_and_profiles(tmp_path):
 
 
 def test_aggregate_counts_tasks_above_thresholds():
-  out = scores.aggregate(
-    {"a/x": [0.4, 0.6], "a/y": [0.8, 0.8], "a/z": [1.0, 1.2], "a/w": [0.1, 0.1]}, num_resamples=50
-  )
+  scores_in = {"a/x": [0.4, 0.6], "a/y": [0.8, 0.8], "a/z": [1.0, 1.2], "a/w": [0.1, 0.1]}
+  out = scores.aggregate(scores_in, num_resamples=50)
   # Task means 0.5, 0.8, 1.1, 0.1.
   assert out["num_tasks"] == 4
   assert out["mean"] == pytest.approx(0.625)
@@ -197,6 +196,9 @@ def test_aggregate_counts_tasks_above_thresholds():
   assert (out["above_50"], out["above_80"], out["above_100"]) == (3, 2, 1)
   assert out["above_50_fraction"] == 0.75
   assert out["mean_ci"] == pytest.approx([0.575, 0.675])
+  per_task = [np.asarray(v) for _, v in sorted(scores_in.items())]
+  for name in scores.AGGREGATES:  # One shared bootstrap gives each aggregate's own interval.
+    assert out[f"{name}_ci"] == list(scores.stratified_bootstrap_ci(per_task, name, 50))
   # Different episode counts per task: every task weighs the same, through its own mean.
   out = scores.aggregate({"a/x": [0.4, 0.6], "a/y": [0.8] * 6}, num_resamples=50)
   assert out["mean"] == pytest.approx(0.65)

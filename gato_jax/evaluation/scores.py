@@ -278,13 +278,18 @@ def aggregate(per_task: Mapping[str, np.ndarray], num_resamples: int = 2000, see
   scores = check_per_task([per_task[name] for name in names])
   task_means = np.array([s.mean() for s in scores])
   out = {"num_tasks": len(names)}
-  for name, fn in AGGREGATES.items():
-    out[name] = fn(task_means)
-    out[f"{name}_ci"] = (
-      list(stratified_bootstrap_ci(scores, name, num_resamples, seed=seed))
-      if num_resamples
-      else None
+  if num_resamples:
+    # One set of replicates for every aggregate: the resampled indices depend only on the
+    # episode counts and the seed, so each interval equals `stratified_bootstrap_ci`'s.
+    _, intervals = bootstrap(
+      scores,
+      lambda *tasks: [fn([np.mean(t) for t in tasks]) for fn in AGGREGATES.values()],
+      num_resamples,
+      seed=seed,
     )
+  for i, (name, fn) in enumerate(AGGREGATES.items()):
+    out[name] = fn(task_means)
+    out[f"{name}_ci"] = [float(v) for v in intervals[:, i]] if num_resamples else None
   for threshold in THRESHOLDS:
     count = int(np.sum(task_means >= threshold))
     key = f"above_{int(round(threshold * 100))}"
