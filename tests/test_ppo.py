@@ -104,6 +104,27 @@ def test_convolutional_torso_trains_on_minatar_grids():
   assert "conv" not in default["params"] and "torso" not in default["params"]
 
 
+def test_minatar_init_scheme_and_raw_observations():
+  """gymnax-blines' choices: Flax's init with uniform(0.05) biases, and 0/1 grids fed as they are."""
+  lecun = ppo.PPOConfig(hidden_sizes=(32,), init_scheme="lecun", scale_observations=False)
+  params = ppo.init_params("Breakout-MinAtar", lecun, jax.random.key(0))["params"]
+  biases = np.concatenate([np.ravel(layer["bias"]) for layer in params.values()])
+  assert np.all((biases >= 0) & (biases < 0.05)) and biases.std() > 0.005
+  # A non-uniform initial policy: the actor head is not scaled down to 0.01.
+  default = ppo.init_params(
+    "Breakout-MinAtar", ppo.PPOConfig(hidden_sizes=(32,)), jax.random.key(0)
+  )
+  assert np.all(np.asarray(default["params"]["actor_0"]["bias"]) == 0)
+  head_std = lambda p: float(np.std(p["params"]["actor_head"]["kernel"]))
+  assert head_std({"params": params}) > 20 * head_std(default)
+  _, scaled = ppo.make_network("Breakout-MinAtar", ppo.PPOConfig())
+  _, raw = ppo.make_network("Breakout-MinAtar", lecun)
+  grid = np.zeros((10, 10, 4), np.float32)
+  grid[3, 4, 1] = 1.0
+  np.testing.assert_array_equal(raw(grid), grid)
+  np.testing.assert_array_equal(scaled(grid), 2 * grid - 1)
+
+
 def test_config_errors_are_clear():
   with pytest.raises(ValueError, match="minibatches"):
     ppo.PPOConfig(num_envs=3, num_steps=5, num_minibatches=4)
@@ -111,6 +132,8 @@ def test_config_errors_are_clear():
     ppo.PPOConfig(total_timesteps=10, num_envs=8, num_steps=128)
   with pytest.raises(ValueError, match="activation"):
     ppo.PPOConfig(activation="gelu")
+  with pytest.raises(ValueError, match="init_scheme must be 'orthogonal' or 'lecun'"):
+    ppo.PPOConfig(init_scheme="xavier")
   with pytest.raises(ValueError, match="conv_features must be >= 0"):
     ppo.PPOConfig(conv_features=-1)
   with pytest.raises(ValueError, match="unknown gymnax task 'Pong-v5'"):

@@ -57,11 +57,21 @@ class PPOConfig:
   # derived MinAtar PPO does; 0: the flattened grid goes straight into the MLPs.
   conv_features: int = 0
   torso_size: int = 64
+  # True: bounded observation dims are mapped to [-1, 1] (`observation_normalizer`); False: fed
+  # as they are. MinAtar's 0/1 grids learn twice as fast raw (README, Experts): mapped to -1/+1,
+  # every empty cell of the 400 feeds the first layer.
+  scale_observations: bool = True
+  # "orthogonal": CleanRL's (sqrt(2) hidden layers, 0.01 actor head, 1.0 critic head, zero
+  # biases). "lecun": Flax's default kernels with uniform(0.05) biases everywhere, as
+  # gymnax-blines' MinAtar agents: a less uniform initial policy.
+  init_scheme: str = "orthogonal"
 
   def __post_init__(self):
     object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
     if self.activation not in ("tanh", "relu"):
       raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+    if self.init_scheme not in ("orthogonal", "lecun"):
+      raise ValueError(f"init_scheme must be 'orthogonal' or 'lecun', got {self.init_scheme!r}")
     if self.conv_features < 0 or self.torso_size < 1:
       raise ValueError(
         f"conv_features must be >= 0 and torso_size >= 1, got {self.conv_features},"
@@ -99,12 +109,19 @@ class ActorCritic(nn.Module):
   obs_ndim: int = 1  # Trailing observation dims that are flattened (3 for MinAtar grids).
   conv_features: int = 0
   torso_size: int = 64
+  init_scheme: str = "orthogonal"  # PPOConfig.init_scheme
 
   @nn.compact
   def __call__(self, obs):
     """obs [..., *obs_shape] -> (logits or mean [..., action_dim], value [...])."""
     act = jnp.tanh if self.activation == "tanh" else nn.relu
-    hidden = nn.initializers.orthogonal(np.sqrt(2))
+    if self.init_scheme == "lecun":
+      lecun, bias = nn.initializers.lecun_normal(), nn.initializers.uniform(0.05)
+      dense = lambda size, scale, name: nn.Dense(size, kernel_init=lecun, bias_init=bias, name=name)
+    else:
+      dense = lambda size, scale, name: nn.Dense(
+        size, kernel_init=nn.initializers.orthogonal(scale), name=name
+      )
     batch_shape = obs.shape[: obs.ndim - self.obs_ndim]
     if self.conv_features:
       if self.obs_ndim != 3:
@@ -113,18 +130,17 @@ class ActorCritic(nn.Module):
       x = nn.relu(nn.Conv(self.conv_features, (2, 2), padding="VALID", name="conv")(x))
       x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
       x = x.reshape(batch_shape + (-1,))
-      x = nn.relu(nn.Dense(self.torso_size, kernel_init=hidden, name="torso")(x))
+      x = nn.relu(dense(self.torso_size, np.sqrt(2), "torso")(x))
     else:
       x = obs.reshape(batch_shape + (-1,))  # [..., F]
 
     def mlp(h, head_size, head_scale, name):
       for i, size in enumerate(self.hidden_sizes):
-        h = act(nn.Dense(size, kernel_init=hidden, name=f"{name}_{i}")(h))
-      return nn.Dense(
-        head_size, kernel_init=nn.initializers.orthogonal(head_scale), name=f"{name}_head"
-      )(h)
+        h = act(dense(size, np.sqrt(2), f"{name}_{i}")(h))
+      return dense(head_size, head_scale, f"{name}_head")(h)
 
-    # A small actor head starts near-uniform/zero-mean; the critic head has unit scale.
+    # Orthogonal init: a small actor head starts near-uniform/zero-mean; the critic head has unit
+    # scale.
     policy_out = mlp(x, self.action_dim, 0.01, "actor")
     value = mlp(x, 1, 1.0, "critic")[..., 0]
     if self.discrete:
@@ -195,7 +211,10 @@ def make_network(env_id: str, config: PPOConfig) -> tuple[ActorCritic, Callable]
     obs_ndim=len(obs_shape),
     conv_features=config.conv_features,
     torso_size=config.torso_size,
+    init_scheme=config.init_scheme,
   )
+  if not config.scale_observations:
+    return network, lambda obs: jnp.asarray(obs, jnp.float32)
   centre, half = observation_normalizer(env_id)
   preprocess = lambda obs: (jnp.asarray(obs, jnp.float32) - centre) / half
   return network, preprocess
