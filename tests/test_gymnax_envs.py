@@ -37,16 +37,30 @@ def test_specs_and_real_timesteps_tokenize(env_id):
 )
 def test_minatar_specs(env_id, channels, actions):
   observation_spec, action_spec = gymnax_envs.gato_specs(env_id)
-  assert observation_spec == {"grid": T.DiscreteSpec((10, 10, channels), num_values=2)}
+  assert observation_spec == {"grid": T.DiscreteSpec((10, 10), num_values=2**channels)}
   assert action_spec == T.DiscreteSpec((), num_values=actions)
 
 
-def test_minatar_grid_is_discrete_zero_one():
+def test_minatar_cells_pack_the_channel_bits():
   env = gymnax_envs.GymnaxEnvironment("gymnax/Breakout-MinAtar")
-  assert env.observation_spec == {"grid": T.DiscreteSpec((10, 10, 4), num_values=2)}
+  assert env.observation_spec == {"grid": T.DiscreteSpec((10, 10), num_values=16)}
   assert env.action_spec == T.DiscreteSpec((), num_values=3)
   grid = env.reset(seed=1)["grid"]
-  assert grid.dtype == np.int32 and set(np.unique(grid)) <= {0, 1} and grid.sum() > 0
+  assert grid.dtype == np.int32 and grid.min() >= 0 and grid.max() < 16 and grid.sum() > 0
+  # Bit c of a cell is channel c of gymnax's grid; unpacking gives gymnax's observation back.
+  raw = np.zeros((2, 10, 10, 4), np.float32)
+  raw[0, 3, 4, [0, 2]] = 1.0
+  raw[1, 9, 0, 3] = 1.0
+  packed = gymnax_envs.to_gato_observation("Breakout-MinAtar", raw)["grid"]
+  assert packed.shape == (2, 10, 10) and packed[0, 3, 4] == 0b101 and packed[1, 9, 0] == 0b1000
+  assert packed.sum() == 0b101 + 0b1000
+  unpacked = gymnax_envs.to_gymnax_observation("Breakout-MinAtar", {"grid": packed})
+  np.testing.assert_array_equal(unpacked, raw)
+  channels = gymnax_envs.to_gymnax_observation(env.env_id, grid)
+  assert channels.shape == (10, 10, 4) and set(np.unique(channels)) == {0.0, 1.0}
+  np.testing.assert_array_equal(gymnax_envs.to_gato_observation(env.env_id, channels)["grid"], grid)
+  with pytest.raises(ValueError, match=r"packed \[..., 10, 10\] cells"):
+    gymnax_envs.to_gymnax_observation("Breakout-MinAtar", raw)
 
 
 def test_continuous_actions_are_unit_scaled():

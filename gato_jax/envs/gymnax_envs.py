@@ -2,8 +2,11 @@
 
 Gato's view of these tasks:
   * classic control: observation {"state": ContinuousSpec((n,))} (mu-law binned floats);
-  * MinAtar: observation {"grid": DiscreteSpec((10, 10, C), num_values=2)}. The channels are 0/1
-    object maps, i.e. discrete values, not an image, so each cell becomes one value token;
+  * MinAtar: observation {"grid": DiscreteSpec((10, 10), num_values=2**C)}. The C channels are
+    0/1 object maps, i.e. discrete values, not an image; each cell becomes one value token, its
+    channels' bits packed into one integer (bit c = channel c), so a timestep is 100 tokens
+    rather than 100 x C (400 to 700, more than the generalist's 512-token context);
+    `to_gymnax_observation` unpacks them for the PPO experts, which see gymnax's grid;
   * actions: DiscreteSpec(num_values=n), or ContinuousSpec((d,), mu_law=False) in [-1, 1] that
     `unit_to_env_action` rescales to the environment's bounds (Pendulum's torque is in [-2, 2]).
 
@@ -80,7 +83,8 @@ def gato_specs(env_id: str) -> tuple[dict, Any]:
   env, params = make(env_id)
   obs_shape = tuple(env.observation_space(params).shape)
   if is_minatar(env_id):
-    observation_spec = {"grid": token_specs.DiscreteSpec(obs_shape, num_values=2)}
+    *cells, channels = obs_shape
+    observation_spec = {"grid": token_specs.DiscreteSpec(tuple(cells), num_values=2**channels)}
   else:
     observation_spec = {"state": token_specs.ContinuousSpec(obs_shape, mu_law=True)}
   space = env.action_space(params)
@@ -104,8 +108,29 @@ def to_gato_observation(env_id: str, obs) -> dict:
   """A gymnax observation (float32, MinAtar's 0./1.) -> the adapter's numpy observation dict."""
   obs = np.asarray(obs)
   if is_minatar(env_id):
-    return {"grid": np.rint(obs).astype(np.int32)}
+    bits = np.rint(obs).astype(np.int32)
+    return {
+      "grid": np.sum(bits << np.arange(bits.shape[-1], dtype=np.int32), axis=-1, dtype=np.int32)
+    }
   return {"state": obs.astype(np.float32)}
+
+
+def to_gymnax_observation(env_id: str, observation) -> np.ndarray:
+  """The adapter's observation (dict or its one array, batched or not) -> gymnax's float32 array:
+  the inverse of `to_gato_observation` (MinAtar's packed cells back to 0/1 channels)."""
+  if isinstance(observation, dict):
+    if len(observation) != 1:
+      raise ValueError(f"expected a one-leaf observation dict, got keys {sorted(observation)}")
+    (observation,) = observation.values()
+  observation = np.asarray(observation)
+  if not is_minatar(env_id):
+    return observation.astype(np.float32)
+  env, params = make(env_id)
+  channels = env.observation_space(params).shape[-1]
+  if observation.shape[-2:] != (10, 10):
+    raise ValueError(f"{env_id}: expected packed [..., 10, 10] cells, got {observation.shape}")
+  bits = (observation.astype(np.int32)[..., None] >> np.arange(channels, dtype=np.int32)) & 1
+  return bits.astype(np.float32)
 
 
 class GymnaxEnvironment(base.Environment):
@@ -236,7 +261,7 @@ class GymnaxBatch:
     """Starts an episode from `seeds[row]` in each row whose seed is not None.
 
     `observations` then holds the new episodes' first observations in those rows, stacked over
-    rows ({"state": [B, n]} or {"grid": [B, 10, 10, C]}); other rows keep theirs.
+    rows ({"state": [B, n]} or {"grid": [B, 10, 10]}); other rows keep theirs.
     """
     if len(seeds) != self.num_envs:
       raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} rows")
@@ -325,8 +350,10 @@ class PolicyFnAgent(runner.Agent):
 
     self._act = jax.jit(jax.vmap(act))
     self._seeds, self._steps = np.zeros(0, np.int32), np.zeros(0, np.int32)
+    self._env_id = None
 
   def setup(self, envs: Sequence[base.Environment]) -> None:
+    self._env_id = envs[0].env_id if envs else None
     self._seeds = np.zeros(len(envs), np.int32)
     self._steps = np.zeros(len(envs), np.int32)
 
@@ -337,8 +364,8 @@ class PolicyFnAgent(runner.Agent):
     raise TypeError("PolicyFnAgent acts on stacked observations: play it in a GymnaxBatch")
 
   def act_batch(self, observations: dict, active: np.ndarray) -> list[Any]:
-    (stacked,) = observations.values()  # {"state"} or {"grid"}: the gymnax observation.
-    actions = np.asarray(self._act(jnp.asarray(stacked, jnp.float32), self._seeds, self._steps))
+    stacked = to_gymnax_observation(self._env_id, observations)
+    actions = np.asarray(self._act(jnp.asarray(stacked), self._seeds, self._steps))
     active = np.asarray(active, bool)
     self._steps += active
     return [action if on else None for action, on in zip(actions, active)]

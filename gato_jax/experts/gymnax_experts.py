@@ -52,10 +52,7 @@ class Expert:
     Returns:
       The action as a numpy array matching the adapter's action_spec.
     """
-    if isinstance(observation, dict):
-      if len(observation) != 1:
-        raise ValueError(f"expected a one-leaf observation dict, got keys {sorted(observation)}")
-      (observation,) = observation.values()
+    observation = gymnax_envs.to_gymnax_observation(self.env_id, observation)
     if rng is None:
       key = jax.random.key(0)
     elif isinstance(rng, np.random.Generator):
@@ -64,7 +61,7 @@ class Expert:
       key = rng
     if not hasattr(self, "_jitted"):
       self._jitted = jax.jit(self.policy_fn())
-    return np.asarray(self._jitted(np.asarray(observation, np.float32), key))
+    return np.asarray(self._jitted(observation, key))
 
 
 class ExpertPolicy(policies.Policy):
