@@ -126,9 +126,11 @@ def to_gymnax_observation(env_id: str, observation) -> np.ndarray:
   if not is_minatar(env_id):
     return observation.astype(np.float32)
   env, params = make(env_id)
-  channels = env.observation_space(params).shape[-1]
-  if observation.shape[-2:] != (10, 10):
-    raise ValueError(f"{env_id}: expected packed [..., 10, 10] cells, got {observation.shape}")
+  *cells, channels = env.observation_space(params).shape
+  if observation.shape[-2:] != tuple(cells):
+    raise ValueError(
+      f"{env_id}: expected packed [..., {cells[0]}, {cells[1]}] cells, got {observation.shape}"
+    )
   bits = (observation.astype(np.int32)[..., None] >> np.arange(channels, dtype=np.int32)) & 1
   return bits.astype(np.float32)
 

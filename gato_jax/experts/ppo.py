@@ -58,8 +58,8 @@ class PPOConfig:
   conv_features: int = 0
   torso_size: int = 64
   # True: bounded observation dims are mapped to [-1, 1] (`observation_normalizer`); False: fed
-  # as they are. MinAtar's 0/1 grids learn twice as fast raw (README, Experts): mapped to -1/+1,
-  # every empty cell of the 400 feeds the first layer.
+  # as they are. MinAtar's recipes feed the 0/1 grids raw, as gymnax-blines does: mapped to -1/+1,
+  # every empty cell feeds the first layer (README, Experts, for what it measured).
   scale_observations: bool = True
   # "orthogonal": CleanRL's (sqrt(2) hidden layers, 0.01 actor head, 1.0 critic head, zero
   # biases). "lecun": Flax's default kernels with uniform(0.05) biases everywhere, as
