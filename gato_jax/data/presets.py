@@ -88,8 +88,8 @@ PRESETS = {
       "dm_control_pixels/walker-stand",
       "text/cpython_docs",
       "vision_language/shapes_captions",
-      # MinAtar joins when its four experts reach their references (README, Experts; Breakout
-      # and Asterix do, Freeway and SpaceInvaders are not yet trained on the new recipe): a
+      # MinAtar joins when its four experts reach their references (README, Experts; Breakout,
+      # Asterix and SpaceInvaders do, Freeway is not yet trained on the new recipe): a
       # timestep is 102 tokens since a cell is one token.
     )
   ),
