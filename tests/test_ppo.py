@@ -105,7 +105,7 @@ def test_convolutional_torso_trains_on_minatar_grids():
 
 
 def test_minatar_init_scheme_and_raw_observations():
-  """gymnax-blines' choices: Flax's init with uniform(0.05) biases, and 0/1 grids fed as they are."""
+  """gymnax-blines' choices: Flax's init, uniform(0.05) biases, and 0/1 grids fed as they are."""
   lecun = ppo.PPOConfig(hidden_sizes=(32,), init_scheme="lecun", scale_observations=False)
   params = ppo.init_params("Breakout-MinAtar", lecun, jax.random.key(0))["params"]
   biases = np.concatenate([np.ravel(layer["bias"]) for layer in params.values()])

@@ -78,10 +78,18 @@ def _make(env_id: str, max_episode_steps: int | None):
   return env, params
 
 
+@functools.lru_cache(maxsize=None)
+def observation_shape(env_id: str) -> tuple[int, ...]:
+  """gymnax's observation shape of a task (MinAtar: [10, 10, C]); cached, as the per-step
+  observation conversions ask for it."""
+  env, params = make(env_id)
+  return tuple(env.observation_space(params).shape)
+
+
 def gato_specs(env_id: str) -> tuple[dict, Any]:
   """(observation_spec, action_spec) of a task in the tokenizer's terms."""
   env, params = make(env_id)
-  obs_shape = tuple(env.observation_space(params).shape)
+  obs_shape = observation_shape(env_id)
   if is_minatar(env_id):
     *cells, channels = obs_shape
     observation_spec = {"grid": token_specs.DiscreteSpec(tuple(cells), num_values=2**channels)}
@@ -125,8 +133,7 @@ def to_gymnax_observation(env_id: str, observation) -> np.ndarray:
   observation = np.asarray(observation)
   if not is_minatar(env_id):
     return observation.astype(np.float32)
-  env, params = make(env_id)
-  *cells, channels = env.observation_space(params).shape
+  *cells, channels = observation_shape(env_id)
   if observation.shape[-2:] != tuple(cells):
     raise ValueError(
       f"{env_id}: expected packed [..., {cells[0]}, {cells[1]}] cells, got {observation.shape}"
