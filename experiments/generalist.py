@@ -1,4 +1,4 @@
-r"""The CPU generalist: one small Gato over four control domains, text and captions.
+r"""The CPU generalist: one small Gato over five control domains, text and captions.
 
   python experiments/generalist.py [--workdir=~/.cache/gato_jax/generalist] [--stages=...] \
       [--config=experiments/configs/gato.py:small,generalist] [--config.train.steps=...]
@@ -11,8 +11,8 @@ Stages, each resumable (a rerun continues where a kill stopped it):
 - `data`: trains the experts that are trained here (gymnax PPO, DM Control SAC; DM Control from
   pixels reuses the state task's expert) unless cached, then generates --episodes expert
   episodes per control task of the `generalist` mixture (gato_jax/data/presets.py; pixel tasks
-  --pixel_episodes), the text corpus and --scenes captioned scenes. Hours on two cores the first time: the SAC experts and
-  the rendered pixel episodes dominate.
+  --pixel_episodes), the text corpus and --scenes captioned scenes. Hours on two cores the first
+  time: the SAC and MinAtar PPO experts and the rendered pixel episodes dominate.
 - `train`: the `small` Gato with the `generalist` preset of experiments/configs/gato.py
   (checkpoints every 100 steps).
 - `eval`: prompted rollouts of every control task (the preset's episodes per task), text

@@ -129,7 +129,7 @@ def _domain_losses(metrics: dict, data: mixture.MixtureIterator, step: int) -> d
     total[1] += float(row_targets[row])
   for domain, (loss_sum, count) in totals.items():
     if count:
-      metrics[f"loss/{domain}"] = loss_sum / count
+      metrics[metrics_log.DOMAIN_LOSS_PREFIX + domain] = loss_sum / count
   return metrics
 
 

@@ -74,6 +74,25 @@ def test_paper_ladder_keeps_the_papers_recipe():
     assert run.eval_steps == tuple(range(100_000, 1_000_001, 100_000))
 
 
+def test_generalist_ladder_sweeps_the_learning_rate_of_the_preset():
+  runs = plan.plan(_sweep_config("generalist"))
+  assert [r.overrides for r in runs] == [
+    {"optimizer.peak_learning_rate": rate} for rate in (1e-3, 2e-3, 4e-3)
+  ]
+  recipes = []
+  for run in runs:
+    config = run.config
+    assert config.model.size == "small" and config.data.mixture == "generalist"
+    assert (config.train.batch_size, config.train.seq_len) == (16, 512)
+    assert config.train.steps == config.optimizer.decay_steps == 200
+    assert run.eval_steps == (200,)
+    assert config.log.every_steps == 1  # Per-domain losses over every step of the window.
+    recipe = config.to_dict()
+    recipe["optimizer"].pop("peak_learning_rate")
+    recipes.append(recipe)
+  assert all(recipe == recipes[0] for recipe in recipes)  # One recipe apart from the rate.
+
+
 def test_product_and_zip_axes_cross_the_ladder():
   sweep = _sweep_config("cpu")
   sweep.product = "optimizer.peak_learning_rate=1e-3,3e-4"
@@ -154,7 +173,10 @@ class FakeTrainer:
       raise KeyboardInterrupt("killed")
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
       for step in range(start + 1, stop + 1):
-        f.write(json.dumps({"step": step, "loss": 10.0 / step}) + "\n")
+        # A domain's loss is logged only for steps whose batch had its rows: text on even steps.
+        text = {"loss/text": 30.0 / step} if step % 2 == 0 else {}
+        record = {"step": step, "loss": 10.0 / step, "loss/gymnax": 20.0 / step, **text}
+        f.write(json.dumps(record) + "\n")
     os.makedirs(os.path.join(workdir, "checkpoints", str(stop)))
 
 
@@ -223,6 +245,15 @@ def test_resume_skips_finished_runs_and_evaluated_points(tmp_path):
   assert [p["compute"] for p in mini["points"]] == [64 * 6000.0, 128 * 6000.0]
   # Loss at step 4 over the 2-step window: mean of 10/3 and 10/4.
   assert mini["points"][1]["loss"] == pytest.approx((10 / 3 + 10 / 4) / 2)
+  # Each domain over the same window, from the steps that logged it.
+  assert mini["points"][1]["domain_losses"] == {
+    "gymnax": pytest.approx((20 / 3 + 20 / 4) / 2),
+    "text": pytest.approx(30 / 4),
+  }
+  assert mini["points"][0]["domain_losses"] == {
+    "gymnax": pytest.approx((20 / 1 + 20 / 2) / 2),
+    "text": pytest.approx(30 / 2),
+  }
   assert mini["points"][0]["mean_score"] == pytest.approx(0.75 * 0.3)
   assert mini["points"][0]["domains"] == {
     "gymnax": pytest.approx(0.3),
@@ -358,6 +389,7 @@ def _synthetic_results():
         "loss": curve[s - 1]["loss"],
         "mean_score": 0.2 * (i + 1) * s / 100,
         "domains": {"gymnax": 0.2 * (i + 1) * s / 100},
+        "domain_losses": {"gymnax": 1.0 / (i + 1)},
         "train_seconds": 60.0,
         "eval_seconds": 30.0,
       }
@@ -393,7 +425,8 @@ def test_report_is_regenerated_from_the_results_file(tmp_path):
   assert {key: pathlib.Path(path).read_bytes() for key, path in paths.items()} == first
   table = first["table"].decode()
   assert "| size-small | 4.00M | 10K | " in table
-  assert "| 40.0% | 40.0% |" in table  # small at 10K tokens: gymnax and mean score.
+  assert "| gymnax loss | gymnax score | mean score |" in table
+  assert "| 0.500 | 40.0% | 40.0% |" in table  # small at 10K tokens: gymnax loss and scores.
   assert "C^-0.05 " in table  # The frontier of exact power-law curves has their exponent.
   assert "score rises with size at 2 of 2 token counts, loss falls with size at 2 of 2" in table
 

@@ -182,9 +182,10 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.checkpoint.every_steps = 200
     config.log.every_steps = 20
   elif preset == "generalist":
-    # The CPU generalist (experiments/generalist.py): 14 control tasks over four domains, text and
-    # captions. A BabyAI timestep is ~150 tokens and a 64x64 pixel one 18-22, so the context is
-    # 512 (the quickstart's 256 would hold one BabyAI step). The step computes logits and ResNet
+    # The CPU generalist (experiments/generalist.py): 18 control tasks over five domains (gymnax
+    # classic control and MinAtar, BabyAI, DM Control state and pixels), text and captions. A
+    # BabyAI timestep is ~150 tokens, a MinAtar one 102 and a 64x64 pixel one 18-22, so the
+    # context is 512 (the quickstart's 256 would hold one BabyAI step). The step computes logits and ResNet
     # patches per batch shard (training.step.Budget), not per row: a batch's one text row and few
     # image rows no longer size every row's work (README, "Generalist", for the measured cost).
     # Rotary positions: without them (the paper's encodings) a small model took ~100 steps of

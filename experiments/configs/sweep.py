@@ -9,6 +9,9 @@ Ladders:
   cpu    tiny (0.58M), mini (1.76M), small (5.2M) on CartPole + Acrobot expert data that the
          sweep generates itself: 600 steps of 8 x 512 tokens each, evaluated every 200 steps.
          About 45 minutes on two cores.
+  generalist  small with the `generalist` preset (experiments/generalist.py's data), peak
+         learning rate 1e-3 / 2e-3 / 4e-3, 200 steps of 16 x 512 tokens each, judged by each
+         domain's loss; about 30 minutes a run on two cores.
   paper  79m, 364m, 1.18b with the paper's recipe (GATO_SPEC.md): batch 512 x 1024 tokens,
          1M steps, AdamW 1e-4 with 15k warm-up and 10x cosine decay, the paper's mixture;
          evaluated every 100k steps (52B tokens).
@@ -89,4 +92,25 @@ def _paper(config: ml_collections.ConfigDict) -> None:
   config.data.tasks = ""  # The paper mixture's data comes from tools/generate_data.py.
 
 
-LADDERS = {"cpu": _cpu, "paper": _paper}
+def _generalist(config: ml_collections.ConfigDict) -> None:
+  # The generalist preset's recipe at one size, its learning rate swept. Judged by each domain's
+  # training loss over the last 50 steps (text and action targets apart; logged every step): at
+  # 200 steps most rollouts are still near the random policy, so the gymnax tasks' short
+  # rollouts are a check, not the judge. A run is ~200 x 8-9 s on two cores.
+  base = _gato_config("small,generalist")
+  base.optimizer.warmup_steps = 30
+  base.log.every_steps = 1
+  base.log.tensorboard = False
+  base.checkpoint.every_steps = 50  # A killed run loses little; each run has one eval point.
+  base.eval.tasks = "gymnax/CartPole-v1,gymnax/Acrobot-v1,gymnax/MountainCar-v0,gymnax/Pendulum-v1"
+  base.eval.episodes, base.eval.batch_size, base.eval.task_episodes = 10, 10, ""
+  config.base = base
+  config.product = "optimizer.peak_learning_rate=1e-3,2e-3,4e-3"
+  steps, tokens_per_step = 200, base.train.batch_size * base.train.seq_len
+  config.tokens = steps * tokens_per_step  # 1.6M tokens a run.
+  config.eval_tokens = (config.tokens,)
+  config.loss_window_steps = 50
+  config.data.tasks = ""  # experiments/generalist.py --stages=data prepares the mixture's data.
+
+
+LADDERS = {"cpu": _cpu, "paper": _paper, "generalist": _generalist}

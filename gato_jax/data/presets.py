@@ -86,11 +86,13 @@ PRESETS = {
       "dm_control/walker-stand",
       "dm_control_pixels/cartpole-balance",
       "dm_control_pixels/walker-stand",
+      # A MinAtar timestep is 102 tokens (a cell is one token), ~5 to a 512-token row.
+      "gymnax/Breakout-MinAtar",
+      "gymnax/Asterix-MinAtar",
+      "gymnax/SpaceInvaders-MinAtar",
+      "gymnax/Freeway-MinAtar",
       "text/cpython_docs",
       "vision_language/shapes_captions",
-      # MinAtar joins when its four experts reach their references (README, Experts; Breakout,
-      # Asterix and SpaceInvaders do, Freeway is not yet trained on the new recipe): a
-      # timestep is 102 tokens since a cell is one token.
     )
   ),
 }

@@ -1,7 +1,7 @@
 """The sweep's table and plots, made from its results.json alone (`regenerate(workdir)`).
 
-results.md            size, params, tokens, loss, per-domain and mean normalised score per
-                      evaluation point; the fitted power law; the size-ordering checks
+results.md            size, params, tokens, loss (all and per domain), per-domain and mean
+                      normalised score per evaluation point; the fitted power law; the size-ordering checks
 score_vs_tokens.png   the paper's Figure 8: mean normalised score against tokens processed,
                       one curve per run
 loss_vs_compute.png   every run's training-loss curve against training FLOPs, the
@@ -112,7 +112,16 @@ def size_ordering(results: dict) -> list[dict[str, Any]]:
 def render_markdown(results: dict) -> str:
   runs = _runs(results)
   domains = sorted({d for run in runs for p in run["points"] for d in p["domains"]})
-  header = ["run", "params", "tokens", "loss"] + [f"{d} score" for d in domains] + ["mean score"]
+  # Results written before per-domain losses were kept have none; their cells stay empty.
+  loss_domains = sorted(
+    {d for run in runs for p in run["points"] for d in p.get("domain_losses", {})}
+  )
+  header = (
+    ["run", "params", "tokens", "loss"]
+    + [f"{d} loss" for d in loss_domains]
+    + [f"{d} score" for d in domains]
+    + ["mean score"]
+  )
   lines = [
     f"# Sweep `{results.get('ladder', '')}`",
     "",
@@ -122,12 +131,15 @@ def render_markdown(results: dict) -> str:
   for run in runs:
     for p in run["points"]:
       cells = [_name(run), f"{run['params'] / 1e6:.2f}M", _tokens(p["tokens"]), f"{p['loss']:.3f}"]
+      domain_losses = p.get("domain_losses", {})
+      cells += [f"{domain_losses[d]:.3f}" if d in domain_losses else "" for d in loss_domains]
       cells += [f"{100 * p['domains'][d]:.1f}%" if d in p["domains"] else "" for d in domains]
       cells.append(f"{100 * p['mean_score']:.1f}%")
       lines.append("| " + " | ".join(cells) + " |")
   lines += [
     "",
-    "Loss: training loss averaged over the steps before the point. Scores:"
+    "Loss: training loss averaged over the steps before the point; a domain's loss is over"
+    " its own targets (text tokens or actions) only. Scores:"
     " normalised to the data's expert (100%) and a random policy (0%), averaged within"
     " each domain, then across domains.",
   ]

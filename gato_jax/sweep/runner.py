@@ -90,16 +90,20 @@ def _check_run_config(directory: str, run: Run) -> None:
     files.write_json(path, record)
 
 
-def loss_curve(records: list[dict], window_steps: int) -> list[tuple[int, float]]:
-  """(step, training loss averaged over the logged steps in (step - window, step]) per logged step.
+def loss_curve(
+  records: list[dict], window_steps: int, key: str = "loss"
+) -> list[tuple[int, float]]:
+  """(step, `key` averaged over the logged steps in (step - window, step]) per step logging it.
 
-  A step logged twice (a resumed segment replays steps after the last checkpoint) counts once,
-  with its newest value: replayed steps are exact repeats of the same batches.
+  `key` is the training loss or one domain's ("loss/<domain>", logged for the steps whose batch
+  had that domain's rows). A step logged twice (a resumed segment replays steps after the last
+  checkpoint) counts once, with its newest value: replayed steps are exact repeats of the same
+  batches.
   """
   by_step = {}
   for record in records:
-    if record.get("loss") is not None:
-      by_step[int(record["step"])] = float(record["loss"])
+    if record.get(key) is not None:
+      by_step[int(record["step"])] = float(record[key])
   steps = np.array(sorted(by_step), np.int64)
   losses = np.array([by_step[s] for s in steps], np.float64)
   curve = []
@@ -189,6 +193,16 @@ def execute(
     return result
 
 
+def _domain_losses_at(domain_curves: dict[str, list[tuple[int, float]]], step: int) -> dict:
+  """Each domain's windowed loss at the last step at or before `step` that logged it."""
+  losses = {}
+  for domain, curve in domain_curves.items():
+    before = [value for s, value in curve if s <= step]
+    if before:
+      losses[domain] = before[-1]
+  return losses
+
+
 def build_result(
   run: Run, directory: str, params: int, flops_per_token: float, loss_window_steps: int
 ) -> dict:
@@ -205,6 +219,13 @@ def build_result(
   if not curve:
     raise RuntimeError(f"{directory}/metrics.jsonl has no logged loss")
   curve_steps = np.array([s for s, _ in curve])
+  # Each domain's own loss (its text or action targets only): a mixture's total loss is mostly
+  # text, so comparing recipes for control needs the control domains' losses apart.
+  prefix = metrics_log.DOMAIN_LOSS_PREFIX
+  domain_keys = sorted({k for r in records for k in r if k.startswith(prefix)})
+  domain_curves = {
+    key[len(prefix) :]: loss_curve(records, loss_window_steps, key) for key in domain_keys
+  }
   tokens_per_step = run.tokens_per_step
   points = []
   for step in run.eval_steps:
@@ -217,7 +238,15 @@ def build_result(
       raise RuntimeError(f"{run.name}: no loss logged at or before step {step}")
     loss = dict(curve)[int(logged[-1])]
     tokens = step * tokens_per_step
-    points.append({**point, "tokens": tokens, "compute": tokens * flops_per_token, "loss": loss})
+    points.append(
+      {
+        **point,
+        "tokens": tokens,
+        "compute": tokens * flops_per_token,
+        "loss": loss,
+        "domain_losses": _domain_losses_at(domain_curves, step),
+      }
+    )
   keep = np.unique(np.linspace(0, len(curve) - 1, min(len(curve), CURVE_POINTS)).astype(int))
   return {
     "name": run.name,

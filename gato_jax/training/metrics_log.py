@@ -19,6 +19,9 @@ from absl import logging
 import jax
 import numpy as np
 
+# Metrics key prefix of a domain's training loss: "loss/<domain>", over its rows' targets only.
+DOMAIN_LOSS_PREFIX = "loss/"
+
 
 def _scalar(value: Any) -> float | int:
   value = np.asarray(jax.device_get(value))
