@@ -219,8 +219,9 @@ def build_result(
   if not curve:
     raise RuntimeError(f"{directory}/metrics.jsonl has no logged loss")
   curve_steps = np.array([s for s, _ in curve])
-  # Each domain's own loss (its text or action targets only): a mixture's total loss is mostly
-  # text, so comparing recipes for control needs the control domains' losses apart.
+  # Each domain's own loss (its text or action targets only): a mixture's total loss weighs the
+  # domains by their targets, where text rows have the most and the highest loss, so comparing
+  # recipes for control needs the control domains' losses apart.
   prefix = metrics_log.DOMAIN_LOSS_PREFIX
   domain_keys = sorted({k for r in records for k in r if k.startswith(prefix)})
   domain_curves = {
