@@ -429,6 +429,12 @@ def test_report_is_regenerated_from_the_results_file(tmp_path):
   assert "| 0.500 | 40.0% | 40.0% |" in table  # small at 10K tokens: gymnax loss and scores.
   assert "C^-0.05 " in table  # The frontier of exact power-law curves has their exponent.
   assert "score rises with size at 2 of 2 token counts, loss falls with size at 2 of 2" in table
+  # One size swept over another axis: no scaling law is fitted.
+  one_size = _synthetic_results()
+  for run in one_size["runs"]:
+    run["params"] = 1e6
+  assert report.fit(one_size) is None
+  assert "Power law" not in report.render_markdown(one_size)
 
 
 def test_report_needs_finished_runs(tmp_path):

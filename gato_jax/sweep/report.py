@@ -71,7 +71,10 @@ def fit_points(results: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit(results: dict) -> power_law.PowerLaw | None:
-  """The power law of the frontier (no offset: CPU ladders are far from irreducible loss)."""
+  """The power law of the frontier (no offset: CPU ladders are far from irreducible loss); None
+  for a sweep of one model size (a learning-rate sweep), whose frontier is no scaling law."""
+  if len({run["params"] for run in _runs(results)}) < 2:
+    return None
   compute, loss = fit_points(results)
   if len(np.unique(compute)) < 2:
     return None
