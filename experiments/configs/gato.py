@@ -69,7 +69,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train.microbatches = 1
 
   config.data = ml_collections.ConfigDict()
-  # A registered seqio Mixture or Task (built-in: quickstart | control | paper) or "name=weight,...".
+  # A registered seqio Mixture or Task (built-in: quickstart | control | generalist | paper) or
+  # "name=weight,...".
   config.data.mixture = "control"
   config.data.data_dir = "~/.cache/gato_jax"  # Generated TFDS datasets (tools/generate_data.py).
   config.data.policy = "expert"  # Built-in control tasks read: expert (filtered) | random episodes.
@@ -185,9 +186,9 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     # The CPU generalist (experiments/generalist.py): 18 control tasks over five domains (gymnax
     # classic control and MinAtar, BabyAI, DM Control state and pixels), text and captions. A
     # BabyAI timestep is ~150 tokens, a MinAtar one 102 and a 64x64 pixel one 18-22, so the
-    # context is 512 (the quickstart's 256 would hold one BabyAI step). The step computes logits and ResNet
-    # patches per batch shard (training.step.Budget), not per row: a batch's one text row and few
-    # image rows no longer size every row's work (README, "Generalist", for the measured cost).
+    # context is 512 (the quickstart's 256 would hold one BabyAI step). The step computes logits
+    # and ResNet patches per batch shard (training.step.Budget), not per row: a batch's one text
+    # row and few image rows no longer size every row's work (README, "Generalist", measured).
     # Rotary positions: without them (the paper's encodings) a small model took ~100 steps of
     # CartPole-only batches to leave chance, with them 40 (README, "Generalist"). The peak rate is
     # the `generalist` sweep's best (experiments/configs/sweep.py: 4e-3 had the lowest loss in
@@ -205,7 +206,7 @@ def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.data.mixture = "generalist"
     config.data.prompt_tokens = 256
     config.eval.prompt_tokens = 256
-    config.eval.episodes = 20  # Fewer than the paper's 50: 14 tasks of rollouts on two cores.
+    config.eval.episodes = 20  # Fewer than the paper's 50: 18 tasks of rollouts on two cores.
     # A pixel step renders a frame (~75 ms): 10 rendered 1,000-step episodes cost ~8 min a task.
     # Freeway's episodes all last 2,500 steps at ~0.5 s a batched step of 20 (102-token
     # observations): 10 episodes cost ~11 min.

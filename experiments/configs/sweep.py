@@ -11,7 +11,7 @@ Ladders:
          About 45 minutes on two cores.
   generalist  small with the `generalist` preset (experiments/generalist.py's data), peak
          learning rate 1e-3 / 2e-3 / 4e-3, 200 steps of 16 x 512 tokens each, judged by each
-         domain's loss; about 30 minutes a run on two cores.
+         domain's loss; 20-25 minutes a run on two cores.
   paper  79m, 364m, 1.18b with the paper's recipe (GATO_SPEC.md): batch 512 x 1024 tokens,
          1M steps, AdamW 1e-4 with 15k warm-up and 10x cosine decay, the paper's mixture;
          evaluated every 100k steps (52B tokens).
@@ -96,7 +96,7 @@ def _generalist(config: ml_collections.ConfigDict) -> None:
   # The generalist preset's recipe at one size, its learning rate swept. Judged by each domain's
   # training loss over the last 50 steps (text and action targets apart; logged every step): at
   # 200 steps most rollouts are still near the random policy, so the gymnax tasks' short
-  # rollouts are a check, not the judge. A run is ~200 x 8-9 s on two cores.
+  # rollouts are a check, not the judge. A run is ~200 x 6-7 s on two cores.
   base = _gato_config("small,generalist")
   base.optimizer.warmup_steps = 30
   base.log.every_steps = 1

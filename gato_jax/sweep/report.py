@@ -1,7 +1,8 @@
 """The sweep's table and plots, made from its results.json alone (`regenerate(workdir)`).
 
 results.md            size, params, tokens, loss (all and per domain), per-domain and mean
-                      normalised score per evaluation point; the fitted power law; the size-ordering checks
+                      normalised score per evaluation point; the power law fitted when the
+                      runs differ in size; the size-ordering checks
 score_vs_tokens.png   the paper's Figure 8: mean normalised score against tokens processed,
                       one curve per run
 loss_vs_compute.png   every run's training-loss curve against training FLOPs, the
