@@ -193,14 +193,10 @@ def execute(
     return result
 
 
-def _domain_losses_at(domain_curves: dict[str, list[tuple[int, float]]], step: int) -> dict:
-  """Each domain's windowed loss at the last step at or before `step` that logged it."""
-  losses = {}
-  for domain, curve in domain_curves.items():
-    before = [value for s, value in curve if s <= step]
-    if before:
-      losses[domain] = before[-1]
-  return losses
+def _value_at(curve: list[tuple[int, float]], step: int) -> float | None:
+  """The curve's value at its last step at or before `step` (None if it starts later)."""
+  before = [value for s, value in curve if s <= step]
+  return before[-1] if before else None
 
 
 def build_result(
@@ -218,7 +214,6 @@ def build_result(
   curve = loss_curve(records, loss_window_steps)
   if not curve:
     raise RuntimeError(f"{directory}/metrics.jsonl has no logged loss")
-  curve_steps = np.array([s for s, _ in curve])
   # Each domain's own loss (its text or action targets only): a mixture's total loss weighs the
   # domains by their targets, where text rows have the most and the highest loss, so comparing
   # recipes for control needs the control domains' losses apart.
@@ -234,10 +229,10 @@ def build_result(
     if not os.path.exists(point_path):
       continue
     point = _read_json(point_path)
-    logged = curve_steps[curve_steps <= step]
-    if not len(logged):
+    loss = _value_at(curve, step)
+    if loss is None:
       raise RuntimeError(f"{run.name}: no loss logged at or before step {step}")
-    loss = dict(curve)[int(logged[-1])]
+    domain_losses = {d: _value_at(c, step) for d, c in domain_curves.items()}
     tokens = step * tokens_per_step
     points.append(
       {
@@ -245,7 +240,7 @@ def build_result(
         "tokens": tokens,
         "compute": tokens * flops_per_token,
         "loss": loss,
-        "domain_losses": _domain_losses_at(domain_curves, step),
+        "domain_losses": {d: v for d, v in domain_losses.items() if v is not None},
       }
     )
   keep = np.unique(np.linspace(0, len(curve) - 1, min(len(curve), CURVE_POINTS)).astype(int))
