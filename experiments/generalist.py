@@ -19,7 +19,9 @@ Stages, each resumable (a rerun continues where a kill stopped it):
   perplexity and caption scores; the table goes to the console and --workdir/eval/<step>/.
 - `alone`: for each text and vision-language task of the mixture, the same model trained on that
   task alone for the sequences the mixture gave it (`recipes.alone_config`), scored the same way
-  and set beside the generalist's newest evaluation (--workdir/alone/comparison.md).
+  and set beside the generalist's newest evaluation (--workdir/alone/comparison.md). It needs
+  no generalist checkpoint, so it may run beside `eval` (another process, `--stages=alone`); a
+  rerun after the evaluation writes the comparison from the runs already trained.
 
 Each stage's wall time is appended to --workdir/stage_times.jsonl.
 """
@@ -58,20 +60,50 @@ _STAGES = flags.DEFINE_list(
 STAGES = ("data", "train", "eval", "alone")
 
 
-def newest_results(workdir: str) -> dict:
-  """The results of the newest evaluated step under workdir/eval."""
+def newest_results(workdir: str) -> dict | None:
+  """The results of the newest finished evaluation under workdir/eval (one still under way has
+  no results file yet); None before any."""
   root = os.path.join(workdir, "eval")
-  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
-  if not steps:
-    raise FileNotFoundError(f"no evaluation under {root}: run --stages=eval first")
-  return reports.load(reports.results_dir(workdir, steps[-1]))
+  names = os.listdir(root) if os.path.isdir(root) else []
+  steps = sorted(
+    int(d)
+    for d in names
+    if d.isdigit()
+    and os.path.isfile(os.path.join(reports.results_dir(workdir, int(d)), reports.RESULTS_FILE))
+  )
+  return reports.load(reports.results_dir(workdir, steps[-1])) if steps else None
 
 
-def train_alone(cfg, workdir: str, generalist: dict) -> str:
+def train_alone(cfg, workdir: str) -> str:
   """Trains and scores each text and vision-language task of the mixture alone (for the rows the
-  mixture gave it) and writes the comparison with `generalist`'s results; returns the table."""
+  mixture gave it) and writes the comparison with the generalist's newest evaluation; returns
+  the table.
+
+  Needs no generalist checkpoint, so it can run beside the `eval` stage; before any evaluation
+  it trains and scores the alone runs and leaves the comparison to a rerun (which reuses them).
+  """
   data_tasks.register_run_tasks(cfg.data.data_dir, cfg.data.policy, cfg.data.imports)
   rates = presets.resolve(cfg.data.mixture, data_tasks.available_builtin_tasks())
+  alone_rows = {}
+  for task in evaluator.non_control_tasks(cfg):
+    alone = recipes.alone_config(cfg, task, rates[task])
+    alone_dir = os.path.join(workdir, "alone", data_tasks.seqio_name(task))
+    recipes.train(alone, alone_dir)
+    results = evaluator.evaluate(alone, alone_dir)  # Rows already scored are read back.
+    section = next(s for s in evaluator.NON_CONTROL_SECTIONS if task in results.get(s, {}))
+    alone_rows[task] = (section, results[section][task], alone.train.steps)
+  generalist = newest_results(workdir)
+  if generalist is None:
+    scored = ", ".join(
+      f"{task} {metric} {row[metric]:.4g}"
+      for task, (_, row, _) in alone_rows.items()
+      for metric in evaluator.NON_CONTROL_METRICS
+      if row.get(metric) is not None
+    )
+    return (
+      f"trained alone: {scored}. No evaluation under {os.path.join(workdir, 'eval')} yet:"
+      " rerun --stages=alone after --stages=eval for the comparison."
+    )
   lines = [
     f"Generalist (step {generalist.get('step')}) against the same model trained on one task"
     " alone for the sequences the mixture gave that task:",
@@ -80,21 +112,16 @@ def train_alone(cfg, workdir: str, generalist: dict) -> str:
     "| --- | --- | ---: | ---: | ---: | ---: |",
   ]
   rows = {}
-  for task in evaluator.non_control_tasks(cfg):
-    alone = recipes.alone_config(cfg, task, rates[task])
-    alone_dir = os.path.join(workdir, "alone", data_tasks.seqio_name(task))
-    recipes.train(alone, alone_dir)
-    results = evaluator.evaluate(alone, alone_dir)
-    section = next(s for s in evaluator.NON_CONTROL_SECTIONS if task in results.get(s, {}))
-    ours, theirs = generalist.get(section, {}).get(task, {}), results[section][task]
-    rows[task] = {"generalist": ours, "alone": theirs, "alone_steps": alone.train.steps}
+  for task, (section, theirs, steps) in alone_rows.items():
+    ours = generalist.get(section, {}).get(task, {})
+    rows[task] = {"generalist": ours, "alone": theirs, "alone_steps": steps}
     for metric in evaluator.NON_CONTROL_METRICS:
       if theirs.get(metric) is None:
         continue
       mine = ours.get(metric)
       lines.append(
         f"| {task} | {metric} | {'n/a' if mine is None else f'{mine:.4g}'} |"
-        f" {theirs[metric]:.4g} | {alone.train.steps} | {rates[task]:.3f} |"
+        f" {theirs[metric]:.4g} | {steps} | {rates[task]:.3f} |"
       )
   table = "\n".join(lines) + "\n"
   files.write_json(os.path.join(workdir, "alone", "comparison.json"), rows)
@@ -122,7 +149,6 @@ def main(argv):
   print(f"full logs in {console.log_to_file(workdir, 'generalist')}", flush=True)
   cfg = _CONFIG.value
   cfg.data.data_dir = data_dir
-  results = None
   for stage in (s for s in STAGES if s in _STAGES.value):
     stage_start = time.time()
     if stage == "data":
@@ -139,7 +165,7 @@ def main(argv):
       print(reports.render_markdown(results))
       print(f"report in {reports.results_dir(workdir, results.get('step'))}", flush=True)
     else:
-      print(train_alone(cfg, workdir, results or newest_results(workdir)), flush=True)
+      print(train_alone(cfg, workdir), flush=True)
     record_stage(workdir, stage, time.time() - stage_start)
     print(f"{stage} done in {(time.time() - stage_start) / 60:.1f} min", flush=True)
   print(f"generalist finished in {(time.time() - started) / 60:.1f} min", flush=True)

@@ -91,8 +91,9 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
   assert alone.eval.tasks == "vision_language/shapes_captions"
   assert (alone.train.steps, alone.optimizer.warmup_steps, alone.optimizer.decay_steps) == (2, 1, 2)
   assert config.data.mixture != alone.data.mixture  # A copy: the generalist's config is kept.
-  # The launcher's eval and alone stages on that run: the caption task trained alone, scored
-  # beside the generalist's newest evaluation, each stage's time recorded.
+  # The launcher's alone stage before any evaluation (it may run beside `eval`): the caption
+  # task trained alone and scored, the comparison left to a rerun; then eval and alone, which
+  # set it beside the generalist's evaluation. Each stage's time is recorded.
   overrides = {
     "data.mixture": config.data.mixture,
     "data.policy": "random",
@@ -104,21 +105,29 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
     "eval.tasks": subset[2],
     "eval.non_control_examples": 4,
   }
-  subprocess.run(
-    [
-      sys.executable,
-      str(ROOT / "experiments" / "generalist.py"),
-      "--config=experiments/configs/gato.py:tiny,generalist",
-      f"--workdir={workdir}",
-      f"--data_dir={data_dir}",
-      "--stages=eval,alone",
-      *(f"--config.{key}={value}" for key, value in overrides.items()),
-    ],
-    cwd=ROOT,
-    check=True,
-    capture_output=True,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
-  )
+
+  def launch(stages):
+    return subprocess.run(
+      [
+        sys.executable,
+        str(ROOT / "experiments" / "generalist.py"),
+        "--config=experiments/configs/gato.py:tiny,generalist",
+        f"--workdir={workdir}",
+        f"--data_dir={data_dir}",
+        f"--stages={stages}",
+        *(f"--config.{key}={value}" for key, value in overrides.items()),
+      ],
+      cwd=ROOT,
+      check=True,
+      capture_output=True,
+      text=True,
+      env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout
+
+  first = launch("alone")
+  assert "vision_language/shapes_captions cider" in first and "--stages=eval" in first
+  assert not (tmp_path / "run" / "alone" / "comparison.json").exists()
+  launch("eval,alone")
   comparison = json.loads((tmp_path / "run" / "alone" / "comparison.json").read_text())
   assert list(comparison) == ["vision_language/shapes_captions"]
   row = comparison["vision_language/shapes_captions"]
@@ -129,7 +138,7 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
     in (tmp_path / "run" / "alone" / "comparison.md").read_text()
   )
   stages = [json.loads(line)["stage"] for line in open(tmp_path / "run" / "stage_times.jsonl")]
-  assert stages == ["eval", "alone"]
+  assert stages == ["alone", "eval", "alone"]
   records = metrics_log.read_metrics(
     str(tmp_path / "run" / "alone" / "gato.vision_language.shapes_captions")
   )
