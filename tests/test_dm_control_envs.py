@@ -17,7 +17,9 @@ def test_every_task_loads_with_gato_specs():
   assert len(dm_control_envs.TASKS) >= 8
   for task in dm_control_envs.TASKS:
     env = registry.make_env(f"dm_control/{task}")
-    assert env.max_episode_steps == 1000
+    # 1,000 control steps, one timestep per decision of the task's expert.
+    assert env.action_repeat == dm_control_envs.ACTION_REPEAT[task]
+    assert env.max_episode_steps == 1000 // env.action_repeat
     assert all(isinstance(s, T.ContinuousSpec) and s.mu_law for s in env.observation_spec.values())
     assert isinstance(env.action_spec, T.ContinuousSpec) and not env.action_spec.mu_law
     observation = env.reset(0)
@@ -28,17 +30,35 @@ def test_every_task_loads_with_gato_specs():
 def test_random_episode_tokenizes(cartpole):
   episode = E.rollout(cartpole, policies.RandomPolicy(cartpole), seed=0)
   steps = episode["steps"]
-  assert E.num_actions(episode) == 1000
+  assert cartpole.action_repeat == 8 and E.num_actions(episode) == 125
   # Time limits truncate: no terminal state, discount stays 1.
   assert not steps["is_terminal"].any() and steps["discount"].min() == 1.0
   assert episode["episode_metadata"]["success"] == E.SUCCESS_UNDEFINED
   observations, actions = E.action_steps(episode)
   group = T.tokenize_episode(observations, actions, cartpole.observation_spec, cartpole.action_spec)
-  assert group.num_tokens == 1000 * (3 + 2 + 1 + 1)  # position(3), velocity(2), |, action(1).
+  assert group.num_tokens == 125 * (3 + 2 + 1 + 1)  # position(3), velocity(2), |, action(1).
   decoded = T.detokenize_action(
-    group.tokens[group.action_mask].reshape(1000, 1), cartpole.action_spec
+    group.tokens[group.action_mask].reshape(125, 1), cartpole.action_spec
   )
   assert np.abs(decoded - actions).max() <= 1.0 / 1024 + 1e-6
+
+
+def test_a_step_holds_its_action_for_the_tasks_action_repeat(cartpole):
+  every_step = dm_control_envs.DMControlEnv("cartpole-swingup", action_repeat=1)
+  assert every_step.max_episode_steps == 1000 and every_step.version is None
+  assert cartpole.version == "action_repeat=8"  # Stored episodes and statistics record it.
+  actions = np.random.default_rng(0).uniform(-1, 1, (130, 1)).astype(np.float32)
+  cartpole.reset(5), every_step.reset(5)
+  for i, action in enumerate(actions[:125]):
+    held = cartpole.step(action)
+    singles = [every_step.step(action) for _ in range(8)]
+    # The same physics: eight control steps of one action, their rewards summed.
+    for key in held.observation:
+      np.testing.assert_array_equal(held.observation[key], singles[-1].observation[key])
+    assert held.reward == pytest.approx(sum(r.reward for r in singles), abs=1e-9)
+    assert held.truncated == (i == 124) and not held.terminated
+  with pytest.raises(ValueError, match="action_repeat must be at least 1"):
+    dm_control_envs.DMControlEnv("cartpole-swingup", action_repeat=0)
 
 
 def test_seeds_fix_the_initial_state(cartpole):
@@ -84,10 +104,11 @@ def test_pixel_task_renders_frames_and_acts_with_the_state_expert(tmp_path, monk
   assert set(first) == {"image"} and first["image"].shape == (64, 64, 3)
   assert first["image"].dtype == np.uint8 and first["image"].std() > 0  # A rendered scene.
   assert not np.array_equal(pixels.reset(4)["image"], first["image"])  # The seed moves the pole.
-  assert pixels.action_spec == state.action_spec and pixels.max_episode_steps == 1000
+  assert pixels.action_spec == state.action_spec and pixels.max_episode_steps == 125
+  assert pixels.version == state.version == "action_repeat=8"  # One frame per decision.
   # An untrained SAC actor stands in for the expert: the pixel task's expert is the state
   # task's, acting on the state behind each frame.
-  config = sac.SACConfig(hidden_sizes=(8,))
+  config = sac.SACConfig(hidden_sizes=(8,), action_repeat=8)
   obs_dim, action_dim = sac.problem_dims(state)
   params = sac.SAC(obs_dim, action_dim, config).init_actor_params(jax.random.key(0))
   dm_control_experts.save_expert(

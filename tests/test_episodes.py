@@ -347,6 +347,16 @@ def test_data_and_statistics_of_a_retrained_expert_are_made_again(tmp_path, monk
   assert stats.random_return == random_before  # The random baseline does not depend on it.
   record = tmp_path / "gato_meta" / "generated" / "gato_babyai" / "go_to_red_ball.json"
   assert json.loads(record.read_text())["agent_version"] == "v2"
+  # A changed environment (as DM Control's action repeat changed the interval of a timestep)
+  # makes the data and both baselines stale.
+  assert stats.env_version is None and json.loads(record.read_text())["env_version"] is None
+  monkeypatch.setattr(babyai.BabyAIEnv, "version", "interval=2")
+  measured.clear()
+  changed = generation.generate_task(task, data_dir, **kwargs)
+  assert changed.status == "regenerated"
+  stats = E.load_stats(data_dir, task)
+  assert stats.env_version == "interval=2" and len(measured) == 2 and "v2" in measured
+  assert json.loads(record.read_text())["env_version"] == "interval=2"
 
 
 def test_importing_gato_jax_data_and_envs_does_not_import_tensorflow():

@@ -1,5 +1,6 @@
 """SAC: its pieces on hand values, learning a toy task, DM Control experts on disk, recipes."""
 
+import dataclasses
 import os
 
 import jax
@@ -9,7 +10,7 @@ import pytest
 
 from gato_jax import recipes as recipe_files
 from gato_jax import tokenizer
-from gato_jax.envs import base, registry
+from gato_jax.envs import base, dm_control_envs, registry
 from gato_jax.experts import dm_control_experts, sac
 
 
@@ -232,7 +233,8 @@ def test_missing_expert_error_names_the_task_and_the_train_command(tmp_path, mon
 
 def test_cached_expert_round_trips_and_repeats_actions(tmp_path, monkeypatch):
   monkeypatch.setenv("GATO_JAX_EXPERTS", str(tmp_path))
-  env = registry.make_env("dm_control/point_mass-easy")
+  # SAC's own environment acts every control step; the task's (`registry.make_env`) every 4.
+  env = dm_control_envs.DMControlEnv("point_mass-easy", action_repeat=1)
   config = sac.SACConfig(hidden_sizes=(8,), action_repeat=3)
   keys, (obs_dim, action_dim) = sac.observation_keys(env), sac.problem_dims(env)
   assert keys == ("position", "velocity") and (obs_dim, action_dim) == (4, 2)
@@ -252,6 +254,25 @@ def test_cached_expert_round_trips_and_repeats_actions(tmp_path, monkeypatch):
     # Held for three control steps: the action of step i is chosen at step 3 * (i // 3).
     np.testing.assert_allclose(action, original(observations[3 * (i // 3)]), rtol=1e-6)
   assert not np.allclose(actions[0], actions[3])
+  # On the task's environment, which holds each action for 4 control steps, an expert trained
+  # to act every 3 cannot act at its interval; one trained at 4 decides at every call.
+  task_env = registry.make_env(env.name)
+  with pytest.raises(ValueError, match="acts every 3 control steps"):
+    registry.make_expert(task_env)
+  dm_control_experts.save_expert(
+    str(tmp_path),
+    env.name,
+    dataclasses.replace(config, action_repeat=4),
+    keys,
+    obs_dim,
+    action_dim,
+    params,
+    {"expert_return": 1.0},
+  )
+  policy = registry.make_expert(task_env)
+  policy.reset(0)
+  for observation in observations:
+    np.testing.assert_allclose(policy.act(observation), original(observation), rtol=1e-6)
 
 
 def _recipes():

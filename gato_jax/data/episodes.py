@@ -112,6 +112,8 @@ class TaskStats:
       random policy's returns over `random_episodes` episodes.
     expert_agent / expert_return / ... : the same for the expert that makes the data; None
       where the task has no expert yet (e.g. DM Control before its SAC agents exist).
+    env_version: the environment's `Environment.version` when measured (a change, such as DM
+      Control's action repeat, makes every number here stale).
   """
 
   task: str
@@ -125,6 +127,7 @@ class TaskStats:
   expert_return_std: float | None = None
   expert_episodes: int = 0
   expert_success_rate: float | None = None
+  env_version: str | None = None
 
 
 def summarize_returns(episodes: Iterable[dict]) -> tuple[float, float, int, float | None]:

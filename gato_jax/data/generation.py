@@ -87,6 +87,14 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
     stats = episodes_lib.load_stats(data_dir, env.name)
   except FileNotFoundError:
     stats = None  # No statistics yet: measure them below.
+  if stats is not None and stats.env_version != env.version:
+    logging.info(
+      "%s: statistics measured on environment %s, now %s: measuring them again",
+      env.name,
+      stats.env_version,
+      env.version,
+    )
+    stats = None
   random_ok = stats is not None and stats.random_episodes >= num_episodes
   expert, expert_ok = None, not registry.has_expert(env.name)
   if not expert_ok and stats is not None and stats.expert_episodes >= num_episodes:
@@ -100,7 +108,9 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
   if not random_ok:
     mean, std, count, rate = episodes_lib.random_baseline(env, seed, num_episodes)
     kept = {f: getattr(stats, f) for f in EXPERT_FIELDS} if stats else {}
-    stats = episodes_lib.TaskStats(env.name, mean, std, count, rate, **kept)
+    stats = episodes_lib.TaskStats(
+      env.name, mean, std, count, rate, **kept, env_version=env.version
+    )
   if not expert_ok:
     expert = expert or registry.make_expert(env)  # Names the training command if untrained.
     mean, std, count, rate = episodes_lib.expert_baseline(env, expert, seed, num_episodes)
@@ -319,6 +329,8 @@ def generate_task(
     "task": task,
     "agent": data_policy.name,
     "agent_version": data_policy.version,
+    # None for most environments, as in records written before environments had versions.
+    "env_version": env.version,
     "episodes": num_episodes,
     "seed": seed,
     "shard_episodes": shard_episodes,
@@ -332,7 +344,7 @@ def generate_task(
     make_shard,
     write,
     ("task", "agent", "episodes", "seed"),
-    ("agent_version",),
+    ("agent_version", "env_version"),
   )
   env.close()
   return TaskSummary(

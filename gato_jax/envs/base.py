@@ -31,12 +31,16 @@ class Environment(abc.ABC):
       mirroring the observation dict.
     action_spec: DiscreteSpec/ContinuousSpec (or a dict of them) mirroring the action.
     max_episode_steps: the time limit used for data generation and evaluation.
+    version: what, besides the name, decides the task's episodes (e.g. DM Control's action
+      repeat); None for most. Stored episodes and statistics record it, and a change makes them
+      stale (regenerated, measured again).
   """
 
   name: str
   observation_spec: Any
   action_spec: Any
   max_episode_steps: int
+  version: str | None = None
 
   @abc.abstractmethod
   def reset(self, seed: int) -> Any:

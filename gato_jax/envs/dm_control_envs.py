@@ -8,6 +8,14 @@ cover the full range whatever the actuator limits.
 Episodes last the suite's time limit (1,000 control steps for these tasks) and end truncated,
 never terminated: DM Control tasks have no terminal states.
 
+A Gato timestep is one decision of the task's expert: `ACTION_REPEAT` holds each action for that
+many control steps (their rewards add up), the interval its SAC expert was trained to act at
+(PlaNet's values for cartpole, point_mass, reacher, walker-stand). Recording every control step
+instead stored runs of 2-8 equal actions, and a model trained on them learns to copy the previous
+action (the generalist's DM Control rows: 87% of cartpole-balance targets equal the previous
+one, and the model predicted the previous one at every step), which then never changes in
+closed loop. Returns stay sums over the suite's 1,000 control steps, as the references count them.
+
 The same tasks seen from a camera are the domain "dm_control_pixels" (the paper's "DM Control
 Suite Pixels"): `DMControlPixelsEnv` observes {"image": uint8 [64, 64, 3]} rendered headless by
 MuJoCo (EGL, in a child process), and its expert is the state task's SAC expert acting on the
@@ -36,12 +44,43 @@ TASKS = (
 )
 
 
-class DMControlEnv(base.Environment):
-  """One DM Control suite task, e.g. "dm_control/cartpole-swingup", with state observations."""
+# Control steps each action is held for: the interval the task's expert acts at (its SAC recipe's
+# action repeat, experiments/configs/experts/dm_control.py).
+ACTION_REPEAT = {
+  "cartpole-balance": 8,
+  "cartpole-swingup": 8,
+  "point_mass-easy": 4,
+  "reacher-easy": 4,
+  "walker-stand": 2,
+  "walker-walk": 1,
+  "cheetah-run": 1,
+  "finger-spin": 1,
+}
 
-  def __init__(self, task: str, renderer: str = "disable"):
+
+def env_version(action_repeat: int) -> str | None:
+  """`Environment.version` of a task acting every `action_repeat` control steps (None for every
+  step, the interval of the episodes stored before the repeat existed)."""
+  return None if action_repeat == 1 else f"action_repeat={action_repeat}"
+
+
+class DMControlEnv(base.Environment):
+  """One DM Control suite task, e.g. "dm_control/cartpole-swingup", with state observations.
+
+  Args:
+    task: a `TASKS` entry.
+    renderer: MUJOCO_GL's value when it is unset.
+    action_repeat: control steps each action is held for; None: the task's `ACTION_REPEAT`
+      (SAC training passes 1 and repeats its actions itself).
+  """
+
+  def __init__(self, task: str, renderer: str = "disable", action_repeat: int | None = None):
     if task not in TASKS:
       raise ValueError(f"unknown DM Control task {task!r}; known tasks: {list(TASKS)}")
+    self.action_repeat = ACTION_REPEAT[task] if action_repeat is None else int(action_repeat)
+    if self.action_repeat < 1:
+      raise ValueError(f"action_repeat must be at least 1, got {action_repeat}")
+    self.version = env_version(self.action_repeat)
     # State observations need no renderer; without this dm_control probes for a display (GLFW).
     os.environ.setdefault("MUJOCO_GL", renderer)
     from dm_control import suite
@@ -61,7 +100,8 @@ class DMControlEnv(base.Environment):
       raise ValueError(f"{self.name}: actions need finite bounds to rescale, got {bounds}")
     self.action_spec = tokenizer.ContinuousSpec(tuple(bounds.shape), mu_law=False)
     # control.Environment keeps its limit in a private field; every suite task sets one.
-    self.max_episode_steps = int(round(getattr(self._env, "_step_limit", 1000)))
+    control_steps = int(round(getattr(self._env, "_step_limit", 1000)))
+    self.max_episode_steps = -(-control_steps // self.action_repeat)
 
   def _observation(self, timestep) -> dict:
     return {
@@ -88,12 +128,17 @@ class DMControlEnv(base.Environment):
     return self._low + unit * (self._high - self._low)
 
   def step(self, action) -> base.StepResult:
-    timestep = self._env.step(self.to_env_action(action))
+    env_action, reward = self.to_env_action(action), 0.0
+    for _ in range(self.action_repeat):
+      timestep = self._env.step(env_action)
+      reward += float(timestep.reward or 0.0)
+      if timestep.last():
+        break
     last = timestep.last()
     terminated = bool(last and timestep.discount == 0.0)
     return base.StepResult(
       observation=self._observation(timestep),
-      reward=float(timestep.reward or 0.0),
+      reward=reward,
       terminated=terminated,
       truncated=bool(last and not terminated),
     )
@@ -107,7 +152,8 @@ def make_env(task: str) -> DMControlEnv:
 
 
 PIXELS_DOMAIN = "dm_control_pixels"
-# 64x64 frames are 16 patches a step: a 1,000-step episode is about 23k tokens with its actions.
+# 64x64 frames are 16 patches a step: a 1,000-step episode is about 23k tokens with its actions
+# when every control step is a timestep (2.9k at cartpole's action repeat of 8).
 PIXELS_SIZE = 64
 _RENDERERS = ("egl", "osmesa", "glfw")
 
@@ -131,10 +177,13 @@ class DMControlPixelsEnv(base.Environment):
     self.name = f"{PIXELS_DOMAIN}/{task}"
     self.state_task = f"dm_control/{task}"  # Whose returns these are (generation.ensure_stats).
     self.size = int(size)
+    # The state task's interval: one frame is rendered per decision, not per control step.
+    self.action_repeat = ACTION_REPEAT[task]
+    self.version = env_version(self.action_repeat)
     context = multiprocessing.get_context("spawn")
     self._conn, child = context.Pipe()
     self._process = context.Process(
-      target=_render_worker, args=(child, task, self.size), daemon=True
+      target=_render_worker, args=(child, task, self.size, self.action_repeat), daemon=True
     )
     self._process.start()
     child.close()
@@ -193,11 +242,11 @@ class DMControlPixelsEnv(base.Environment):
     self._conn.close()
 
 
-def _render_worker(conn, task: str, size: int) -> None:
+def _render_worker(conn, task: str, size: int, action_repeat: int) -> None:
   """The child of `DMControlPixelsEnv`: serves specs, reset and step with rendered frames."""
   if os.environ.get("MUJOCO_GL") not in _RENDERERS:
     os.environ["MUJOCO_GL"] = "egl"
-  env = DMControlEnv(task, renderer=os.environ["MUJOCO_GL"])
+  env = DMControlEnv(task, renderer=os.environ["MUJOCO_GL"], action_repeat=action_repeat)
   frame = lambda: np.asarray(
     env._env.physics.render(height=size, width=size, camera_id=0),
     np.uint8,  # pylint: disable=protected-access

@@ -7,9 +7,11 @@ An expert lives in `<workdir>/dm_control/<task>/` (e.g. .../dm_control/cartpole-
 The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GATO_JAX_EXPERTS.
 `make_expert(env)` is the `registry.register_expert("dm_control", ...)` factory.
 
-The expert acts deterministically (tanh of the actor's mean) and holds each action for the
-recipe's action repeat, as in training: the data then records one action per control step, of
-which consecutive groups of `action_repeat` are equal.
+The expert acts deterministically (tanh of the actor's mean) at the interval it was trained at,
+the recipe's action repeat: the task's environment holds each action for that many control steps
+(`dm_control_envs.ACTION_REPEAT`, which the recipes share), so every stored timestep is one
+decision; on an environment that acts more often (SAC's own, every control step) the policy
+holds its action over the environment's steps instead.
 """
 
 import dataclasses
@@ -91,13 +93,33 @@ class Expert:
 
 
 class ExpertPolicy(policies.Policy):
-  """A cached SAC expert as a `policies.Policy`, repeating each action as it was trained to."""
+  """A cached SAC expert as a `policies.Policy`, acting at the interval it was trained to.
+
+  Args:
+    expert: the cached expert.
+    state_of: (observation) -> the state dict the expert acts on (pixel tasks).
+    env_repeat: control steps the environment holds each action for; the policy holds its own
+      for the rest of the expert's action repeat, which must be a multiple of it.
+  """
 
   name = "sac_expert"
 
-  def __init__(self, expert: Expert, state_of: Callable[[Any], dict] | None = None):
+  def __init__(
+    self,
+    expert: Expert,
+    state_of: Callable[[Any], dict] | None = None,
+    env_repeat: int = 1,
+  ):
+    repeat = expert.config.action_repeat
+    if env_repeat < 1 or repeat % env_repeat:
+      raise ValueError(
+        f"{expert.task}: the expert acts every {repeat} control steps, which an environment"
+        f" holding each action for {env_repeat} cannot give (rebuild the environment with"
+        f" action_repeat={repeat} or 1)"
+      )
     self.expert = expert
     self.version = expert.version
+    self.hold = repeat // env_repeat  # Calls each action is held for.
     self._state_of = state_of or (lambda observation: observation)
     self._steps = 0
     self._action = None
@@ -107,7 +129,7 @@ class ExpertPolicy(policies.Policy):
     self._steps, self._action = 0, None
 
   def act(self, observation) -> np.ndarray:
-    if self._steps % self.expert.config.action_repeat == 0:
+    if self._steps % self.hold == 0:
       self._action = self.expert(self._state_of(observation))
     self._steps += 1
     return self._action
@@ -119,9 +141,10 @@ def make_expert(env: base.Environment, workdir: str | None = None) -> ExpertPoli
   For a `DMControlPixelsEnv` it is the state task's expert, acting on the state behind each frame.
   """
   expert = load_expert(workdir or default_workdir(), env.name)
+  repeat = getattr(env, "action_repeat", 1)
   if hasattr(env, "state_observation"):
-    return ExpertPolicy(expert, lambda _: env.state_observation)
-  return ExpertPolicy(expert)
+    return ExpertPolicy(expert, lambda _: env.state_observation, repeat)
+  return ExpertPolicy(expert, env_repeat=repeat)
 
 
 def has_expert(task: str, workdir: str | None = None) -> bool:
@@ -223,7 +246,7 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
 
   workdir = workdir or default_workdir()
   task = canonical_task(config.task)
-  env = dm_control_envs.DMControlEnv(task)
+  env = dm_control_envs.DMControlEnv(task, action_repeat=1)  # SAC repeats its actions itself.
   directory = expert_dir(workdir, task)
   seeds_dir = os.path.join(directory, "seeds")
   recipe = cache.recipe(config, "sac")

@@ -8,8 +8,9 @@ The argument names the task (gato_jax.envs.dm_control_envs.TASKS):
       --config.sac.total_env_steps=200000
 
 Budgets are sized for a 2-core CPU shared with other work (roughly 5-10 minutes per task);
-action repeat (PlaNet's values: 8 for cartpole, 4 for reacher, 2 for walker and finger) buys
-most of that, as each agent step then covers several control steps. References are state-based
+action repeat (`dm_control_envs.ACTION_REPEAT`, PlaNet's values: 8 for cartpole, 4 for reacher
+and point_mass, 2 for walker-stand) buys most of that, as each agent step then covers several
+control steps. References are state-based
 SAC returns from the literature: the "State SAC" row of CURL (Laskin et al., 2020, Table 1;
 the same numbers appear in DrQ) at 500k environment steps where it lists the task, otherwise
 the D4PG state curves of the DM Control report (Tassa et al., 2018), read off approximately.
@@ -17,28 +18,30 @@ the D4PG state curves of the DM Control report (Tassa et al., 2018), read off ap
 
 import ml_collections
 
+from gato_jax.envs import dm_control_envs
+
 # Per-task overrides of the SAC defaults below, with the published reference the trained expert
 # is compared with.
 RECIPES = {
   "cartpole-balance": dict(
     reference_return=1000.0,
     reference="D4PG state, Tassa et al. 2018 (~1000, approx.)",
-    sac=dict(total_env_steps=40_000, action_repeat=8, random_steps=1_000),
+    sac=dict(total_env_steps=40_000, random_steps=1_000),
   ),
   "cartpole-swingup": dict(
     reference_return=848.0,
     reference="State SAC at 500k steps, CURL Table 1 (848 +- 15)",
-    sac=dict(total_env_steps=160_000, action_repeat=8, random_steps=1_000),
+    sac=dict(total_env_steps=160_000, random_steps=1_000),
   ),
   "point_mass-easy": dict(
     reference_return=900.0,
     reference="D4PG state, Tassa et al. 2018 (~900, approx.)",
-    sac=dict(total_env_steps=100_000, action_repeat=4, random_steps=2_000),
+    sac=dict(total_env_steps=100_000, random_steps=2_000),
   ),
   "reacher-easy": dict(
     reference_return=923.0,
     reference="State SAC at 500k steps, CURL Table 1 (923 +- 64)",
-    sac=dict(total_env_steps=200_000, action_repeat=4, random_steps=2_000),
+    sac=dict(total_env_steps=200_000, random_steps=2_000),
   ),
   "finger-spin": dict(
     reference_return=923.0,
@@ -46,19 +49,19 @@ RECIPES = {
     # 300k steps of 128x128 networks at lr 1e-3 plateaued near 520 (567 greedy), 150k at lr 3e-4
     # reached 371. The reference's budget with cheetah-run's recipe (one agent step per control
     # step), which took that task from 55% to 98% of its reference: 882.2 (96%, seed 0).
-    sac=dict(total_env_steps=500_000, action_repeat=1, random_steps=5_000),
+    sac=dict(total_env_steps=500_000, random_steps=5_000),
   ),
   "walker-stand": dict(
     reference_return=980.0,
     reference="D4PG state, Tassa et al. 2018 (~980, approx.)",
-    sac=dict(total_env_steps=200_000, action_repeat=2, random_steps=2_000),
+    sac=dict(total_env_steps=200_000, random_steps=2_000),
   ),
   "walker-walk": dict(
     reference_return=948.0,
     reference="State SAC at 500k steps, CURL Table 1 (948 +- 54)",
     # Action repeat 2 with 128x128 networks: 200k steps reached 780 (82%), 500k steps 750.0 (seed
     # 0, 2026-12-05). cheetah-run's recipe (every control step an agent step): 965.8 (102%).
-    sac=dict(total_env_steps=500_000, action_repeat=1, random_steps=5_000),
+    sac=dict(total_env_steps=500_000, random_steps=5_000),
   ),
   "cheetah-run": dict(
     reference_return=795.0,
@@ -67,7 +70,7 @@ RECIPES = {
     # 128x128 networks gave 439.8 and 432.3 (seeds 0, 1) and 256x256 412.2 (seed 0): about 55%
     # whatever the width (2026-12-05). Every control step an agent step, as state SAC runs it
     # (four times the updates): 779.1 with seed 0 (98%; 825 s on two shared cores).
-    sac=dict(total_env_steps=500_000, action_repeat=1, random_steps=5_000),
+    sac=dict(total_env_steps=500_000, random_steps=5_000),
   ),
 }
 
@@ -93,7 +96,9 @@ def get_config(arg: str = "cartpole-balance") -> ml_collections.ConfigDict:
 
   config.sac = ml_collections.ConfigDict()  # gato_jax.experts.sac.SACConfig fields.
   config.sac.total_env_steps = 100_000  # Control steps, action repeats included.
-  config.sac.action_repeat = 1  # Control steps each agent action is held for.
+  # Control steps each agent action is held for: the task's interval, which its environment
+  # then acts at (one stored timestep per decision).
+  config.sac.action_repeat = dm_control_envs.ACTION_REPEAT[arg]
   config.sac.random_steps = 2_000  # Agent steps of uniform random actions before learning.
   config.sac.batch_size = 256  # Transitions per gradient step.
   config.sac.buffer_size = 1_000_000  # Replay capacity (agent steps).
