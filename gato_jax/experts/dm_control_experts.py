@@ -351,15 +351,25 @@ _TRAINING_KEYS = (
 
 
 def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:
-  """The expert's returns (deterministic, with its action repeat) and the random policy's:
-  `episodes.expert_baseline` and `random_baseline`, the numbers the task's statistics hold."""
+  """The expert's returns (deterministic) and the random policy's on the task's environment,
+  which acts at the task's interval (`dm_control_envs.ACTION_REPEAT`), not on SAC's `env`:
+  `episodes.expert_baseline` and `random_baseline`, the numbers the task's statistics hold (a
+  random action held for 8 control steps swings cartpole further than one drawn every step)."""
+  from gato_jax.envs import dm_control_envs
+
   start = time.time()
-  mean, std, count, _ = episodes_lib.expert_baseline(
-    env, ExpertPolicy(expert), num_episodes=config.eval.num_episodes
-  )
-  expert_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
-  mean, std, count, _ = episodes_lib.random_baseline(env)
-  random_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
+  task_env = dm_control_envs.DMControlEnv(canonical_task(env.name))
+  try:
+    mean, std, count, _ = episodes_lib.expert_baseline(
+      task_env,
+      ExpertPolicy(expert, env_repeat=task_env.action_repeat),
+      num_episodes=config.eval.num_episodes,
+    )
+    expert_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
+    mean, std, count, _ = episodes_lib.random_baseline(task_env)
+    random_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
+  finally:
+    task_env.close()
   logging.info(
     "%s: expert %.1f +- %.1f, random %.1f, reference %.0f (%.0f s)",
     env.name,
