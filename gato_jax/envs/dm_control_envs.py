@@ -44,8 +44,8 @@ TASKS = (
 )
 
 
-# Control steps each action is held for: the interval the task's expert acts at (its SAC recipe's
-# action repeat, experiments/configs/experts/dm_control.py).
+# Control steps each action is held for: the interval the task's expert acts at. The SAC recipes
+# (experiments/configs/experts/dm_control.py) take their action repeat from here.
 ACTION_REPEAT = {
   "cartpole-balance": 8,
   "cartpole-swingup": 8,
