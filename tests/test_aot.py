@@ -5,12 +5,11 @@ Needs libtpu (`pip install -e .[tpu]`); without it these tests skip, saying so.
 
 import importlib.util
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from helpers.scripts import run_python
 
 needs_libtpu = pytest.mark.skipif(
   importlib.util.find_spec("libtpu") is None,
@@ -34,14 +33,7 @@ def test_aot_tool_reports_tiny_on_a_v5e_slice():
   from gato_jax.model import ModelConfig
   from gato_jax.training import flops
 
-  out = subprocess.run(
-    [sys.executable, "tools/aot_compile.py", *TINY_ARGS],
-    cwd=ROOT,
-    check=True,
-    capture_output=True,
-    text=True,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
-  )
+  out = run_python("tools/aot_compile.py", *TINY_ARGS)
   train, decode = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
   for row in (train, decode):
     assert row["size"] == "tiny" and row["topology"] == "v5e:2x2"

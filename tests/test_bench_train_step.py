@@ -1,33 +1,25 @@
 """The train-step benchmark's cases run on CPU: ours and the minimal reference decoder."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
+
+from helpers.scripts import run_python
 
 ROOT = pathlib.Path(__file__).parents[1]
 
 
 def test_reference_decoder_and_gato_cases_run_on_cpu():
-  out = subprocess.run(
-    [
-      sys.executable,
-      "tools/bench/train_step.py",
-      "--config=experiments/configs/gato.py:tiny",
-      "--config.train.batch_size=4",
-      "--config.train.seq_len=64",
-      "--config.mesh.shape=1,1,1",
-      "--num_patches=0",
-      "--seconds=0",
-      "--cases=reference,gato_padded,gato",
-      "--phases",
-    ],
-    cwd=ROOT,
-    check=True,
-    capture_output=True,
-    text=True,
-    env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""},
+  out = run_python(
+    "tools/bench/train_step.py",
+    "--config=experiments/configs/gato.py:tiny",
+    "--config.train.batch_size=4",
+    "--config.train.seq_len=64",
+    "--config.mesh.shape=1,1,1",
+    "--num_patches=0",
+    "--seconds=0",
+    "--cases=reference,gato_padded,gato",
+    "--phases",
+    env={"XLA_FLAGS": ""},
   ).stdout
   rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   assert [r["case"] for r in rows] == ["reference", "gato_padded", "gato"]

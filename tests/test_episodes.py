@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,8 @@ from gato_jax import tokenizer as T
 from gato_jax.data import episodes as E
 from gato_jax.data import generation, rlds_io
 from gato_jax.envs import base, policies, registry
+
+from helpers.scripts import run_python
 
 
 class CountdownEnv(base.Environment):
@@ -365,8 +365,7 @@ def test_importing_gato_jax_data_and_envs_does_not_import_tensorflow():
     " gato_jax.data.generation, gato_jax.data.rlds_io, gato_jax.envs.babyai,"
     " gato_jax.envs.registry; assert 'tensorflow' not in sys.modules, 'TF imported'"
   )
-  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  subprocess.run([sys.executable, "-c", code], check=True, env=env)
+  run_python("-c", code)
 
 
 def test_a_rendered_task_takes_its_state_tasks_statistics_without_rollouts(tmp_path):

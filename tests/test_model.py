@@ -1,9 +1,6 @@
 """The Gato network: sizes, embeddings, causality, packing, loss masking, learning."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -33,6 +30,8 @@ from gato_jax.training.step import (
   make_train_step,
   masked_next_token_loss,
 )
+
+from helpers.scripts import run_python
 
 ROOT = pathlib.Path(__file__).parents[1]
 TINY = ModelConfig.from_size("tiny", stochastic_depth=0.0)
@@ -81,14 +80,7 @@ def test_geglu_feed_forward():
 
 
 def test_model_summary_tool():
-  out = subprocess.run(
-    [sys.executable, "tools/model_summary.py", "--config=experiments/configs/gato.py:tiny"],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    check=True,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
-  ).stdout
+  out = run_python("tools/model_summary.py", "--config=experiments/configs/gato.py:tiny").stdout
   assert f"params: {EXPECTED_PARAMS['tiny']}\n" in out
   assert "decoder/attention" in out and "embedder" in out
 

@@ -1,18 +1,10 @@
 """Package-level promises: light imports, TensorFlow kept off accelerators, the demo runs."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
-ROOT = pathlib.Path(__file__).parents[1]
+from helpers.scripts import run_python
 
 
 def _run(code: str) -> str:
-  env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  return subprocess.run(
-    [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
-  ).stdout
+  return run_python("-c", code).stdout
 
 
 def test_import_stays_light():
@@ -35,19 +27,12 @@ def test_tensorflow_hides_accelerators():
 
 
 def test_tokenize_demo_on_real_dm_control():
-  env = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": "disable"}
-  out = subprocess.run(
-    [
-      sys.executable,
-      str(ROOT / "experiments/tokenize_demo.py"),
-      "--domain=cartpole",
-      "--task=swingup",
-      "--steps=3",
-    ],
-    check=True,
-    capture_output=True,
-    text=True,
-    env=env,
+  out = run_python(
+    "experiments/tokenize_demo.py",
+    "--domain=cartpole",
+    "--task=swingup",
+    "--steps=3",
+    env={"MUJOCO_GL": "disable"},
   ).stdout
   assert "7 tokens (observation, separator, action)" in out
   assert "separator" in out and "decoded action" in out
@@ -70,10 +55,7 @@ def test_launcher_console_shows_ours_and_the_file_keeps_everything(tmp_path):
     "  exec(compile('logging.error(\"orbax failed\")', options.__file__, 'exec'))\n"
     "app.run(main)\n"
   )
-  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-  done = subprocess.run(
-    [sys.executable, str(script)], capture_output=True, text=True, env=env, check=True
-  )
+  done = run_python(script, env={"JAX_PLATFORMS": "cpu"})
   shown = [line.split("] ", 1)[-1] for line in done.stderr.splitlines() if "] " in line]
   assert [
     m for m in shown if m in ("progress of ours", "banner", "orbax internals", "orbax failed")
@@ -93,12 +75,10 @@ def test_launchers_keep_compiled_programs_across_runs(tmp_path):
     "  print(jax.config.jax_compilation_cache_dir)\n"
     "launch.run(main)\n"
   )
-  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-  env.update(PYTHONPATH=str(ROOT), HOME=str(tmp_path), JAX_PLATFORMS="cpu")
-  run = lambda env: subprocess.run(
-    [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
-  ).stdout.strip()
-  assert run(env) == str(tmp_path / ".cache" / "gato_jax" / "jax_compilation_cache")
-  assert any((tmp_path / ".cache" / "gato_jax" / "jax_compilation_cache").iterdir())
+  env = {"HOME": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+  run = lambda env, drop=(): run_python("-c", code, env=env, drop=drop).stdout.strip()
+  cache = tmp_path / ".cache" / "gato_jax" / "jax_compilation_cache"
+  assert run(env, drop=("JAX_COMPILATION_CACHE_DIR",)) == str(cache)
+  assert any(cache.iterdir())
   # One named by the environment is kept.
   assert run({**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}) == str(tmp_path / "mine")

@@ -1,10 +1,7 @@
 """Recipes: expert recipes by task name, data preparation, and the generalist preset."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -13,6 +10,8 @@ from gato_jax.data import example_sets, generation, presets
 from gato_jax.envs import registry
 from gato_jax.experts import cache
 from gato_jax.training import metrics_log
+
+from helpers.scripts import run_python
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -107,21 +106,13 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
   }
 
   def launch(stages):
-    return subprocess.run(
-      [
-        sys.executable,
-        str(ROOT / "experiments" / "generalist.py"),
-        "--config=experiments/configs/gato.py:tiny,generalist",
-        f"--workdir={workdir}",
-        f"--data_dir={data_dir}",
-        f"--stages={stages}",
-        *(f"--config.{key}={value}" for key, value in overrides.items()),
-      ],
-      cwd=ROOT,
-      check=True,
-      capture_output=True,
-      text=True,
-      env={**os.environ, "PYTHONPATH": str(ROOT)},
+    return run_python(
+      "experiments/generalist.py",
+      "--config=experiments/configs/gato.py:tiny,generalist",
+      f"--workdir={workdir}",
+      f"--data_dir={data_dir}",
+      f"--stages={stages}",
+      *(f"--config.{key}={value}" for key, value in overrides.items()),
     ).stdout
 
   first = launch("alone")

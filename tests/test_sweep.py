@@ -4,13 +4,13 @@ import importlib.util
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from gato_jax.sweep import plan, power_law, report, runner
+
+from helpers.scripts import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -299,19 +299,11 @@ def test_launch_commands_name_each_run(tmp_path):
 
 
 def test_print_dispatch_from_the_command_line(tmp_path):
-  out = subprocess.run(
-    [
-      sys.executable,
-      "experiments/sweep.py",
-      "--config=experiments/configs/sweep.py:paper",
-      f"--workdir={tmp_path}",
-      "--dispatch=print",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    check=True,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  out = run_python(
+    "experiments/sweep.py",
+    "--config=experiments/configs/sweep.py:paper",
+    f"--workdir={tmp_path}",
+    "--dispatch=print",
   ).stdout.splitlines()
   base = (
     f"python experiments/sweep.py --config=experiments/configs/sweep.py:paper --workdir={tmp_path}"

@@ -3,13 +3,13 @@
 import importlib.util
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 
 from gato_jax import tokenizer as T
 from gato_jax.data import example_sets, rlds_io, text_data
+
+from helpers.scripts import run_python
 
 _SOURCES = {
   "pkg/alpha.py": '"""Alpha module docstring."""\n\n# A prose comment with enough words.\n'
@@ -170,5 +170,4 @@ def test_importing_the_text_and_vision_language_modules_does_not_import_tensorfl
     " gato_jax.data.example_sets, gato_jax.data.shape_scenes;"
     " assert 'tensorflow' not in sys.modules, 'TF imported'"
   )
-  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  subprocess.run([sys.executable, "-c", code], check=True, env=env)
+  run_python("-c", code)

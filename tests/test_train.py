@@ -4,7 +4,6 @@ import errno
 import os
 import pathlib
 import socket
-import subprocess
 import sys
 
 import orbax.checkpoint as ocp
@@ -14,6 +13,8 @@ from gato_jax import checkpoint, train
 from gato_jax import tokenizer as T
 from gato_jax.data import generation, presets
 from gato_jax.training import metrics_log
+
+from helpers.scripts import run_python
 
 
 def _losses(workdir: str) -> list[tuple[int, float]]:
@@ -77,24 +78,18 @@ def test_launcher_trains_a_seqio_mixture_registered_by_user_code(data_dir, tmp_p
     " ('gato.babyai.GoToRedBall', 1)])\n"
   )
   workdir = tmp_path / "run"
-  env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
-  out = subprocess.run(
-    [
-      sys.executable,
-      "experiments/train.py",
-      "--config=experiments/configs/gato.py:tiny,smoke",
-      f"--workdir={workdir}",
-      f"--config.data.data_dir={data_dir}",
-      "--config.train.steps=1",
-      "--config.mesh.shape=-1,1,1",
-      "--config.mesh.rules=data_parallel",
-      "--config.data.imports=user_mixtures",
-      "--config.data.mixture=user_mix",
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
+  out = run_python(
+    "experiments/train.py",
+    "--config=experiments/configs/gato.py:tiny,smoke",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+    "--config.train.steps=1",
+    "--config.mesh.shape=-1,1,1",
+    "--config.mesh.rules=data_parallel",
+    "--config.data.imports=user_mixtures",
+    "--config.data.mixture=user_mix",
+    env={"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+    check=False,
   )
   assert out.returncode == 0, out.stderr[-3000:]
   # The realised rates are logged, under the tasks' names (not their SeqIO names).
@@ -104,19 +99,13 @@ def test_launcher_trains_a_seqio_mixture_registered_by_user_code(data_dir, tmp_p
 
 
 def _launch(workdir, data_dir, *overrides):
-  return subprocess.run(
-    [
-      sys.executable,
-      "experiments/train.py",
-      "--config=experiments/configs/gato.py:tiny,smoke",
-      f"--workdir={workdir}",
-      f"--config.data.data_dir={data_dir}",
-      *overrides,
-    ],
-    cwd=ROOT,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
-    capture_output=True,
-    text=True,
+  return run_python(
+    "experiments/train.py",
+    "--config=experiments/configs/gato.py:tiny,smoke",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+    *overrides,
+    check=False,
   )
 
 
