@@ -6,6 +6,10 @@ when its holder exits by any means, `kill -9` included, so a dead holder never b
 and nothing has to judge whether a recorded pid is still alive. The file also records the
 holder's pid and host, which the refusal names.
 
+Writers of a shared cache (an expert, a generated dataset) take the same lock with `wait=True`:
+a second process waits for the first and then finds its result, instead of training or
+generating the same thing beside it.
+
 Within one process the lock is reentrant: a sweep that holds a run's directory may call the
 trainer on it. The processes of one multi-host job share a workdir, so each takes the lock of
 its own process index: a second job still collides with the first on every process.
@@ -15,6 +19,8 @@ import fcntl
 import os
 import socket
 import threading
+
+from absl import logging
 
 LOCK_FILE = ".lock"
 
@@ -41,13 +47,15 @@ class WorkdirLock:
   Args:
     workdir: the directory to hold (created if missing).
     process_index: this process's index in a multi-host job (`.lock.N` for N > 0).
+    wait: block until the holder lets go (logging who it waits for) instead of refusing.
 
   Raises:
-    WorkdirLockedError: from `acquire` when another process holds the lock.
+    WorkdirLockedError: from `acquire` when another process holds the lock (and not `wait`).
   """
 
-  def __init__(self, workdir: str, process_index: int = 0):
+  def __init__(self, workdir: str, process_index: int = 0, wait: bool = False):
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
+    self.wait = wait
     name = LOCK_FILE if process_index == 0 else f"{LOCK_FILE}.{process_index}"
     self.path = os.path.join(self.workdir, name)
     self._key: str | None = None
@@ -67,11 +75,15 @@ class WorkdirLock:
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except BlockingIOError:
-        os.close(fd)
-        raise WorkdirLockedError(
-          f"workdir {self.workdir} is in use by {_holder(key)}; wait for it to finish or"
-          " use another --workdir"
-        ) from None
+        if self.wait:
+          logging.info("waiting for %s to finish with %s", _holder(key), self.workdir)
+          fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+          os.close(fd)
+          raise WorkdirLockedError(
+            f"workdir {self.workdir} is in use by {_holder(key)}; wait for it to finish or"
+            " use another --workdir"
+          ) from None
       # Written only once locked; a reader may briefly see an empty file, never a mixed one.
       os.ftruncate(fd, 0)
       os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)

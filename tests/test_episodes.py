@@ -326,6 +326,29 @@ def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
     generation.generate_task("dm_control/cartpole-swingup", str(tmp_path / "c"), **kwargs)
 
 
+def test_a_dataset_is_made_by_one_process_at_a_time(tmp_path, monkeypatch):
+  # While this process generates, another process cannot take the dataset's lock (a parallel
+  # data job waits on it, then finds the data: tests/test_workdir_lock.py has the waiting).
+  task, data_dir = "babyai/GoToRedBall", str(tmp_path)
+  lock = tmp_path / "gato_meta" / "locks" / "gato_babyai" / "go_to_red_ball"
+  take_lock = (
+    f"from gato_jax import workdir_lock; workdir_lock.WorkdirLock({str(lock)!r}).acquire()"
+  )
+  rollout, refusals = E.rollout, []
+
+  def rollout_while_another_process_tries(env, policy, seed):
+    if not refusals:
+      refusals.append(run_python("-c", take_lock, check=False))
+    return rollout(env, policy, seed)
+
+  kwargs = dict(num_episodes=2, seed=1, shard_episodes=2, stats_episodes=2, progress=lambda _: None)
+  generation.ensure_stats(registry.make_env(task), data_dir, 1, 2)  # Outside the lock.
+  monkeypatch.setattr(generation.episodes_lib, "rollout", rollout_while_another_process_tries)
+  assert generation.generate_task(task, data_dir, **kwargs).status == "generated"
+  assert refusals[0].returncode == 1 and "WorkdirLockedError" in refusals[0].stderr
+  run_python("-c", take_lock)  # Let go once done: the next process takes it at once.
+
+
 def test_data_and_statistics_of_a_retrained_expert_are_made_again(tmp_path, monkeypatch):
   from gato_jax.envs import babyai
 

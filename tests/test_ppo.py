@@ -14,6 +14,8 @@ from gato_jax.data import episodes as E
 from gato_jax.envs import gymnax_envs
 from gato_jax.experts import cache, gymnax_experts, ppo
 
+from helpers.scripts import run_python
+
 # Small but real: 48 updates of 8 envs x 64 steps (~25k steps). Random CartPole scores ~22;
 # this reaches 500 with seed 0 (and 430-500 in training), so > 150 leaves a wide margin.
 _FAST_CARTPOLE = ppo.PPOConfig(
@@ -279,11 +281,17 @@ def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(
 
   def train_and_record(*args, **kwargs):
     trained.append(kwargs["seed"])
+    # The expert's folder is this process's while it trains: another one (a parallel data job)
+    # cannot take it, and waits on it instead (tests/test_workdir_lock.py).
+    take = f"from gato_jax import workdir_lock; workdir_lock.WorkdirLock({str(seeds_dir.parent)!r}).acquire()"
+    refused.append(run_python("-c", take, check=False))
     return real_train(*args, **kwargs)
 
+  refused = []
   monkeypatch.setattr(ppo, "train", train_and_record)
   again = gymnax_experts.train_expert(config, str(tmp_path))
   assert trained == [8]
+  assert refused[0].returncode == 1 and "WorkdirLockedError" in refused[0].stderr
   del again["train_seconds"], summary["train_seconds"]
   assert again == summary
   # A reachable target stops at the first seed; the cached expert's recipe differs: retrained.

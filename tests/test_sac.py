@@ -13,6 +13,8 @@ from gato_jax import tokenizer
 from gato_jax.envs import base, dm_control_envs, registry
 from gato_jax.experts import dm_control_experts, sac
 
+from helpers.scripts import run_python
+
 
 def test_critic_target_on_hand_values():
   # r + gamma * discount * (min(q1, q2) - alpha * log pi): 1 + 0.9 * (2 - 0.5 * -1) = 3.25.
@@ -336,11 +338,16 @@ def test_train_expert_tries_seeds_keeps_the_best_and_retrains_on_a_new_recipe(
 
   def train_and_record(env, sac_config, seed, *args, **kwargs):
     trained.append(seed)
+    # The expert's folder is this process's while it trains (a parallel data job waits on it).
+    take = f"from gato_jax import workdir_lock; workdir_lock.WorkdirLock({str(seeds_dir.parent)!r}).acquire()"
+    refused.append(run_python("-c", take, check=False))
     return real_train(env, sac_config, seed, *args, **kwargs)
 
+  refused = []
   monkeypatch.setattr(sac, "train", train_and_record)
   again = dm_control_experts.train_expert(config, workdir)
   assert trained == [4]
+  assert refused[0].returncode == 1 and "WorkdirLockedError" in refused[0].stderr
   del again["train_seconds"], summary["train_seconds"]
   assert again == summary
   # A reachable target stops at the first seed; the cached expert's recipe differs: retrained.

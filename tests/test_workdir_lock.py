@@ -62,3 +62,27 @@ def test_processes_of_one_job_hold_their_own_index(tmp_path):
   with workdir_lock.WorkdirLock(str(tmp_path), process_index=0):
     with workdir_lock.WorkdirLock(str(tmp_path), process_index=1) as second:
       assert second.path == os.path.join(tmp_path, ".lock.1")
+
+
+def test_a_waiting_acquirer_blocks_until_the_holder_lets_go(tmp_path):
+  import threading
+
+  holder = _hold_in_another_process(tmp_path)
+  acquired = threading.Event()
+  waiter = workdir_lock.WorkdirLock(str(tmp_path), wait=True)
+
+  def wait_for_it():
+    waiter.acquire()
+    acquired.set()
+
+  thread = threading.Thread(target=wait_for_it, daemon=True)
+  try:
+    thread.start()
+    assert not acquired.wait(1.0)  # Blocked, not refused: the thread is still waiting.
+    assert thread.is_alive()
+  finally:
+    holder.kill()
+    holder.wait()
+  assert acquired.wait(30)
+  assert (tmp_path / ".lock").read_text() == f"pid {os.getpid()} on host {socket.gethostname()}\n"
+  waiter.release()

@@ -12,6 +12,7 @@ Layout under data_dir:
   gato_meta/stats/<domain>/<task>.json         TaskStats (episodes.stats_path)
   gato_meta/generated/<name>/<config>.json     what was generated (counts, seed, flags)
   gato_meta/staging/<name>/<config>/           shards of a run in progress
+  gato_meta/locks/<name>/<config>/.lock        held by the process making that dataset
 """
 
 import dataclasses
@@ -25,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 from absl import logging
 
-from gato_jax import files, tokenizer
+from gato_jax import files, tokenizer, workdir_lock
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.data import rlds_io
 from gato_jax.envs import policies, registry
@@ -168,7 +169,9 @@ def generate_staged(
 
   Shards are pickled atomically into a staging folder; once all exist, `write` stores them as
   TFDS dataset `name/config` (in `data_dir`) and the staging folder goes. A killed run resumes
-  at the first missing shard; a finished dataset is found, not regenerated.
+  at the first missing shard; a finished dataset is found, not regenerated. One process makes a
+  dataset at a time (a lock in gato_meta/locks/): a second one, e.g. a parallel data job that
+  shares a task, waits and then finds it.
 
   Args:
     manifest: what the run is asked for (task, agent, counts, seed, shard size); staged shards
@@ -185,6 +188,23 @@ def generate_staged(
     (record, status): the manifest plus each counter summed over shards, and "generated",
     "existing" or "regenerated".
   """
+  with workdir_lock.WorkdirLock(_meta_dir(data_dir, "locks", name, config), wait=True):
+    return _generate_staged(
+      data_dir, name, config, manifest, num_shards, make_shard, write, request_keys, stale_keys
+    )
+
+
+def _generate_staged(
+  data_dir: str,
+  name: str,
+  config: str,
+  manifest: dict,
+  num_shards: Mapping[str, int],
+  make_shard: Callable[[str, int], dict],
+  write: Callable[[Callable[[str], Iterator[dict]]], None],
+  request_keys: Iterable[str],
+  stale_keys: Iterable[str],
+) -> tuple[dict, str]:
   target = rlds_io.dataset_dir(data_dir, name, config)
   record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
   staging = _meta_dir(data_dir, "staging", name, config)

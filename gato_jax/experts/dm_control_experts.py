@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gato_jax import workdir_lock
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import base, policies
 from gato_jax.experts import cache, sac
@@ -242,9 +243,15 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
     (`episodes.expert_baseline` over `config.eval.num_episodes` episodes, `random_baseline`),
     the published reference, the seeds tried and their returns, and the training wall time.
   """
+  workdir = workdir or default_workdir()
+  # One process trains an expert at a time: a second (a parallel data job) waits, then reuses it.
+  with workdir_lock.WorkdirLock(expert_dir(workdir, canonical_task(config.task)), wait=True):
+    return _train_or_reuse(config, workdir, reevaluate)
+
+
+def _train_or_reuse(config, workdir: str, reevaluate: bool) -> dict:
   from gato_jax.envs import dm_control_envs
 
-  workdir = workdir or default_workdir()
   task = canonical_task(config.task)
   env = dm_control_envs.DMControlEnv(task, action_repeat=1)  # SAC repeats its actions itself.
   directory = expert_dir(workdir, task)

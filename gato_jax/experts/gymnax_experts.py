@@ -19,6 +19,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from gato_jax import workdir_lock
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, policies
 from gato_jax.experts import cache, ppo
@@ -170,6 +171,13 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
     `config.eval.num_episodes` episodes, the reference return, the seeds tried and their
     returns, and the training wall time.
   """
+  # One process trains an expert at a time: a second (a parallel data job) waits, then reuses it.
+  directory = expert_dir(workdir, gymnax_envs.canonical_id(config.env_id))
+  with workdir_lock.WorkdirLock(directory, wait=True):
+    return _train_or_reuse(config, workdir, reevaluate)
+
+
+def _train_or_reuse(config, workdir: str, reevaluate: bool) -> dict:
   env_id = gymnax_envs.canonical_id(config.env_id)
   ppo_config = ppo.PPOConfig(
     **{
