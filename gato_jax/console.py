@@ -7,8 +7,10 @@ workdir, and lets onto the console only this project's log lines (but those logg
 """
 
 import logging as std_logging
+import math
 import os
 import sys
+import time
 
 from absl import logging
 
@@ -41,3 +43,46 @@ def log_to_file(workdir: str, program: str) -> str:
   std_logging.getLogger().addHandler(console)
   std_logging.captureWarnings(True)
   return log_dir
+
+
+def duration(seconds: float) -> str:
+  """1h02m03s; "?" for an unknown (non-finite) time."""
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+class Pace:
+  """A long loop's ETA, extrapolated from its own pace since this process first reported.
+
+  Work a killed run finished before this process started is not counted as done here, so a
+  resumed run's ETA is its own. `due` says whether a console line is due (at most one per
+  `every_s` seconds, and the last one), so a fast loop does not flood the console.
+  """
+
+  def __init__(self, total: int, every_s: float = 60.0):
+    self.total = total
+    self.every_s = every_s
+    self._start: tuple[int, float] | None = None
+    self._last_report = -math.inf
+
+  def eta(self, done: int) -> float:
+    """Seconds left for `total` once `done` units are done (NaN before any progress)."""
+    now = time.time()
+    if self._start is None:
+      self._start = (done, now)
+    first, start = self._start
+    rate = (done - first) / (now - start) if now > start else 0.0
+    return (self.total - done) / rate if rate > 0 else float("nan")
+
+  def due(self, done: int) -> bool:
+    now = time.time()
+    if done < self.total and now - self._last_report < self.every_s:
+      return False
+    self._last_report = now
+    return True
+
+  def line(self, done: int) -> str:
+    """ "done/total, eta 0h12m00s"."""
+    return f"{done:,}/{self.total:,}, eta {duration(self.eta(done))}"

@@ -83,3 +83,22 @@ def test_failed_write_leaves_no_half_record(tmp_path, monkeypatch):
   assert raised.value.errno == errno.ENOSPC
   logger.write(2, {"loss": 2.0})
   assert read_metrics(str(tmp_path)) == [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}]
+
+
+def test_pace_extrapolates_this_process_pace_and_throttles_lines(monkeypatch):
+  from gato_jax import console
+
+  clock = [1000.0]
+  monkeypatch.setattr(console.time, "time", lambda: clock[0])
+  pace = console.Pace(total=1000, every_s=60)
+  # A resumed run starts at 400: only what this process does sets the pace.
+  assert pace.line(400) == "400/1,000, eta ?"
+  clock[0] += 100
+  assert pace.eta(500) == 500.0  # 100 units in 100 s: 500 left take 500 s.
+  assert console.duration(3723.9) == "1h02m03s" and console.duration(float("nan")) == "?"
+  assert pace.due(500)  # The first line.
+  clock[0] += 59
+  assert not pace.due(550)
+  clock[0] += 1
+  assert pace.due(560)
+  assert pace.due(1000)  # The last line always shows.

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gato_jax import workdir_lock
+from gato_jax import console, workdir_lock
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import base, policies
 from gato_jax.experts import cache, sac
@@ -311,6 +311,8 @@ def _train_seed(config, env, sac_config: sac.SACConfig, seed: int, directory: st
       )
       return expert.params, expert.summary
 
+  pace = console.Pace(sac_config.total_env_steps)
+
   def log(step, metrics):
     logging.info(
       "%s seed %d step %d: return %.1f q %.1f entropy %.2f alpha %.4f",
@@ -321,7 +323,13 @@ def _train_seed(config, env, sac_config: sac.SACConfig, seed: int, directory: st
       metrics.get("q", float("nan")),
       metrics.get("entropy", float("nan")),
       metrics.get("temperature", float("nan")),
+      extra={"console": False},  # Every block to the file; the console a line a minute.
     )
+    if pace.due(step):
+      line = pace.line(step)
+      logging.info(
+        "%s seed %d: step %s, return %.1f", env.name, seed, line, metrics["episode_return"]
+      )
 
   start = time.time()
   # Checkpoints as episodes end: a killed run (hours for walker-walk) resumes there.

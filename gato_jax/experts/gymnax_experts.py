@@ -19,7 +19,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from gato_jax import workdir_lock
+from gato_jax import console, workdir_lock
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, policies
 from gato_jax.experts import cache, ppo
@@ -230,6 +230,8 @@ def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) ->
       )
       return params, meta["summary"]
 
+  pace = console.Pace(ppo_config.num_updates * ppo_config.batch_size)
+
   def log(step, metrics):
     logging.info(
       "%s seed %d step %d: return %.2f entropy %.3f value_loss %.3f",
@@ -239,8 +241,13 @@ def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) ->
       metrics["episode_return"],
       metrics["entropy"],
       metrics["value_loss"],
-      extra={"console": False},  # Launchers' consoles show one line per seed (below).
+      extra={"console": False},  # Every chunk to the file; the console a line a minute.
     )
+    if pace.due(step):
+      line = pace.line(step)
+      logging.info(
+        "%s seed %d: step %s, return %.2f", env_id, seed, line, metrics["episode_return"]
+      )
 
   progress = os.path.join(directory, "progress.pkl")
   start = time.time()

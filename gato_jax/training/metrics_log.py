@@ -12,12 +12,13 @@ too, and skipped with a warning by `read_metrics`.
 import json
 import math
 import os
-import time
 from typing import Any, Mapping
 
 from absl import logging
 import jax
 import numpy as np
+
+from gato_jax import console
 
 # Metrics key prefix of a domain's training loss: "loss/<domain>", over its rows' targets only.
 DOMAIN_LOSS_PREFIX = "loss/"
@@ -49,8 +50,7 @@ class MetricsLogger:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.total_steps = total_steps
     self._writer = None
-    self._start_time = time.time()
-    self._start_step: int | None = None
+    self._pace = console.Pace(total_steps)
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -84,16 +84,12 @@ class MetricsLogger:
 
   def progress(self, step: int, values: Mapping[str, float]) -> str:
     """A console line with loss, throughput and the ETA extrapolated from this run's pace."""
-    if self._start_step is None:
-      self._start_step, self._start_time = step, time.time()
-    done = step - self._start_step
-    elapsed = time.time() - self._start_time
-    eta = elapsed / done * (self.total_steps - step) if done > 0 else float("nan")
+    eta = self._pace.eta(step)
     parts = [f"step {step}/{self.total_steps}"]
     for key in ("loss", "accuracy_action", "tokens_per_second", "learning_rate"):
       if key in values:
         parts.append(f"{key} {values[key]:.4g}")
-    parts.append(f"eta {_duration(eta)}")
+    parts.append(f"eta {console.duration(eta)}")
     line = " | ".join(parts)
     if self.enabled:
       logging.info(line)
@@ -107,13 +103,6 @@ class MetricsLogger:
     if self._writer is not None:
       self._writer.close()
       self._writer = None
-
-
-def _duration(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
-  seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
 def _append_whole(path: str, data: bytes) -> None:
