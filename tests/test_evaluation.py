@@ -21,6 +21,8 @@ from gato_jax.inference.decode import mask_to_range
 from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
 from gato_jax.tokenizer.timestep import tokenize_episode
 
+from helpers.checkpoints import save_initial_state
+
 ROOT = pathlib.Path(__file__).parents[1]
 CFG = ModelConfig.from_size("tiny", max_decode_length=96)
 
@@ -663,9 +665,7 @@ def test_evaluate_task_takes_the_eval_variants(tmp_path, params):
 
 
 def test_evaluate_restores_the_newest_checkpoint(tmp_path):
-  from gato_jax import checkpoint, sharding
-  from gato_jax.training.optimizer import OptimizerConfig
-  from gato_jax.training.step import create_train_state
+  from gato_jax import checkpoint
 
   task = "gymnax/CartPole-v1"
   E.save_stats(E.TaskStats(task, 20.0, 5.0, 5, expert_return=500.0), str(tmp_path))
@@ -681,17 +681,7 @@ def test_evaluate_restores_the_newest_checkpoint(tmp_path):
   workdir = tmp_path / "run"
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoints"):
     evaluator.evaluate(config, str(workdir))
-  mesh = sharding.create_mesh((1, 1, 1), devices=jax.devices()[:1])
-  state, _ = create_train_state(
-    ModelConfig.from_dict(config.model),
-    OptimizerConfig.from_dict(config.optimizer),
-    mesh,
-    "fsdp",
-    jax.random.key(0),
-  )
-  saver = checkpoint.Checkpointer(str(workdir / "checkpoints"), async_save=False)
-  saver.save(7, state)
-  saver.close()
+  state = save_initial_state(config, workdir, 7)
   results = evaluator.evaluate(config, str(workdir))
   assert results["step"] == 7
   assert os.path.isfile(workdir / "eval" / "7" / "results.json")

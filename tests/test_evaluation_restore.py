@@ -7,12 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from gato_jax import checkpoint, sharding
+from gato_jax import sharding
 from gato_jax.data import episodes as E
 from gato_jax.evaluation import evaluator
-from gato_jax.model import ModelConfig
-from gato_jax.training.optimizer import OptimizerConfig
-from gato_jax.training.step import create_train_state
+
+from helpers.checkpoints import save_initial_state
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -42,18 +41,7 @@ def saved(tmp_path_factory):
     pytest.skip("needs 4 devices (tests/conftest.py forces 8 host devices)")
   workdir = tmp_path_factory.mktemp("run")
   config = _config(workdir)
-  mesh = sharding.create_mesh((1, 1, 1), devices=jax.devices()[:1])
-  state, _ = create_train_state(
-    ModelConfig.from_dict(config.model),
-    OptimizerConfig.from_dict(config.optimizer),
-    mesh,
-    "fsdp",
-    jax.random.key(0),
-  )
-  saver = checkpoint.Checkpointer(str(workdir / "checkpoints"), async_save=False)
-  saver.save(3, state)
-  saver.close()
-  return workdir, state
+  return workdir, save_initial_state(config, workdir, 3)
 
 
 def test_params_restore_into_their_shards_on_another_mesh(saved):

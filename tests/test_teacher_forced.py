@@ -16,6 +16,7 @@ from gato_jax.model import ModelConfig, batch_from_token_groups, init_variables
 from gato_jax.model.gato import Gato
 from gato_jax.training.step import masked_next_token_loss
 
+from helpers.checkpoints import save_initial_state
 from helpers.scripts import run_python
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -115,11 +116,8 @@ def test_scores_are_the_training_loss_at_each_action_token():
 
 
 def test_the_tool_scores_stored_episodes_of_a_checkpoint(tmp_path):
-  from gato_jax import checkpoint, sharding
   from gato_jax.data import generation
   from gato_jax.data import tasks as data_tasks
-  from gato_jax.training.optimizer import OptimizerConfig
-  from gato_jax.training.step import create_train_state
 
   sys.path.insert(0, str(ROOT / "experiments" / "configs"))
   import gato  # experiments/configs/gato.py
@@ -129,17 +127,7 @@ def test_the_tool_scores_stored_episodes_of_a_checkpoint(tmp_path):
     task, str(tmp_path), 2, seed=1, stats_episodes=2, progress=lambda _: None
   )
   config = gato.get_config("tiny")
-  mesh = sharding.create_mesh((1, 1, 1), devices=jax.devices()[:1])
-  state, _ = create_train_state(
-    ModelConfig.from_dict(config.model),
-    OptimizerConfig.from_dict(config.optimizer),
-    mesh,
-    "fsdp",
-    jax.random.key(0),
-  )
-  saver = checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), async_save=False)
-  saver.save(5, state)
-  saver.close()
+  save_initial_state(config, tmp_path / "run", 5)
   out = tmp_path / "fidelity.json"
   tool = ("tools/action_fidelity.py", "--config=experiments/configs/gato.py:tiny")
   run = run_python(

@@ -189,90 +189,74 @@ def generate_staged(
     "existing" or "regenerated".
   """
   with workdir_lock.WorkdirLock(_meta_dir(data_dir, "locks", name, config), wait=True):
-    return _generate_staged(
-      data_dir, name, config, manifest, num_shards, make_shard, write, request_keys, stale_keys
-    )
+    target = rlds_io.dataset_dir(data_dir, name, config)
+    record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
+    staging = _meta_dir(data_dir, "staging", name, config)
+    request = {k: manifest[k] for k in request_keys}
+    stale = {k: manifest[k] for k in stale_keys}
+    prepared = lambda: os.path.exists(os.path.join(target, "dataset_info.json"))
+    status = "generated"
 
-
-def _generate_staged(
-  data_dir: str,
-  name: str,
-  config: str,
-  manifest: dict,
-  num_shards: Mapping[str, int],
-  make_shard: Callable[[str, int], dict],
-  write: Callable[[Callable[[str], Iterator[dict]]], None],
-  request_keys: Iterable[str],
-  stale_keys: Iterable[str],
-) -> tuple[dict, str]:
-  target = rlds_io.dataset_dir(data_dir, name, config)
-  record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
-  staging = _meta_dir(data_dir, "staging", name, config)
-  request = {k: manifest[k] for k in request_keys}
-  stale = {k: manifest[k] for k in stale_keys}
-  prepared = lambda: os.path.exists(os.path.join(target, "dataset_info.json"))
-  status = "generated"
-
-  if os.path.exists(record_path) and prepared():
-    with open(record_path) as f:
-      record = json.load(f)
-    if {k: record.get(k) for k in request} != request:
-      raise ValueError(
-        f"{target} was generated with { ({k: record.get(k) for k in request}) }, not {request};"
-        f" delete it and {record_path} to regenerate, or repeat the original flags"
+    if os.path.exists(record_path) and prepared():
+      with open(record_path) as f:
+        record = json.load(f)
+      if {k: record.get(k) for k in request} != request:
+        raise ValueError(
+          f"{target} was generated with { ({k: record.get(k) for k in request}) }, not {request};"
+          f" delete it and {record_path} to regenerate, or repeat the original flags"
+        )
+      if {k: record.get(k) for k in stale} == stale:
+        return record, "existing"
+      logging.info(
+        "%s was generated with %s, not %s: generating it again",
+        target,
+        {k: record.get(k) for k in stale},
+        stale,
       )
-    if {k: record.get(k) for k in stale} == stale:
-      return record, "existing"
-    logging.info(
-      "%s was generated with %s, not %s: generating it again",
-      target,
-      {k: record.get(k) for k in stale},
-      stale,
-    )
-    shutil.rmtree(target)
-    os.remove(record_path)
-    status = "regenerated"
+      shutil.rmtree(target)
+      os.remove(record_path)
+      status = "regenerated"
 
-  manifest_path = os.path.join(staging, "manifest.json")
-  if os.path.exists(manifest_path):
-    with open(manifest_path) as f:
-      previous = json.load(f)
-    if {k: previous.get(k) for k in stale} != stale:
-      logging.info("discarding %s: its shards come from %s, not %s", staging, previous, manifest)
-      shutil.rmtree(staging)
-    elif previous != manifest:
-      raise ValueError(
-        f"staged shards in {staging} come from a run with {previous}, not"
-        f" {manifest}; rerun with those flags to resume, or delete the folder"
-      )
-  if not os.path.exists(manifest_path):
-    files.write_json(manifest_path, manifest)
+    manifest_path = os.path.join(staging, "manifest.json")
+    if os.path.exists(manifest_path):
+      with open(manifest_path) as f:
+        previous = json.load(f)
+      if {k: previous.get(k) for k in stale} != stale:
+        logging.info("discarding %s: its shards come from %s, not %s", staging, previous, manifest)
+        shutil.rmtree(staging)
+      elif previous != manifest:
+        raise ValueError(
+          f"staged shards in {staging} come from a run with {previous}, not"
+          f" {manifest}; rerun with those flags to resume, or delete the folder"
+        )
+    if not os.path.exists(manifest_path):
+      files.write_json(manifest_path, manifest)
 
-  paths = {
-    split: [os.path.join(staging, f"{split}-{s:05d}-of-{count:05d}.pkl") for s in range(count)]
-    for split, count in num_shards.items()
-  }
-  for split, split_paths in paths.items():
-    for s, path in enumerate(split_paths):
-      if not os.path.exists(path):  # Else finished by an earlier run.
-        files.write_pickle(path, make_shard(split, s))  # A shard exists only once complete.
+    paths = {
+      split: [os.path.join(staging, f"{split}-{s:05d}-of-{count:05d}.pkl") for s in range(count)]
+      for split, count in num_shards.items()
+    }
+    for split, split_paths in paths.items():
+      for s, path in enumerate(split_paths):
+        if not os.path.exists(path):  # Else finished by an earlier run.
+          files.write_pickle(path, make_shard(split, s))  # A shard exists only once complete.
 
-  def staged(split: str) -> Iterator[dict]:
-    for path in paths[split]:
-      with open(path, "rb") as f:
-        yield pickle.load(f)
+    def staged(split: str) -> Iterator[dict]:
+      for path in paths[split]:
+        with open(path, "rb") as f:
+          yield pickle.load(f)
 
-  if not prepared():
-    write(staged)
-  record = dict(manifest)
-  for split in paths:
-    for shard in staged(split):
-      for key, count in shard.items():
-        if key != "items":
-          record[key] = record.get(key, 0) + count
-  files.write_json(record_path, record)
-  shutil.rmtree(staging)
-  return record, status
+    if not prepared():
+      write(staged)
+    record = dict(manifest)
+    for split in paths:
+      for shard in staged(split):
+        for key, count in shard.items():
+          if key != "items":
+            record[key] = record.get(key, 0) + count
+    files.write_json(record_path, record)
+    shutil.rmtree(staging)
+    return record, status
 
 
 def generate_task(
