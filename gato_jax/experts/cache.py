@@ -5,13 +5,14 @@ import importlib.metadata
 import json
 import os
 import pickle
+import shutil
 from typing import Any, Callable, Iterable
 
 from absl import logging
 from flax import serialization
 import jax
 
-from gato_jax import files
+from gato_jax import files, workdir_lock
 
 PARAMS_FILE = "params.msgpack"
 META_FILE = "expert.json"
@@ -106,3 +107,74 @@ def best_of_seeds(
     seeds={str(s["seed"]): s["expert_return"] for _, s in tried},
     train_seconds=round(sum(s["train_seconds"] for _, s in tried), 1),
   )
+
+
+# Summary fields that describe training, kept when an expert is only re-evaluated.
+TRAINING_KEYS = (
+  "train_seconds",
+  "seed",
+  "seeds",
+  "train_timesteps",  # PPO
+  "train_env_steps",  # SAC
+  "final_training_return",
+  "recipe",
+)
+
+
+def train_or_reuse(
+  name: str,
+  directory: str,
+  config,
+  algorithm: str,
+  algorithm_config: Any,
+  *,
+  load: Callable[[], Any],
+  evaluate: Callable[[Any], dict],
+  train_seed: Callable[[int, str], tuple[Any, dict]],
+  save: Callable[[Any, Any, dict], None],
+  reevaluate: bool = False,
+) -> dict:
+  """The expert cache's policy, for every trained kind of expert; returns the expert's summary.
+
+  A cached expert of the same recipe (`recipe(config, algorithm)`) is reused, or with
+  `reevaluate` evaluated again (its training fields kept); one of another recipe, or none, is
+  trained: seeds `config.seed`, ... in turn until one reaches `config.target_return`
+  (`best_of_seeds`), each seed in `directory/seeds/<seed>/`, so that a killed search resumes.
+  `config.overwrite` trains again from scratch. One process at a time works on `directory`: a
+  second (a parallel data job) waits, then reuses what the first made.
+
+  Args:
+    name: the task, for log lines.
+    config: the expert recipe (seed, num_seeds, target_return, overwrite, `config[algorithm]`).
+    algorithm_config: the algorithm's config object built from it, saved with a new expert.
+    load: () -> the cached expert, with `.config`, `.params` and `.summary`.
+    evaluate: expert -> its summary's evaluation fields.
+    train_seed: (seed, that seed's folder) -> (params, summary).
+    save: (algorithm config, params, summary) -> writes the expert to `directory`.
+  """
+  with workdir_lock.WorkdirLock(directory, wait=True):
+    seeds_dir = os.path.join(directory, "seeds")
+    made_of = recipe(config, algorithm)
+    if config.overwrite:
+      shutil.rmtree(seeds_dir, ignore_errors=True)
+    elif has_expert(directory):
+      expert = load()
+      if expert.summary.get("recipe") != made_of:
+        logging.info(
+          "%s: the cached expert in %s has another recipe; training again", name, directory
+        )
+      elif not reevaluate:
+        logging.info("%s: reusing the cached expert in %s", name, directory)
+        return expert.summary
+      else:
+        summary = evaluate(expert)
+        summary.update({k: expert.summary[k] for k in TRAINING_KEYS if k in expert.summary})
+        save(expert.config, expert.params, summary)
+        return summary
+    params, summary = best_of_seeds(
+      range(config.seed, config.seed + max(1, config.num_seeds)),
+      config.target_return,
+      lambda seed: train_seed(seed, os.path.join(seeds_dir, str(seed))),
+    )
+    save(algorithm_config, params, summary)
+    return summary

@@ -16,7 +16,6 @@ holds its action over the environment's steps instead.
 
 import dataclasses
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gato_jax import console, workdir_lock
+from gato_jax import console
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import base, policies
 from gato_jax.experts import cache, sac
@@ -230,7 +229,7 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
   until one reaches `config.target_return`, and the best is kept (`cache.best_of_seeds`): one SAC
   seed is not robust across CPUs. Each seed checkpoints as it trains and keeps its result under
   `<expert dir>/seeds/<seed>/`, so a killed run resumes where it stopped. A cached expert trained
-  with another recipe (SAC config, seeds, target) is trained again.
+  with another recipe (SAC config, seeds, target) is trained again (`cache.train_or_reuse`).
 
   Args:
     config: an experiments/configs/experts/dm_control.py config (task, seed, sac, eval, ...).
@@ -243,57 +242,28 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
     (`episodes.expert_baseline` over `config.eval.num_episodes` episodes, `random_baseline`),
     the published reference, the seeds tried and their returns, and the training wall time.
   """
-  workdir = workdir or default_workdir()
-  # One process trains an expert at a time: a second (a parallel data job) waits, then reuses it.
-  with workdir_lock.WorkdirLock(expert_dir(workdir, canonical_task(config.task)), wait=True):
-    return _train_or_reuse(config, workdir, reevaluate)
-
-
-def _train_or_reuse(config, workdir: str, reevaluate: bool) -> dict:
   from gato_jax.envs import dm_control_envs
 
+  workdir = workdir or default_workdir()
   task = canonical_task(config.task)
   env = dm_control_envs.DMControlEnv(task, action_repeat=1)  # SAC repeats its actions itself.
-  directory = expert_dir(workdir, task)
-  seeds_dir = os.path.join(directory, "seeds")
-  recipe = cache.recipe(config, "sac")
-  if config.overwrite:
-    shutil.rmtree(seeds_dir, ignore_errors=True)
-  elif cache.has_expert(directory):
-    expert = load_expert(workdir, task)
-    if expert.summary.get("recipe") != recipe:
-      logging.info(
-        "%s: the cached expert in %s has another recipe; training again", env.name, directory
-      )
-    elif not reevaluate:
-      logging.info("%s: reusing the cached expert in %s", env.name, directory)
-      return expert.summary
-    else:
-      summary = _evaluate_expert(config, env, expert)
-      summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
-      _write(
-        directory,
-        task,
-        expert.config,
-        expert.obs_keys,
-        expert.obs_dim,
-        expert.action_dim,
-        expert.params,
-        summary,
-      )
-      return summary
-
   sac_config = sac_config_from(config)
-  params, summary = cache.best_of_seeds(
-    range(config.seed, config.seed + max(1, config.num_seeds)),
-    config.target_return,
-    lambda seed: _train_seed(config, env, sac_config, seed, os.path.join(seeds_dir, str(seed))),
-  )
+  obs_keys = sac.observation_keys(env)
   obs_dim, action_dim = sac.problem_dims(env)
-  save_expert(
-    workdir, task, sac_config, sac.observation_keys(env), obs_dim, action_dim, params, summary
+  return cache.train_or_reuse(
+    env.name,
+    expert_dir(workdir, task),
+    config,
+    "sac",
+    sac_config,
+    load=lambda: load_expert(workdir, task),
+    evaluate=lambda expert: _evaluate_expert(config, env, expert),
+    train_seed=lambda seed, directory: _train_seed(config, env, sac_config, seed, directory),
+    save=lambda algorithm_config, params, summary: save_expert(
+      workdir, task, algorithm_config, obs_keys, obs_dim, action_dim, params, summary
+    ),
+    reevaluate=reevaluate,
   )
-  return summary
 
 
 def _train_seed(config, env, sac_config: sac.SACConfig, seed: int, directory: str):
@@ -352,17 +322,6 @@ def _train_seed(config, env, sac_config: sac.SACConfig, seed: int, directory: st
   if os.path.exists(progress):
     os.remove(progress)
   return params, summary
-
-
-# Summary fields that describe training, kept when an expert is only re-evaluated.
-_TRAINING_KEYS = (
-  "train_seconds",
-  "seed",
-  "seeds",
-  "train_env_steps",
-  "final_training_return",
-  "recipe",
-)
 
 
 def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:

@@ -11,7 +11,6 @@ The default workdir is ~/.cache/gato_jax/experts (never the repository), or $GAT
 import dataclasses
 import functools
 import os
-import shutil
 import time
 from typing import Any
 
@@ -19,7 +18,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from gato_jax import console, workdir_lock
+from gato_jax import console
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, policies
 from gato_jax.experts import cache, ppo
@@ -158,7 +157,7 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
   same recipe ends at 500 or near 200 on CartPole depending on the CPU's float rounding), and the
   data only needs one good expert. Each seed checkpoints as it trains and keeps its result under
   `<expert dir>/seeds/<seed>/`, so a killed run resumes where it stopped. A cached expert trained
-  with another recipe (PPO config, seeds, target) is trained again.
+  with another recipe (PPO config, seeds, target) is trained again (`cache.train_or_reuse`).
 
   Args:
     config: an experiments/configs/experts/gymnax.py config (env_id, seed, ppo, eval, ...).
@@ -171,46 +170,26 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
     `config.eval.num_episodes` episodes, the reference return, the seeds tried and their
     returns, and the training wall time.
   """
-  # One process trains an expert at a time: a second (a parallel data job) waits, then reuses it.
-  directory = expert_dir(workdir, gymnax_envs.canonical_id(config.env_id))
-  with workdir_lock.WorkdirLock(directory, wait=True):
-    return _train_or_reuse(config, workdir, reevaluate)
-
-
-def _train_or_reuse(config, workdir: str, reevaluate: bool) -> dict:
   env_id = gymnax_envs.canonical_id(config.env_id)
   ppo_config = ppo.PPOConfig(
     **{
       k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.ppo.to_dict().items()
     }
   )
-  recipe = cache.recipe(config, "ppo")
-  directory = expert_dir(workdir, env_id)
-  seeds_dir = os.path.join(directory, "seeds")
-  if config.overwrite:
-    shutil.rmtree(seeds_dir, ignore_errors=True)
-  elif cache.has_expert(directory):
-    expert = load_expert(workdir, env_id)
-    if expert.summary.get("recipe") != recipe:
-      logging.info(
-        "%s: the cached expert in %s has another recipe; training again", env_id, directory
-      )
-    elif not reevaluate:
-      logging.info("%s: reusing the cached expert in %s", env_id, directory)
-      return expert.summary
-    else:
-      summary = _evaluate_expert(config, expert.config, expert.params)
-      summary.update({k: expert.summary[k] for k in _TRAINING_KEYS if k in expert.summary})
-      save_expert(workdir, env_id, expert.config, expert.params, summary)
-      return summary
-
-  params, summary = cache.best_of_seeds(
-    range(config.seed, config.seed + max(1, config.num_seeds)),
-    config.target_return,
-    lambda seed: _train_seed(config, ppo_config, seed, os.path.join(seeds_dir, str(seed))),
+  return cache.train_or_reuse(
+    env_id,
+    expert_dir(workdir, env_id),
+    config,
+    "ppo",
+    ppo_config,
+    load=lambda: load_expert(workdir, env_id),
+    evaluate=lambda expert: _evaluate_expert(config, expert.config, expert.params),
+    train_seed=lambda seed, directory: _train_seed(config, ppo_config, seed, directory),
+    save=lambda algorithm_config, params, summary: save_expert(
+      workdir, env_id, algorithm_config, params, summary
+    ),
+    reevaluate=reevaluate,
   )
-  save_expert(workdir, env_id, ppo_config, params, summary)
-  return summary
 
 
 def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) -> tuple[Any, dict]:
@@ -269,17 +248,6 @@ def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) ->
   if os.path.exists(progress):
     os.remove(progress)
   return params, summary
-
-
-# Summary fields that describe training, kept when an expert is only re-evaluated.
-_TRAINING_KEYS = (
-  "train_seconds",
-  "seed",
-  "seeds",
-  "train_timesteps",
-  "final_training_return",
-  "recipe",
-)
 
 
 def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
