@@ -86,6 +86,38 @@ def ensure_expert(task: str, workdir: str | None = None) -> dict | None:
   return experts.train_expert(config, workdir) if workdir else experts.train_expert(config)
 
 
+# An expert below this share of its reference's margin over the random policy is reported as
+# weak: its episodes would teach the generalist little more than random play.
+WEAK_EXPERT_SHARE = 0.5
+
+
+def expert_share(summary: dict) -> float:
+  """(expert - random) / (reference - random) of an expert's summary: 1 at the reference."""
+  margin = summary["reference_return"] - summary["random_return"]
+  if margin <= 0:
+    raise ValueError(
+      f"reference {summary['reference_return']} is not above random {summary['random_return']}"
+    )
+  return (summary["expert_return"] - summary["random_return"]) / margin
+
+
+def expert_line(task: str, summary: dict) -> str:
+  """The data stage's console line for an expert, with a warning when it is weak."""
+  share = expert_share(summary)
+  line = (
+    f"{task} expert: return {summary['expert_return']:.1f} (random {summary['random_return']:.1f},"
+    f" reference {summary['reference_return']:.1f}: {share:.0%} of the way)"
+  )
+  if share < WEAK_EXPERT_SHARE:
+    line += (
+      f"\nWARNING: {task}'s expert is below {WEAK_EXPERT_SHARE:.0%} of the way from random to its"
+      " reference, so its data teaches little; give its recipe (experiments/configs/experts/)"
+      " more seeds (num_seeds) and a target_return, and run the data stage again (a retrained"
+      " expert's data is made again)"
+    )
+  return line
+
+
 def prepare_data(
   tasks: Sequence[str],
   data_dir: str,
@@ -112,10 +144,7 @@ def prepare_data(
       continue
     summary = ensure_expert(task)
     if summary is not None:
-      print_fn(
-        f"{task} expert: return {summary['expert_return']:.1f} (random"
-        f" {summary['random_return']:.1f})"
-      )
+      print_fn(expert_line(task, summary))
     count = episodes if isinstance(episodes, int) else episodes[task]
     rows.append(generation.generate_task(task, data_dir, count, **generate_kwargs))
   if rows:

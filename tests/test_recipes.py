@@ -148,3 +148,16 @@ def test_alone_config_keeps_the_tokens_the_mixture_gave_the_task():
   assert alone.optimizer.decay_steps == alone.train.steps
   with pytest.raises(ValueError, match="share of 'text/cpython_docs' must be in"):
     recipes.alone_config(config, "text/cpython_docs", share=0)
+
+
+def test_a_weak_expert_is_reported_on_the_console():
+  strong = dict(expert_return=-105.3, random_return=-200.0, reference_return=-118.0)
+  assert recipes.expert_share(strong) == pytest.approx(94.7 / 82)
+  assert recipes.expert_line("gymnax/MountainCar-v0", strong) == (
+    "gymnax/MountainCar-v0 expert: return -105.3 (random -200.0, reference -118.0: 115% of the way)"
+  )
+  weak = dict(strong, expert_return=-200.0)
+  line = recipes.expert_line("gymnax/MountainCar-v0", weak)
+  assert "0% of the way)\nWARNING: gymnax/MountainCar-v0's expert is below 50%" in line
+  with pytest.raises(ValueError, match="not above random"):
+    recipes.expert_share(dict(strong, reference_return=-200.0))
