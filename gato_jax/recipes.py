@@ -144,10 +144,12 @@ def prepare_data(
       continue
     summary = ensure_expert(task)
     if summary is not None:
+      generation.end_progress()
       print_fn(expert_line(task, summary))
     count = episodes if isinstance(episodes, int) else episodes[task]
     rows.append(generation.generate_task(task, data_dir, count, **generate_kwargs))
   if rows:
+    generation.end_progress()
     print_fn(generation.format_table(rows))
   return rows
 

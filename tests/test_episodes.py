@@ -405,3 +405,13 @@ def test_a_rendered_task_takes_its_state_tasks_statistics_without_rollouts(tmp_p
   assert state.random_episodes == 4 and state.random_return > 0
   assert stats == dataclasses.replace(state, task="fake_pixels/cartpole")
   assert E.load_stats(data_dir, "fake_pixels/cartpole") == stats
+
+
+def test_a_progress_line_is_ended_once_before_what_follows(capsys):
+  generation.end_progress()  # None open: nothing to end.
+  generation.print_progress("task: episode 1/2")
+  generation.print_progress("task: episode 2/2")
+  generation.end_progress()
+  generation.end_progress()
+  err = capsys.readouterr().err
+  assert err == "\r" + "task: episode 1/2".ljust(79) + "\r" + "task: episode 2/2".ljust(79) + "\n"

@@ -101,6 +101,7 @@ def main(argv):
       f"\n{task}: {rows[-1].status}, {rows[-1].episodes} episodes in {rows[-1].dataset_dir}",
       flush=True,
     )
+  generation.end_progress()
   print(generation.format_table(rows))
 
 

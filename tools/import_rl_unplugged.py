@@ -49,6 +49,7 @@ def main(argv):
     )
     for game in _GAMES.value
   ]
+  generation.end_progress()
   print(generation.format_table(rows))
 
 

@@ -148,10 +148,24 @@ def count_tokens(episode: dict, env) -> int:
   return int(group.num_tokens)
 
 
+_progress_line_open = False
+
+
 def print_progress(line: str) -> None:
   """Rewrites one console line in place (the default `progress` of the generators)."""
+  global _progress_line_open
   sys.stderr.write("\r" + line.ljust(79))
   sys.stderr.flush()
+  _progress_line_open = True
+
+
+def end_progress() -> None:
+  """Ends the in-place progress line, if one is open, so that what follows gets lines of its own."""
+  global _progress_line_open
+  if _progress_line_open:
+    sys.stderr.write("\n")
+    sys.stderr.flush()
+    _progress_line_open = False
 
 
 def generate_staged(
