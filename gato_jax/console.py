@@ -84,5 +84,5 @@ class Pace:
     return True
 
   def line(self, done: int) -> str:
-    """ "done/total, eta 0h12m00s"."""
+    """Progress text: done of total and the ETA, e.g. "400/1,000, eta 0h12m00s"."""
     return f"{done:,}/{self.total:,}, eta {duration(self.eta(done))}"
