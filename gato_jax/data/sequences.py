@@ -86,7 +86,7 @@ def slice_timesteps(group: TokenGroup, start: int, stop: int) -> TokenGroup:
   )
 
 
-def _fitting_stop(offsets: np.ndarray, start: int, max_tokens: int) -> int:
+def fitting_stop(offsets: np.ndarray, start: int, max_tokens: int) -> int:
   """The last timestep boundary reachable from `start` within `max_tokens` tokens."""
   return int(np.searchsorted(offsets, offsets[start] + max_tokens, side="right")) - 1
 
@@ -119,14 +119,14 @@ def window_bounds(
     start = int(np.searchsorted(offsets, offsets[-1] - max_tokens, side="left"))
     return start, num_steps
   if anchor == "start":
-    return 0, _fitting_stop(offsets, 0, max_tokens)
+    return 0, fitting_stop(offsets, 0, max_tokens)
   if anchor != "uniform":
     raise ValueError(f"anchor must be 'uniform', 'end' or 'start', got {anchor!r}")
   # The latest start whose window still reaches the episode's end: starts after it hold fewer
   # tokens, so they are not drawn.
   last_start = int(np.searchsorted(offsets, offsets[-1] - max_tokens, side="left"))
   start = int(rng.integers(0, last_start + 1))
-  return start, _fitting_stop(offsets, start, max_tokens)
+  return start, fitting_stop(offsets, start, max_tokens)
 
 
 def random_window(
@@ -229,7 +229,7 @@ def vision_language_sequence(
   """
   chosen = [as_group(examples[int(i)]) for i in rng.integers(len(examples), size=pairs)]
   sequence = concat_token_groups(chosen)
-  stop = _fitting_stop(timestep_offsets(sequence), 0, context)
+  stop = fitting_stop(timestep_offsets(sequence), 0, context)
   if max_patches is not None:
     patch_offsets = np.concatenate([[0], np.cumsum([g.patches.shape[0] for g in chosen])])
     stop = min(stop, int(np.searchsorted(patch_offsets, max_patches, side="right")) - 1)

@@ -70,13 +70,13 @@ def episode_windows(
   Raises:
     sequences.WindowError: if one timestep is longer than `max_tokens`.
   """
-  num_steps = len(sequences.timestep_offsets(episode)) - 1
+  sequences.window_bounds(episode, max_tokens, None, anchor="start", name=name)  # Fits at all?
+  offsets = sequences.timestep_offsets(episode)
   windows, start = [], 0
-  while start < num_steps:
-    rest = sequences.slice_timesteps(episode, start, num_steps)
-    _, stop = sequences.window_bounds(rest, max_tokens, None, anchor="start", name=name)
-    windows.append(sequences.slice_timesteps(rest, 0, stop))
-    start += stop
+  while start < len(offsets) - 1:
+    stop = sequences.fitting_stop(offsets, start, max_tokens)
+    windows.append(sequences.slice_timesteps(episode, start, stop))
+    start = stop
   return windows
 
 
