@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gato_jax import console, files, launch, recipes
+from gato_jax import files, launch, recipes
 from gato_jax.data import presets
 from gato_jax.data import tasks as data_tasks
 from gato_jax.evaluation import evaluator, reports
@@ -146,7 +146,6 @@ def main(argv):
   started = time.time()
   workdir = os.path.expanduser(_WORKDIR.value)
   data_dir = os.path.expanduser(_DATA_DIR.value)
-  print(f"full logs in {console.log_to_file(workdir, 'generalist')}", flush=True)
   cfg = _CONFIG.value
   cfg.data.data_dir = data_dir
   for stage in (s for s in STAGES if s in _STAGES.value):

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging
 
-from gato_jax import console, launch, recipes
+from gato_jax import launch, recipes
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run directory.")
@@ -56,8 +56,6 @@ def main(argv):
   started = time.time()
   workdir = os.path.expanduser(_WORKDIR.value)
   data_dir = os.path.expanduser(_DATA_DIR.value)
-  # The console shows progress and tables; orbax's and TFDS's logs go to <workdir>/logs.
-  print(f"full logs in {console.log_to_file(workdir, 'quickstart')}", flush=True)
   recipes.prepare_data(CONTROL_TASKS, data_dir, _EPISODES.value)
   config = _config(data_dir)
   recipes.train(config, workdir)

@@ -65,6 +65,30 @@ def test_launcher_console_shows_ours_and_the_file_keeps_everything(tmp_path):
     assert message in logged
 
 
+def test_launchers_with_a_local_workdir_keep_library_logs_in_it(tmp_path):
+  # launch.run does for every launcher with --workdir what the test above does by hand; a
+  # bucket workdir keeps absl's console, since absl writes its file with local calls.
+  script = tmp_path / "my_tool.py"
+  script.write_text(
+    "from absl import flags, logging\n"
+    "from orbax.checkpoint import options\n"
+    "from gato_jax import launch\n"
+    "flags.DEFINE_string('workdir', None, '')\n"
+    "def main(argv):\n"
+    "  logging.info('progress of ours')\n"
+    "  exec(compile('logging.info(\"orbax internals\")', options.__file__, 'exec'))\n"
+    "launch.run(main)\n"
+  )
+  env = {"JAX_PLATFORMS": "cpu", "HOME": str(tmp_path)}
+  local = run_python(script, f"--workdir={tmp_path / 'run'}", env=env)
+  assert local.stderr.splitlines()[0] == f"full logs in {tmp_path / 'run' / 'logs'}"
+  assert "progress of ours" in local.stderr and "orbax internals" not in local.stderr
+  logged = (tmp_path / "run" / "logs" / "my_tool.INFO").read_text()
+  assert "progress of ours" in logged and "orbax internals" in logged
+  bucket = run_python(script, "--workdir=gs://bucket/run", env=env)
+  assert "full logs" not in bucket.stderr and "orbax internals" in bucket.stderr
+
+
 def test_launchers_keep_compiled_programs_across_runs(tmp_path):
   # No cache named: launch.run puts one under the user's cache folder (HOME here).
   code = (
