@@ -89,30 +89,22 @@ def enable_compilation_cache() -> None:
   jax.config.update("jax_compilation_cache_dir", os.path.expanduser(COMPILATION_CACHE))
 
 
-def keep_logs_in_workdir(program: str) -> str | None:
-  """`console.log_to_file` under the launcher's --workdir, when it has one on a local disk;
-  returns the log folder (None: every log line stays on the console).
-
-  absl writes its log file with local file calls, so a bucket workdir (`gs://...`) keeps
-  absl's default (the console).
-  """
-  workdir = flags.FLAGS["workdir"].value if "workdir" in flags.FLAGS else None
-  if not workdir or "://" in workdir:
-    return None
-  return console.log_to_file(workdir, program)
-
-
 def _launched(main: Callable[[list[str]], None], argv: list[str]) -> None:
-  program = os.path.splitext(os.path.basename(argv[0]))[0]
-  log_dir = keep_logs_in_workdir(program)
-  if log_dir:  # On stderr: stdout may be a product (sweep.py --dispatch=print's commands).
+  # absl writes its log file with local file calls, so a bucket workdir (gs://...) keeps absl's
+  # default, the console.
+  workdir = flags.FLAGS["workdir"].value if "workdir" in flags.FLAGS else None
+  if workdir and "://" not in workdir:
+    program = os.path.splitext(os.path.basename(argv[0]))[0]
+    log_dir = console.log_to_file(workdir, program)
+    # On stderr: stdout may be a product (sweep.py --dispatch=print's commands).
     print(f"full logs in {log_dir}", file=sys.stderr, flush=True)
   _report_user_errors(main, argv)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
   """`app.run(main)` with flag typos and user errors reported as one final line, JAX's
-  persistent compilation cache on (`enable_compilation_cache`), and library logs in the
-  workdir's log file rather than on the console (`keep_logs_in_workdir`)."""
+  persistent compilation cache on (`enable_compilation_cache`), and, for a launcher whose
+  --workdir is on a local disk, library logs in `<workdir>/logs/<launcher>.INFO` rather than on
+  the console (`console.log_to_file`)."""
   enable_compilation_cache()
   app.run(functools.partial(_launched, main), flags_parser=parse_flags)

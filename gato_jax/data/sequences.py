@@ -91,6 +91,19 @@ def fitting_stop(offsets: np.ndarray, start: int, max_tokens: int) -> int:
   return int(np.searchsorted(offsets, offsets[start] + max_tokens, side="right")) - 1
 
 
+def check_windows_fit(offsets: np.ndarray, max_tokens: int, name: str = "episode") -> None:
+  """Raises WindowError unless the episode of these `step_offsets` has a timestep and each of
+  its timesteps fits in `max_tokens`."""
+  lengths = np.diff(offsets)
+  if lengths.size == 0:
+    raise WindowError(f"{name} has no timesteps")
+  if lengths.max() > max_tokens:
+    raise WindowError(
+      f"{name} has a timestep of {int(lengths.max())} tokens; a window holds only {max_tokens}."
+      " Raise the context length or shrink the observation (fewer image patches)."
+    )
+
+
 def window_bounds(
   group, max_tokens: int, rng: np.random.Generator, anchor: str = "uniform", name: str = "episode"
 ) -> tuple[int, int]:
@@ -106,15 +119,8 @@ def window_bounds(
     WindowError: if a single timestep is longer than `max_tokens`.
   """
   offsets = step_offsets(group)
+  check_windows_fit(offsets, max_tokens, name)
   num_steps = len(offsets) - 1
-  lengths = np.diff(offsets)
-  if num_steps == 0:
-    raise WindowError(f"{name} has no timesteps")
-  if lengths.max() > max_tokens:
-    raise WindowError(
-      f"{name} has a timestep of {int(lengths.max())} tokens; a window holds only {max_tokens}."
-      " Raise the context length or shrink the observation (fewer image patches)."
-    )
   if anchor == "end":
     start = int(np.searchsorted(offsets, offsets[-1] - max_tokens, side="left"))
     return start, num_steps

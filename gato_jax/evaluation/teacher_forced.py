@@ -70,8 +70,8 @@ def episode_windows(
   Raises:
     sequences.WindowError: if one timestep is longer than `max_tokens`.
   """
-  sequences.window_bounds(episode, max_tokens, None, anchor="start", name=name)  # Fits at all?
   offsets = sequences.timestep_offsets(episode)
+  sequences.check_windows_fit(offsets, max_tokens, name)
   windows, start = [], 0
   while start < len(offsets) - 1:
     stop = sequences.fitting_stop(offsets, start, max_tokens)
