@@ -19,6 +19,10 @@ setuptools.setup(
     "flax>=0.12.8,<0.13",
     "optax>=0.2.8,<0.3",
     "orbax-checkpoint>=0.12.8,<0.13",
+    # Run folders on Cloud Storage (gs://): gcsfs for etils.epath, google-cloud-storage for
+    # orbax and the bucket workdir lock.
+    "gcsfs>=2026.10",
+    "google-cloud-storage>=3.17,<4",
     "ml-collections>=1.1",
     "absl-py>=2.1",
     "numpy>=2.0",
@@ -48,6 +52,10 @@ setuptools.setup(
     # pandas 3.
     "rliable==1.2.0",
     "pandas>=2,<3",
+    # Evaluation and sweep plots; scipy's fits and image filters; BabyAI's environment API.
+    "matplotlib>=3.8",
+    "scipy>=1.11",
+    "gymnasium>=1.0",
   ],
   extras_require={
     "cuda": ["jax[cuda12]==0.10.2"],

@@ -15,6 +15,9 @@ every device), plays the config's eval rollouts (gymnax tasks stepped under jit 
 `eval.jit_envs=false`), scores the text and vision-language tasks on `eval.non_control_examples`
 held-out examples each, and writes DIR/eval/STEP/{results.json,results.md,normalized_scores.png}
 (or to --output_dir).
+
+Evaluation runs on one host: with `mesh.multi_host=true` it joins the job and then refuses in one
+line; on a pod, run it on one worker with `--config.mesh.multi_host=false`.
 """
 
 import os
@@ -24,7 +27,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")  # State-based environments need n
 from absl import app, flags
 from ml_collections import config_flags
 
-from gato_jax import launch
+from gato_jax import launch, sharding
 from gato_jax.evaluation import evaluator, reports
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config file.", lock_config=True)
@@ -41,6 +44,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Joined first, so that on a pod the evaluator's one-host refusal is what the user reads.
+  sharding.initialize_from_config(_CONFIG.value)
   results = evaluator.evaluate(
     _CONFIG.value, _WORKDIR.value, step=_CHECKPOINT_STEP.value, output_dir=_OUTPUT_DIR.value
   )

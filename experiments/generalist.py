@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gato_jax import files, launch, recipes
+from gato_jax import files, launch, recipes, sharding
 from gato_jax.data import presets
 from gato_jax.data import tasks as data_tasks
 from gato_jax.evaluation import evaluator, reports
@@ -63,13 +63,12 @@ STAGES = ("data", "train", "eval", "alone")
 def newest_results(workdir: str) -> dict | None:
   """The results of the newest finished evaluation under workdir/eval (one still under way has
   no results file yet); None before any."""
-  root = os.path.join(workdir, "eval")
-  names = os.listdir(root) if os.path.isdir(root) else []
+  names = files.listdir(files.join(workdir, "eval"))
   steps = sorted(
     int(d)
     for d in names
     if d.isdigit()
-    and os.path.isfile(os.path.join(reports.results_dir(workdir, int(d)), reports.RESULTS_FILE))
+    and files.exists(files.join(reports.results_dir(workdir, int(d)), reports.RESULTS_FILE))
   )
   return reports.load(reports.results_dir(workdir, steps[-1])) if steps else None
 
@@ -87,7 +86,7 @@ def train_alone(cfg, workdir: str) -> str:
   alone_rows = {}
   for task in evaluator.non_control_tasks(cfg):
     alone = recipes.alone_config(cfg, task, rates[task])
-    alone_dir = os.path.join(workdir, "alone", data_tasks.seqio_name(task))
+    alone_dir = files.join(workdir, "alone", data_tasks.seqio_name(task))
     recipes.train(alone, alone_dir)
     results = evaluator.evaluate(alone, alone_dir)  # Rows already scored are read back.
     section = next(s for s in evaluator.NON_CONTROL_SECTIONS if task in results.get(s, {}))
@@ -101,7 +100,7 @@ def train_alone(cfg, workdir: str) -> str:
       if row.get(metric) is not None
     )
     return (
-      f"trained alone: {scored}. No evaluation under {os.path.join(workdir, 'eval')} yet:"
+      f"trained alone: {scored}. No evaluation under {files.join(workdir, 'eval')} yet:"
       " rerun --stages=alone after --stages=eval for the comparison."
     )
   lines = [
@@ -124,8 +123,8 @@ def train_alone(cfg, workdir: str) -> str:
         f" {theirs[metric]:.4g} | {steps} | {rates[task]:.3f} |"
       )
   table = "\n".join(lines) + "\n"
-  files.write_json(os.path.join(workdir, "alone", "comparison.json"), rows)
-  files.write_bytes(os.path.join(workdir, "alone", "comparison.md"), table.encode())
+  files.write_json(files.join(workdir, "alone", "comparison.json"), rows)
+  files.write_bytes(files.join(workdir, "alone", "comparison.md"), table.encode())
   return table
 
 
@@ -133,8 +132,7 @@ def record_stage(workdir: str, stage: str, seconds: float) -> None:
   """Appends a stage's wall time (one JSON line) to workdir/stage_times.jsonl."""
   line = {"stage": stage, "seconds": round(seconds, 1), "cpus": os.cpu_count()}
   line.update(machine=platform.processor() or platform.machine(), finished=time.time())
-  with open(os.path.join(workdir, "stage_times.jsonl"), "a") as f:
-    f.write(json.dumps(line) + "\n")
+  files.append_bytes(files.join(workdir, "stage_times.jsonl"), (json.dumps(line) + "\n").encode())
 
 
 def main(argv):
@@ -144,10 +142,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"unknown stages {unknown}; stages: {', '.join(STAGES)}")
   started = time.time()
-  workdir = os.path.expanduser(_WORKDIR.value)
+  workdir = files.resolve(_WORKDIR.value)  # A local path or a URI (gs://...).
   data_dir = os.path.expanduser(_DATA_DIR.value)
   cfg = _CONFIG.value
   cfg.data.data_dir = data_dir
+  # Before the data stage's expert training, the first JAX computation.
+  sharding.initialize_from_config(cfg)
   for stage in (s for s in STAGES if s in _STAGES.value):
     stage_start = time.time()
     if stage == "data":

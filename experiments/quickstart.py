@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging
 
-from gato_jax import launch, recipes
+from gato_jax import files, launch, recipes
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run directory.")
@@ -54,7 +54,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   started = time.time()
-  workdir = os.path.expanduser(_WORKDIR.value)
+  workdir = files.resolve(_WORKDIR.value)
   data_dir = os.path.expanduser(_DATA_DIR.value)
   recipes.prepare_data(CONTROL_TASKS, data_dir, _EPISODES.value)
   config = _config(data_dir)

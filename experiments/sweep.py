@@ -9,7 +9,10 @@ r"""Scaling sweeps: trains a ladder of sizes with one recipe and plots the scali
   local   (default) prepare the data, run every unfinished run here one after another, then
           write DIR/results.json, results.md, score_vs_tokens.png and loss_vs_compute.png.
   print   print the commands for a cluster: data preparation, one per unfinished run (each is
-          this command with --run=NAME), and the report.
+          this command with --run=NAME), and the report. A run with a TPU slice (the sweep
+          config's `slices`, e.g. the paper ladder) prints as that slice's launch: create it,
+          install, the --run command on every host (--worker=all), follow, delete (--zone,
+          --project; gato_jax.pod, docs/tpu_pod.md).
   prepare generate the sweep's expert data only.
   report  rebuild results.json and the table and plots from the finished runs.
 
@@ -27,7 +30,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")  # State-based environments need n
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gato_jax import launch, workdir_lock
+from gato_jax import files, launch, workdir_lock
 from gato_jax.sweep import plan, report, runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
@@ -39,6 +42,8 @@ _DISPATCH = flags.DEFINE_enum(
   "What to do with the unfinished runs (see the module docstring).",
 )
 _RUN = flags.DEFINE_string("run", None, "Run only this run (a name under DIR/runs).")
+_ZONE = flags.DEFINE_string("zone", None, "print: the TPU slices' zone (default: gcloud's).")
+_PROJECT = flags.DEFINE_string("project", None, "print: their project (default: gcloud's).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -65,24 +70,15 @@ def _evaluate(config, workdir, step):
 
 def _base_argv() -> list[str]:
   """This command as launched, less the flags that differ per printed command."""
-  argv, skip = ["python", sys.argv[0]], False
-  for arg in sys.argv[1:]:
-    if skip:
-      skip = False
-      continue
-    name = arg.lstrip("-").split("=", 1)[0]
-    if name in ("workdir", "dispatch", "run"):
-      skip = "=" not in arg  # "--workdir DIR" spends the next argument too.
-      continue
-    argv.append(arg)
-  return argv
+  dropped = ("workdir", "dispatch", "run", "zone", "project")
+  return ["python", sys.argv[0], *launch.argv_without(sys.argv[1:], dropped)]
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   sweep = _CONFIG.value
-  workdir = os.path.expanduser(_WORKDIR.value)
+  workdir = files.resolve(_WORKDIR.value)  # A local path or a URI (gs://...).
   runs = plan.plan(sweep)
   if _RUN.value:
     selected = [run for run in runs if run.name == _RUN.value]
@@ -102,7 +98,13 @@ def main(argv):
     base = _base_argv()
     if sweep.data.tasks:
       print(shlex.join([*base, f"--workdir={workdir}", "--dispatch=prepare"]))
-    for command in runner.launch_commands(todo, workdir, base):
+    elif sweep.slices and not files.is_remote(sweep.base.data.data_dir):
+      print(
+        f"# Prepare: every host reads base.data.data_dir ({sweep.base.data.data_dir}), so"
+        " generate the mixture's datasets (tools/generate_data.py) into a bucket and add"
+        " --config.base.data.data_dir=gs://BUCKET/data to this command."
+      )
+    for command in runner.launch_commands(todo, workdir, base, _ZONE.value, _PROJECT.value):
       print(command)
     print(shlex.join([*base, f"--workdir={workdir}", "--dispatch=report"]))
     return
@@ -124,4 +126,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  launch.run(main)
+  # Printing the commands writes nothing: the commands it prints write the sweep's folder.
+  launch.run(main, logs_in_workdir=lambda: _DISPATCH.value != "print")

@@ -5,7 +5,9 @@ r"""Trains Gato: a thin absl launcher around gato_jax.train.train_and_evaluate.
       --config.train.steps=100 --config.mesh.shape=2,2,2 --config.data.mixture=paper
 
 Rerunning the same command resumes from the newest checkpoint in --workdir. On a multi-host
-slice run the same command on every host with --config.mesh.multi_host=true.
+slice run the same command on every host with --config.mesh.multi_host=true. A SIGTERM (a
+preemption notice) to any host saves a checkpoint at one step on every host and exits with status
+42 (`gato_jax.train.PREEMPTED_EXIT_CODE`): start the same command again to resume.
 """
 
 import os

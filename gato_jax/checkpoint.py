@@ -27,6 +27,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from gato_jax import files
+
 
 QUARANTINE_DIR = "quarantine"  # Under the checkpoint directory: unreadable checkpoints.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # How orbax names a step's folder until it is complete.
@@ -68,6 +70,12 @@ def _remove_when_quiet(prefix: str, timeout_s: float = 30.0) -> None:
   tensorstore finishes the writes a failed save had issued from its own threads, which Python
   cannot join, and creates their parent folders again as it does.
   """
+  if files.is_remote(prefix):
+    try:  # A bucket has no half-renamed folders: remove what the save left, if it can.
+      files.remove(prefix)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("could not remove %s: %s", prefix, error_cause(e))
+    return
   deadline, quiet_since = time.monotonic() + timeout_s, None
   while time.monotonic() < deadline:
     paths = glob.glob(f"{prefix}*")
@@ -124,7 +132,7 @@ class Checkpointer:
       raise ValueError("save_interval_steps and keep_last must be >= 1, keep_best >= 0")
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-    self.directory = os.path.abspath(os.path.expanduser(directory))
+    self.directory = files.resolve(directory)  # A local path or a URI (gs://...).
     self.save_interval_steps = save_interval_steps
     self.best_metric = best_metric
     self._async = async_save
@@ -211,8 +219,8 @@ class Checkpointer:
     except Exception:  # pylint: disable=broad-except
       pass
     for step in steps:
-      _remove_when_quiet(os.path.join(self.directory, f"{step}{TMP_SUFFIX}"))
-    where = os.path.join(self.directory, str(steps[-1])) if steps else self.directory
+      _remove_when_quiet(files.join(self.directory, f"{step}{TMP_SUFFIX}"))
+    where = files.join(self.directory, str(steps[-1])) if steps else self.directory
     raise CheckpointWriteError(
       f"could not write checkpoint {where}: {error_cause(error)}; the earlier checkpoints are"
       " intact"
@@ -309,12 +317,11 @@ class Checkpointer:
 
   def _quarantine(self, step: int, error: Exception) -> None:
     """Moves unreadable checkpoint `step` into quarantine/ so that it is written again."""
-    destination = os.path.join(
+    destination = files.join(
       self.directory, QUARANTINE_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     if jax.process_index() == 0:  # Processes of a multi-host job share the directory.
-      os.makedirs(os.path.dirname(destination), exist_ok=True)
-      os.replace(os.path.join(self.directory, str(step)), destination)
+      files.move(files.join(self.directory, str(step)), destination)
     self._manager.reload()
     logging.error(
       "checkpoint %d in %s is unreadable (%s); moved it to %s and trying an older one",

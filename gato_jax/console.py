@@ -4,15 +4,26 @@ orbax logs its options and every save step, TFDS its builder's internals, both t
 INFO. `log_to_file` keeps all of it, at the run's verbosity, in absl's log file under the
 workdir, and lets onto the console only this project's log lines (but those logged with
 `extra={"console": False}`) and anyone's errors.
+
+absl writes its log file with local file calls: for a workdir on a bucket the file is written in
+a local folder and copied to `<workdir>/logs/` every LOG_UPLOAD_S seconds and when the launcher
+ends (`upload_logs`, which `launch.run` calls).
 """
 
 import logging as std_logging
 import math
 import os
 import sys
+import tempfile
+import threading
 import time
 
 from absl import logging
+
+from gato_jax import files
+
+LOG_UPLOAD_S = 60.0
+_uploads: list[tuple[str, str]] = []  # (local log folder, its bucket folder).
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -33,9 +44,15 @@ def log_to_file(workdir: str, program: str) -> str:
   Call it in a launcher's main (after absl parsed its flags). Warnings of the `warnings`
   module go to the file as well.
   """
-  log_dir = os.path.join(os.path.expanduser(workdir), "logs")
-  os.makedirs(log_dir, exist_ok=True)
-  logging.get_absl_handler().use_absl_log_file(program, log_dir)
+  log_dir = files.join(files.resolve(workdir), "logs")
+  local_dir = log_dir
+  if files.is_remote(log_dir):
+    local_dir = tempfile.mkdtemp(prefix=f"gato_jax_{program}_logs_")
+    if not _uploads:
+      threading.Thread(target=_upload_periodically, name="log-upload", daemon=True).start()
+    _uploads.append((local_dir, log_dir))
+  os.makedirs(local_dir, exist_ok=True)
+  logging.get_absl_handler().use_absl_log_file(program, local_dir)
   console = std_logging.StreamHandler(sys.stderr)
   console.setFormatter(logging.PythonFormatter())
   launcher_dir = os.path.dirname(os.path.abspath(sys.argv[0]))
@@ -43,6 +60,26 @@ def log_to_file(workdir: str, program: str) -> str:
   std_logging.getLogger().addHandler(console)
   std_logging.captureWarnings(True)
   return log_dir
+
+
+def upload_logs() -> None:
+  """Copies the log files of a bucket workdir (see the module docstring) to the bucket."""
+  logging.flush()
+  for local_dir, log_dir in _uploads:
+    try:
+      for name in os.listdir(local_dir):
+        path = os.path.join(local_dir, name)
+        if os.path.isfile(path) and not os.path.islink(path):  # absl's links: the same files.
+          with open(path, "rb") as f:
+            files.write_bytes(files.join(log_dir, name), f.read())
+    except OSError:
+      print(f"could not copy the logs in {local_dir} to {log_dir}", file=sys.stderr, flush=True)
+
+
+def _upload_periodically() -> None:
+  while True:
+    time.sleep(LOG_UPLOAD_S)
+    upload_logs()
 
 
 def duration(seconds: float) -> str:

@@ -4,7 +4,9 @@ A launcher's user needs the cause of a failure in the last line, not at the end 
 tracebacks. `run` parses the flags, naming a misspelled config field the way it was typed
 (`unknown config field train.stepz; did you mean train.steps?`), and reports the errors a user
 can fix (a busy workdir, an unusable checkpoint, a full disk, a bad config or missing data) as
-one line and exit status 1. Any other exception keeps its traceback: it is a bug to report.
+one line and exit status 1. A run stopped by a preemption notice (SIGTERM), after saving its
+checkpoint, ends with one line and exit status `preemption.PREEMPTED_EXIT_CODE` (42): rerun the
+same command to resume. Any other exception keeps its traceback: it is a bug to report.
 """
 
 import functools
@@ -16,6 +18,7 @@ from typing import Callable, Sequence
 from absl import app, flags, logging
 
 from gato_jax import checkpoint, console, workdir_lock
+from gato_jax.training import preemption
 
 # What a user can fix from the message alone; each carries its cause in its text.
 USER_ERRORS = (workdir_lock.WorkdirLockedError, checkpoint.CheckpointError, OSError, ValueError)
@@ -59,13 +62,43 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"error: {message}")
 
 
+def argv_without(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+  """`argv` less the flags `names` (`--NAME=V`, `--NAME V`, and a boolean's `--NAME` or
+  `--noNAME`): what a launcher passes on to the command it prints or starts."""
+  kept, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+      continue
+    name = arg.lstrip("-").split("=", 1)[0]
+    base = name[2:] if name.startswith("no") and name[2:] in names else name
+    if not arg.startswith("-") or base not in names:
+      kept.append(arg)
+      continue
+    boolean = base in flags.FLAGS and flags.FLAGS[base].boolean
+    skip = "=" not in arg and not boolean  # "--workdir DIR" spends the next argument too.
+  return kept
+
+
 def _report_user_errors(main: Callable[[list[str]], None], argv: list[str]) -> None:
   try:
     main(argv)
+  except preemption.Preempted as e:
+    logging.flush()
+    sys.stdout.flush()
+    print(str(e), file=sys.stderr, flush=True)
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if jax.distributed.is_initialized():
+      # Leave the job together: a host that vanished first would look failed to the others.
+      jax.distributed.shutdown()
+    console.upload_logs()  # os._exit runs no atexit hook.
+    os._exit(preemption.PREEMPTED_EXIT_CODE)  # pylint: disable=protected-access
   except USER_ERRORS as e:
     logging.debug("the error's traceback:", exc_info=True)  # Shown with --verbosity=1.
     logging.flush()
     sys.stdout.flush()
+    console.upload_logs()  # os._exit runs no atexit hook; first, so the error stays last.
     print(f"error: {e}", file=sys.stderr, flush=True)
     # Not sys.exit: at interpreter shutdown orbax's and asyncio's leftovers of a failed save print
     # their own tracebacks ("Event loop is closed"), which would bury this line again.
@@ -89,22 +122,33 @@ def enable_compilation_cache() -> None:
   jax.config.update("jax_compilation_cache_dir", os.path.expanduser(COMPILATION_CACHE))
 
 
-def _launched(main: Callable[[list[str]], None], argv: list[str]) -> None:
-  # absl writes its log file with local file calls, so a bucket workdir (gs://...) keeps absl's
-  # default, the console.
+def _launched(
+  main: Callable[[list[str]], None], logs_in_workdir: Callable[[], bool], argv: list[str]
+) -> None:
   workdir = flags.FLAGS["workdir"].value if "workdir" in flags.FLAGS else None
-  if workdir and "://" not in workdir:
+  if workdir and logs_in_workdir():
     program = os.path.splitext(os.path.basename(argv[0]))[0]
     log_dir = console.log_to_file(workdir, program)
     # On stderr: stdout may be a product (sweep.py --dispatch=print's commands).
     print(f"full logs in {log_dir}", file=sys.stderr, flush=True)
-  _report_user_errors(main, argv)
+  try:
+    _report_user_errors(main, argv)
+  finally:  # Before the interpreter's shutdown, which stops gcsfs's event loop.
+    console.upload_logs()
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def run(
+  main: Callable[[list[str]], None], logs_in_workdir: Callable[[], bool] = lambda: True
+) -> None:
   """`app.run(main)` with flag typos and user errors reported as one final line, JAX's
-  persistent compilation cache on (`enable_compilation_cache`), and, for a launcher whose
-  --workdir is on a local disk, library logs in `<workdir>/logs/<launcher>.INFO` rather than on
-  the console (`console.log_to_file`)."""
+  persistent compilation cache on (`enable_compilation_cache`), and, for a launcher with a
+  --workdir (a local path or gs://...), library logs in `<workdir>/logs/<launcher>.INFO` rather
+  than on the console (`console.log_to_file`).
+
+  Args:
+    main: the launcher's main(argv).
+    logs_in_workdir: called once the flags are parsed; False where --workdir names a run folder
+      this process does not write (a launcher that prints or starts the commands that do).
+  """
   enable_compilation_cache()
-  app.run(functools.partial(_launched, main), flags_parser=parse_flags)
+  app.run(functools.partial(_launched, main, logs_in_workdir), flags_parser=parse_flags)

@@ -17,20 +17,16 @@ The launchers (experiments/quickstart.py, experiments/generalist.py, the sweep) 
 
 import copy
 import functools
+import importlib
 import importlib.util
 import os
 from typing import Mapping, Sequence
 
+from gato_jax.envs import registry
+
 CONFIG_DIR = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"
 )
-# Domain -> its expert recipes file (experiments/configs/experts/<file>) and the domain whose
-# expert acts (DM Control from pixels: the state task's SAC expert).
-_TRAINED_EXPERTS = {
-  "gymnax": ("gymnax.py", "gymnax"),
-  "dm_control": ("dm_control.py", "dm_control"),
-  "dm_control_pixels": ("dm_control.py", "dm_control"),
-}
 _say = functools.partial(print, flush=True)  # Console lines for people, shown as they happen.
 
 
@@ -52,7 +48,7 @@ def load_config_file(path: str, name: str | None = None):
 
 def trains_expert(task: str) -> bool:
   """Whether `task`'s ("<domain>/<task>") expert is trained here (rather than scripted)."""
-  return task.split("/", 1)[0] in _TRAINED_EXPERTS
+  return registry.trained_expert(task) is not None
 
 
 def expert_recipe(task: str):
@@ -61,14 +57,14 @@ def expert_recipe(task: str):
   Raises:
     ValueError: for a task whose domain's experts are not trained here, or without a recipe.
   """
-  domain, _, name = task.partition("/")
-  if domain not in _TRAINED_EXPERTS:
+  trained = registry.trained_expert(task)
+  if trained is None:
     raise ValueError(
-      f"{task!r}: domain {domain!r} has no trained experts (recipes exist for"
-      f" {', '.join(sorted(_TRAINED_EXPERTS))})"
+      f"{task!r}: domain {registry.domain_of(task)!r} has no trained experts (recipes exist for"
+      f" {', '.join(registry.trained_expert_domains())})"
     )
-  recipes = load_config_file(os.path.join("experts", _TRAINED_EXPERTS[domain][0]))
-  return recipes.get_config(name)
+  recipes = load_config_file(os.path.join("experts", f"{trained[1]}.py"))
+  return recipes.get_config(task.partition("/")[2])
 
 
 def ensure_expert(task: str, workdir: str | None = None) -> dict | None:
@@ -79,10 +75,7 @@ def ensure_expert(task: str, workdir: str | None = None) -> dict | None:
   if not trains_expert(task):
     return None
   config = expert_recipe(task)
-  if _TRAINED_EXPERTS[task.split("/", 1)[0]][1] == "gymnax":
-    from gato_jax.experts import gymnax_experts as experts
-  else:
-    from gato_jax.experts import dm_control_experts as experts
+  experts = importlib.import_module(registry.trained_expert(task)[0])
   return experts.train_expert(config, workdir) if workdir else experts.train_expert(config)
 
 
@@ -138,8 +131,7 @@ def prepare_data(
   data_dir = os.path.expanduser(data_dir)
   rows = []
   for task in tasks:
-    domain = task.split("/", 1)[0]
-    if domain in example_sets.domains():
+    if registry.domain_of(task) in example_sets.domains():
       example_sets.generate_task(task, data_dir, scenes)
       continue
     summary = ensure_expert(task)

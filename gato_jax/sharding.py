@@ -126,6 +126,39 @@ def maybe_initialize_distributed(
   jax.distributed.initialize(**kwargs)
 
 
+def require_one_host(what: str) -> None:
+  """Refuses, in one line, to run `what` (which needs one host) in a multi-host job.
+
+  Evaluation steps environments on the host and reads whole model outputs there, which the
+  processes of a pod cannot do together; it runs on one host instead (orbax restores a
+  checkpoint a pod wrote onto that host's devices).
+  """
+  if jax.process_count() > 1:
+    raise ValueError(
+      f"{what} runs on one host, not on the {jax.process_count()} processes of this job:"
+      " evaluate on one worker with experiments/eval.py --config.mesh.multi_host=false"
+      " (and a mesh of that host's devices)"
+    )
+
+
+def initialize_from_config(config) -> None:
+  """Joins the multi-host job `config.mesh` describes (`mesh.multi_host`); else does nothing.
+
+  Every launcher calls this before any JAX computation (JAX refuses to join a job after one);
+  calling it again once joined does nothing, so library entry points call it too.
+  """
+  mesh = config.mesh
+  if not mesh.multi_host or jax.distributed.is_initialized():
+    return
+  maybe_initialize_distributed(
+    True,
+    coordinator_address=mesh.coordinator_address or None,
+    num_processes=mesh.num_processes or None,
+    process_id=mesh.process_id if mesh.process_id >= 0 else None,
+    cpu_collectives=mesh.cpu_collectives or None,
+  )
+
+
 def global_batch(local_batch, mesh: Mesh, rules) -> Any:
   """Assembles each process's rows into global arrays split as `act_batch` says.
 

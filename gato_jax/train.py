@@ -5,10 +5,18 @@ mixture's tasks (built from their SeqIO Tasks on first use), initialises (or res
 newest readable checkpoint in `workdir/checkpoints`, and trains, logging metrics and saving
 checkpoints as configured. `train.stop_at_step` ends the run early exactly as a preemption
 would: after a checkpoint, with nothing else changed, so rerunning without it finishes the run.
+
+Preemption: a SIGTERM on any host (how TPU VMs are told they will be preempted or maintained)
+makes every host agree on one step (`training.preemption`), save a checkpoint there with the data
+stream's state, and raise `preemption.Preempted`; the launchers then print one line and exit with
+status `PREEMPTED_EXIT_CODE` (42), so that a scheduler starts the same command again, which
+resumes with exactly the losses of an uninterrupted run.
+
+`train.profile_steps="START,COUNT"` writes a `jax.profiler` trace of those steps into
+`<workdir>/profile/` (TensorBoard's profile plugin reads it).
 """
 
 import functools
-import os
 import time
 from typing import Any
 
@@ -17,10 +25,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from gato_jax import checkpoint, sharding, workdir_lock
+from gato_jax import checkpoint, files, sharding, workdir_lock
 from gato_jax.data import mixture, presets, sequences, store, tasks
 from gato_jax.model import ModelConfig
-from gato_jax.training import flops, metrics_log
+from gato_jax.training import flops, metrics_log, preemption, profiler
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training.step import (
   abstract_param_count,
@@ -28,6 +36,9 @@ from gato_jax.training.step import (
   make_train_step,
   host_budget,
 )
+
+# The exit status of a launcher whose run was preempted after saving: rerun the same command.
+PREEMPTED_EXIT_CODE = preemption.PREEMPTED_EXIT_CODE
 
 
 def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
@@ -47,25 +58,49 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
       f"train.stop_at_step must be in [0, train.steps={config.train.steps}],"
       f" got {config.train.stop_at_step}"
     )
+  profiler.parse_steps(config.train.profile_steps)  # A malformed value fails here, not mid-run.
+  if "eval" in config and config.eval.every_steps:
+    sharding.require_one_host("evaluation during training (eval.every_steps)")
 
 
-def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.MixtureIterator:
+def build_data(
+  config: ml_collections.ConfigDict,
+  patch_dim: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> mixture.MixtureIterator:
   """The training stream: this process's rows of each batch of the configured mixture.
 
   Registers the built-in tasks and mixtures for the run's data directory, imports the modules of
   `data.imports` (which may register their own tasks and seqio Mixtures), resolves
   `data.mixture`, and opens each task's derived store (building it on first use), of which this
-  process samples only its own shards.
+  process samples only the data shards its rows draw from (`data.num_shards`; by default one,
+  so the same config gives the same global batches on any number of hosts).
+
+  Args:
+    config: the run's config.
+    patch_dim: the model's patch vector size.
+    process_index, process_count: whose rows to build (default: this process's, of
+      `jax.process_count()`), e.g. to build every host's share in one process.
   """
-  data_dir = os.path.expanduser(config.data.data_dir)
+  if process_index is None or process_count is None:
+    process_index, process_count = jax.process_index(), jax.process_count()
+  # The episode files and the ArrayRecord stores are read with local file calls.
+  data_dir = files.local_only(
+    config.data.data_dir, "data.data_dir", "copy it to a local disk on every host first"
+  )
   tasks.register_run_tasks(data_dir, config.data.policy, config.data.imports)
   weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())
-  derived_dir = tasks.store_root(data_dir, config.data.derived_dir)
+  derived_dir = files.local_only(
+    tasks.store_root(data_dir, config.data.derived_dir),
+    "data.derived_dir (the ArrayRecord stores)",
+    store.LOCAL_STORES_FIX,
+  )
   stores = {name: tasks.open_store(name, derived_dir) for name in weights}
   limit = config.data.max_episodes_per_task or None
-  num_shards = config.data.num_shards or jax.process_count()
+  num_shards = mixture.data_shards(config.data.num_shards)
   host_shards = mixture.host_shards(
-    config.train.batch_size, num_shards, jax.process_index(), jax.process_count()
+    config.train.batch_size, num_shards, process_index, process_count
   )
   # Each process samples only its own shards of every task.
   pools = {
@@ -99,8 +134,8 @@ def build_data(config: ml_collections.ConfigDict, patch_dim: int) -> mixture.Mix
     patch_dim,
     seed=config.data.seed,
     prompt=prompt,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
+    process_index=process_index,
+    process_count=process_count,
     kinds=kinds,
     num_shards=num_shards,
     sources={name: s.meta["fingerprint"] for name, s in stores.items()},
@@ -155,13 +190,13 @@ RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", "eval")
 def set_aside(workdir: str) -> str:
   """Moves a run's outputs into `<workdir>/set_aside/<time>/` (so that a new run can start there
   and nothing is deleted); returns that folder."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  target = os.path.join(workdir, "set_aside", time.strftime("%Y%m%d-%H%M%S"))
+  workdir = files.resolve(workdir)
+  target = files.join(workdir, "set_aside", time.strftime("%Y%m%d-%H%M%S"))
   with workdir_lock.WorkdirLock(workdir, jax.process_index()):
-    os.makedirs(target)
+    files.makedirs(target)
     for name in RUN_OUTPUTS:
-      if os.path.exists(os.path.join(workdir, name)):
-        os.rename(os.path.join(workdir, name), os.path.join(target, name))
+      if files.exists(files.join(workdir, name)):
+        files.move(files.join(workdir, name), files.join(target, name))
   return target
 
 
@@ -170,16 +205,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   The run holds `workdir`'s lock throughout: a second trainer on it refuses at once
   (`workdir_lock.WorkdirLockedError`) instead of mixing its checkpoints and metrics in.
+
+  Raises:
+    preemption.Preempted: after saving the checkpoint of the step all hosts stopped at on a
+      SIGTERM (see the module docstring).
   """
-  mesh_cfg = config.mesh
-  sharding.maybe_initialize_distributed(
-    mesh_cfg.multi_host,
-    coordinator_address=mesh_cfg.coordinator_address or None,
-    num_processes=mesh_cfg.num_processes or None,
-    process_id=mesh_cfg.process_id if mesh_cfg.process_id >= 0 else None,
-    cpu_collectives=mesh_cfg.cpu_collectives or None,
-  )
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  sharding.initialize_from_config(config)
+  workdir = files.resolve(workdir)  # A local path or a URI (gs://...).
   with workdir_lock.WorkdirLock(workdir, jax.process_index()):
     return _train_holding_workdir(config, workdir)
 
@@ -194,7 +226,12 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   data = build_data(config, model_config.patch_dim)
 
   state, trainer = create_train_state(
-    model_config, optimizer_config, mesh, rules, jax.random.key(config.train.seed)
+    model_config,
+    optimizer_config,
+    mesh,
+    rules,
+    jax.random.key(config.train.seed),
+    config.train.action_loss_vocab,
   )
   num_params = abstract_param_count(model_config)
   logging.info(
@@ -205,7 +242,7 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
     mesh_cfg.rules,
   )
   checkpoints = checkpoint.Checkpointer(
-    os.path.join(workdir, "checkpoints"),
+    files.join(workdir, "checkpoints"),
     save_interval_steps=config.checkpoint.every_steps,
     keep_last=config.checkpoint.keep,
     keep_best=config.checkpoint.keep_best,
@@ -240,7 +277,10 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
         config.train.seq_len,
         None
         if budget.targets is None
-        else budget.targets * budget.groups * config.train.microbatches / config.train.batch_size,
+        else budget.full_logits(trainer.model.vocab_size)
+        * budget.groups
+        * config.train.microbatches
+        / config.train.batch_size,
       )
     )
   )
@@ -251,53 +291,67 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   batches = data.stream(
     start, stop, threads=config.data.read_threads, processes=config.data.read_processes
   )
-  for step in range(start, stop):
-    local_batch = next(batches)
-    data.step = step + 1
-    budget = host_budget(
-      trainer,
-      local_batch,
-      config.train.microbatches,
-      config.train.logits_at_targets_only,
-      _global_max,
-    )
-    state, metrics = train_step(
-      state, sharding.global_batch(local_batch, mesh, rules), rng, budget=budget
-    )
-    interval_steps += 1
-    interval_flops += step_flops(budget)
-    done = step + 1
-    if done % config.log.every_steps == 0 or done == stop:
-      metrics = jax.device_get(metrics)  # Waits for the step: the interval's time is real.
-      seconds = (time.perf_counter() - interval_start) / interval_steps
-      values = logger.write(
-        done,
-        {
-          **_domain_losses(metrics, data, step),
-          "step_seconds": seconds,
-          "tokens_per_second": tokens_per_step / seconds,
-          "flops_per_second": interval_flops / interval_steps / seconds,
-          # Model FLOPs utilisation against the devices' dense peak (absent on CPUs).
-          **({"mfu": interval_flops / interval_steps / seconds / peak} if peak else {}),
-        },
+  trace = profiler.StepProfiler(
+    files.join(workdir, profiler.PROFILE_DIR), profiler.parse_steps(config.train.profile_steps)
+  )
+  preempted = False
+  with preemption.PreemptionGuard() as guard:
+    for step in range(start, stop):
+      trace.before(step + 1)
+      local_batch = next(batches)
+      data.step = step + 1
+      budget = host_budget(
+        trainer,
+        local_batch,
+        config.train.microbatches,
+        config.train.logits_at_targets_only,
+        _global_max,
       )
-      logger.progress(done, values)
-      interval_start, interval_steps, interval_flops = time.perf_counter(), 0, 0.0
-    eval_metrics = {}
-    if eval_every and done % eval_every == 0:
-      # Imported here: evaluation pulls in the environments, which training alone never needs.
-      from gato_jax.evaluation import evaluator
+      state, metrics = train_step(
+        state, sharding.global_batch(local_batch, mesh, rules), rng, budget=budget
+      )
+      interval_steps += 1
+      interval_flops += step_flops(budget)
+      done = step + 1
+      trace.after(done, metrics)
+      if done % config.log.every_steps == 0 or done == stop:
+        metrics = jax.device_get(metrics)  # Waits for the step: the interval's time is real.
+        seconds = (time.perf_counter() - interval_start) / interval_steps
+        values = logger.write(
+          done,
+          {
+            **_domain_losses(metrics, data, step),
+            "step_seconds": seconds,
+            "tokens_per_second": tokens_per_step / seconds,
+            "flops_per_second": interval_flops / interval_steps / seconds,
+            # Model FLOPs utilisation against the devices' dense peak (absent on CPUs).
+            **({"mfu": interval_flops / interval_steps / seconds / peak} if peak else {}),
+          },
+        )
+        logger.progress(done, values)
+        interval_start, interval_steps, interval_flops = time.perf_counter(), 0, 0.0
+      eval_metrics = {}
+      if eval_every and done % eval_every == 0:
+        # Imported here: evaluation pulls in the environments, which training alone never needs.
+        from gato_jax.evaluation import evaluator
 
-      results = evaluator.evaluate(config, workdir, params=state.params, step=done)
-      eval_metrics = evaluator.scalar_metrics(results)
-      logger.write(done, eval_metrics)
-    if checkpoints.should_save(done) or done == stop:
-      # The eval score ranks checkpoints for keep_best; steps saved without one are kept by
-      # recency only, so choose eval.every_steps as a multiple of checkpoint.every_steps.
-      checkpoints.save(done, state, data.get_state(), metrics=eval_metrics)
+        results = evaluator.evaluate(config, workdir, params=state.params, step=done)
+        eval_metrics = evaluator.scalar_metrics(results)
+        logger.write(done, eval_metrics)
+      # Every process asks at every step: JAX's sync protocol needs all of them to.
+      preempted = guard.reached(done)
+      if checkpoints.should_save(done) or done == stop or preempted:
+        # The eval score ranks checkpoints for keep_best; steps saved without one are kept by
+        # recency only, so choose eval.every_steps as a multiple of checkpoint.every_steps.
+        checkpoints.save(done, state, data.get_state(), metrics=eval_metrics)
+      if preempted:
+        break
+  trace.stop(state)
   checkpoints.wait()
   checkpoints.close()
   logger.close()
+  if preempted:
+    raise preemption.Preempted(done, checkpoints.directory)
   if stop < config.train.steps:
     logging.info(
       "stopped at step %d of %d (train.stop_at_step); rerun to continue", stop, config.train.steps

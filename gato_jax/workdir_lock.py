@@ -13,23 +13,37 @@ generating the same thing beside it.
 Within one process the lock is reentrant: a sweep that holds a run's directory may call the
 trainer on it. The processes of one multi-host job share a workdir, so each takes the lock of
 its own process index: a second job still collides with the first on every process.
+
+On a bucket (`gs://...`) there is no flock. The lock is the object `workdir/.lock`, created only
+if absent (a generation-match precondition, so of two creators exactly one succeeds), naming its
+holder's pid, host and time, and deleted on release. Its holder rewrites it every HEARTBEAT_S
+seconds; a lock not rewritten for STALE_S seconds belongs to a holder that died without
+releasing it (`kill -9`, a lost VM) and is taken over. Only process 0 of a multi-host job takes
+it: the hosts of one pod are one holder.
 """
 
+import datetime
 import fcntl
 import os
 import socket
 import threading
+import time
 
 from absl import logging
 
+from gato_jax import files
+
 LOCK_FILE = ".lock"
+HEARTBEAT_S = 60.0  # How often the holder of a bucket lock rewrites it.
+STALE_S = 300.0  # A bucket lock not rewritten for this long is taken over.
 
 
 class WorkdirLockedError(RuntimeError):
   """Another live process holds the workdir."""
 
 
-_held: dict[str, tuple[int, int]] = {}  # Real lock path -> (file descriptor, hold count).
+# Lock path -> (file descriptor, or the bucket lock object, and the hold count).
+_held: dict[str, tuple] = {}
 _guard = threading.Lock()
 
 
@@ -54,15 +68,20 @@ class WorkdirLock:
   """
 
   def __init__(self, workdir: str, process_index: int = 0, wait: bool = False):
-    self.workdir = os.path.abspath(os.path.expanduser(workdir))
+    self.workdir = files.resolve(workdir)
     self.wait = wait
-    name = LOCK_FILE if process_index == 0 else f"{LOCK_FILE}.{process_index}"
-    self.path = os.path.join(self.workdir, name)
+    self.remote = files.is_remote(self.workdir)
+    # On a bucket the pod's process 0 holds the lock for all of its hosts.
+    self.holds = not self.remote or process_index == 0
+    name = LOCK_FILE if process_index == 0 or self.remote else f"{LOCK_FILE}.{process_index}"
+    self.path = files.join(self.workdir, name)
     self._key: str | None = None
 
   def acquire(self) -> "WorkdirLock":
-    if self._key is not None:
+    if self._key is not None or not self.holds:
       return self
+    if self.remote:
+      return self._acquire_object()
     os.makedirs(self.workdir, exist_ok=True)
     key = os.path.realpath(self.path)
     with _guard:
@@ -91,16 +110,40 @@ class WorkdirLock:
       self._key = key
     return self
 
+  def _acquire_object(self) -> "WorkdirLock":
+    with _guard:
+      if self.path in _held:
+        holder, count = _held[self.path]
+        _held[self.path] = (holder, count + 1)
+        self._key = self.path
+        return self
+      holder = _ObjectLock(self.path)
+      while not holder.try_acquire():
+        if not self.wait:
+          raise WorkdirLockedError(
+            f"workdir {self.workdir} is in use by {holder.holder}; wait for it to finish or use"
+            f" another --workdir (a lock its holder stopped refreshing is taken over after"
+            f" {STALE_S:.0f} s: delete {self.path} sooner only if that holder is dead)"
+          )
+        logging.info("waiting for %s to finish with %s", holder.holder, self.workdir)
+        time.sleep(min(HEARTBEAT_S, 5.0))
+      _held[self.path] = (holder, 1)
+      self._key = self.path
+    return self
+
   def release(self) -> None:
     if self._key is None:
       return
     with _guard:
-      fd, count = _held[self._key]
+      held, count = _held[self._key]
       if count > 1:
-        _held[self._key] = (fd, count - 1)
+        _held[self._key] = (held, count - 1)
       else:
         del _held[self._key]
-        os.close(fd)  # Closing drops the flock; the file stays (removing it would race).
+        if isinstance(held, _ObjectLock):
+          held.release()
+        else:
+          os.close(held)  # Closing drops the flock; the file stays (removing it would race).
     self._key = None
 
   def __enter__(self) -> "WorkdirLock":
@@ -108,3 +151,75 @@ class WorkdirLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+class _ObjectLock:
+  """The lock object `gs://bucket/.../.lock` of a bucket workdir (see the module docstring)."""
+
+  def __init__(self, uri: str):
+    from google.cloud import storage  # pylint: disable=g-import-not-at-top
+
+    bucket, name = uri.split("://", 1)[1].split("/", 1)
+    self.blob = storage.Client().bucket(bucket).blob(name)
+    self.holder = "an unknown process"
+    self._generation: int | None = None
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+
+  def _text(self) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return f"pid {os.getpid()} on host {socket.gethostname()} (refreshed {now})\n"
+
+  def try_acquire(self) -> bool:
+    """Creates the object if absent (or takes a stale one over); False if another holds it."""
+    from google.api_core import exceptions  # pylint: disable=g-import-not-at-top
+
+    try:
+      self.blob.upload_from_string(self._text(), if_generation_match=0)
+    except (exceptions.NotFound, exceptions.Forbidden, exceptions.Unauthorized) as e:
+      uri = f"gs://{self.blob.bucket.name}/{self.blob.name}"
+      cause = "no such bucket" if isinstance(e, exceptions.NotFound) else "permission denied"
+      raise OSError(f"cannot write {uri}: {cause} (HTTP {e.code})") from None
+    except exceptions.PreconditionFailed:
+      try:
+        self.blob.reload()
+        text = self.blob.download_as_text(if_generation_match=self.blob.generation)
+      except (exceptions.NotFound, exceptions.PreconditionFailed):
+        return self.try_acquire() if self.blob.generation is None else False  # Changed meanwhile.
+      self.holder = text.strip().split(" (refreshed")[0] or self.holder
+      age = (datetime.datetime.now(datetime.timezone.utc) - self.blob.updated).total_seconds()
+      if age < STALE_S:
+        return False
+      logging.warning(
+        "taking over %s: %s has not refreshed it for %.0f s", self.blob.name, text, age
+      )
+      try:
+        self.blob.delete(if_generation_match=self.blob.generation)
+      except (exceptions.NotFound, exceptions.PreconditionFailed):
+        return False  # Another process took it over first.
+      return self.try_acquire()
+    self._generation = self.blob.generation
+    self._thread = threading.Thread(target=self._refresh, name="workdir-lock", daemon=True)
+    self._thread.start()
+    return True
+
+  def _refresh(self) -> None:
+    while not self._stop.wait(HEARTBEAT_S):
+      try:
+        self.blob.upload_from_string(self._text(), if_generation_match=self._generation)
+        self._generation = self.blob.generation
+      except Exception as e:  # pylint: disable=broad-except
+        logging.error("could not refresh the workdir lock %s: %s", self.blob.name, e)
+
+  def release(self) -> None:
+    from google.api_core import exceptions  # pylint: disable=g-import-not-at-top
+
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    try:
+      self.blob.delete(if_generation_match=self._generation)
+    except (exceptions.NotFound, exceptions.PreconditionFailed):
+      logging.warning("workdir lock %s was taken over before its release", self.blob.name)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.error("could not release the workdir lock %s: %s", self.blob.name, e)

@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+import pytest
+
 # Sharding tests run on a (2, 2, 2) mesh of fake CPU devices; XLA reads this at first import.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -19,3 +21,27 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+  """A fake-gcs-server (tests/helpers/gcs_emulator.py) for the whole run, with this process's
+  and its children's Cloud Storage clients pointed at it; stopped at the end."""
+  from helpers import gcs_emulator as emulator_lib
+
+  with emulator_lib.running() as emulator:
+    yield emulator
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """Two small BabyAI tasks' episodes, generated once for the trainer tests of every module
+  (their derived stores are built on first use and shared too); tests only read them."""
+  from gato_jax.data import generation  # pylint: disable=g-import-not-at-top
+
+  path = str(tmp_path_factory.mktemp("babyai_data"))
+  for task in ("babyai/GoToRedBall", "babyai/GoToLocal"):
+    generation.generate_task(
+      task, path, num_episodes=6, stats_episodes=4, shard_episodes=6, progress=lambda line: None
+    )
+  return path

@@ -5,43 +5,21 @@ and the real `train_and_evaluate` with each process reading only its own data sh
 import json
 import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import pytest
 
-from gato_jax.data import generation
 from gato_jax.training import metrics_log
+
+from helpers.processes import run_processes
 
 ROOT = pathlib.Path(__file__).parents[1]
 WORKER = ROOT / "tests" / "helpers" / "multihost_step.py"
 TRAIN_WORKER = ROOT / "tests" / "helpers" / "multihost_train.py"
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _run_processes(worker: pathlib.Path, num_processes: int, *args: str) -> None:
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-  env["PYTHONPATH"] = str(ROOT)
-  port = str(_free_port())
-  procs = [
-    subprocess.Popen(
-      [sys.executable, str(worker), str(i), str(num_processes), port, *args],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(num_processes)
-  ]
-  outputs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, output in zip(procs, outputs):
-    assert p.returncode == 0, output[-3000:]
+  for returncode, output in run_processes(worker, num_processes, *args):
+    assert returncode == 0, output[-3000:]
 
 
 def _launch(num_processes: int, out: pathlib.Path):
@@ -57,16 +35,6 @@ def test_two_processes_match_one(tmp_path):
   assert multi["losses"][0] > 5.0 and multi["losses"][-1] < multi["losses"][0]
   for a, b in zip(multi["losses"], single["losses"]):
     assert abs(a - b) <= 1e-5 * abs(b), (multi["losses"], single["losses"])
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("multihost_data"))
-  for task in ("babyai/GoToRedBall", "babyai/GoToLocal"):
-    generation.generate_task(
-      task, path, num_episodes=6, stats_episodes=4, shard_episodes=6, progress=lambda line: None
-    )
-  return path
 
 
 def test_train_and_evaluate_on_two_processes_matches_one(data_dir, tmp_path):

@@ -1,5 +1,7 @@
 """Package-level promises: light imports, TensorFlow kept off accelerators, the demo runs."""
 
+from gato_jax import files
+
 from helpers.scripts import run_python
 
 
@@ -65,9 +67,9 @@ def test_launcher_console_shows_ours_and_the_file_keeps_everything(tmp_path):
     assert message in logged
 
 
-def test_launchers_with_a_local_workdir_keep_library_logs_in_it(tmp_path):
-  # launch.run does for every launcher with --workdir what the test above does by hand; a
-  # bucket workdir keeps absl's console, since absl writes its file with local calls.
+def test_launchers_keep_library_logs_in_a_local_or_bucket_workdir(tmp_path, gcs_emulator):
+  # launch.run does for every launcher with --workdir what the test above does by hand; for a
+  # bucket workdir absl's file is written locally and copied into the bucket.
   script = tmp_path / "my_tool.py"
   script.write_text(
     "from absl import flags, logging\n"
@@ -85,8 +87,13 @@ def test_launchers_with_a_local_workdir_keep_library_logs_in_it(tmp_path):
   assert "progress of ours" in local.stderr and "orbax internals" not in local.stderr
   logged = (tmp_path / "run" / "logs" / "my_tool.INFO").read_text()
   assert "progress of ours" in logged and "orbax internals" in logged
-  bucket = run_python(script, "--workdir=gs://bucket/run", env=env)
-  assert "full logs" not in bucket.stderr and "orbax internals" in bucket.stderr
+  run = gcs_emulator.create_bucket("launcher-logs") + "/run"
+  bucket = run_python(script, f"--workdir={run}", env=env)
+  assert bucket.stderr.splitlines()[0] == f"full logs in {run}/logs"
+  assert "progress of ours" in bucket.stderr and "orbax internals" not in bucket.stderr
+  (name,) = [n for n in files.listdir(f"{run}/logs") if n.startswith("my_tool.")]
+  logged = files.read_text(f"{run}/logs/{name}")
+  assert "progress of ours" in logged and "orbax internals" in logged
 
 
 def test_launchers_keep_compiled_programs_across_runs(tmp_path):

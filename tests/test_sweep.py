@@ -11,6 +11,7 @@ import pytest
 from gato_jax.sweep import plan, power_law, report, runner
 
 from helpers.scripts import run_python
+from helpers.sweep_results import synthetic_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -299,19 +300,21 @@ def test_launch_commands_name_each_run(tmp_path):
 
 
 def test_print_dispatch_from_the_command_line(tmp_path):
+  # The cpu ladder has no slices: local commands (the paper ladder's pods: tests/test_pod.py).
   out = run_python(
     "experiments/sweep.py",
-    "--config=experiments/configs/sweep.py:paper",
+    "--config=experiments/configs/sweep.py:cpu",
     f"--workdir={tmp_path}",
     "--dispatch=print",
   ).stdout.splitlines()
   base = (
-    f"python experiments/sweep.py --config=experiments/configs/sweep.py:paper --workdir={tmp_path}"
+    f"python experiments/sweep.py --config=experiments/configs/sweep.py:cpu --workdir={tmp_path}"
   )
   assert out == [
-    f"{base} --run=size-79m",
-    f"{base} --run=size-364m",
-    f"{base} --run=size-1.18b",
+    f"{base} --dispatch=prepare",
+    f"{base} --run=size-tiny",
+    f"{base} --run=size-mini",
+    f"{base} --run=size-small",
     f"{base} --dispatch=report",
   ]
 
@@ -360,54 +363,9 @@ def test_frontier_keeps_points_no_cheaper_point_beats():
 # The report.
 
 
-def _synthetic_results():
-  runs = []
-  for i, (name, params) in enumerate((("size-tiny", 1e6), ("size-small", 4e6))):
-    flops_per_token = 6 * params
-    curve = [
-      {
-        "step": s,
-        "tokens": 100 * s,
-        "compute": 100 * s * flops_per_token,
-        "loss": 2.0 * (100 * s * flops_per_token) ** -0.05,
-      }
-      for s in range(1, 101)
-    ]
-    points = [
-      {
-        "step": s,
-        "tokens": 100 * s,
-        "compute": 100 * s * flops_per_token,
-        "loss": curve[s - 1]["loss"],
-        "mean_score": 0.2 * (i + 1) * s / 100,
-        "domains": {"gymnax": 0.2 * (i + 1) * s / 100},
-        "domain_losses": {"gymnax": 1.0 / (i + 1)},
-        "train_seconds": 60.0,
-        "eval_seconds": 30.0,
-      }
-      for s in (50, 100)
-    ]
-    runs.append(
-      {
-        "name": name,
-        "overrides": {"model.size": name[5:]},
-        "size": name[5:],
-        "params": params,
-        "flops_per_token": flops_per_token,
-        "tokens_per_step": 100,
-        "steps": 100,
-        "points": points,
-        "curve": curve,
-        "train_seconds": 120.0,
-        "eval_seconds": 60.0,
-      }
-    )
-  return {"ladder": "synthetic", "runs": runs, "missing": []}
-
-
 def test_report_is_regenerated_from_the_results_file(tmp_path):
   with open(tmp_path / "results.json", "w") as f:
-    json.dump(_synthetic_results(), f)
+    json.dump(synthetic_results(), f)
   paths = report.regenerate(str(tmp_path))
   for key in ("scores", "loss"):
     with open(paths[key], "rb") as f:
@@ -422,7 +380,7 @@ def test_report_is_regenerated_from_the_results_file(tmp_path):
   assert "C^-0.05 " in table  # The frontier of exact power-law curves has their exponent.
   assert "score rises with size at 2 of 2 token counts, loss falls with size at 2 of 2" in table
   # One size swept over another axis: no scaling law is fitted.
-  one_size = _synthetic_results()
+  one_size = synthetic_results()
   for run in one_size["runs"]:
     run["params"] = 1e6
   assert report.fit(one_size) is None

@@ -14,7 +14,7 @@ from gato_jax.data import sequences
 from gato_jax.evaluation import teacher_forced as tf_lib
 from gato_jax.model import ModelConfig, batch_from_token_groups, init_variables
 from gato_jax.model.gato import Gato
-from gato_jax.training.step import masked_next_token_loss
+from gato_jax.training.loss import masked_next_token_loss
 
 from helpers.checkpoints import save_initial_state
 from helpers.scripts import run_python

@@ -14,6 +14,7 @@ from gato_jax import tokenizer as T
 from gato_jax.data import generation, presets
 from gato_jax.training import metrics_log
 
+from helpers.configs import smoke_config
 from helpers.scripts import run_python
 
 
@@ -25,31 +26,9 @@ def _losses(workdir: str) -> list[tuple[int, float]]:
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("train_data"))
-  for task in ("babyai/GoToRedBall", "babyai/GoToLocal"):
-    generation.generate_task(
-      task, path, num_episodes=6, stats_episodes=4, shard_episodes=6, progress=lambda line: None
-    )
-  return path
-
-
-def _config(data_dir, **overrides):
-  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-  import gato  # experiments/configs/gato.py
-
-  config = gato.get_config("tiny,smoke")
-  config.data.data_dir = data_dir
-  for key, value in overrides.items():
-    group, field = key.split(".")
-    config[group][field] = value
-  return config
-
-
 def test_smoke_run_and_exact_resume(data_dir, tmp_path):
   full = tmp_path / "full"
-  final = train.train_and_evaluate(_config(data_dir), str(full))
+  final = train.train_and_evaluate(smoke_config(data_dir), str(full))
   records = metrics_log.read_metrics(str(full))
   assert [r["step"] for r in records] == [1, 2, 3, 4]
   assert all(r["loss"] > 0 and r["action_tokens"] > 0 for r in records)
@@ -60,9 +39,9 @@ def test_smoke_run_and_exact_resume(data_dir, tmp_path):
 
   # Preempted at step 2 (after its checkpoint), then the same command again.
   interrupted = tmp_path / "interrupted"
-  train.train_and_evaluate(_config(data_dir, **{"train.stop_at_step": 2}), str(interrupted))
+  train.train_and_evaluate(smoke_config(data_dir, **{"train.stop_at_step": 2}), str(interrupted))
   assert [r["step"] for r in metrics_log.read_metrics(str(interrupted))] == [1, 2]
-  train.train_and_evaluate(_config(data_dir), str(interrupted))
+  train.train_and_evaluate(smoke_config(data_dir), str(interrupted))
   resumed = metrics_log.read_metrics(str(interrupted))
   assert [r["step"] for r in resumed] == [1, 2, 3, 4]
   for a, b in zip(resumed, records):
@@ -119,7 +98,7 @@ def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeyp
     return write(self, step, metrics)
 
   monkeypatch.setattr(metrics_log.MetricsLogger, "write", write_then_start_a_second_trainer)
-  train.train_and_evaluate(_config(data_dir), str(workdir))
+  train.train_and_evaluate(smoke_config(data_dir), str(workdir))
   monkeypatch.undo()
   (refused,) = second
   assert refused.returncode == 1
@@ -128,24 +107,24 @@ def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeyp
     " wait for it to finish or use another --workdir"
   )
   # The first run finished alone: its own four steps, each once, as an undisturbed run logs them.
-  train.train_and_evaluate(_config(data_dir), str(tmp_path / "alone"))
+  train.train_and_evaluate(smoke_config(data_dir), str(tmp_path / "alone"))
   assert _losses(str(workdir)) == _losses(str(tmp_path / "alone"))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
 
 
 def test_corrupt_newest_checkpoint_is_repaired_by_the_next_run(data_dir, tmp_path):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(_config(data_dir), str(workdir))
+  train.train_and_evaluate(smoke_config(data_dir), str(workdir))
   losses = _losses(str(workdir))
   for path in (workdir / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
       path.write_bytes(b"\0" * 7)
-  train.train_and_evaluate(_config(data_dir), str(workdir))  # Resumes from 2, saves 4 again.
+  train.train_and_evaluate(smoke_config(data_dir), str(workdir))  # Resumes from 2, saves 4 again.
   (moved,) = os.listdir(workdir / "checkpoints" / "quarantine")
   assert moved.startswith("4-")
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "quarantine"]
   assert _losses(str(workdir)) == losses  # Steps 3 and 4 replayed, logged once.
-  train.train_and_evaluate(_config(data_dir), str(workdir))  # The new step 4 reads: no change.
+  train.train_and_evaluate(smoke_config(data_dir), str(workdir))  # The new step 4 reads: no change.
   assert len(os.listdir(workdir / "checkpoints" / "quarantine")) == 1
   assert _losses(str(workdir)) == losses
 
@@ -156,7 +135,7 @@ def test_full_disk_stops_with_one_error_and_no_temporary_folder(data_dir, tmp_pa
 
   monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
   with pytest.raises(checkpoint.CheckpointWriteError) as raised:
-    train.train_and_evaluate(_config(data_dir), str(tmp_path))
+    train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
   monkeypatch.undo()
   assert str(raised.value) == (
     f"could not write checkpoint {tmp_path}/checkpoints/2: no space"
@@ -164,7 +143,7 @@ def test_full_disk_stops_with_one_error_and_no_temporary_folder(data_dir, tmp_pa
   )
   assert os.listdir(tmp_path / "checkpoints") == []  # No 2.orbax-checkpoint-tmp left.
   assert [r["step"] for r in metrics_log.read_metrics(str(tmp_path))] == [1, 2]
-  train.train_and_evaluate(_config(data_dir), str(tmp_path))  # Space again: the run recovers.
+  train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))  # Space again: the run recovers.
   assert [step for step, _ in _losses(str(tmp_path))] == [1, 2, 3, 4]
 
 
@@ -239,7 +218,7 @@ def test_default_config_trains_an_image_control_task(atari_dir, tmp_path):
 )
 def test_bad_configs_fail_at_start(data_dir, tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(_config(data_dir, **overrides), str(tmp_path))
+    train.train_and_evaluate(smoke_config(data_dir, **overrides), str(tmp_path))
 
 
 def test_mixture_presets():

@@ -82,7 +82,13 @@ def main(argv):
   for name, store in stores.items():
     episodes = (store.read(i) for i in range(min(_EPISODES.value, len(store))))
     rows[name] = teacher_forced.task_fidelity(
-      model_config, params, episodes, config.train.seq_len, _BATCH_SIZE.value, name
+      model_config,
+      params,
+      episodes,
+      config.train.seq_len,
+      _BATCH_SIZE.value,
+      name,
+      config.train.get("action_loss_vocab", "full"),
     )
     print(f"{name}: {rows[name]['windows']} windows scored", flush=True)
   print(f"step {step}, first {_EPISODES.value} stored episodes per task, teacher-forced, greedy")

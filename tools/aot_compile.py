@@ -3,14 +3,19 @@ r"""Compile the real train / decode step for a TPU slice from this machine: one 
   pip install -e .[tpu]   # libtpu: compiles for TPUs that are not present
   python tools/aot_compile.py --config=experiments/configs/gato.py:1.18b,v5e16 \
       --topology=v5e:4x4 --what=train,decode
-  # README's table: every size on every slice preset, with the preset's mesh, rules and remat.
+  # docs/aot.md's table: every size on every slice preset, with the preset's mesh, rules and remat.
   python tools/aot_compile.py --sizes=79m,364m,1.18b --slices=v4_8,v5e16,v5p8 --markdown
 
 Keys: `size`, `topology`, `devices`, `mesh`, `rules`, `remat_policy`, `microbatches`,
 `global_batch`, per device `argument_gib`, `output_gib`, `temp_gib`, `total_gib` (what the
-compiler needs), `hbm_gib` (the chip's), `fits` (the compiler's verdict: an out-of-memory compile
-is `false`, with its numbers, not a crash), `flops_per_device` (the model's formula),
-`compile_seconds`, and a roofline estimate `est_step_seconds` / `est_mfu` (gato_jax.training.aot).
+compiler needs), `compiler_oom` (the compiler refused: out of memory, with `compiler_message`),
+`hbm_gib` (the chip's, from the spec sheet), `hbm_usable_gib` (the limit applied: the least of
+that, the usable HBM libtpu's compiler reports and the available HBM an out-of-memory message
+names), `fits` (`total_gib` <= `hbm_usable_gib` and no out-of-memory compile) with `why` (one
+line), `flops_per_device` (the model's formula), `compile_seconds`, `collective_gib` (ICI bytes
+per chip per step) and the estimate `est_compute_seconds`, `est_hbm_seconds`,
+`est_collective_seconds`, `est_step_seconds` = max(compute, HBM) + collectives
+(gato_jax.training.aot.step_estimate; docs/aot.md).
 """
 
 import json
@@ -22,7 +27,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
-from experiments.configs import gato as gato_configs
+from gato_jax import recipes
+
+gato_configs = recipes.load_config_file("gato.py")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
 _TOPOLOGY = flags.DEFINE_list(
@@ -46,7 +53,8 @@ _MARKDOWN = flags.DEFINE_bool("markdown", False, "Also print the results as a Ma
 _FROM_JSONL = flags.DEFINE_string(
   "from_jsonl",
   None,
-  "Print the Markdown table of saved result lines (this tool's output) instead of compiling.",
+  "Judge saved train result lines (this tool's output) again without compiling: print them with"
+  " this version's fits and estimate, then their Markdown table.",
 )
 
 
@@ -70,35 +78,44 @@ def _cases():
 
 
 def markdown_table(rows) -> str:
-  """README's table from result rows (train cases)."""
+  """docs/aot.md's table from result rows (train cases)."""
   gib = lambda v: "-" if v is None else f"{v:.1f}"
+  gib2 = lambda v: "-" if v is None else f"{v:.2f}"  # Near the limit a tenth misleads.
+  sec = lambda v: "-" if v is None else f"{v:.2f}"
   lines = [
     "| size | slice | mesh (data, fsdp, tensor) | rules | remat | micro | params |"
-    " args GiB | temp GiB | total / HBM GiB | fits | est. step s | est. MFU |",
-    "| --- " * 13 + "|",
+    " args GiB | temp GiB | total / usable HBM GiB | fits | ICI GiB | est. compute s |"
+    " est. HBM s | est. collectives s | est. step s |",
+    "| --- " * 16 + "|",
   ]
   for r in rows:
     mesh = ",".join(str(v) for v in r["mesh"].values())
-    est = "-" if r["est_step_seconds"] is None else f"{r['est_step_seconds']:.2f}"
-    mfu = "-" if r["est_mfu"] is None else f"{100 * r['est_mfu']:.0f}%"
+    fits = {True: "yes", False: "**no**", None: "?"}[r["fits"]]
     lines.append(
       f"| {r['size']} | {r['topology']} ({r['devices']} chips) | {mesh} | {r['rules']} |"
       f" {r['remat_policy']} | {r.get('microbatches', '-')} | {r['params'] / 1e6:,.1f}M |"
       f" {gib(r['argument_gib'])} | {gib(r['temp_gib'])} |"
-      f" {gib(r.get('total_gib'))} / {gib(r['hbm_gib'])} | {'yes' if r['fits'] else 'no'} |"
-      f" {est} | {mfu} |"
+      f" {gib2(r.get('total_gib'))} / {gib2(r['hbm_usable_gib'])} | {fits} |"
+      f" {gib(r['collective_gib'])} | {sec(r['est_compute_seconds'])} |"
+      f" {sec(r['est_hbm_seconds'])} | {sec(r['est_collective_seconds'])} |"
+      f" {sec(r['est_step_seconds'])} |"
     )
   return "\n".join(lines)
 
 
 def main(argv):
   del argv
+  from gato_jax.training import aot  # pylint: disable=g-import-not-at-top
+
   if _FROM_JSONL.value:
     with open(_FROM_JSONL.value) as f:
       rows = [json.loads(line) for line in f if line.startswith("{")]
-    print(markdown_table([r for r in rows if r["what"] == "train"]))
+    # Judged again by this version's verdict and estimate (older lines included).
+    rows = [aot.judge(r) for r in rows if r["what"] == "train"]
+    for row in rows:
+      print(json.dumps(row))
+    print(markdown_table(rows))
     return
-  from gato_jax.training import aot  # pylint: disable=g-import-not-at-top
 
   rows = []
   for config, topology in _cases():

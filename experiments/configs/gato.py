@@ -64,9 +64,16 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.train.seed = 0  # Parameter init and step RNG.
   config.train.stop_at_step = 0  # >0: stop (after saving) at this step, as a preemption would.
   config.train.logits_at_targets_only = True  # Project to the vocabulary only where loss counts.
+  # Action targets' softmax: "full" (the paper's: the whole vocabulary) or "actions" (the value
+  # bins and separator only, the ids evaluation samples there; their logits then cost 1,025
+  # table rows instead of 33,025). Text targets always use the whole vocabulary.
+  config.train.action_loss_vocab = "full"
   # Gradient accumulation: each step's global batch in this many slices (same update, the
   # activation memory of one slice); the data stream does not change.
   config.train.microbatches = 1
+  # "START,COUNT": a jax.profiler trace of steps START.. (metrics.jsonl's numbers) into
+  # <workdir>/profile/ for TensorBoard's profile plugin (process 0 only). Empty: no trace.
+  config.train.profile_steps = ""
 
   config.data = ml_collections.ConfigDict()
   # A registered seqio Mixture or Task (built-in: quickstart | control | generalist | paper) or
@@ -87,7 +94,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.data.read_processes = 0  # Grain worker processes building batches (0: none).
   config.data.seed = 0  # Seed of the data stream (task, episode, window and prompt draws).
   # Episodes split into this many shards, each feeding its own block of rows; a process reads
-  # only its shards. 0: one per process. The stream depends on this, not on the process count.
+  # only its shards. 0: one shard (every host opens all). The stream depends on this, never on
+  # the host count: the same config gives the same batches on 1, 2 or 4 hosts.
   config.data.num_shards = 0
 
   config.checkpoint = ml_collections.ConfigDict()
@@ -138,11 +146,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.mesh.cpu_collectives = ""  # "gloo" for multi-process CPU runs.
 
   for preset in presets:
-    _apply_preset(config, preset)
+    apply_preset(config, preset)
   return config
 
 
-def _apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
+def apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
+  """Adjusts `config` (its model.size already set) for one preset; the sweep applies slice
+  presets per size this way (gato_jax.sweep.plan)."""
   if preset == "smoke":
     config.train.batch_size = 8
     config.train.seq_len = 320

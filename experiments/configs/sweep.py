@@ -3,7 +3,7 @@ r"""Scaling-sweep configs: `sweep.py:LADDER`, a ladder of model sizes trained wi
   python experiments/sweep.py --config=experiments/configs/sweep.py:cpu \
       --workdir=~/.cache/gato_jax/sweep_cpu
   python experiments/sweep.py --config=experiments/configs/sweep.py:paper --workdir=gs://... \
-      --dispatch=print  # One launch command per run, for a cluster.
+      --dispatch=print  # Each run's TPU slice launch (gcloud), then the report.
 
 Ladders:
   cpu    tiny (0.58M), mini (1.76M), small (5.2M) on CartPole + Acrobot expert data that the
@@ -12,9 +12,9 @@ Ladders:
   generalist  small with the `generalist` preset (experiments/generalist.py's data), peak
          learning rate 1e-3 / 2e-3 / 4e-3, 200 steps of 16 x 512 tokens each, judged by each
          domain's loss; 20-25 minutes a run on two cores.
-  paper  79m, 364m, 1.18b with the paper's recipe (GATO_SPEC.md): batch 512 x 1024 tokens,
+  paper  79m, 364m, 1.18b, the paper's recipe (docs/design.md, Training): batch 512 x 1024 tokens,
          1M steps, AdamW 1e-4 with 15k warm-up and 10x cosine decay, the paper's mixture;
-         evaluated every 100k steps (52B tokens).
+         evaluated every 100k steps (52B tokens). Each size on a v5p-8 slice (`slices`).
 
 Every run is `base` (a gato.py config) with its axis values set. Hyper-parameter sweeps add
 axes (gato_jax.sweep.plan): `--config.product="optimizer.peak_learning_rate=1e-3,3e-4"` trains
@@ -44,6 +44,9 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   config.eval_tokens = ()  # Token counts at which every run is evaluated (rounded up to a step).
   config.schedule_follows_budget = True  # optimizer.decay_steps = the run's steps.
   config.loss_window_steps = 1  # Training loss at a point: mean over this many steps before it.
+  # "SIZE=PRESET;...": each size's gato.py slice preset (mesh, remat, microbatches); runs with one
+  # print as pod launches (experiments/sweep.py --dispatch=print). Empty: no slice.
+  config.slices = ""
   config.data = ml_collections.ConfigDict()
   config.data.tasks = ""  # "<domain>/<task>,...": expert data the sweep generates (resumably).
   config.data.episodes = 60  # Episodes per generated task.
@@ -85,6 +88,10 @@ def _paper(config: ml_collections.ConfigDict) -> None:
   base.eval.every_steps = 0  # The sweep evaluates at its own token counts.
   config.base = base
   config.sizes = ("79m", "364m", "1.18b")
+  # v5p-8 for every size: of the slice presets, the fastest estimated step on one host in
+  # README's "Pod readiness" table (0.12, 0.56, 1.87 s); v5e-16 is faster but has four hosts,
+  # and a sweep run evaluates between its segments on one host (gato_jax.sweep.runner).
+  config.slices = "79m=v5p8;364m=v5p8;1.18b=v5p8"
   steps, tokens_per_step = 1_000_000, base.train.batch_size * base.train.seq_len
   config.tokens = steps * tokens_per_step  # 524B tokens, as the paper's 1M steps of 512 x 1024.
   config.eval_tokens = tuple(s * tokens_per_step for s in range(100_000, steps + 1, 100_000))

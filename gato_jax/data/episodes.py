@@ -31,7 +31,7 @@ from gato_jax.envs import policies, runner
 SUCCESS_UNDEFINED = runner.SUCCESS_UNDEFINED
 # Seed streams: episodes stored as data, and the separate rollouts that measure the statistics.
 DATA_STREAM, EXPERT_STATS_STREAM, RANDOM_STATS_STREAM = 0, 1, 2
-# Gato keeps episodes that reach 80% of the expert (GATO_SPEC.md, Training, Data filtering).
+# Gato keeps episodes that reach 80% of the expert (docs/design.md, Training, Data filtering).
 DEFAULT_FILTER_FRACTION = 0.8
 # Episodes per policy behind a task's statistics (tools/generate_data.py --stats_episodes).
 BASELINE_EPISODES = 50

@@ -9,7 +9,7 @@ c4, coco_captions) load through the same `load_split` once a user has prepared t
 An `ExampleTask` says how to make one task's examples; `generate_task` makes them resumably and
 deterministically, as `generation.generate_task` does for episodes: items (documents, scenes) are
 staged in pickled shards, the dataset is written once all exist, and each item depends on
-(seed, split, index) alone. Domains are registered here by module path, like envs.registry:
+(seed, split, index) alone. Example domains are registered by module path in envs.registry:
 
   text             gato_jax.data.text_data         text/cpython_docs
   vision_language  gato_jax.data.vision_language   vision_language/shapes_captions, .../shapes_vqa
@@ -18,7 +18,6 @@ TensorFlow is imported through gato_jax.tf_compat only, and only when a function
 """
 
 import abc
-import importlib
 import os
 import time
 from typing import Any, Callable, Iterable, Mapping
@@ -27,11 +26,6 @@ import numpy as np
 
 from gato_jax.data import generation, rlds_io
 from gato_jax.envs import registry
-
-_DOMAINS = {
-  "text": "gato_jax.data.text_data",
-  "vision_language": "gato_jax.data.vision_language",
-}
 
 
 def write_examples(
@@ -135,13 +129,12 @@ class ExampleTask(abc.ABC):
 
 
 def domains() -> list[str]:
-  return sorted(_DOMAINS)
+  """The example domains (registered in envs.registry, with the environment domains)."""
+  return registry.example_domains()
 
 
 def _module(domain: str):
-  if domain not in _DOMAINS:
-    raise ValueError(f"unknown example domain {domain!r}; example domains: {domains()}")
-  return importlib.import_module(_DOMAINS[domain])
+  return registry.domain_module(domain, examples=True)
 
 
 def list_tasks(domain: str) -> list[str]:

@@ -10,7 +10,9 @@ Episodes are split into `num_shards` data shards (seqio.ShardInfo), and the glob
 many equal blocks of rows: the rows of block k sample only from shard k. Each host reads only
 the shards its own rows draw from. The stream
 depends on the shard count, not on how many hosts share the shards: one process holding all
-shards yields exactly the batches that several hosts assemble together.
+shards yields exactly the batches that several hosts assemble together. By default there is one
+shard (`data_shards`): every host opens all episodes (the derived stores read them lazily) and
+the same config gives the same global batches on 1, 2 or 4 hosts.
 
 A task's pool is a list of in-memory TokenGroups or a `store.Pool` of lazily read episodes from
 the derived store; the draws, and so the batches, are the same for both. `stream` runs
@@ -94,6 +96,15 @@ class DataChangedError(ValueError):
   """A resumed run's data differs from the data its checkpoint was trained on."""
 
 
+def data_shards(num_shards: int) -> int:
+  """The data shard count a config's `data.num_shards` asks for: 0 means one shard, so that the
+  stream does not depend on the number of hosts; a run may fix more to have each host open less
+  of the data (the stream then depends on that number, still not on the hosts)."""
+  if num_shards < 0:
+    raise ValueError(f"data.num_shards must be >= 0 (0: one shard), got {num_shards}")
+  return num_shards or 1
+
+
 def host_shards(batch_size: int, num_shards: int, process_index: int, process_count: int) -> range:
   """The data shards whose blocks of rows overlap this host's rows (the shards it must read)."""
   if num_shards < 1 or batch_size % num_shards:
@@ -120,7 +131,7 @@ class MixtureIterator:
     max_patches: patch slots per row.
     patch_dim: patch vector size.
     seed: the stream's seed.
-    prompt: prompt conditioning settings (GATO_SPEC.md: 25%, half from episode ends).
+    prompt: prompt conditioning settings (docs/design.md, Training: 25%, half from episode ends).
     process_index, process_count: this host's share of the rows.
     kinds: task -> "control" (episodes: windows and prompts; the default), "text" (documents
       packed into rows) or "vision_language" (5 image-text pairs a sequence).

@@ -2,7 +2,8 @@
 
 A mixture spec (`data.mixture`) is the name of any registered `seqio.Mixture` or task, or a
 comma-separated list of `name=weight`, where a name is a task ("babyai/GoToRedBall", or its
-SeqIO name) or a whole domain ("babyai", whose weight is split evenly over its tasks that have
+SeqIO name; or one that user code registered, through gato_jax.data.tasks or as a plain
+`seqio.Task`) or a whole domain ("babyai", whose weight is split evenly over its tasks that have
 data). Resolved mixtures name tasks by their one name (`tasks.task_info(...).name`).
 
 The presets below ("quickstart", "control", "generalist", and "paper", Table 1 over our
@@ -23,7 +24,7 @@ from absl import logging
 
 from gato_jax.data import mixture, tasks
 
-# Table 1 of the paper (GATO_SPEC.md), sampling weight in percent per dataset family.
+# Table 1 of the paper (docs/design.md, Data mixture), sampling weight in percent per family.
 PAPER_TABLE1 = {
   "DM Lab": 9.35,
   "ALE Atari": 9.5,
@@ -189,6 +190,8 @@ def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
   registered = seqio_weights(spec.strip())
   if registered is not None:
     logging.info("mixture %r: a registered SeqIO mixture or task", spec)
+    for name in registered:
+      tasks.task_info(name)  # Refuses, at start, a SeqIO task whose features we cannot train on.
     return mixture.normalize_weights(registered)
   return mixture.normalize_weights(expand(parse(spec), available))
 
@@ -196,7 +199,8 @@ def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
 def expand(
   named: Mapping[str, float], available: Mapping[str, list[str]], quiet: bool = False
 ) -> dict[str, float]:
-  """{task or domain: weight} -> {task: weight} over tasks with data (see `resolve`)."""
+  """{task or domain: weight} -> {task: weight} over tasks with data (see `resolve`); tasks that
+  user code registered (through gato_jax.data.tasks or the plain SeqIO way) count as having data."""
   all_tasks = {task for domain_tasks in available.values() for task in domain_tasks}
   weights, missing = {}, []
   for name, weight in named.items():
@@ -206,6 +210,8 @@ def expand(
         weights[task] = weights.get(task, 0.0) + weight / len(available[name])
     elif name in all_tasks:
       weights[name] = weights.get(name, 0.0) + weight
+    elif (info := tasks.user_task_info(name)) is not None:
+      weights[info.name] = weights.get(info.name, 0.0) + weight
     elif "/" in name or "." in name:
       raise ValueError(f"mixture task {name!r}: {tasks.missing_data_reason(name)}")
     else:

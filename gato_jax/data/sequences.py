@@ -1,6 +1,6 @@
 """Tokenized data to training sequences: episode windows with prompts, text, image-text pairs.
 
-GATO_SPEC.md, Training: a control sequence is a random window of an episode that fits the
+docs/design.md, Training: a control sequence is a random window of an episode that fits the
 context, cut at timestep boundaries; 25% of them get a prompt from another episode of the same
 task, half taken from the end of that episode and half from a uniformly chosen point. Text rows
 pack documents; vision-language sequences concatenate 5 (image, text) pairs. Everything here
@@ -217,7 +217,8 @@ def text_row(
   return row
 
 
-VISION_LANGUAGE_PAIRS = 5  # (image, text) examples per vision-language sequence (GATO_SPEC.md).
+# (image, text) examples per vision-language sequence (docs/design.md, Training).
+VISION_LANGUAGE_PAIRS = 5
 
 
 def vision_language_sequence(
@@ -231,7 +232,7 @@ def vision_language_sequence(
   """`pairs` random (image, text) examples concatenated, cropped to whole examples that fit
   `context` tokens and `max_patches` patches.
 
-  GATO_SPEC.md, Training: vision-language sequences are 5 (image, text) pairs, padded or cropped.
+  docs/design.md, Training: vision-language sequences are 5 (image, text) pairs, padded or cropped.
   """
   chosen = [as_group(examples[int(i)]) for i in rng.integers(len(examples), size=pairs)]
   sequence = concat_token_groups(chosen)

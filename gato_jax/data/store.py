@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from gato_jax import files
 from gato_jax.tokenizer import images
 from gato_jax.tokenizer.constants import TokenKind
 from gato_jax.tokenizer.timestep import TokenGroup
@@ -105,6 +106,13 @@ def _step_counts(group: TokenGroup) -> tuple[np.ndarray, np.ndarray]:
   return tokens, np.bincount(timesteps, weights=is_patch, minlength=num).astype(np.int64)
 
 
+# How a user with data on a bucket gets stores: they are read with local file calls too.
+LOCAL_STORES_FIX = (
+  "build the stores locally with tools/build_store.py, then copy them to a local disk of every"
+  " host and set data.derived_dir there"
+)
+
+
 def build(
   task: str,
   items: Iterable[TokenGroup],
@@ -120,7 +128,9 @@ def build(
   """
   from array_record.python import array_record_module
 
-  parent = os.path.dirname(os.path.abspath(directory))
+  # ArrayRecord writes through local file calls, and a store is completed by a folder rename.
+  directory = files.local_only(directory, "a derived store", LOCAL_STORES_FIX)
+  parent = os.path.dirname(directory)
   os.makedirs(parent, exist_ok=True)
   partial = f"{directory}.partial-{uuid.uuid4().hex[:8]}"
   os.makedirs(partial)

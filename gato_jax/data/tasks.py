@@ -25,7 +25,10 @@ derived store (gato_jax.data.store) that the mixture samples windows from. Episo
 paper's 80%-of-expert bar are dropped where the task's statistics are known.
 
 `CATALOGUE` maps each registered task's name to its `TaskInfo` (domain, kind, source, statistics
-task): the one place that knows what a name refers to.
+task): the one place that knows what a name refers to. A task that user code registers the plain
+SeqIO way (`seqio.TaskRegistry.add` over any DataSource) gets its entry from its output features
+(`seqio_task_info`): T5-style text over our SentencePiece vocabulary, or examples that already
+have the TokenGroup fields; any other is refused in one line.
 """
 
 import dataclasses
@@ -36,6 +39,7 @@ import hashlib
 import importlib
 import os
 import re
+import sys
 from typing import Any, Iterator, Mapping
 
 from absl import logging
@@ -44,6 +48,7 @@ import numpy as np
 from gato_jax import tf_compat
 from gato_jax.data import episodes as episodes_lib
 from gato_jax.data import rlds_io, store as store_lib
+from gato_jax.envs import registry
 from gato_jax.tokenizer import specs as token_specs
 from gato_jax.tokenizer.constants import NO_LOCAL_POSITION, VOCAB_SIZE, TokenKind
 from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode, tokenize_timestep
@@ -78,6 +83,8 @@ class TaskInfo:
     filter_fraction: the filter's fraction of the expert's margin over random; None: off.
     builtin: whether the task is one of this package's environments or example sets (so that
       evaluation can play or score it).
+    from_seqio: whether user code registered the task the plain SeqIO way (`seqio_task_info`),
+      so its examples come from its own DataSource and preprocessors.
   """
 
   name: str
@@ -88,6 +95,7 @@ class TaskInfo:
   stats_task: str | None = None
   filter_fraction: float | None = None
   builtin: bool = False
+  from_seqio: bool = False
 
   @property
   def seqio_name(self) -> str:
@@ -101,6 +109,8 @@ class TaskInfo:
 
   def fingerprint(self, split: str) -> str:
     """Changes when the source files or the filter's statistics change (the store is stale)."""
+    if self.from_seqio:
+      return _seqio_fingerprint(self, split)
     # The SeqIO name (one-to-one with the name) keeps stores built before tasks had their
     # "<domain>/<task>" names valid.
     parts: list[Any] = [self.seqio_name, split, self.kind, self.source, self.filter_fraction]
@@ -134,14 +144,98 @@ _BY_SEQIO_NAME: dict[str, str] = {}
 def task_info(name: str) -> TaskInfo:
   """The catalogue entry of a registered task, by its name or its SeqIO name; a clear error for
   anything else."""
-  info = CATALOGUE.get(name) or CATALOGUE.get(_BY_SEQIO_NAME.get(name, ""))
+  info = CATALOGUE.get(name) or CATALOGUE.get(_BY_SEQIO_NAME.get(name, "")) or seqio_task_info(name)
   if info is None:
     raise KeyError(
       f"task {name!r} is not in the gato_jax task catalogue; register it with"
-      " gato_jax.data.tasks.register_control_task or register_example_task (built-in"
-      " tasks: register_builtin_tasks(data_dir))"
+      " gato_jax.data.tasks.register_control_task or register_example_task, or as a seqio.Task"
+      " (built-in tasks: register_builtin_tasks(data_dir))"
     )
   return info
+
+
+def user_task_info(name: str) -> TaskInfo | None:
+  """The entry of a task that user code registered (through this module or the plain SeqIO
+  way), by either spelling; None for built-in and unknown names.
+
+  Raises:
+    ValueError: for a SeqIO task whose features cannot be trained on (`seqio_task_info`).
+  """
+  name = canonical_name(name)
+  if name in _BUILTIN:
+    return None
+  return CATALOGUE.get(name) or seqio_task_info(name)
+
+
+# What a plain SeqIO task must output to be trained on, for the one-line refusal.
+ACCEPTED_FEATURES = (
+  "one 'targets' feature over the gato_jax SentencePiece vocabulary"
+  " (gato_jax.tokenizer.text.seqio_vocabulary(); trained as text), or the TokenGroup fields"
+  f" {sorted(FIELDS)} (tasks.output_features(); trained as episodes)"
+)
+
+
+def seqio_task_info(name: str) -> TaskInfo | None:
+  """The entry of a task registered the plain SeqIO way (`seqio.TaskRegistry.add` over any
+  DataSource), outside this module; None if SeqIO has no task of that name.
+
+  A task with one "targets" feature over our SentencePiece vocabulary (T5-style text) is
+  trained as text, one document per example; a task that outputs the TokenGroup fields
+  (`output_features()`) is trained on its examples as they are, as episodes. Its domain is the
+  one its name implies.
+
+  Raises:
+    ValueError: for any other task, naming its features and the ones accepted.
+  """
+  seqio = sys.modules.get("seqio")
+  if seqio is None or name in CATALOGUE or name not in seqio.TaskRegistry.names():
+    return None  # No task can have been registered the SeqIO way without importing seqio.
+  task = seqio.TaskRegistry.get(name)
+  features = task.output_features
+  if set(FIELDS) <= set(features):
+    kind = "control"
+  elif set(features) == {"targets"} and _is_text_feature(features["targets"]):
+    kind = "text"
+  else:
+    have = [
+      f"{key} ({type(f.vocabulary).__name__}"
+      + (f" {f.vocabulary.sentencepiece_model_file}" if hasattr(f.vocabulary, "sp_model") else "")
+      + ")"
+      for key, f in sorted(features.items())
+    ]
+    raise ValueError(
+      f"seqio task {name!r} has features [{', '.join(have)}]; accepted: {ACCEPTED_FEATURES}"
+    )
+  return TaskInfo(name, registry.domain_of(name), kind, f"seqio:{name}", from_seqio=True)
+
+
+def _is_text_feature(feature) -> bool:
+  from gato_jax.tokenizer import text
+
+  tf = tf_compat.import_tensorflow()
+  return (
+    feature.rank == 1 and feature.dtype == tf.int32 and text.is_seqio_vocabulary(feature.vocabulary)
+  )
+
+
+def _seqio_fingerprint(info: TaskInfo, split: str) -> str:
+  """A plain SeqIO task's store fingerprint: its name, kind and, for a file source (text
+  lines, TFRecords), the contents of its files; other sources change it only by name (rebuild
+  their stores with tools/build_store.py --rebuild)."""
+  import seqio
+
+  source = seqio.get_mixture_or_task(info.name).source
+  parts: list[Any] = [info.name, split, info.kind, type(source).__name__]
+  shards = source.list_shards(split)
+  for shard in shards:
+    parts.append(shard)
+    if isinstance(source, seqio.FileDataSource) and os.path.isfile(shard):
+      digest = hashlib.sha256()
+      with open(shard, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+          digest.update(block)
+      parts.append(digest.hexdigest())
+  return store_lib.fingerprint(*parts)
 
 
 def canonical_name(name: str) -> str:
@@ -337,7 +431,7 @@ def _add_control_task(
   registered = _register_info(
     TaskInfo(
       name,
-      domain or _domain_from_name(name),
+      domain or registry.domain_of(name),
       "control",
       source,
       data_dir,
@@ -413,23 +507,28 @@ def _tokenize_example_numpy(kind: str, text, image=None) -> tuple:
   if kind == "text":
     tokenizer = _text_tokenizer()
     # EOS closes each document, so the model learns where documents end.
-    ids = np.concatenate([tokenizer.encode(text), [tokenizer.eos_id]]).astype(np.int32)
-    n = ids.size
-    group = TokenGroup(
-      tokens=ids,
-      kinds=np.full(n, TokenKind.TEXT, np.int32),
-      local_positions=np.full(n, NO_LOCAL_POSITION, np.int32),
-      loss_mask=np.ones(n, bool),
-      timesteps=np.zeros(n, np.int32),
-      patches=np.zeros((0, 0), np.float32),
-      patch_rows=np.zeros((0, 2), np.float32),
-      patch_cols=np.zeros((0, 2), np.float32),
-    )
+    group = text_token_group(np.concatenate([tokenizer.encode(text), [tokenizer.eos_id]]))
   else:
     group = tokenize_timestep({"image": image, "text": text}, None, _VL_SPEC, separator=False)
   return tuple(
     np.asarray(getattr(group, name)).astype(np.float32 if name in _FLOAT_FIELDS else np.int32)
     for name in FIELDS
+  )
+
+
+def text_token_group(ids) -> TokenGroup:
+  """One document's text ids as a TokenGroup: every token a target, no timesteps or images."""
+  ids = np.asarray(ids, np.int32)
+  n = ids.size
+  return TokenGroup(
+    tokens=ids,
+    kinds=np.full(n, TokenKind.TEXT, np.int32),
+    local_positions=np.full(n, NO_LOCAL_POSITION, np.int32),
+    loss_mask=np.ones(n, bool),
+    timesteps=np.zeros(n, np.int32),
+    patches=np.zeros((0, 0), np.float32),
+    patch_rows=np.zeros((0, 2), np.float32),
+    patch_cols=np.zeros((0, 2), np.float32),
   )
 
 
@@ -473,7 +572,7 @@ def register_example_task(
   registered = _register_info(
     TaskInfo(
       name,
-      domain or _domain_from_name(name),
+      domain or registry.domain_of(name),
       EXAMPLE_KINDS[kind],
       source,
       data_dir,
@@ -489,15 +588,10 @@ def register_example_task(
   )
 
 
-def _domain_from_name(name: str) -> str:
-  """ "<domain>/<task>" -> domain; other names ("public.arm") -> their first part."""
-  return name.split("/")[0] if "/" in name else name.split(".")[0]
-
-
 def task_domain(name: str) -> str:
-  """A task's domain: its catalogue entry's, else the one its name implies."""
+  """A task's domain: its catalogue entry's, else the one its name implies (registry.domain_of)."""
   name = canonical_name(name)
-  return CATALOGUE[name].domain if name in CATALOGUE else _domain_from_name(name)
+  return CATALOGUE[name].domain if name in CATALOGUE else registry.domain_of(name)
 
 
 _BUILTIN: set[str] = set()  # Names that register_builtin_tasks registered.
@@ -523,7 +617,6 @@ def register_builtin_tasks(data_dir: str = DEFAULT_DATA_DIR, policy: str = "expe
   the expert's margin over random) or "random" (unfiltered; for tests and benchmarks).
   """
   from gato_jax.data import generation
-  from gato_jax.envs import registry
 
   _BUILTIN_DATA_DIR[0] = os.path.expanduser(data_dir)
   names = []
@@ -609,8 +702,6 @@ def missing_data_reason(name: str) -> str:
 @functools.cache
 def _specs_of(task: str):
   """(observation_spec, action_spec) of a registered environment task, or None if unavailable."""
-  from gato_jax.envs import registry
-
   try:
     env = registry.make_env(task)
   except ImportError:  # An optional domain whose package is not installed.
@@ -641,8 +732,13 @@ def iter_token_groups(
     sequence_length=None, split=split, shuffle=False, use_cached=False, shard_info=shard_info
   )
   tf = tf_compat.import_tensorflow()
+  text = task_info(name).kind == "text" and "targets" in dataset.element_spec
   try:
     for example in dataset.as_numpy_iterator():
+      if text:  # A plain SeqIO text task's document (seqio_task_info).
+        if example["targets"].size:  # A blank line is no document.
+          yield text_token_group(example["targets"])
+        continue
       fields = {k: example[k] for k in FIELDS}
       fields["loss_mask"] = fields["loss_mask"].astype(bool)
       yield TokenGroup(**fields)

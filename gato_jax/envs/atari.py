@@ -6,9 +6,9 @@ Preprocessing follows the standard ALE protocol (Machado et al., 2018), shaped f
   - sticky actions: with probability 0.25 the emulator repeats the previous action instead
     (the ALE v5 protocol, and how the DQN Replay data behind RL Unplugged Atari was recorded);
   - frames stay RGB and are resized (area averaging) from 210x160 to 80x80, a multiple of
-    Gato's 16x16 patches: 25 image tokens a step. **Decision**: GATO_SPEC.md fixes only the
-    patches; RGB keeps the 16x16x3 patch vectors that the model shares with vision-language
-    data, and 80x80 is the multiple of 16 nearest the usual 84x84;
+    Gato's 16x16 patches: 25 image tokens a step. **Decision**: the paper fixes only
+    the patches (docs/design.md, Tokens); RGB keeps the 16x16x3 patch vectors that the model
+    shares with vision-language data, and 80x80 is the multiple of 16 nearest the usual 84x84;
   - no frame stacking: Gato's context holds the history;
   - an episode ends when the game does (all lives lost) or after 27,000 steps (108,000 frames,
     30 minutes of play) and its reward is the raw game score, unclipped.

@@ -1,6 +1,6 @@
 """BabyAI (minigrid): mission text plus the symbolic egocentric grid, and the BabyAI bot expert.
 
-Gato's BabyAI data comes from the levels' built-in bot (GATO_SPEC.md, Experts). Observations are
+Gato's BabyAI data comes from the levels' bot (docs/design.md, Data mixture). Observations are
 what a BabyAI agent sees: the mission string (text tokens) and the 7x7 view in front of the agent
 as (object, colour, state) triples (discrete value tokens). Actions are the 7 minigrid actions
 (left, right, forward, pickup, drop, toggle, done), which every BabyAI level uses.

@@ -1,4 +1,4 @@
-"""DM Control suite tasks with state observations (GATO_SPEC.md: "DM Control").
+"""DM Control suite tasks with state observations (docs/design.md, Data mixture).
 
 Every observation leaf (joint positions, velocities, touch sensors, ...) is a ContinuousSpec with
 mu-law, as Gato tokenizes proprioception. Actions are ContinuousSpec(mu_law=False) in [-1, 1]:

@@ -1,11 +1,14 @@
 """Task and expert registries: "<domain>/<task>" names to environments and expert policies.
 
-Domains and experts are registered by import path ("module:attribute") and imported on first
-use, so listing tasks or importing gato_jax never pulls in a simulator. A domain module exposes
-`TASKS` (its task names, without the domain) and a factory `(task) -> Environment` (`make_env`
-unless registered otherwise). An expert
-factory takes the Environment and returns a `policies.Policy`; domains whose experts are trained
-(gymnax PPO, DM Control SAC) register theirs the same way once the parameters exist:
+The one table of domains: those an environment plays and those of examples (text, image-text
+pairs; gato_jax.data.example_sets), and the one reading of a task's domain off its name
+(`domain_of`). Domains and experts are registered by import path ("module:attribute") and imported
+on first use, so listing tasks or importing gato_jax never pulls in a simulator. A domain module
+exposes `TASKS` (its task names, without the domain) and, for an environment domain, a factory
+`(task) -> Environment` (`make_env` unless registered otherwise). An expert factory takes the
+Environment and returns a `policies.Policy`; domains whose experts are trained (gymnax PPO,
+DM Control SAC) name the module that trains and loads them (`trained_expert`), and user code
+registers others the same way:
 
   registry.register_expert("dm_control", "gato_jax.experts.dm_control_experts:make_expert")
 """
@@ -15,8 +18,10 @@ from typing import Any, Callable
 
 from gato_jax.envs import base, policies
 
-# domain -> ("module" exposing TASKS, name of its `(task) -> Environment` factory).
-_DOMAINS: dict[str, tuple[str, str]] = {
+# Every domain: domain -> ("module" exposing TASKS, name of its `(task) -> Environment` factory),
+# the factory None for a domain of examples (text, image-text pairs) that
+# gato_jax.data.example_sets makes rather than an environment plays.
+_DOMAINS: dict[str, tuple[str, str | None]] = {
   "atari": ("gato_jax.envs.atari", "make_env"),
   "babyai": ("gato_jax.envs.babyai", "make_env"),
   "dm_control": ("gato_jax.envs.dm_control_envs", "make_env"),
@@ -26,19 +31,26 @@ _DOMAINS: dict[str, tuple[str, str]] = {
   # An optional extra (metaworld pins a mujoco that dm-control rejects): its tasks list
   # without the package; building one raises an ImportError saying how to install it.
   "metaworld": ("gato_jax.envs.metaworld_envs", "make_env"),
+  "text": ("gato_jax.data.text_data", None),
+  "vision_language": ("gato_jax.data.vision_language", None),
+}
+# Domains whose experts are trained here, task by task: domain -> (the module that trains, caches
+# and loads them, with `train_expert`, `has_expert` and `make_expert`; the domain whose recipes,
+# experiments/configs/experts/<domain>.py, train them). DM Control from pixels is played by the
+# state task's SAC expert, acting on the state behind each frame.
+_TRAINED_EXPERTS: dict[str, tuple[str, str]] = {
+  "dm_control": ("gato_jax.experts.dm_control_experts", "dm_control"),
+  "dm_control_pixels": ("gato_jax.experts.dm_control_experts", "dm_control"),
+  # PPO parameters trained by tools/train_expert.py and cached outside the repository.
+  "gymnax": ("gato_jax.experts.gymnax_experts", "gymnax"),
 }
 # domain -> "module:attribute" of a factory `(env) -> Policy`.
 _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
   "babyai": "gato_jax.envs.babyai:make_expert",
-  # SAC actors trained by tools/train_expert.py --domain=dm_control, cached like gymnax's.
-  "dm_control": "gato_jax.experts.dm_control_experts:make_expert",
-  # The state task's SAC expert, acting on the state behind each frame.
-  "dm_control_pixels": "gato_jax.experts.dm_control_experts:make_expert",
-  # PPO parameters trained by tools/train_expert.py and cached outside the repository.
-  "gymnax": "gato_jax.experts.gymnax_experts:make_expert",
   # The package's scripted policies (metaworld.policies). Atari has none: its expert data is
   # imported from RL Unplugged (gato_jax.data.rl_unplugged).
   "metaworld": "gato_jax.envs.metaworld_envs:make_expert",
+  **{domain: f"{module}:make_expert" for domain, (module, _) in _TRAINED_EXPERTS.items()},
 }
 
 
@@ -48,7 +60,22 @@ def register_expert(domain: str, factory: str | Callable[[base.Environment], pol
 
 
 def domains() -> list[str]:
-  return sorted(_DOMAINS)
+  """The environment domains."""
+  return sorted(domain for domain, (_, factory) in _DOMAINS.items() if factory)
+
+
+def example_domains() -> list[str]:
+  """The domains of examples (gato_jax.data.example_sets)."""
+  return sorted(domain for domain, (_, factory) in _DOMAINS.items() if factory is None)
+
+
+def domain_of(name: str) -> str:
+  """A task's domain, from its name alone: "babyai/GoToRedBall" -> "babyai"; a name without '/'
+  (a task that user code registered, "public.arm") -> its first dotted part ("public").
+
+  The one place that reads a domain off a name; `data.tasks.task_domain` prefers the catalogue's.
+  """
+  return name.split("/", 1)[0] if "/" in name else name.split(".", 1)[0]
 
 
 def split_task_name(name: str) -> tuple[str, str]:
@@ -61,42 +88,48 @@ def split_task_name(name: str) -> tuple[str, str]:
   return domain, task
 
 
-def _domain_module(domain: str):
-  if domain not in _DOMAINS:
+def domain_module(domain: str, examples: bool = False):
+  """The module exposing the TASKS of an environment domain (with `examples`: of an example
+  domain); a clear error for any other name."""
+  if examples and domain not in example_domains():
+    raise ValueError(f"unknown example domain {domain!r}; example domains: {example_domains()}")
+  if not examples and domain not in domains():
     raise ValueError(f"unknown domain {domain!r}; registered domains: {domains()}")
   return importlib.import_module(_DOMAINS[domain][0])
 
 
 def list_tasks(domain: str) -> list[str]:
   """Full names ("<domain>/<task>") of a domain's tasks, in the module's order."""
-  return [f"{domain}/{task}" for task in _domain_module(domain).TASKS]
+  return [f"{domain}/{task}" for task in domain_module(domain).TASKS]
 
 
 def make_env(name: str) -> base.Environment:
   """Builds the Environment of a task name such as "babyai/BossLevel"."""
   domain, task = split_task_name(name)
-  module = _domain_module(domain)
+  module = domain_module(domain)
   if task not in module.TASKS:
     raise ValueError(f"unknown {domain} task {task!r}; known tasks: {list(module.TASKS)}")
   return getattr(module, _DOMAINS[domain][1])(task)
 
 
-# domain -> "module:attribute" of `(task name) -> bool`, for domains whose experts are trained
-# task by task: has_expert then says whether this task's expert exists (random-policy data and
-# statistics of an untrained task must not need it). Other domains have an expert for every task.
-_EXPERT_AVAILABLE: dict[str, str] = {
-  "dm_control": "gato_jax.experts.dm_control_experts:has_expert",
-  "dm_control_pixels": "gato_jax.experts.dm_control_experts:has_expert",
-  "gymnax": "gato_jax.experts.gymnax_experts:has_expert",
-}
+def trained_expert(task: str) -> tuple[str, str] | None:
+  """(the module of its experts, the domain of its recipes) where `task`'s ("<domain>/<task>")
+  expert is trained here; None where it is scripted or there is none."""
+  return _TRAINED_EXPERTS.get(domain_of(task))
+
+
+def trained_expert_domains() -> list[str]:
+  return sorted(_TRAINED_EXPERTS)
 
 
 def has_expert(name: str) -> bool:
+  """Whether `name` has an expert: a trained domain's task only once its expert is trained
+  (random-policy data and statistics of an untrained task must not need it)."""
   domain = split_task_name(name)[0]
   if domain not in _EXPERTS:
     return False
-  check = _EXPERT_AVAILABLE.get(domain)
-  return check is None or bool(_resolve(check)(name))
+  trained = _TRAINED_EXPERTS.get(domain)
+  return trained is None or bool(_resolve(f"{trained[0]}:has_expert")(name))
 
 
 def _resolve(factory: Any) -> Callable:

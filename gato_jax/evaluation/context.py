@@ -3,7 +3,7 @@
 The model's key/value cache holds at most `max_decode_length` tokens (1024 in the paper). As an
 episode grows, its oldest timesteps leave the context whole (never half a timestep, the unit the
 model was trained on) while the prompt, a successful demonstration of the task, always stays
-(GATO_SPEC.md, Evaluation). Trimming here is pure bookkeeping over token groups; the model agent
+(docs/design.md, Evaluation). Trimming here is pure bookkeeping over token groups; the model agent
 re-prefills its cache from `RowContext.group()` after a trim. With its sliding memory the agent
 feeds a row's whole context only at an episode's start and keeps no history after that.
 """

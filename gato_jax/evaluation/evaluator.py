@@ -69,8 +69,8 @@ def restore_params(
   abstract = jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
   )
-  directory = os.path.join(os.path.expanduser(workdir), "checkpoints")
-  if not os.path.isdir(directory):
+  directory = files.join(files.resolve(workdir), "checkpoints")
+  if not files.isdir(directory):
     raise checkpoint.CheckpointError(f"no checkpoints directory at {directory}")
   checkpoints = checkpoint.Checkpointer(directory, keep_best=0, async_save=False)
   try:
@@ -112,8 +112,7 @@ def task_episodes(config: ml_collections.ConfigDict, task: str) -> int:
         f"eval.task_episodes entry {entry!r} must be <task or domain>=<positive episodes>"
       )
     counts[name.strip()] = int(count)
-  domain = task.split("/", 1)[0]
-  return counts.get(task, counts.get(domain, config.eval.episodes))
+  return counts.get(task, counts.get(registry.domain_of(task), config.eval.episodes))
 
 
 def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
@@ -268,7 +267,7 @@ def evaluate_task(
       memory=config.eval.get("memory", "refill"),
     )
   make_batch = runner.host_batch(make_env)
-  if scores.domain_of(task) == "gymnax" and config.eval.get("jit_envs", True):
+  if registry.domain_of(task) == "gymnax" and config.eval.get("jit_envs", True):
     # Pure-JAX environments: the whole batch resets and steps in one jitted call.
     make_batch = lambda num_envs: gymnax_envs.GymnaxBatch(task, num_envs)
   outcomes, timing = rollouts.run_task(
@@ -316,19 +315,18 @@ class TaskResults:
   """
 
   def __init__(self, out_dir: str, config: ml_collections.ConfigDict, params: Any):
-    self.directory = os.path.join(out_dir, "tasks")
+    self.directory = files.join(out_dir, "tasks")
     self.fingerprint = fingerprint(config, params)
 
   def _path(self, task: str) -> str:
     from gato_jax.data import tasks as data_tasks  # SeqIO: loaded only where tasks are named.
 
-    return os.path.join(self.directory, data_tasks.seqio_name(task) + ".json")
+    return files.join(self.directory, data_tasks.seqio_name(task) + ".json")
 
   def load(self, task: str) -> dict | None:
     """The task's saved results if this evaluation saved them, else None."""
     try:
-      with open(self._path(task)) as f:
-        saved = json.load(f)
+      saved = files.read_json(self._path(task))
     except (OSError, ValueError):  # Missing, or cut short by a kill: play the task again.
       return None
     if saved.get("fingerprint") != self.fingerprint:
@@ -396,6 +394,7 @@ def evaluate(
     The results dict written to results.json ("tasks", "domains", "overall", ...).
   """
   start = time.perf_counter()
+  sharding.require_one_host("evaluation")
   model_config = ModelConfig.from_dict(config.model)
   if params is None:
     params, step = restore_params(config, workdir, step)

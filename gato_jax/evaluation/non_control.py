@@ -32,7 +32,7 @@ from gato_jax.model.gato import Gato
 from gato_jax.model.inputs import Batch, batch_from_token_groups
 from gato_jax.tokenizer import specs as token_specs
 from gato_jax.tokenizer.timestep import TokenGroup, tokenize_timestep
-from gato_jax.training.step import masked_next_token_loss
+from gato_jax.training.loss import masked_next_token_loss
 
 HELD_OUT_SPLIT = "validation"
 # Image first, then text: the vision-language tasks' observation (data.vision_language).

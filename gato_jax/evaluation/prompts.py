@@ -1,7 +1,7 @@
 """Prompts for evaluation: whole timesteps from the start or the end of a successful demonstration.
 
 Gato is evaluated on control tasks with a prompt, a demonstration of the same task
-(GATO_SPEC.md, Evaluation). A demonstration here is a stored expert episode of the task whose
+(docs/design.md, Evaluation). A demonstration here is a stored expert episode of the task whose
 return passes the data filter (at least 80% of the expert's margin over random,
 `episodes.return_threshold`). The prompt is its first timesteps that fit the token budget (the
 paper's default, with 1024 tokens), or its last: the end of a demonstration shows the goal being

@@ -9,14 +9,14 @@ The JSON is the record; the markdown table and the PNG chart are pure functions 
 editing the plotting code, or on another machine).
 """
 
-import json
+import io
 import math
-import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from gato_jax import files
+from gato_jax.envs import registry
 from gato_jax.evaluation import scores
 
 RESULTS_FILE = "results.json"
@@ -26,9 +26,7 @@ CHART_FILE = "normalized_scores.png"
 
 def results_dir(workdir: str, step: int | None) -> str:
   """`workdir/eval/<step>`; "final" names a params tree given without a step."""
-  return os.path.join(
-    os.path.expanduser(workdir), "eval", str(step) if step is not None else "final"
-  )
+  return files.join(files.resolve(workdir), "eval", str(step) if step is not None else "final")
 
 
 def _clean(value: Any) -> Any:
@@ -162,10 +160,10 @@ def render_chart(results: dict, path: str) -> None:
 
   tasks = sorted(results["tasks"])
   values = [100 * results["tasks"][t]["normalized_score"] for t in tasks]
-  domains = sorted({t.partition("/")[0] for t in tasks})
+  domains = sorted({registry.domain_of(t) for t in tasks})
   colours = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(domains)}
   fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(tasks) + 2.0), 4.0), dpi=100)
-  ax.bar(range(len(tasks)), values, color=[colours[t.partition("/")[0]] for t in tasks])
+  ax.bar(range(len(tasks)), values, color=[colours[registry.domain_of(t)] for t in tasks])
   for y, style in ((100, "-"), (50, ":")):
     ax.axhline(y, color="grey", linestyle=style, linewidth=0.8)
   ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=8)
@@ -175,8 +173,7 @@ def render_chart(results: dict, path: str) -> None:
   if handles:  # None when only text and vision-language tasks were evaluated.
     ax.legend(handles=handles, fontsize=8)
   fig.tight_layout()
-  # No creation metadata: the same results give the same bytes.
-  fig.savefig(path, format="png", metadata={"Software": None})
+  save_png(fig, path)
   plt.close(fig)
 
 
@@ -221,29 +218,36 @@ def plot_profiles(runs: dict, path: str, num_resamples: int = 2000, seed: int = 
   )
   ax.legend(sorted(runs), fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, format="png", metadata={"Software": None})
+  save_png(fig, path)
   plt.close(fig)
   return path
 
 
+def save_png(fig, path: str) -> None:
+  """Writes matplotlib figure `fig` as a PNG to `path` (a local path or a URI) through the path
+  layer. No creation metadata: the same results give the same bytes."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", metadata={"Software": None})
+  files.write_bytes(path, buffer.getvalue())
+
+
 def write(results: dict, directory: str) -> dict[str, str]:
   """Writes results.json, the markdown table and the chart under `directory`; returns paths."""
-  files.write_json(os.path.join(directory, RESULTS_FILE), _clean(results))
+  files.write_json(files.join(directory, RESULTS_FILE), _clean(results))
   return regenerate(directory)
 
 
 def load(directory: str) -> dict:
-  path = os.path.join(directory, RESULTS_FILE)
-  if not os.path.isfile(path):
+  path = files.join(directory, RESULTS_FILE)
+  if not files.exists(path):
     raise FileNotFoundError(f"no {RESULTS_FILE} in {directory}")
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 def regenerate(directory: str) -> dict[str, str]:
   """Rebuilds the markdown table and the chart from `directory/results.json` alone."""
   return {
-    "results": os.path.join(directory, RESULTS_FILE),
+    "results": files.join(directory, RESULTS_FILE),
     **write_table_and_plots(
       directory, load(directory), render_markdown, TABLE_FILE, {"chart": (CHART_FILE, render_chart)}
     ),
@@ -259,9 +263,9 @@ def write_table_and_plots(
 ) -> dict[str, str]:
   """Writes `render_table(results)` to `table_file` and each plot {key: (file, plot(results,
   path))} under `directory`; returns {"table": path, key: path, ...}."""
-  paths = {"table": os.path.join(directory, table_file)}
+  paths = {"table": files.join(directory, table_file)}
   files.write_bytes(paths["table"], render_table(results).encode())
   for key, (name, plot) in plots.items():
-    paths[key] = os.path.join(directory, name)
+    paths[key] = files.join(directory, name)
     plot(results, paths[key])
   return paths

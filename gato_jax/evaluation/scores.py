@@ -1,6 +1,6 @@
 """Scores: raw returns, expert-normalised scores, success rates, and aggregates over tasks.
 
-Per task (GATO_SPEC.md, Evaluation): the mean return over N episodes and the normalised score
+Per task (docs/design.md, Evaluation): the mean return over N episodes and the normalised score
 `(return - random) / (expert - random)`, 100% being the expert that made the data and 0% a
 uniformly random policy, with the anchors the data generator recorded (`episodes.TaskStats`).
 
@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from gato_jax.data import episodes as episodes_lib
+from gato_jax.envs import registry
 
 # The paper's headline thresholds: tasks above 50% (and here 80%, 100%) of the expert.
 THRESHOLDS = (0.5, 0.8, 1.0)
@@ -298,15 +299,11 @@ def aggregate(per_task: Mapping[str, np.ndarray], num_resamples: int = 2000, see
   return out
 
 
-def domain_of(task: str) -> str:
-  return task.partition("/")[0]
-
-
 def summarize(tasks: Mapping[str, TaskScores], num_resamples: int = 2000, seed: int = 0) -> dict:
   """{"tasks": per task summary, "domains": per domain aggregate, "overall": all tasks}."""
   by_domain: dict[str, dict[str, np.ndarray]] = {}
   for name, scores in tasks.items():
-    by_domain.setdefault(domain_of(name), {})[name] = scores.normalized
+    by_domain.setdefault(registry.domain_of(name), {})[name] = scores.normalized
   domains = {d: aggregate(by_domain[d], num_resamples, seed) for d in sorted(by_domain)}
   overall = aggregate({n: s.normalized for n, s in tasks.items()}, num_resamples, seed)
   # The paper's scaling plots average within each domain, then across domains.

@@ -22,7 +22,6 @@ import functools
 from typing import Any, Iterable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.data import sequences
@@ -30,6 +29,7 @@ from gato_jax.evaluation.context import empty_group
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.gato import Gato
 from gato_jax.model.inputs import batch_from_token_groups
+from gato_jax.training.loss import next_token_terms
 from gato_jax.tokenizer.constants import TokenKind
 from gato_jax.tokenizer.timestep import TokenGroup
 
@@ -95,13 +95,12 @@ def previous_action_positions(group: TokenGroup) -> tuple[np.ndarray, np.ndarray
   return positions, previous
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _next_token_predictions(params, batch, *, model: Gato):
-  """(argmax, NLL of the actual token) of each position's next token: [B, T-1] each."""
-  logits = model.apply({"params": params}, batch)[:, :-1].astype(jnp.float32)
-  targets = batch.tokens[:, 1:]
-  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  return jnp.argmax(logits, axis=-1), jax.nn.logsumexp(logits, axis=-1) - picked
+@functools.partial(jax.jit, static_argnames=("model", "action_vocab"))
+def _next_token_predictions(params, batch, *, model: Gato, action_vocab: str):
+  """(argmax, NLL of the actual token) of each position's next token: [B, T-1] each, under the
+  training objective's normaliser (`loss.next_token_terms`)."""
+  logits = model.apply({"params": params}, batch)[:, :-1]
+  return next_token_terms(logits, batch.tokens[:, 1:], batch.kinds[:, 1:], action_vocab)
 
 
 def action_targets(
@@ -110,11 +109,13 @@ def action_targets(
   windows: Sequence[TokenGroup],
   seq_len: int,
   batch_size: int = 4,
+  action_vocab: str = "full",
 ) -> ActionTargets:
   """Every action token of `windows` (each at most `seq_len` tokens) scored teacher-forced.
 
   Batches are padded to `batch_size` rows and to the windows' largest patch count, so a task
-  compiles one shape.
+  compiles one shape. `action_vocab`: the action normaliser the model was trained with
+  (train.action_loss_vocab): argmax and NLL over the whole vocabulary or the action ids.
   """
   if not windows:
     raise ValueError("no windows to score")
@@ -125,7 +126,9 @@ def action_targets(
     rows = list(windows[start : start + batch_size])
     rows += [empty_group()] * (batch_size - len(rows))
     batch = batch_from_token_groups(rows, seq_len, max_patches, model_config.patch_dim)
-    argmax, nll = jax.device_get(_next_token_predictions(params, batch, model=model))
+    argmax, nll = jax.device_get(
+      _next_token_predictions(params, batch, model=model, action_vocab=action_vocab)
+    )
     for row, window in enumerate(rows[: len(windows) - start]):
       positions, previous = previous_action_positions(window)
       if not positions.size:
@@ -169,8 +172,10 @@ def task_fidelity(
   seq_len: int,
   batch_size: int = 4,
   name: str = "episode",
+  action_vocab: str = "full",
 ) -> dict:
   """`summarize` over the action tokens of `episodes`, windowed to `seq_len`."""
   windows = [w for episode in episodes for w in episode_windows(episode, seq_len, name)]
-  summary = summarize(action_targets(model_config, params, windows, seq_len, batch_size))
+  targets = action_targets(model_config, params, windows, seq_len, batch_size, action_vocab)
+  summary = summarize(targets)
   return {"windows": len(windows), **summary}

@@ -91,7 +91,7 @@ def make_expert(env: gymnax_envs.GymnaxEnvironment, workdir: str | None = None) 
 def has_expert(task: str, workdir: str | None = None) -> bool:
   """Whether `task` ("gymnax/CartPole-v1") has a cached expert (registry check: random-policy
   data of an untrained task needs none)."""
-  return cache.has_expert(expert_dir(workdir or DEFAULT_WORKDIR, task.split("/", 1)[-1]))
+  return cache.has_expert(expert_dir(workdir or DEFAULT_WORKDIR, task))
 
 
 def expert_dir(workdir: str, env_id: str) -> str:

@@ -3,7 +3,7 @@
 Prefill a context, then emit tokens one at a time, each with its logits masked to its valid id
 range. The paper's agent keeps past keys and values ("Transformer-XL memory",
 `ModelConfig.decode_cache="sliding"`) and decodes as many action tokens as the action spec needs
-(GATO_SPEC.md, Evaluation); captions and answers are text tokens decoded greedily the same way
+(docs/design.md, Evaluation); captions and answers are text tokens decoded greedily the same way
 (`generate_text`). Each function below is jitted once per input shape: a rollout of fixed batch
 size compiles one prefill per observation length and one action decoder.
 

@@ -1,4 +1,4 @@
-"""Model hyper-parameters and the table of named sizes (GATO_SPEC.md, Transformer).
+"""Model hyper-parameters and the table of named sizes (docs/design.md, Transformer).
 
 One knob picks a size, as big_vision's `decode_variant` does: `ModelConfig.from_size("79m")`,
 or `experiments/configs/gato.py:79m` from the command line. Every field can still be
@@ -115,7 +115,7 @@ REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_save
 DECODE_CACHES = ("full", "sliding")
 POSITION_ENCODINGS = ("none", "rope")
 
-# The paper's three sizes (Table of GATO_SPEC.md) and smaller ones for tests and CPU runs. Tiny's
+# The paper's sizes (docs/design.md, Transformer) and smaller ones for tests and CPU runs. Tiny's
 # width is set by the embedding table: 33,152 rows x 16 is already half a million parameters.
 SIZES: dict[str, dict[str, Any]] = {
   "tiny": dict(num_layers=2, width=16, num_heads=2, head_dim=8, mlp_dim=64, dtype="float32"),

@@ -1,4 +1,4 @@
-"""Gato's input embeddings (GATO_SPEC.md, Embeddings).
+"""Gato's input embeddings (docs/design.md, Embeddings).
 
 - Ids: one learned table, shared with the output projection (`Gato.logits`).
 - Image patches: one pre-activation ResNet-v2 block (GroupNorm with 32 groups, GELU), projected
@@ -114,7 +114,7 @@ def patch_position_bins(intervals, num_bins: int, train: bool, rng=None):
   """Normalised [start, end) intervals [..., 2] -> int32 bins [...].
 
   The interval is quantised to [low, high) bins; training samples a bin uniformly inside it,
-  evaluation takes the bin at the interval's mean (GATO_SPEC.md, Embeddings).
+  evaluation takes the bin at the interval's mean (docs/design.md, Embeddings).
   """
   low = jnp.round(intervals[..., 0] * num_bins).astype(jnp.int32)
   high = jnp.maximum(jnp.round(intervals[..., 1] * num_bins).astype(jnp.int32), low + 1)
@@ -211,8 +211,9 @@ class Embedder(nn.Module):
     x = x + jnp.where(has_local[..., None], lookup(self.local_position_table, local, dtype), 0)
     return nn.with_logical_constraint(x.astype(dtype), ACT)
 
-  def logits(self, x):
-    """Hidden states [..., E] -> float32 logits [..., vocab_size] with the shared table."""
+  def logits(self, x, low: int = 0, high: int | None = None):
+    """Hidden states [..., E] -> float32 logits [..., V] over ids [low, high) (default: every
+    row) with the shared table."""
     # [B, T, E] x [V, E] -> [B, T, V]
-    table = self.token_table.astype(x.dtype)
+    table = self.token_table[low:high].astype(x.dtype)
     return jnp.einsum("bte,ve->btv", x, table, preferred_element_type=jnp.float32)

@@ -14,7 +14,7 @@ from gato_jax.model.config import ModelConfig
 from gato_jax.model.embeddings import Embedder, group_rows
 from gato_jax.model.inputs import Batch
 from gato_jax.model.transformer import Decoder
-from gato_jax.tokenizer.constants import TokenKind, VOCAB_SIZE, padded_vocab_size
+from gato_jax.tokenizer.constants import TokenKind, VALUE_OFFSET, VOCAB_SIZE, padded_vocab_size
 
 
 class Gato(nn.Module):
@@ -32,6 +32,7 @@ class Gato(nn.Module):
     decode: bool = False,
     positions=None,
     patch_budget: tuple[int, int] | None = None,
+    action_positions=None,
   ):
     """Returns float32 logits [B, T, padded vocab]; rows past the real vocabulary are -inf-like.
 
@@ -48,15 +49,24 @@ class Gato(nn.Module):
         models; a group per batch shard keeps the gather on its device.
       patch_budget: optional static (G, N): the ResNet embeds only each group's first N real
         patches (grouped as `positions`) instead of all B x P slots (see Embedder).
+      action_positions: optional int32 [G, Ka] (needs `positions`): more positions, grouped
+        alike, projected onto the action ids [VALUE_OFFSET, VOCAB_SIZE) only; the call then
+        returns (logits [G, K, V], action logits [G, Ka, VOCAB_SIZE - VALUE_OFFSET]). Where
+        training normalises action targets over the action ids alone, their logits cost
+        1,025 table rows instead of 33,025.
     """
     cfg = self.config
     embedder = Embedder(cfg, self.vocab_size, name="embedder")
     x = embedder(batch, train, patch_budget)
     x = Decoder(cfg, train, decode, name="decoder")(x, batch.segment_ids)
+    if action_positions is not None and positions is None:
+      raise ValueError("action_positions need positions (the other targets' predictors)")
     if positions is not None:
       x = nn.with_logical_constraint(
         group_rows(x, positions.shape[0]), ("act_batch", None, "act_embed")
       )  # [B, T, E] -> [G, (B/G) T, E]
+      if action_positions is not None:  # One gather and norm for both heads: [G, K + Ka].
+        positions = jnp.concatenate([positions, action_positions], axis=1)
       x = jnp.take_along_axis(x, positions[..., None], axis=1)  # -> [G, K, E]
     x = nn.LayerNorm(
       dtype=jnp.dtype(cfg.dtype),
@@ -65,10 +75,15 @@ class Gato(nn.Module):
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
       name="final_norm",
     )(x)
+    if action_positions is not None:
+      split = positions.shape[1] - action_positions.shape[1]
+      action_logits = embedder.logits(x[:, split:], VALUE_OFFSET, VOCAB_SIZE)
+      x = x[:, :split]
     logits = embedder.logits(x)
     # Padding rows of the table are never targets; mask them so no probability leaks there.
     valid = jnp.arange(self.vocab_size) < VOCAB_SIZE
-    return jnp.where(valid, logits, -1e9)
+    logits = jnp.where(valid, logits, -1e9)
+    return logits if action_positions is None else (logits, action_logits)
 
 
 def dummy_batch(

@@ -171,11 +171,27 @@ def eval_steps(eval_tokens: Sequence[int], tokens_per_step: int, steps: int) -> 
   return tuple(sorted(result))
 
 
+def parse_slices(spec: str) -> dict[str, str]:
+  """ "79m=v5e16;1.18b=v4_8" -> {"79m": "v5e16", "1.18b": "v4_8"}: a gato.py slice preset per
+  model size; "" -> {}."""
+  slices = {}
+  for size, presets in parse_axes(spec).items():
+    if size not in SIZES or len(presets) != 1:
+      raise ValueError(
+        f"sweep.slices entry {size}={','.join(map(str, presets))} must read SIZE=PRESET with"
+        f" SIZE one of {sorted(SIZES)}"
+      )
+    slices[size] = str(presets[0])
+  return slices
+
+
 def plan(sweep: ml_collections.ConfigDict) -> list[Run]:
   """Every run of the sweep with its full config, in a deterministic order.
 
   Each run trains for ceil(sweep.tokens / tokens per step) steps; with
-  `sweep.schedule_follows_budget` the cosine schedule ends with the run.
+  `sweep.schedule_follows_budget` the cosine schedule ends with the run. With `sweep.slices`,
+  each run gets its size's slice preset of experiments/configs/gato.py (topology, mesh, remat,
+  microbatches; multi-host on a multi-host slice) before its axis values, which win.
 
   Raises:
     ValueError: for unknown keys, values that do not fit, unequal zipped axes, budgets that do
@@ -183,6 +199,12 @@ def plan(sweep: ml_collections.ConfigDict) -> list[Run]:
   """
   if sweep.tokens <= 0:
     raise ValueError(f"sweep.tokens must be positive, got {sweep.tokens}")
+  slices = parse_slices(sweep.get("slices", ""))
+  gato_configs = None
+  if slices:
+    from gato_jax import recipes  # pylint: disable=g-import-not-at-top
+
+    gato_configs = recipes.load_config_file("gato.py")
   runs, names = [], set()
   for overrides in combinations(tuple(sweep.sizes), sweep.product, sweep.zip):
     config = copy.deepcopy(sweep.base)
@@ -195,6 +217,14 @@ def plan(sweep: ml_collections.ConfigDict) -> list[Run]:
       if "model.dtype" not in overrides:
         # As gato.py's get_config(size) does: CPU sizes compute in float32, the paper's in bf16.
         config.model.dtype = SIZES[config.model.size].get("dtype", "bfloat16")
+    if slices:
+      if config.model.size not in slices:
+        raise ValueError(
+          f"sweep.slices {sweep.slices!r} names no slice preset for size {config.model.size!r}"
+        )
+      gato_configs.apply_preset(config, slices[config.model.size])
+      for key, value in overrides.items():
+        set_field(config, key, value)
     tokens_per_step = config.train.batch_size * config.train.seq_len
     config.train.steps = math.ceil(sweep.tokens / tokens_per_step)
     if sweep.schedule_follows_budget:

@@ -10,11 +10,11 @@ loss_vs_compute.png   every run's training-loss curve against training FLOPs, th
 """
 
 import json
-import os
 from typing import Any
 
 import numpy as np
 
+from gato_jax import files
 from gato_jax.evaluation import reports
 from gato_jax.sweep import power_law
 from gato_jax.sweep.plan import SIZE_KEY
@@ -28,11 +28,10 @@ FIT_START_FRACTION = 0.1
 
 
 def load(workdir: str) -> dict:
-  path = os.path.join(os.path.expanduser(workdir), "results.json")
-  if not os.path.isfile(path):
+  path = files.join(files.resolve(workdir), "results.json")
+  if not files.exists(path):
     raise FileNotFoundError(f"no results.json in {workdir}; run the sweep first")
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 def _runs(results: dict) -> list[dict]:
@@ -198,7 +197,7 @@ def plot_scores(results: dict, path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, format="png", metadata={"Software": None})
+  reports.save_png(fig, path)
   plt.close(fig)
 
 
@@ -235,13 +234,13 @@ def plot_loss(results: dict, path: str) -> None:
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, format="png", metadata={"Software": None})
+  reports.save_png(fig, path)
   plt.close(fig)
 
 
 def regenerate(workdir: str) -> dict[str, str]:
   """Rebuilds the table and both plots from `workdir/results.json`; returns their paths."""
-  workdir = os.path.expanduser(workdir)
+  workdir = files.resolve(workdir)
   return reports.write_table_and_plots(
     workdir,
     load(workdir),

@@ -152,12 +152,21 @@ def execute(
     costs: (parameters, FLOPs per token); None computes them from the model config.
     loss_window_steps: training losses are averaged over this many steps before each point.
   """
+  import jax  # pylint: disable=g-import-not-at-top  (planning a sweep never needs jax)
+
+  from gato_jax import sharding  # pylint: disable=g-import-not-at-top
+
+  # Before any JAX computation (the model costs below): JAX refuses to join a job after one.
+  sharding.initialize_from_config(run.config)
+  # A run is evaluated between its segments; refused here, before anything trains.
+  sharding.require_one_host(f"sweep run {run.name}, which evaluates between segments,")
   directory = run_dir(workdir, run)
   result_path = os.path.join(directory, RUN_RESULT_FILE)
   if os.path.exists(result_path):
     return _read_json(result_path)
-  # Held between training segments too: another sweep process must not run this run.
-  with workdir_lock.WorkdirLock(directory):
+  # Held between training segments too: another sweep process must not run this run. The
+  # trainer takes the same lock of this process's index, which it then holds reentrantly.
+  with workdir_lock.WorkdirLock(directory, jax.process_index()):
     _check_run_config(directory, run)
     params, flops_per_token = costs or model_costs(run.config)
     for step in run.eval_steps:
@@ -296,6 +305,33 @@ def collect(
   return results
 
 
-def launch_commands(runs: Iterable[Run], workdir: str, base_argv: list[str]) -> list[str]:
-  """One shell command per run: `base_argv` (the sweep launcher and its flags) plus --run."""
-  return [shlex.join([*base_argv, f"--workdir={workdir}", f"--run={run.name}"]) for run in runs]
+def launch_commands(
+  runs: Iterable[Run],
+  workdir: str,
+  base_argv: list[str],
+  zone: str | None = None,
+  project: str | None = None,
+) -> list[str]:
+  """What runs each run: `base_argv` (the sweep launcher and its flags) plus --run; for a run
+  sized for a TPU slice (`sweep.slices`), that command on every host of a slice of its own
+  (`gato_jax.pod.launch_script`: create, install, run, follow, delete; `zone`, `project` where).
+  """
+  from gato_jax import files, pod  # pylint: disable=g-import-not-at-top
+
+  lines = []
+  for run in runs:
+    flags = [*base_argv[2:], f"--workdir={workdir}", f"--run={run.name}"]
+    tpu = pod.config_slice(run.config)
+    if tpu is None:
+      lines.append(shlex.join([*base_argv[:2], *flags]))
+      continue
+    if not files.is_remote(workdir):
+      raise ValueError(
+        f"run {run.name} trains on a TPU slice, whose hosts share one run folder and whose disks"
+        f" go when it is deleted: --workdir={workdir} must be a bucket (gs://BUCKET/...)"
+      )
+    name = pod.tpu_name(f"gato-{run.name}")
+    # The slice's checkout has the launcher at its repository path, wherever it was run from here.
+    worker_argv = ["experiments/sweep.py", *flags]
+    lines += pod.launch_script(tpu, name, worker_argv, zone, project, title=f"run {run.name}")
+  return lines

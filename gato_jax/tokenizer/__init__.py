@@ -1,7 +1,7 @@
 """Gato's tokenizer: text, discrete and continuous values, image patches and the separator.
 
 Pure functions over numpy (host pipeline, with value checks) or jax arrays (under jit/vmap).
-See GATO_SPEC.md, section Tokens, for the scheme this implements.
+See docs/design.md, section Tokens, for the scheme this implements.
 """
 
 from gato_jax.tokenizer.constants import (

@@ -3,7 +3,7 @@
 Ids [0, 32000) are SentencePiece text pieces, [32000, 33024) are the 1024 value bins (discrete
 values and discretised continuous values share them, as in the paper), and 33024 is the `|`
 separator between a timestep's observation and its action. The paper leaves discrete values
-unshifted, which would collide with text ids; we shift them (GATO_SPEC.md, Decision).
+unshifted, which would collide with text ids; we shift them (docs/design.md, Tokens).
 """
 
 import enum
@@ -14,7 +14,7 @@ VALUE_OFFSET = TEXT_VOCAB_SIZE
 SEPARATOR_ID = VALUE_OFFSET + NUM_BINS  # 33024
 VOCAB_SIZE = SEPARATOR_ID + 1  # 33025 ids in all.
 
-# Continuous observations are mu-law companded before binning (GATO_SPEC.md, Tokens).
+# Continuous observations are mu-law companded before binning (docs/design.md, Tokens).
 MU_LAW_MU = 100.0
 MU_LAW_M = 256.0
 
@@ -38,7 +38,7 @@ class TokenKind(enum.IntEnum):
 
 
 def padded_vocab_size(multiple: int = 128) -> int:
-  """The embedding table's row count: VOCAB_SIZE rounded up to `multiple` (GATO_SPEC Decision)."""
+  """The embedding table's rows: VOCAB_SIZE rounded up to `multiple` (docs/design.md, Tokens)."""
   if multiple <= 0:
     raise ValueError(f"multiple must be positive, got {multiple}")
   return -(-VOCAB_SIZE // multiple) * multiple

@@ -1,4 +1,4 @@
-"""Images to patch vectors and their normalised position intervals (GATO_SPEC.md, Tokens).
+"""Images to patch vectors and their normalised position intervals (docs/design.md, Tokens).
 
 Gato cuts an image into non-overlapping square patches in raster order (left to right, then top
 to bottom), scales pixels from [0, 255] to [-1, 1] and divides by sqrt(patch_size); each patch is

@@ -128,7 +128,7 @@ def action_token_id_ranges(action_spec: Any) -> np.ndarray:
   """int32 [num_action_tokens, 2]: the valid [low, high) id range of each action token.
 
   Decoding masks logits to these ranges, so a discrete action with 6 choices can only produce
-  one of its 6 ids (GATO_SPEC.md, Evaluation, Decision).
+  one of its 6 ids (docs/design.md, Evaluation).
   """
   ranges = []
   for _, leaf in action_leaf_specs(action_spec):

@@ -108,3 +108,16 @@ def seqio_vocabulary(model_path: str | os.PathLike | None = None):
   path = str(model_path) if model_path is not None else DEFAULT_SPM_MODEL
   TextTokenizer(path)  # Validates existence, format and size with our error messages.
   return seqio.SentencePieceVocabulary(path, extra_ids=0)
+
+
+def is_seqio_vocabulary(vocabulary, model_path: str | os.PathLike | None = None) -> bool:
+  """Whether `vocabulary` encodes text as `seqio_vocabulary(model_path)` does: the same
+  SentencePiece model (a copy of the file counts) and no extra ids, so its ids are Gato's."""
+  from gato_jax import tf_compat
+
+  tf_compat.import_tensorflow()
+  import seqio
+
+  if not isinstance(vocabulary, seqio.SentencePieceVocabulary) or vocabulary.extra_ids:
+    return False
+  return vocabulary.sp_model == seqio_vocabulary(model_path).sp_model

@@ -2,7 +2,7 @@
 
 A timestep is `observation tokens | action tokens`: observation leaves in lexicographic key
 order (text pieces, image patches, flattened values), the separator, then the action's values
-(GATO_SPEC.md, Tokens). An episode concatenates its timesteps. One implementation serves both:
+(docs/design.md, Tokens). An episode concatenates its timesteps. One implementation serves both:
 each leaf may carry leading batch dimensions, so an episode of T timesteps is tokenized as one
 vectorised batch of T and then flattened, on numpy or under jit/vmap alike.
 """

@@ -1,4 +1,4 @@
-"""Discrete and continuous values to value-token ids and back (GATO_SPEC.md, Tokens).
+"""Discrete and continuous values to value-token ids and back (docs/design.md, Tokens).
 
 Every function is elementwise and keeps its input's shape; flattening into a token sequence is
 the timestep tokenizer's job. Inputs may be numpy arrays (host path: values are checked) or jax
@@ -62,8 +62,8 @@ def tokenize_continuous(x, mu_law: bool = True, allow_inf: bool = False):
   """Continuous values -> int32 ids in [32000, 33024): optional mu-law, clip, 1024 bins, shift.
 
   Use `mu_law=True` for observations and `mu_law=False` for actions, which already lie in
-  [-1, 1] (GATO_SPEC.md). NaN is refused; inf is refused before the mu-law unless `allow_inf`
-  (without the mu-law it clips to +-1 like any out-of-range action).
+  [-1, 1] (docs/design.md, Tokens). NaN is refused; inf is refused before the mu-law unless
+  `allow_inf` (without the mu-law it clips to +-1 like any out-of-range action).
   """
   xp = _arrays.namespace(x)
   x = _arrays.as_float32(x, "continuous values", xp, allow_inf=allow_inf or not mu_law)

@@ -29,11 +29,31 @@ TPU_HBM_BYTES = {
   "TPU v5": 95 * 2**30,
   "TPU v6 lite": 32 * 2**30,
 }
+# The part of it a program may use, as libtpu 0.0.42.1's compiler reports it ("exceeds available
+# HBM") when an oversized program is compiled for each chip: the runtime keeps the rest. The
+# compiler itself checks only temporaries against it, so tools/aot_compile.py checks the total.
+TPU_HBM_USABLE_BYTES = {
+  "TPU v4": 30.75 * 2**30,
+  "TPU v5 lite": 15.75 * 2**30,
+  "TPU v5": 95.74 * 2**30,
+  "TPU v6 lite": 31.25 * 2**30,
+}
 TPU_HBM_BANDWIDTH = {
   "TPU v4": 1.2e12,
   "TPU v5 lite": 8.19e11,
   "TPU v5": 2.765e12,
   "TPU v6 lite": 1.64e12,
+}
+# Bytes/s one chip sends (while it receives as much) over its inter-chip interconnect (ICI), by
+# `device_kind`: half the "bidirectional ICI bandwidth per chip" of the Cloud TPU
+# system-architecture pages (v5e 400 GB/s, v5p 1,200 GB/s, v6e 800 GB/s). The v4 page gives no
+# per-chip figure, so v4 takes its "all-reduce bandwidth per Pod" over the Pod's chips
+# (1.1 PB/s / 4,096), the ratio that also gives v5e's (51.2 TB/s / 256) and v6e's figures.
+TPU_ICI_BANDWIDTH = {
+  "TPU v4": 1.1e15 / 4096,
+  "TPU v5 lite": 2.0e11,
+  "TPU v5": 6.0e11,
+  "TPU v6 lite": 4.0e11,
 }
 
 

@@ -11,14 +11,15 @@ too, and skipped with a warning by `read_metrics`.
 
 import json
 import math
-import os
+import socket
+import time
 from typing import Any, Mapping
 
 from absl import logging
 import jax
 import numpy as np
 
-from gato_jax import console
+from gato_jax import console, files
 
 # Metrics key prefix of a domain's training loss: "loss/<domain>", over its rows' targets only.
 DOMAIN_LOSS_PREFIX = "loss/"
@@ -38,7 +39,7 @@ class MetricsLogger:
   Args:
     workdir: the run directory; `metrics.jsonl` and `tensorboard/` go there.
     total_steps: the run's length, for the progress line's ETA.
-    tensorboard: write TensorBoard event files (imports TensorFlow via clu).
+    tensorboard: write TensorBoard event files (`EventWriter`, without TensorFlow).
     resume_step: the step training (re)starts from; records after it are removed from an
       existing file, as the run logs those steps again.
   """
@@ -47,20 +48,16 @@ class MetricsLogger:
     self, workdir: str, total_steps: int, tensorboard: bool = True, resume_step: int = 0
   ):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = files.join(workdir, "metrics.jsonl")
     self.total_steps = total_steps
     self._writer = None
     self._pace = console.Pace(total_steps)
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     _truncate_after(self.path, resume_step)
     if tensorboard:
-      from gato_jax import tf_compat
-      from clu import metric_writers
-
-      tf_compat.import_tensorflow()
-      self._writer = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._writer = EventWriter(files.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     """Logs `metrics` (scalars, device or host) for `step`; returns them as host floats."""
@@ -77,7 +74,7 @@ class MetricsLogger:
     clean = {
       k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
     }
-    _append_whole(self.path, (json.dumps(clean) + "\n").encode())
+    files.append_bytes(self.path, (json.dumps(clean) + "\n").encode())
     if self._writer is not None:
       self._writer.write_scalars(int(step), values)
     return values
@@ -105,42 +102,22 @@ class MetricsLogger:
       self._writer = None
 
 
-def _append_whole(path: str, data: bytes) -> None:
-  """Appends `data` to `path`, or on an error leaves the file as it was and raises naming it."""
-  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-  try:
-    size = os.fstat(fd).st_size
-    try:
-      written = 0
-      while written < len(data):
-        written += os.write(fd, data[written:])
-    except OSError as e:
-      try:
-        os.ftruncate(fd, size)  # Half a record would join the next one into an unreadable line.
-      except OSError:
-        pass  # The reader skips the torn line; the write's own error is what to report.
-      raise OSError(e.errno, f"could not append a metrics record: {e.strerror}", path) from None
-  finally:
-    os.close(fd)
-
-
 def _parse(path: str) -> tuple[list[dict[str, Any]], list[int]]:
   """(records, numbers of the lines that are not JSON) of the metrics file at `path`."""
   records, torn = [], []
-  with open(path, "rb") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except ValueError:  # A write cut short by a crash or a full disk.
-        torn.append(number)
+  for number, line in enumerate(files.read_bytes(path).splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError:  # A write cut short by a crash or a full disk.
+      torn.append(number)
   return records, torn
 
 
 def _truncate_after(path: str, step: int) -> None:
   """Rewrites `path` without its torn lines and its records after `step`, if it has any."""
-  if not os.path.exists(path):
+  if not files.exists(path):
     return
   records, torn = _parse(path)
   kept = [r for r in records if r.get("step", 0) <= step]
@@ -154,9 +131,8 @@ def _truncate_after(path: str, step: int) -> None:
     len(records) - len(kept),
     step,
   )
-  with open(f"{path}.tmp", "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in kept)
-  os.replace(f"{path}.tmp", path)  # A crash now leaves the old file or the new one, whole.
+  # Atomic: a crash now leaves the old file or the new one, whole.
+  files.write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -164,8 +140,54 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
   Lines that are not JSON (torn by a crash or a full disk) are skipped with a warning.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
+  path = files.join(workdir, "metrics.jsonl")
   records, torn = _parse(path)
   if torn:
     logging.warning("%s: skipping torn lines %s", path, torn)
   return records
+
+
+class EventWriter:
+  """Scalars into a TensorBoard event file under `directory`, through the path layer.
+
+  TensorFlow's summary writer reaches a bucket only through TensorFlow's own GCS client, so the
+  records (TFRecord-framed `Event` protos, which TensorBoard reads) are written here; each
+  `write_scalars` appends its records whole, so TensorBoard sees a run's progress as it goes.
+  """
+
+  def __init__(self, directory: str):
+    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+    self._event_pb2 = event_pb2
+    files.makedirs(directory)
+    name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}"
+    self.path = files.join(directory, name)
+    self._append([event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")])
+
+  def _append(self, events: list) -> None:
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # pylint: disable=g-import-not-at-top
+
+    records = []
+    for event in events:
+      data = event.SerializeToString()
+      header = len(data).to_bytes(8, "little")
+      records += [header, masked_crc32c(header).to_bytes(4, "little")]
+      records += [data, masked_crc32c(data).to_bytes(4, "little")]
+    files.append_bytes(self.path, b"".join(records))
+
+  def write_scalars(self, step: int, values: Mapping[str, float]) -> None:
+    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+
+    summary = summary_pb2.Summary(
+      value=[
+        summary_pb2.Summary.Value(tag=key, simple_value=float(value))
+        for key, value in values.items()
+      ]
+    )
+    self._append([self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary)])
+
+  def flush(self) -> None:
+    pass  # Each write is appended whole at once.
+
+  def close(self) -> None:
+    pass

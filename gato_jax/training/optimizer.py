@@ -1,6 +1,6 @@
 """The paper's optimiser: AdamW with linear warm-up, cosine decay and global-norm clipping.
 
-GATO_SPEC.md, Training: beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1; warm-up over 15,000
+docs/design.md, Training: beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1; warm-up over 15,000
 steps from 1e-7 to 1e-4, then cosine decay by 10x over 1,000,000 steps; clipping at norm 1.0.
 """
 

@@ -21,10 +21,16 @@ import optax
 
 from gato_jax import sharding
 from gato_jax.model.config import ModelConfig
-from gato_jax.model.embeddings import group_rows
 from gato_jax.model.gato import Gato, count_params, init_variables
 from gato_jax.model.inputs import Batch
 from gato_jax.tokenizer.constants import TokenKind
+from gato_jax.training.loss import (
+  ACTION_IDS,
+  check_action_vocab,
+  masked_next_token_loss,
+  target_mask,
+  target_positions,
+)
 from gato_jax.training.optimizer import OptimizerConfig, make_optimizer
 
 
@@ -45,6 +51,9 @@ class Trainer:
   mesh: jax.sharding.Mesh
   rules: tuple
   state_shardings: Any
+  action_loss_vocab: str = (
+    "full"  # The action targets' normaliser (config train.action_loss_vocab).
+  )
 
 
 def _state_initializer(model_config: ModelConfig, tx: optax.GradientTransformation):
@@ -56,12 +65,17 @@ def _state_initializer(model_config: ModelConfig, tx: optax.GradientTransformati
 
 
 def abstract_train_state(
-  model_config: ModelConfig, optimizer_config: OptimizerConfig, mesh: jax.sharding.Mesh, rules
+  model_config: ModelConfig,
+  optimizer_config: OptimizerConfig,
+  mesh: jax.sharding.Mesh,
+  rules,
+  action_loss_vocab: str = "full",
 ) -> tuple[TrainState, Trainer]:
   """The state as ShapeDtypeStructs carrying their shardings, and its Trainer; no memory used.
 
   What ahead-of-time compilation (tools/aot_compile.py) lowers the step with, for a mesh of
-  devices that need not be present.
+  devices that need not be present. `action_loss_vocab`: the loss's action normaliser
+  (`loss.ACTION_VOCABS`).
   """
   rules = sharding.axis_rules(rules)
   tx, schedule = make_optimizer(optimizer_config)
@@ -72,29 +86,33 @@ def abstract_train_state(
     nn.unbox(abstract),
     state_shardings,
   )
-  return state, Trainer(Gato(model_config), tx, schedule, mesh, rules, state_shardings)
+  trainer = Trainer(
+    Gato(model_config),
+    tx,
+    schedule,
+    mesh,
+    rules,
+    state_shardings,
+    check_action_vocab(action_loss_vocab),
+  )
+  return state, trainer
 
 
 def create_train_state(
-  model_config: ModelConfig, optimizer_config: OptimizerConfig, mesh: jax.sharding.Mesh, rules, rng
+  model_config: ModelConfig,
+  optimizer_config: OptimizerConfig,
+  mesh: jax.sharding.Mesh,
+  rules,
+  rng,
+  action_loss_vocab: str = "full",
 ) -> tuple[TrainState, Trainer]:
   """Initialises parameters and optimizer state directly into their shards."""
-  _, trainer = abstract_train_state(model_config, optimizer_config, mesh, rules)
+  _, trainer = abstract_train_state(model_config, optimizer_config, mesh, rules, action_loss_vocab)
   init_boxed = _state_initializer(model_config, trainer.tx)
   # No ambient mesh here: flax's DenseGeneral would constrain its flat kernel with the names of
   # the reshaped one. The out_shardings alone place every shard.
   state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=trainer.state_shardings)(rng)
   return state, trainer
-
-
-def target_mask(batch: Batch):
-  """bool [B, T-1]: position t's prediction of token t + 1 counts in the loss.
-
-  Targets are text and action tokens (the tokenizer's loss mask); a target in a different packed
-  segment than its predictor is not a next token, so it is dropped.
-  """
-  mask = batch.loss_mask[:, 1:] & (batch.segment_ids[:, 1:] == batch.segment_ids[:, :-1])
-  return mask & (batch.segment_ids[:, 1:] > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +125,23 @@ class Budget:
 
   Attributes:
     groups: G, groups of consecutive rows of a (micro)batch; one per batch shard.
-    targets: K, logits computed per group (None: at every position).
+    targets: K, logits computed per group (None: at every position); with `action_targets`,
+      at the non-action targets only.
     patches: N, patches through the ResNet per group (None: every patch slot).
+    action_targets: Ka, action targets per group whose logits cover the action ids alone
+      (train.action_loss_vocab="actions"); None: actions are among `targets`.
   """
 
   groups: int
   targets: int | None = None
   patches: int | None = None
+  action_targets: int | None = None
+
+  def full_logits(self, vocab_size: int) -> float | None:
+    """Logits per group in whole-vocabulary rows (what the output projection costs)."""
+    if self.targets is None:
+      return None
+    return self.targets + (self.action_targets or 0) * (ACTION_IDS[1] - ACTION_IDS[0]) / vocab_size
 
 
 def bucket(count: int, cap: int, floor: int = 16) -> int:
@@ -132,15 +160,18 @@ def shard_groups(trainer: Trainer, batch_size: int, microbatches: int = 1) -> in
   return math.gcd(shards, batch_size // microbatches)
 
 
-def batch_loads(batch: Batch, groups: int, microbatches: int = 1) -> tuple[int, int]:
+def batch_loads(
+  batch: Batch, groups: int, microbatches: int = 1, actions: bool | None = None
+) -> tuple[int, int]:
   """(targets, patches): the most loss targets and real patches of any group of any microbatch
-  of a host (numpy) batch, split as `split_microbatches` and `Budget` split it."""
+  of a host (numpy) batch, split as `split_microbatches` and `Budget` split it. `actions`
+  counts the action targets only (True), the others (False) or all (None)."""
   batch = jax.tree.map(np.asarray, batch)
   rows = batch.tokens.shape[0]
   if rows % (microbatches * groups):
     raise ValueError(f"{microbatches} microbatches x {groups} groups do not divide {rows} rows")
   per_row = (
-    np.asarray(target_mask(batch)).sum(axis=1),
+    np.asarray(target_mask(batch, actions)).sum(axis=1),
     (batch.kinds == TokenKind.IMAGE_PATCH).sum(axis=1),
   )
   # Row r is row r // M of microbatch r % M; a microbatch's rows form `groups` equal blocks.
@@ -158,89 +189,43 @@ def step_budget(
   rows_per_group: int,
   seq_len: int,
   max_patches: int,
+  action_targets: int | None = None,
 ) -> Budget:
   """The bucketed `Budget` for the loads `batch_loads` measured (the maximum over processes);
-  `targets` None computes logits at every position."""
+  `targets` None computes logits at every position; `action_targets` (not None) splits the
+  action targets off `targets` (see `Budget`)."""
+  cap = rows_per_group * seq_len
   return Budget(
     groups,
-    # A batch without targets still computes a few logits: no zero-sized arrays in the loss.
-    None if targets is None else bucket(max(targets, 1), rows_per_group * seq_len),
+    # A batch without targets still computes a few logits: no zero-sized arrays in the loss
+    # (split off, the action head keeps that floor and a control batch needs no text head).
+    None if targets is None else bucket(targets if action_targets else max(targets, 1), cap),
     bucket(patches, rows_per_group * max_patches),
-  )
-
-
-def masked_next_token_loss(logits, batch: Batch, positions=None):
-  """Cross-entropy of next-token predictions on target tokens only.
-
-  Args:
-    logits: [B, T, V] for every position, or [G, K, V] for `positions` only.
-    batch: the inputs (tokens, kinds, loss mask, segments).
-    positions: int32 [G, K] predictor positions the logits belong to (see `target_positions`).
-
-  Returns:
-    (mean loss over targets, metrics dict with per-kind losses, accuracies and target counts).
-  """
-  rows, length = batch.tokens.shape
-  mask = target_mask(batch)
-  targets = batch.tokens[:, 1:]  # [B, T-1]
-  target_kinds = batch.kinds[:, 1:]
-  row_of = None
-  if positions is None:
-    logits = logits[:, :-1]
-  else:
-    groups = positions.shape[0]
-    # Predictor t of row b sits at b T + t of its group, as the hidden states are flattened.
-    pad = lambda a: jnp.pad(a, ((0, 0), (0, 1)))
-    take = lambda a: jnp.take_along_axis(group_rows(pad(a), groups), positions, axis=1)
-    # Positions past a group's real targets are fill: weighted out below.
-    real = jnp.arange(positions.shape[1]) < jnp.sum(group_rows(mask, groups), 1, keepdims=True)
-    mask = take(mask) & real
-    targets, target_kinds = take(targets), take(target_kinds)
-    row_of = jnp.arange(groups)[:, None] * (rows // groups) + positions // length  # [G, K]
-  logits = logits.astype(jnp.float32)
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  weights = mask.astype(jnp.float32)
-  count = jnp.sum(weights)
-  loss = jnp.sum(nll * weights) / jnp.maximum(count, 1.0)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  # Per-row sums let the host split the loss by each row's task or domain.
-  per_row = lambda v: (
-    jnp.sum(v, axis=1) if row_of is None else jnp.zeros(rows).at[row_of.ravel()].add(v.ravel())
-  )
-  metrics = {
-    "loss": loss,
-    "target_tokens": count,
-    "row_loss_sum": per_row(nll * weights),
-    "row_targets": per_row(weights),
-  }
-  for name, kind in (("text", TokenKind.TEXT), ("action", TokenKind.VALUE)):
-    kind_weights = weights * (target_kinds == kind)
-    kind_count = jnp.sum(kind_weights)
-    metrics[f"accuracy_{name}"] = jnp.sum(correct * kind_weights) / jnp.maximum(kind_count, 1.0)
-    metrics[f"loss_{name}"] = jnp.sum(nll * kind_weights) / jnp.maximum(kind_count, 1.0)
-    metrics[f"{name}_tokens"] = kind_count
-  return loss, metrics
-
-
-def target_positions(batch: Batch, num_targets: int, groups: int | None = None):
-  """int32 [G, K]: each group's predictor positions of its targets (see `Gato`), the first K,
-  padded with 0. `groups` None: one group per row."""
-  mask = jnp.pad(target_mask(batch), ((0, 0), (0, 1)))  # [B, T]: column t predicts t + 1.
-  grouped = group_rows(mask, groups or mask.shape[0])
-  return jax.vmap(lambda row: jnp.nonzero(row, size=num_targets, fill_value=0)[0])(grouped).astype(
-    jnp.int32
+    None if action_targets is None else bucket(max(action_targets, 1), cap),
   )
 
 
 def loss_and_metrics(
-  params, batch: Batch, rng, model: Gato, train: bool, budget: Budget | None = None
+  params,
+  batch: Batch,
+  rng,
+  model: Gato,
+  train: bool,
+  budget: Budget | None = None,
+  action_vocab: str = "full",
 ):
+  """(loss, metrics) of `batch`; `budget` bounds the logits and patches computed, `action_vocab`
+  is the action targets' normaliser (`loss.ACTION_VOCABS`)."""
   dropout_rng, patch_rng = jax.random.split(rng)
-  positions, patch_budget = None, None
+  positions, patch_budget, action_positions = None, None, None
   if budget is not None:
+    split = budget.action_targets is not None
+    if split and action_vocab != "actions":
+      raise ValueError("a budget with action_targets needs action_vocab='actions'")
     if budget.targets is not None:
-      positions = target_positions(batch, budget.targets, budget.groups)
+      positions = target_positions(batch, budget.targets, budget.groups, False if split else None)
+    if split:
+      action_positions = target_positions(batch, budget.action_targets, budget.groups, True)
     if budget.patches is not None:
       patch_budget = (budget.groups, budget.patches)
   logits = model.apply(
@@ -249,16 +234,24 @@ def loss_and_metrics(
     train=train,
     positions=positions,
     patch_budget=patch_budget,
+    action_positions=action_positions,
     rngs={"dropout": dropout_rng, "patch_positions": patch_rng},
   )
-  return masked_next_token_loss(logits, batch, positions)
+  if action_positions is None:
+    return masked_next_token_loss(logits, batch, positions, action_vocab)
+  logits, action_logits = logits
+  return masked_next_token_loss(
+    logits, batch, positions, action_vocab, action_logits, action_positions
+  )
 
 
 def compute_gradients(params, batch: Batch, rng, trainer: Trainer, budget: Budget | None = None):
   """(metrics, gradients) of the training loss, with the model's sharding rules in force."""
   with nn.logical_axis_rules(trainer.rules):
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
-    (_, metrics), grads = grad_fn(params, batch, rng, trainer.model, True, budget)
+    (_, metrics), grads = grad_fn(
+      params, batch, rng, trainer.model, True, budget, trainer.action_loss_vocab
+    )
   return metrics, grads
 
 
@@ -425,15 +418,19 @@ def host_budget(
   local_rows, seq_len = local_batch.tokens.shape
   rows = local_rows * processes
   groups = shard_groups(trainer, rows, microbatches)
+  # With action targets scored over the action ids, their logits are cheap: a head of their own.
+  split = targets_only and trainer.action_loss_vocab == "actions"
+  measure = lambda actions: batch_loads(local_batch, groups // processes, microbatches, actions)
   if groups % processes:  # A group spans processes: a process's load times their number bounds it.
-    loads = batch_loads(local_batch, 1, microbatches)
-    loads = tuple(v * processes // groups for v in loads)
-  else:
-    loads = batch_loads(local_batch, groups // processes, microbatches)
+    measure = lambda actions: tuple(
+      v * processes // groups for v in batch_loads(local_batch, 1, microbatches, actions)
+    )
+  targets, patches = measure(False if split else None)
+  action_targets = measure(True)[0] if split else None
   if reduce_max is not None:
-    loads = reduce_max(loads)
+    targets, patches, action_targets = reduce_max((targets, patches, action_targets or 0))
+    action_targets = action_targets if split else None
   rows_per_group = rows // microbatches // groups
-  targets, patches = loads
   return step_budget(
     targets if targets_only else None,
     patches,
@@ -441,6 +438,7 @@ def host_budget(
     rows_per_group,
     seq_len,
     local_batch.patches.shape[1],
+    action_targets,
   )
 
 

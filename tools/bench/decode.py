@@ -20,7 +20,9 @@ import numpy as np
 from gato_jax import tokenizer as T
 from gato_jax.inference.decode import decode_tokens, init_cache, prefill
 from gato_jax.model import Gato, ModelConfig, init_variables
-from tools.bench import _common
+
+# A sibling of this script: its folder is on sys.path however the script is started.
+import bench_common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
 _SIZES = flags.DEFINE_list("sizes", None, "Sizes to measure (default: the config's).")
@@ -44,9 +46,9 @@ def main(argv):
     model = Gato(cfg)
     params = nn.unbox(jax.jit(lambda r: init_variables(cfg, r))(jax.random.key(0)))["params"]
     step_tokens = _OBSERVATION_TOKENS.value + _ACTION_TOKENS.value
-    history = _common.random_batch(cfg, 1, _CONTEXT.value - step_tokens, 0)
+    history = bench_common.random_batch(cfg, 1, _CONTEXT.value - step_tokens, 0)
     _, cache = prefill(params, init_cache(cfg, 1), history, model=model)
-    observation = _common.random_batch(cfg, 1, _OBSERVATION_TOKENS.value, 0, seed=1)
+    observation = bench_common.random_batch(cfg, 1, _OBSERVATION_TOKENS.value, 0, seed=1)
     ranges = jnp.asarray(np.tile([[T.VALUE_OFFSET, T.SEPARATOR_ID]], (_ACTION_TOKENS.value, 1)))
 
     def control_step():

@@ -17,9 +17,7 @@ Keys: `sequences_per_second_per_core`, `tokens_per_second_per_core` (non-padding
 
 import json
 import os
-import pathlib
 import resource
-import sys
 import time
 
 os.environ.setdefault("MUJOCO_GL", "disable")
@@ -54,13 +52,10 @@ def process_seconds() -> float:
 
 def main(argv):
   del argv
-  sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "experiments" / "configs"))
-  import gato  # experiments/configs/gato.py
-
-  from gato_jax import train
+  from gato_jax import recipes, train
   from gato_jax.data import mixture, tasks
 
-  config = gato.get_config("tiny")
+  config = recipes.load_config_file("gato.py").get_config("tiny")
   config.data.data_dir = _DATA_DIR.value
   config.data.mixture = _MIXTURE.value
   config.data.policy = _POLICY.value

@@ -8,7 +8,8 @@ r"""Training-step throughput and model FLOPs utilisation: one JSON line per case
       --config.mesh.shape=1,1,1 --batches=data --cases=matmul,gato,reference,gato,reference
 
 Cases: `gato` (the real jitted train step, each batch with its own budget as the trainer
-gives it), `gato_padded` (the same step with every row sized for the fullest row: logits at the
+gives it), `gato_full` and `gato_actions` (the same with train.action_loss_vocab "full" or
+"actions": action targets over the 1,025 action ids, computed from those table rows only), `gato_padded` (the same step with every row sized for the fullest row: logits at the
 most targets of any row, every patch slot through the ResNet), `reference` (tools/bench/reference_decoder.py: same
 shapes and batches, logits at the same targets, AdamW, nothing else) and `matmul` (the rate of
 one [B*T, E] x [E, 4E] float32 matmul, what the machine's matmuls reach at these shapes).
@@ -45,7 +46,10 @@ from gato_jax.training.step import (
   target_mask,
   target_positions,
 )
-from tools.bench import _common, reference_decoder
+
+# Siblings of this script: its folder is on sys.path however the script is started.
+import bench_common as _common
+import reference_decoder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
 _SIZES = flags.DEFINE_list("sizes", None, "Sizes to measure (default: the config's).")
@@ -53,7 +57,9 @@ _NUM_PATCHES = flags.DEFINE_integer("num_patches", 32, "Image-patch slots per se
 _SECONDS = flags.DEFINE_float("seconds", 5.0, "Minimum measuring time per size.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of all devices together.")
 _CASES = flags.DEFINE_list(
-  "cases", ["gato"], "gato, gato_padded, reference, matmul; repeats alternate."
+  "cases",
+  ["gato"],
+  "gato, gato_full, gato_actions, gato_padded, reference, matmul; repeats alternate.",
 )
 _BATCHES = flags.DEFINE_enum(
   "batches",
@@ -92,14 +98,15 @@ def _batches(config, model_config: ModelConfig) -> list:
   return [data.batch_at(step)[0] for step in range(_NUM_BATCHES.value)]
 
 
-def _gato_case(config, model_config, mesh, batches, padded: bool = False):
+def _gato_case(config, model_config, mesh, batches, padded: bool = False, action_vocab=None):
   """(step runner, logits per row, phase runners) of the real jitted train step.
 
   As the trainer calls it: each batch with its own `host_budget` (logits at its targets only,
   unless the config says otherwise; the ResNet on its real patches), compiled once per budget
   before timing. `padded`: every row sized for the fullest row of all batches instead (logits
   at the most targets of any row, every patch slot through the ResNet), as steps were before
-  budgets per batch shard.
+  budgets per batch shard. `action_vocab`: the loss's action normaliser (default: the
+  config's `train.action_loss_vocab`).
   """
   state, trainer = create_train_state(
     model_config,
@@ -107,6 +114,7 @@ def _gato_case(config, model_config, mesh, batches, padded: bool = False):
     mesh,
     config.mesh.rules,
     jax.random.key(0),
+    action_vocab or config.train.action_loss_vocab,
   )
   microbatches = config.train.microbatches
   targets_only = config.train.logits_at_targets_only
@@ -132,12 +140,13 @@ def _gato_case(config, model_config, mesh, batches, padded: bool = False):
     run()
   logits = None
   if targets_only:  # Per row on average, as the FLOP count takes it.
-    logits = float(np.mean([b.targets * b.groups * microbatches for b in budgets]))
+    vocab = trainer.model.vocab_size
+    logits = float(np.mean([b.full_logits(vocab) * b.groups * microbatches for b in budgets]))
     logits /= config.train.batch_size
   key = jax.random.key(0)
   forward = jax.jit(
     lambda params, batch, budget: _with_rules(trainer, loss_and_metrics)(
-      params, batch, key, trainer.model, True, budget
+      params, batch, key, trainer.model, True, budget, trainer.action_loss_vocab
     )[0],
     static_argnums=2,
   )
@@ -150,9 +159,10 @@ def _gato_case(config, model_config, mesh, batches, padded: bool = False):
     name: _cycling(lambda pair, fn=fn: fn(holder["state"].params, *pair), pairs)
     for name, fn in (("forward", forward), ("gradients", gradients))
   }
-  for phase in phases.values():
-    for _ in pairs:
-      phase()
+  if _PHASES.value:  # Compiles the phases before the clock starts; unused, they cost nothing.
+    for phase in phases.values():
+      for _ in pairs:
+        phase()
   return run, logits, phases
 
 
@@ -281,6 +291,9 @@ def main(argv):
 CASES = {
   "gato": _gato_case,
   "gato_padded": lambda *args: _gato_case(*args, padded=True),
+  # Action targets over the action ids only (train.action_loss_vocab), their own small head.
+  "gato_full": lambda *args: _gato_case(*args, action_vocab="full"),
+  "gato_actions": lambda *args: _gato_case(*args, action_vocab="actions"),
   "reference": _reference_case,
   "matmul": None,
 }

@@ -1,4 +1,8 @@
-"""Helpers shared by the benchmarks: synthetic batches and timing."""
+"""Helpers shared by the benchmarks: synthetic batches and timing.
+
+The scripts beside it import it by name (`import bench_common`): Python puts a script's own
+folder first on sys.path, so this works from any working directory, without PYTHONPATH.
+"""
 
 import time
 

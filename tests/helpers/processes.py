@@ -1,0 +1,38 @@
+"""Multi-host rehearsal on one machine: N local processes of one job, a coordinator on
+127.0.0.1 (tests import this as `helpers.processes`)."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).parents[2]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_processes(
+  worker: pathlib.Path, num_processes: int, *args: str, timeout: float = 600
+) -> list[tuple[int, str]]:
+  """Runs `python WORKER PROCESS_ID NUM_PROCESSES PORT ARGS...` for every process id at once;
+  returns each process's (exit status, stdout and stderr)."""
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  env["PYTHONPATH"] = str(ROOT)
+  port = str(free_port())
+  procs = [
+    subprocess.Popen(
+      [sys.executable, str(worker), str(i), str(num_processes), port, *args],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(num_processes)
+  ]
+  outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+  return [(p.returncode, output) for p, output in zip(procs, outputs)]
