@@ -30,6 +30,7 @@ from orbax.checkpoint import checkpoint_managers
 from gato_jax import files
 
 
+CHECKPOINTS_DIR = "checkpoints"  # Under a run folder: one subfolder per saved step.
 QUARANTINE_DIR = "quarantine"  # Under the checkpoint directory: unreadable checkpoints.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # How orbax names a step's folder until it is complete.
 

@@ -184,7 +184,7 @@ def _abstract_state(state, shardings):
 
 
 # What a run writes into its workdir, besides the logs of the process that is writing them.
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", "eval")
+RUN_OUTPUTS = (checkpoint.CHECKPOINTS_DIR, "metrics.jsonl", "tensorboard", "eval")
 
 
 def set_aside(workdir: str) -> str:
@@ -242,7 +242,7 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
     mesh_cfg.rules,
   )
   checkpoints = checkpoint.Checkpointer(
-    files.join(workdir, "checkpoints"),
+    files.join(workdir, checkpoint.CHECKPOINTS_DIR),
     save_interval_steps=config.checkpoint.every_steps,
     keep_last=config.checkpoint.keep,
     keep_best=config.checkpoint.keep_best,

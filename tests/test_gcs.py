@@ -171,6 +171,27 @@ def test_sweep_report_reads_and_writes_a_bucket_workdir(bucket):
     assert files.read_bytes(paths[key])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_sweep_runs_resume_and_collect_on_a_bucket(bucket):
+  from gato_jax.sweep import plan, runner
+
+  from helpers.sweep_results import FakeEvaluator, FakeTrainer, micro_sweep
+
+  runs, workdir = plan.plan(micro_sweep()), f"{bucket}/sweep"
+  evaluator = FakeEvaluator()
+  with pytest.raises(KeyboardInterrupt):  # Killed while training past the first point.
+    runner.execute(runs[0], workdir, FakeTrainer(crash_at=4), evaluator, costs=(1000, 6000.0))
+  trainer = FakeTrainer()
+  result = runner.execute(runs[0], workdir, trainer, evaluator, costs=(1000, 6000.0))
+  assert trainer.calls == [("size-tiny", 2, 4)]  # Resumed from the bucket's checkpoint 2.
+  assert evaluator.calls == [("size-tiny", 2), ("size-tiny", 4)]
+  assert result["finished"] and [p["step"] for p in result["points"]] == [2, 4]
+  assert runner.is_done(workdir, runs[0]) and not runner.is_done(workdir, runs[1])
+  collected = runner.collect(workdir, runs, "micro", 2, costs_fn=lambda config: (1000, 6000.0))
+  assert [r["name"] for r in collected["runs"]] == ["size-tiny"]
+  assert collected["missing"] == ["size-mini"]
+  assert files.read_json(f"{workdir}/{runner.RESULTS_FILE}") == collected
+
+
 def test_lost_bucket_fails_the_next_write_with_one_line(gcs_emulator, bucket):
   import jax.numpy as jnp
 

@@ -1,8 +1,6 @@
 """Scaling sweeps: ladder expansion, resumable runs, the power-law fit and the report."""
 
-import importlib.util
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -11,37 +9,22 @@ import pytest
 from gato_jax.sweep import plan, power_law, report, runner
 
 from helpers.scripts import run_python
-from helpers.sweep_results import synthetic_results
+from helpers.sweep_results import (
+  FakeEvaluator,
+  FakeTrainer,
+  micro_sweep,
+  sweep_config,
+  synthetic_results,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _sweep_config(ladder: str):
-  path = ROOT / "experiments" / "configs" / "sweep.py"
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(ladder)
-
-
-def _micro_sweep():
-  """Two tiny runs of 4 steps of 2 x 16 tokens, evaluated at steps 2 and 4."""
-  sweep = _sweep_config("cpu")
-  sweep.sizes = ("tiny", "mini")
-  sweep.base.train.batch_size = 2
-  sweep.base.train.seq_len = 16
-  sweep.base.optimizer.warmup_steps = 1
-  sweep.tokens = 4 * 32
-  sweep.eval_tokens = (64, 128)
-  sweep.loss_window_steps = 2
-  return sweep
 
 
 # Ladder expansion.
 
 
 def test_cpu_ladder_expands_to_three_sizes_with_one_recipe():
-  runs = plan.plan(_sweep_config("cpu"))
+  runs = plan.plan(sweep_config("cpu"))
   assert [r.name for r in runs] == ["size-tiny", "size-mini", "size-small"]
   assert [r.config.model.size for r in runs] == ["tiny", "mini", "small"]
   for run in runs:
@@ -59,7 +42,7 @@ def test_cpu_ladder_expands_to_three_sizes_with_one_recipe():
 
 
 def test_paper_ladder_keeps_the_papers_recipe():
-  runs = plan.plan(_sweep_config("paper"))
+  runs = plan.plan(sweep_config("paper"))
   assert [r.config.model.size for r in runs] == ["79m", "364m", "1.18b"]
   for run in runs:
     config = run.config
@@ -76,7 +59,7 @@ def test_paper_ladder_keeps_the_papers_recipe():
 
 
 def test_generalist_ladder_sweeps_the_learning_rate_of_the_preset():
-  runs = plan.plan(_sweep_config("generalist"))
+  runs = plan.plan(sweep_config("generalist"))
   assert [r.overrides for r in runs] == [
     {"optimizer.peak_learning_rate": rate} for rate in (1e-3, 2e-3, 4e-3)
   ]
@@ -95,7 +78,7 @@ def test_generalist_ladder_sweeps_the_learning_rate_of_the_preset():
 
 
 def test_product_and_zip_axes_cross_the_ladder():
-  sweep = _sweep_config("cpu")
+  sweep = sweep_config("cpu")
   sweep.product = "optimizer.peak_learning_rate=1e-3,3e-4"
   sweep.zip = "train.seed=0,1;data.seed=5,6"
   runs = plan.plan(sweep)
@@ -117,7 +100,7 @@ def test_product_and_zip_axes_cross_the_ladder():
 
 
 def test_batch_size_axis_keeps_the_token_counts():
-  sweep = _sweep_config("cpu")
+  sweep = sweep_config("cpu")
   sweep.sizes = ("small",)
   sweep.product = "train.batch_size=8,16"
   runs = plan.plan(sweep)
@@ -145,7 +128,7 @@ def test_parse_axes_keeps_bracketed_commas_and_literals():
   ],
 )
 def test_bad_sweeps_are_refused_with_the_reason(field, value, message):
-  sweep = _sweep_config("cpu")
+  sweep = sweep_config("cpu")
   setattr(sweep, field, value)
   with pytest.raises(ValueError, match=message):
     plan.plan(sweep)
@@ -153,50 +136,10 @@ def test_bad_sweeps_are_refused_with_the_reason(field, value, message):
 
 def test_unknown_ladder_is_refused():
   with pytest.raises(ValueError, match="unknown ladder 'huge'"):
-    _sweep_config("huge")
+    sweep_config("huge")
 
 
 # Resumable runs, with a fake trainer and evaluator.
-
-
-class FakeTrainer:
-  """Resumes from its newest checkpoint folder, logs loss 10/step each step, checkpoints at stop."""
-
-  def __init__(self, crash_at: int | None = None):
-    self.crash_at = crash_at
-    self.calls = []
-
-  def __call__(self, config, workdir):
-    stop = config.train.stop_at_step or config.train.steps
-    start = max(runner.checkpoint_steps(workdir), default=0)
-    self.calls.append((os.path.basename(workdir), start, stop))
-    if self.crash_at is not None and stop >= self.crash_at:
-      raise KeyboardInterrupt("killed")
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-      for step in range(start + 1, stop + 1):
-        # A domain's loss is logged only for steps whose batch had its rows: text on even steps.
-        text = {"loss/text": 30.0 / step} if step % 2 == 0 else {}
-        record = {"step": step, "loss": 10.0 / step, "loss/gymnax": 20.0 / step, **text}
-        f.write(json.dumps(record) + "\n")
-    os.makedirs(os.path.join(workdir, "checkpoints", str(stop)))
-
-
-class FakeEvaluator:
-  def __init__(self):
-    self.calls = []
-
-  def __call__(self, config, workdir, step):
-    self.calls.append((os.path.basename(workdir), step))
-    score = step / 10 + (0.1 if config.model.size == "mini" else 0.0)
-    tasks = {
-      "gymnax/CartPole-v1": {"return": 500 * score, "normalized_score": score},
-      "babyai/GoToLocal": {"return": score, "normalized_score": score / 2},
-    }
-    return {
-      "tasks": tasks,
-      "domains": {"gymnax": {"mean": score}, "babyai": {"mean": score / 2}},
-      "overall": {"mean": 0.75 * score, "mean_over_domains": 0.75 * score},
-    }
 
 
 def _execute_all(runs, workdir, trainer, evaluator):
@@ -205,7 +148,7 @@ def _execute_all(runs, workdir, trainer, evaluator):
 
 
 def test_resume_skips_finished_runs_and_evaluated_points(tmp_path):
-  runs = plan.plan(_micro_sweep())
+  runs = plan.plan(micro_sweep())
   workdir = str(tmp_path)
   evaluator = FakeEvaluator()
   # The first sweep finishes run 1 and is killed while training run 2 past its first point.
@@ -265,7 +208,7 @@ def test_resume_skips_finished_runs_and_evaluated_points(tmp_path):
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
-  sweep = _micro_sweep()
+  sweep = micro_sweep()
   run = plan.plan(sweep)[0]
   with pytest.raises(KeyboardInterrupt):
     runner.execute(run, str(tmp_path), FakeTrainer(crash_at=2), FakeEvaluator(), costs=(1, 1.0))
@@ -289,7 +232,7 @@ def test_loss_curve_counts_replayed_steps_once():
 
 
 def test_launch_commands_name_each_run(tmp_path):
-  runs = plan.plan(_micro_sweep())
+  runs = plan.plan(micro_sweep())
   commands = runner.launch_commands(
     runs, "/w d", ["python", "experiments/sweep.py", "--config.zip=a=1;b=2"]
   )

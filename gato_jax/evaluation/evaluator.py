@@ -69,7 +69,7 @@ def restore_params(
   abstract = jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
   )
-  directory = files.join(files.resolve(workdir), "checkpoints")
+  directory = files.join(files.resolve(workdir), checkpoint.CHECKPOINTS_DIR)
   if not files.isdir(directory):
     raise checkpoint.CheckpointError(f"no checkpoints directory at {directory}")
   checkpoints = checkpoint.Checkpointer(directory, keep_best=0, async_save=False)

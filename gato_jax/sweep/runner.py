@@ -15,7 +15,6 @@ most one segment's evaluation, and never repeats a finished run.
 
 import copy
 import json
-import os
 import shlex
 import time
 from typing import Any, Callable, Iterable
@@ -39,17 +38,12 @@ TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 EvaluateFn = Callable[[ml_collections.ConfigDict, str, int], dict]
 
 
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
 def run_dir(workdir: str, run: Run) -> str:
-  return os.path.join(os.path.expanduser(workdir), "runs", run.name)
+  return files.join(files.resolve(workdir), "runs", run.name)
 
 
 def is_done(workdir: str, run: Run) -> bool:
-  return os.path.exists(os.path.join(run_dir(workdir, run), RUN_RESULT_FILE))
+  return files.exists(files.join(run_dir(workdir, run), RUN_RESULT_FILE))
 
 
 def pending(workdir: str, runs: Iterable[Run]) -> list[Run]:
@@ -59,10 +53,12 @@ def pending(workdir: str, runs: Iterable[Run]) -> list[Run]:
 def checkpoint_steps(directory: str) -> list[int]:
   """Steps with a finished checkpoint in `directory/checkpoints` (orbax names them by step;
   an unfinished save carries a temporary suffix and does not count)."""
-  path = os.path.join(directory, "checkpoints")
-  if not os.path.isdir(path):
+  from gato_jax import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: not to plan)
+
+  path = files.join(directory, checkpoint.CHECKPOINTS_DIR)
+  if not files.isdir(path):
     return []
-  return sorted(int(name) for name in os.listdir(path) if name.isdigit())
+  return sorted(int(name) for name in files.listdir(path) if name.isdigit())
 
 
 def _recorded_config(config: ml_collections.ConfigDict) -> dict:
@@ -73,10 +69,10 @@ def _recorded_config(config: ml_collections.ConfigDict) -> dict:
 
 
 def _check_run_config(directory: str, run: Run) -> None:
-  path = os.path.join(directory, RUN_CONFIG_FILE)
+  path = files.join(directory, RUN_CONFIG_FILE)
   record = _recorded_config(run.config)
-  if os.path.exists(path):
-    previous = _read_json(path)
+  if files.exists(path):
+    previous = files.read_json(path)
     # `arg` only labels how the config was built (e.g. which preset), not what it is.
     previous.pop("arg", None)
     record.pop("arg", None)
@@ -161,17 +157,17 @@ def execute(
   # A run is evaluated between its segments; refused here, before anything trains.
   sharding.require_one_host(f"sweep run {run.name}, which evaluates between segments,")
   directory = run_dir(workdir, run)
-  result_path = os.path.join(directory, RUN_RESULT_FILE)
-  if os.path.exists(result_path):
-    return _read_json(result_path)
+  result_path = files.join(directory, RUN_RESULT_FILE)
+  if files.exists(result_path):
+    return files.read_json(result_path)
   # Held between training segments too: another sweep process must not run this run. The
   # trainer takes the same lock of this process's index, which it then holds reentrantly.
   with workdir_lock.WorkdirLock(directory, jax.process_index()):
     _check_run_config(directory, run)
     params, flops_per_token = costs or model_costs(run.config)
     for step in run.eval_steps:
-      point_path = os.path.join(directory, POINTS_DIR, f"{step}.json")
-      if os.path.exists(point_path):
+      point_path = files.join(directory, POINTS_DIR, f"{step}.json")
+      if files.exists(point_path):
         continue
       started = time.time()
       if step not in checkpoint_steps(directory):
@@ -217,7 +213,7 @@ def build_result(
 
   records = (
     metrics_log.read_metrics(directory)
-    if os.path.exists(os.path.join(directory, "metrics.jsonl"))
+    if files.exists(files.join(directory, "metrics.jsonl"))
     else []
   )
   curve = loss_curve(records, loss_window_steps)
@@ -234,10 +230,10 @@ def build_result(
   tokens_per_step = run.tokens_per_step
   points = []
   for step in run.eval_steps:
-    point_path = os.path.join(directory, POINTS_DIR, f"{step}.json")
-    if not os.path.exists(point_path):
+    point_path = files.join(directory, POINTS_DIR, f"{step}.json")
+    if not files.exists(point_path):
       continue
-    point = _read_json(point_path)
+    point = files.read_json(point_path)
     loss = _value_at(curve, step)
     if loss is None:
       raise RuntimeError(f"{run.name}: no loss logged at or before step {step}")
@@ -293,15 +289,15 @@ def collect(
   for run in runs:
     directory = run_dir(workdir, run)
     if is_done(workdir, run):
-      gathered.append(_read_json(os.path.join(directory, RUN_RESULT_FILE)))
-    elif os.path.isdir(os.path.join(directory, POINTS_DIR)) and os.listdir(
-      os.path.join(directory, POINTS_DIR)
+      gathered.append(files.read_json(files.join(directory, RUN_RESULT_FILE)))
+    elif files.isdir(files.join(directory, POINTS_DIR)) and files.listdir(
+      files.join(directory, POINTS_DIR)
     ):
       gathered.append(build_result(run, directory, *costs_fn(run.config), loss_window_steps))
     else:
       missing.append(run.name)
   results = {"ladder": ladder, "runs": gathered, "missing": missing}
-  files.write_json(os.path.join(os.path.expanduser(workdir), RESULTS_FILE), results)
+  files.write_json(files.join(files.resolve(workdir), RESULTS_FILE), results)
   return results
 
 
