@@ -48,11 +48,6 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
       f"train.batch_size {config.train.batch_size} is not divisible by the"
       f" {data_parallel} data-parallel shards of mesh {dict(mesh.shape)}"
     )
-  if config.train.batch_size % jax.process_count():
-    raise ValueError(
-      f"train.batch_size {config.train.batch_size} does not split over"
-      f" {jax.process_count()} processes"
-    )
   if config.train.stop_at_step < 0 or config.train.stop_at_step > config.train.steps:
     raise ValueError(
       f"train.stop_at_step must be in [0, train.steps={config.train.steps}],"

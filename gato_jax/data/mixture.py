@@ -157,10 +157,7 @@ class MixtureIterator:
   step: int = 0
 
   def __post_init__(self):
-    if self.batch_size % self.process_count:
-      raise ValueError(
-        f"batch size {self.batch_size} does not split over {self.process_count} hosts"
-      )
+    # Also checks that the batch splits over the hosts and the data shards.
     self.host_shards = host_shards(
       self.batch_size, self.num_shards, self.process_index, self.process_count
     )
