@@ -239,6 +239,7 @@ def process_flags(process_id: int, hosts: int, port: int) -> list[str]:
 
 
 def free_port() -> int:
+  """A TCP port on 127.0.0.1 that is free now (a coordinator's, a local server's)."""
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]

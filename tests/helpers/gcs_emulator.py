@@ -11,10 +11,11 @@ import glob
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import time
 import urllib.request
+
+from gato_jax import pod
 
 
 def binary() -> str:
@@ -26,12 +27,6 @@ def binary() -> str:
   if not found:
     raise RuntimeError(f"no fake-gcs-server binary under {folder}")
   return found[0]
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _env(url: str) -> dict[str, str]:
@@ -87,7 +82,7 @@ class Emulator:
 @contextlib.contextmanager
 def running():
   """Starts fake-gcs-server on a free port, sets `_env` here, yields an Emulator, stops it."""
-  port = _free_port()
+  port = pod.free_port()
   url = f"http://127.0.0.1:{port}"
   process = subprocess.Popen(
     [

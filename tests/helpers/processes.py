@@ -3,17 +3,12 @@
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
+from gato_jax import pod
+
 ROOT = pathlib.Path(__file__).parents[2]
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def run_processes(
@@ -23,7 +18,7 @@ def run_processes(
   returns each process's (exit status, stdout and stderr)."""
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
   env["PYTHONPATH"] = str(ROOT)
-  port = str(free_port())
+  port = str(pod.free_port())
   procs = [
     subprocess.Popen(
       [sys.executable, str(worker), str(i), str(num_processes), port, *args],
