@@ -13,7 +13,7 @@ Stages, each resumable (a rerun continues where a kill stopped it):
   episodes per control task of the `generalist` mixture (gato_jax/data/presets.py; pixel tasks
   --pixel_episodes), the text corpus and --scenes captioned scenes. Hours on two cores the first
   time: the SAC and MinAtar PPO experts and the rendered pixel episodes dominate.
-- `train`: the `small` Gato with the `generalist` preset of experiments/configs/gato.py
+- `train`: the `small` Gato with the `generalist` preset of gato_jax/configs/gato.py
   (checkpoints every 100 steps).
 - `eval`: prompted rollouts of every control task (the preset's episodes per task), text
   perplexity and caption scores; the table goes to the console and --workdir/eval/<step>/.
@@ -38,8 +38,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gato_jax import files, launch, recipes, sharding
-from gato_jax.data import presets
-from gato_jax.data import tasks as data_tasks
+from gato_jax.data import catalogue, pipeline, presets
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/generalist", "Run directory.")
@@ -51,7 +50,8 @@ _PIXEL_EPISODES = flags.DEFINE_integer(
 _SCENES = flags.DEFINE_integer("scenes", 2000, "Captioned training scenes.")
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
-  os.path.join(recipes.CONFIG_DIR, "gato.py") + ":small,generalist",
+  os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "gato.py")
+  + ":small,generalist",
   "Training config (experiments/configs/gato.py:SIZE,generalist), overridable per field.",
 )
 _STAGES = flags.DEFINE_list(
@@ -81,12 +81,11 @@ def train_alone(cfg, workdir: str) -> str:
   Needs no generalist checkpoint, so it can run beside the `eval` stage; before any evaluation
   it trains and scores the alone runs and leaves the comparison to a rerun (which reuses them).
   """
-  data_tasks.register_run_tasks(cfg.data.data_dir, cfg.data.policy, cfg.data.imports)
-  rates = presets.resolve(cfg.data.mixture, data_tasks.available_builtin_tasks())
+  rates = pipeline.mixture_weights(cfg.data)
   alone_rows = {}
   for task in evaluator.non_control_tasks(cfg):
     alone = recipes.alone_config(cfg, task, rates[task])
-    alone_dir = files.join(workdir, "alone", data_tasks.seqio_name(task))
+    alone_dir = files.join(workdir, "alone", catalogue.seqio_name(task))
     recipes.train(alone, alone_dir)
     results = evaluator.evaluate(alone, alone_dir)  # Rows already scored are read back.
     section = next(s for s in evaluator.NON_CONTROL_SECTIONS if task in results.get(s, {}))

@@ -1,14 +1,15 @@
 r"""The CPU quickstart: expert data, a small Gato trained on it, prompted rollouts, a table.
 
-  python experiments/quickstart.py [--workdir=~/.cache/gato_jax/quickstart]
+  python experiments/quickstart.py [--workdir=~/.cache/gato_jax/quickstart] [--seed=0]
 
-README's first command; about 12 minutes on two CPU cores (13 with the install).
+README's first command; about 30 minutes on two CPU cores, install included (docs/training.md).
 
 1. Trains the gymnax PPO experts of CartPole and Acrobot unless they are cached
-   (tools/train_expert.py; under a minute together) and generates 60 of their episodes per task,
-   with the random and expert returns that anchor normalised scores, under --data_dir.
+   (tools/train_expert.py; PPO seeds until one reaches the bar) and generates 60 of their
+   episodes per task, with the random and expert returns that anchor normalised scores, under
+   --data_dir.
 2. Trains the `small` Gato (5.2M parameters), one set of weights for both tasks, with the
-   `quickstart` preset of experiments/configs/gato.py (600 steps of 16 x 256 tokens).
+   `quickstart` preset of gato_jax/configs/gato.py (600 steps of 16 x 256 tokens).
 3. Plays 32 prompted rollouts per task of that model in the real environments (a successful
    demonstration of the task as the prompt, actions decoded with the key/value cache) and prints
    returns and expert-normalised scores (also written, with a bar chart, under
@@ -27,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 from absl import app, flags, logging
 
 from gato_jax import files, launch, recipes
+from gato_jax.configs import gato
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/quickstart", "Run directory.")
@@ -36,17 +38,23 @@ _STEPS = flags.DEFINE_integer("steps", 0, "Training steps (0: the quickstart pre
 _EVAL_EPISODES = flags.DEFINE_integer(
   "eval_episodes", 0, "Rollouts per control task (0: the preset's)."
 )
+_SEED = flags.DEFINE_integer(
+  "seed", 0, "Seed of the model's init, the data stream and the evaluation rollouts."
+)
 
 CONTROL_TASKS = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1")
 
 
 def _config(data_dir: str):
-  config = recipes.load_config_file("gato.py").get_config("small,quickstart")
+  config = gato.get_config("small,quickstart")
   config.data.data_dir = data_dir
   if _STEPS.value:
     config.train.steps = config.optimizer.decay_steps = _STEPS.value
   if _EVAL_EPISODES.value:
     config.eval.episodes = _EVAL_EPISODES.value
+  # One seed for the whole run, so runs with different seeds differ in every stochastic stage
+  # (the expert data, generated once under data_dir, is shared).
+  config.train.seed = config.data.seed = config.eval.seed = _SEED.value
   return config
 
 

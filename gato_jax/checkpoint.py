@@ -5,9 +5,10 @@ state, written together so that a resumed run continues with exactly the batch i
 seen. Saving is asynchronous; the newest `keep_last` checkpoints and the `keep_best` best by an
 evaluation metric are kept, and nothing else in the directory is ever deleted. Restoring takes an
 abstract state carrying the target shardings, so a checkpoint written on 8 devices restores onto
-1 or 4 (or another mesh shape). A checkpoint that cannot be read is reported and skipped in
-favour of the newest readable one; the trainer also moves it aside (`quarantine/`, never
-deleted), so that its step is saved again and retention never keeps it over a good one. A
+1 or 4 (or another mesh shape); `restore_params` reads the parameters alone, as an evaluator
+needs them, without the optimizer state. A checkpoint that cannot be read is reported and
+skipped in favour of the newest readable one; the trainer also moves it aside (`quarantine/`,
+never deleted), so that its step is saved again and retention never keeps it over a good one. A
 checkpoint of another model (other array shapes) is not damaged and is refused, naming the first
 array that differs. A save that fails (a full disk) removes its temporary folder and raises one
 `CheckpointWriteError` naming the path and the cause.
@@ -33,6 +34,7 @@ from gato_jax import files
 CHECKPOINTS_DIR = "checkpoints"  # Under a run folder: one subfolder per saved step.
 QUARANTINE_DIR = "quarantine"  # Under the checkpoint directory: unreadable checkpoints.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # How orbax names a step's folder until it is complete.
+PARAMS = "params"  # The train state's field (and the saved tree's key) holding the parameters.
 
 
 class CheckpointError(RuntimeError):
@@ -154,11 +156,20 @@ class Checkpointer:
       cleanup_tmp_directories=False,
       create=True,
     )
-    # Handlers named up front: a fresh manager can then read a step's metadata (shapes).
+    # Handlers named up front: a fresh manager can then read a step's metadata (shapes). The
+    # state is written whole (StandardSave); PyTreeRestore reads a part of it (`restore_params`).
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    state_handler, data_handler = ocp.StandardCheckpointHandler(), ocp.JsonCheckpointHandler()
+    for args, handler in (
+      (ocp.args.StandardSave, state_handler),
+      (ocp.args.StandardRestore, state_handler),
+      (ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler()),
+    ):
+      registry.add("state", args, handler)
+    registry.add("data", ocp.args.JsonSave, data_handler)
+    registry.add("data", ocp.args.JsonRestore, data_handler)
     self._manager = ocp.CheckpointManager(
-      self.directory,
-      options=options,
-      item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+      self.directory, options=options, handler_registry=registry
     )
     self._unfinished: list[int] = []  # Steps whose (async) save has not been confirmed.
     self._threads_before: set[threading.Thread] = set()  # Alive before those saves began.
@@ -234,7 +245,7 @@ class Checkpointer:
 
     Args:
       abstract_state: a tree of jax.ShapeDtypeStruct with `.sharding` set (e.g. from
-        `jax.eval_shape` plus the state shardings), or of arrays whose shardings to copy.
+        `training.step.abstract_train_state`), or of arrays whose shardings to copy.
       step: a specific step; if it cannot be read the error is raised rather than skipped.
       quarantine: move each unreadable checkpoint into `quarantine/` (the writer's choice; a
         reader such as the evaluator leaves the directory as it is).
@@ -243,23 +254,54 @@ class Checkpointer:
       CheckpointMismatchError: the newest checkpoint holds other array shapes.
       CheckpointError: naming every step tried and why it failed.
     """
+    target = jax.tree.map(_abstract_leaf, abstract_state)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
+    candidate, restored = self._restore_first_readable(target, args, step, quarantine=quarantine)
+    return Restored(step=candidate, state=restored["state"], data_state=restored["data"] or None)
+
+  def restore_params(self, abstract_params: Any, step: int | None = None) -> tuple[Any, int]:
+    """(The parameters of `step` (default: the newest readable), the step) alone.
+
+    Only the train state's `params` subtree is read, straight into `abstract_params`'
+    shardings: the optimizer state and the data iterator's state are never read, and no
+    optimizer is needed to describe them. The directory is left as it is.
+
+    Raises:
+      CheckpointMismatchError: the newest checkpoint holds parameters of other shapes.
+      CheckpointError: naming every step tried and why it failed.
+    """
+    target = {PARAMS: jax.tree.map(_abstract_leaf, abstract_params)}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    args = ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
+    )
+    candidate, restored = self._restore_first_readable(target, args, step, partial=True)
+    return restored["state"][PARAMS], candidate
+
+  def _restore_first_readable(
+    self,
+    target: Any,
+    args: ocp.args.Composite,
+    step: int | None,
+    quarantine: bool = False,
+    partial: bool = False,
+  ) -> tuple[int, Any]:
+    """(step, what the manager restored) for `step`, else the newest readable checkpoint.
+
+    `partial`: `target` holds some of the stored state's top-level subtrees (see
+    `_shape_mismatch`).
+    """
     self.wait()
     candidates = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
     if not candidates:
       raise CheckpointError(f"no checkpoints in {self.directory}")
-    target = jax.tree.map(_abstract_leaf, abstract_state)
     failures, mismatch = [], ""
     for candidate in candidates:
       try:
-        mismatch = self._shape_mismatch(candidate, target)
+        mismatch = self._shape_mismatch(candidate, target, partial)
         if mismatch:
           break
-        restored = self._manager.restore(
-          candidate,
-          args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
-          ),
-        )
+        restored = self._manager.restore(candidate, args=args)
       except Exception as e:  # orbax raises many types for unreadable data; report them all.
         if "not compatible with the stored shape" in str(e):  # Another model, not damage.
           mismatch = str(e).split(". ")[0]
@@ -275,8 +317,7 @@ class Checkpointer:
             str(e)[:300],
           )
         continue
-      data_state = restored["data"] or None
-      return Restored(step=candidate, state=restored["state"], data_state=data_state)
+      return candidate, restored
     if mismatch:
       raise CheckpointMismatchError(
         f"checkpoint {candidate} in {self.directory} holds another model: {mismatch}; restore"
@@ -286,23 +327,28 @@ class Checkpointer:
       f"no readable checkpoint in {self.directory}; tried:\n  " + "\n  ".join(failures)
     )
 
-  def _shape_mismatch(self, step: int, target: Any) -> str:
-    """How the stored arrays' shapes differ from `target`'s ("" if they agree)."""
-    stored = {
-      m.name: tuple(m.shape)
-      for m in jax.tree.leaves(self._manager.item_metadata(step)["state"])
-      if hasattr(m, "shape")
-    }
+  def _shape_mismatch(self, step: int, target: Any, partial: bool = False) -> str:
+    """How the stored arrays' shapes differ from `target`'s ("" if they agree).
+
+    `partial`: compare only the stored subtrees that `target` names at its top level, so that a
+    parameters-only target is not told the optimizer state is missing.
+    """
     wanted = {
       ".".join(_key_name(k) for k in path): tuple(leaf.shape)
       for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]
+    }
+    roots = {name.split(".")[0] for name in wanted}
+    stored = {
+      m.name: tuple(m.shape)
+      for m in jax.tree.leaves(self._manager.item_metadata(step)["state"])
+      if hasattr(m, "shape") and (not partial or m.name.split(".")[0] in roots)
     }
     if not set(stored) & set(wanted):
       return ""  # Names of another scheme: let the restore itself judge.
     # Parameters first: their names say most about the model (optimizer state mirrors them).
     differ = sorted(
       (k for k in set(stored) & set(wanted) if stored[k] != wanted[k]),
-      key=lambda k: (not k.startswith("params."), k),
+      key=lambda k: (not k.startswith(f"{PARAMS}."), k),
     )
     if differ:
       return (

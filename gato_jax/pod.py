@@ -1,6 +1,6 @@
 """One run on one TPU slice: the `gcloud` commands that launch it, and its rehearsal on one machine.
 
-A slice preset of experiments/configs/gato.py (`v4_8`, `v5e16`, `v5p8`) names a libtpu topology
+A slice preset of gato_jax/configs/gato.py (`v4_8`, `v5e16`, `v5p8`) names a libtpu topology
 and a host count. `TpuSlice` turns them into what Cloud TPU calls them (accelerator type, TPU
 software version: https://cloud.google.com/tpu/docs/runtimes), and `launch_script` into the
 commands a user runs, in order: create the slice, install gato_jax with its `[tpu]` extra on every
@@ -99,9 +99,9 @@ class TpuSlice:
 
 def slice_presets() -> dict:
   """gato.py's slice presets: name -> (topology, hosts, {size: (remat policy, microbatches)})."""
-  from gato_jax import recipes  # pylint: disable=g-import-not-at-top
+  from gato_jax.configs import gato  # pylint: disable=g-import-not-at-top
 
-  return recipes.load_config_file("gato.py").SLICES
+  return gato.SLICES
 
 
 def config_slice(config: ml_collections.ConfigDict) -> TpuSlice | None:
@@ -115,7 +115,7 @@ def config_slice(config: ml_collections.ConfigDict) -> TpuSlice | None:
     if preset_topology == topology:
       return TpuSlice(topology, hosts, name)
   raise ValueError(
-    f"no slice preset of experiments/configs/gato.py has topology {topology!r} (presets:"
+    f"no slice preset of gato_jax/configs/gato.py has topology {topology!r} (presets:"
     f" {', '.join(f'{name}={t}' for name, (t, _, _) in presets.items())}); add one there"
   )
 

@@ -1,16 +1,15 @@
-"""Recipes end to end: the config files, experts and data a run needs, and its training.
+"""Recipes end to end: the experts and data a run needs, and its training.
 
-The launchers (experiments/quickstart.py, experiments/generalist.py, the sweep) share these steps:
+The launchers (experiments/quickstart.py, experiments/generalist.py, the sweep) take their
+configs from gato_jax.configs and share these steps:
 
-1. `load_config_file` loads a config file of experiments/configs by path (they are not a package;
-   `config_flags` loads them the same way).
-2. `expert_recipe` / `ensure_expert`: a control task's expert recipe
-   (experiments/configs/experts/<domain>.py) and its training, unless the expert is cached.
+1. `expert_recipe` / `ensure_expert`: a control task's expert recipe
+   (gato_jax/configs/experts/<domain>.py) and its training, unless the expert is cached.
    gymnax tasks train PPO experts, DM Control tasks SAC experts (DM Control from pixels reuses
    the state task's); the other domains' experts are scripted (BabyAI's bot, Meta-World's).
-3. `prepare_data`: the experts, then the episodes (or text and vision-language examples) of each
+2. `prepare_data`: the experts, then the episodes (or text and vision-language examples) of each
    task, generated resumably under the data directory.
-4. `train`: training that resumes, setting aside a run whose data changed since it began (a
+3. `train`: training that resumes, setting aside a run whose data changed since it began (a
    retrained expert); `alone_config`: the same recipe on one task of a mixture, for the rows the
    mixture gave it (the single-task baseline a generalist is compared with).
 """
@@ -18,32 +17,12 @@ The launchers (experiments/quickstart.py, experiments/generalist.py, the sweep) 
 import copy
 import functools
 import importlib
-import importlib.util
 import os
 from typing import Mapping, Sequence
 
 from gato_jax.envs import registry
 
-CONFIG_DIR = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"
-)
 _say = functools.partial(print, flush=True)  # Console lines for people, shown as they happen.
-
-
-def load_config_file(path: str, name: str | None = None):
-  """The module of a config file, loaded by path (relative paths: under experiments/configs)."""
-  if not os.path.isabs(path):
-    path = os.path.join(CONFIG_DIR, path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-      f"no config file {path}: the recipes live in the repository's experiments/configs (run"
-      " from a checkout of gato_jax)"
-    )
-  module_name = name or "gato_config_" + os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(module_name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def trains_expert(task: str) -> bool:
@@ -63,7 +42,7 @@ def expert_recipe(task: str):
       f"{task!r}: domain {registry.domain_of(task)!r} has no trained experts (recipes exist for"
       f" {', '.join(registry.trained_expert_domains())})"
     )
-  recipes = load_config_file(os.path.join("experts", f"{trained[1]}.py"))
+  recipes = importlib.import_module(f"gato_jax.configs.experts.{trained[1]}")
   return recipes.get_config(task.partition("/")[2])
 
 
@@ -104,7 +83,7 @@ def expert_line(task: str, summary: dict) -> str:
   if share < WEAK_EXPERT_SHARE:
     line += (
       f"\nWARNING: {task}'s expert is below {WEAK_EXPERT_SHARE:.0%} of the way from random to its"
-      " reference, so its data teaches little; give its recipe (experiments/configs/experts/)"
+      " reference, so its data teaches little; give its recipe (gato_jax/configs/experts/)"
       " more seeds (num_seeds) and a target_return, and run the data stage again (a retrained"
       " expert's data is made again)"
     )
@@ -126,7 +105,7 @@ def prepare_data(
   Returns:
     The control tasks' generation summaries (generation.TaskSummary), in order.
   """
-  from gato_jax.data import example_sets, generation
+  from gato_jax.sources import example_sets, generation
 
   data_dir = os.path.expanduser(data_dir)
   rows = []

@@ -90,6 +90,22 @@ def logical_shardings(abstract_tree, mesh: Mesh, rules) -> Any:
   return nn.logical_to_mesh_sharding(specs, mesh, axis_rules(rules))
 
 
+def sharded_abstract(abstract_tree, mesh: Mesh, rules) -> tuple[Any, Any]:
+  """(The tree as ShapeDtypeStructs carrying their NamedShardings, those shardings).
+
+  `abstract_tree` is a boxed `jax.eval_shape` result (e.g. of a model's initialiser): a restore
+  or an ahead-of-time compile takes the first, `jax.jit(out_shardings=...)` the second, and
+  nothing is ever built.
+  """
+  shardings = logical_shardings(abstract_tree, mesh, rules)
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    nn.unbox(abstract_tree),
+    shardings,
+  )
+  return abstract, shardings
+
+
 def batch_sharding(mesh: Mesh, rules, ndim: int = 2) -> NamedSharding:
   """Leading (batch) dimension split as the rules split `act_batch`, the rest replicated."""
   spec = nn.logical_to_mesh_axes(("act_batch",) + (None,) * (ndim - 1), axis_rules(rules))

@@ -26,15 +26,16 @@ import ml_collections
 import numpy as np
 
 from gato_jax import checkpoint, files, sharding, workdir_lock
-from gato_jax.data import mixture, presets, sequences, store, tasks
+from gato_jax.data import catalogue, mixture, pipeline
 from gato_jax.model import ModelConfig
 from gato_jax.training import flops, metrics_log, preemption, profiler
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training.step import (
   abstract_param_count,
-  create_train_state,
-  make_train_step,
+  abstract_train_state,
   host_budget,
+  initial_train_state,
+  make_train_step,
 )
 
 # The exit status of a launcher whose run was preempted after saving: rerun the same command.
@@ -66,11 +67,10 @@ def build_data(
 ) -> mixture.MixtureIterator:
   """The training stream: this process's rows of each batch of the configured mixture.
 
-  Registers the built-in tasks and mixtures for the run's data directory, imports the modules of
-  `data.imports` (which may register their own tasks and seqio Mixtures), resolves
-  `data.mixture`, and opens each task's derived store (building it on first use), of which this
-  process samples only the data shards its rows draw from (`data.num_shards`; by default one,
-  so the same config gives the same global batches on any number of hosts).
+  `gato_jax.data.pipeline.open_run_data`: registers the built-in tasks for the run's data
+  directory and the modules of `data.imports`, resolves `data.mixture`, and opens each task's
+  derived store (building it on first use), of which this process samples only the data shards
+  its rows draw from (`data.num_shards`).
 
   Args:
     config: the run's config.
@@ -80,60 +80,13 @@ def build_data(
   """
   if process_index is None or process_count is None:
     process_index, process_count = jax.process_index(), jax.process_count()
-  # The episode files and the ArrayRecord stores are read with local file calls.
-  data_dir = files.local_only(
-    config.data.data_dir, "data.data_dir", "copy it to a local disk on every host first"
-  )
-  tasks.register_run_tasks(data_dir, config.data.policy, config.data.imports)
-  weights = presets.resolve(config.data.mixture, tasks.available_builtin_tasks())
-  derived_dir = files.local_only(
-    tasks.store_root(data_dir, config.data.derived_dir),
-    "data.derived_dir (the ArrayRecord stores)",
-    store.LOCAL_STORES_FIX,
-  )
-  stores = {name: tasks.open_store(name, derived_dir) for name in weights}
-  limit = config.data.max_episodes_per_task or None
-  num_shards = mixture.data_shards(config.data.num_shards)
-  host_shards = mixture.host_shards(
-    config.train.batch_size, num_shards, process_index, process_count
-  )
-  # Each process samples only its own shards of every task.
-  pools = {
-    shard: {name: store.Pool.shard(stores[name], shard, num_shards, limit) for name in weights}
-    for shard in host_shards
-  }
-  logging.info(
-    "episodes per task in data shards %s of %d: %s",
-    list(host_shards),
-    num_shards,
-    {name: sum(len(pools[shard][name]) for shard in pools) for name in weights},
-  )
-  kinds = {name: tasks.task_info(name).kind for name in weights}
-  max_patches = mixture.patch_budget(
-    {name: (s.max_patch_fraction(), s.max_item_patches()) for name, s in stores.items()},
-    kinds,
-    config.train.seq_len,
-    config.train.max_patches,
-  )
-  prompt = sequences.PromptConfig(
-    probability=config.data.prompt_probability,
-    end_fraction=config.data.prompt_end_fraction,
-    max_tokens=config.data.prompt_tokens,
-  )
-  return mixture.MixtureIterator(
-    pools,
-    weights,
+  return pipeline.open_run_data(config.data).iterator(
     config.train.batch_size,
     config.train.seq_len,
-    max_patches,
+    config.train.max_patches,
     patch_dim,
-    seed=config.data.seed,
-    prompt=prompt,
-    process_index=process_index,
-    process_count=process_count,
-    kinds=kinds,
-    num_shards=num_shards,
-    sources={name: s.meta["fingerprint"] for name, s in stores.items()},
+    process_index,
+    process_count,
   )
 
 
@@ -153,7 +106,7 @@ def _domain_losses(metrics: dict, data: mixture.MixtureIterator, step: int) -> d
   row_loss, row_targets = metrics.pop("row_loss_sum"), metrics.pop("row_targets")
   totals: dict[str, list[float]] = {}
   for row in range(len(row_loss)):
-    domain = tasks.task_domain(data.row_task(step, row))
+    domain = catalogue.task_domain(data.row_task(step, row))
     total = totals.setdefault(domain, [0.0, 0.0])
     total[0] += float(row_loss[row])
     total[1] += float(row_targets[row])
@@ -167,15 +120,11 @@ def _with_task_names(data_state: dict) -> dict:
   """The data state with tasks under their names: runs saved before built-in tasks were named
   "<domain>/<task>" recorded their SeqIO names, and resume as they would have."""
   state = dict(data_state)
-  state["tasks"] = [tasks.canonical_name(t) for t in state.get("tasks", [])]
-  state["sources"] = {tasks.canonical_name(t): v for t, v in (state.get("sources") or {}).items()}
+  state["tasks"] = [catalogue.canonical_name(t) for t in state.get("tasks", [])]
+  state["sources"] = {
+    catalogue.canonical_name(t): v for t, v in (state.get("sources") or {}).items()
+  }
   return state
-
-
-def _abstract_state(state, shardings):
-  return jax.tree.map(
-    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
-  )
 
 
 # What a run writes into its workdir, besides the logs of the process that is writing them.
@@ -220,13 +169,8 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   _check_config(config, mesh)
   data = build_data(config, model_config.patch_dim)
 
-  state, trainer = create_train_state(
-    model_config,
-    optimizer_config,
-    mesh,
-    rules,
-    jax.random.key(config.train.seed),
-    config.train.action_loss_vocab,
+  abstract_state, trainer = abstract_train_state(
+    model_config, optimizer_config, mesh, rules, config.train.action_loss_vocab
   )
   num_params = abstract_param_count(model_config)
   logging.info(
@@ -246,11 +190,14 @@ def _train_holding_workdir(config: ml_collections.ConfigDict, workdir: str) -> d
   )
   start = 0
   if checkpoints.latest_step() is not None:
-    # Unreadable checkpoints are moved aside, so their steps are saved again.
-    restored = checkpoints.restore(_abstract_state(state, trainer.state_shardings), quarantine=True)
+    # Unreadable checkpoints are moved aside, so their steps are saved again. A resumed run
+    # never builds a fresh state: the checkpoint is read straight into the state's shards.
+    restored = checkpoints.restore(abstract_state, quarantine=True)
     state, start = restored.state, restored.step
     data.set_state(_with_task_names(restored.data_state))
     logging.info("resumed from step %d in %s", start, checkpoints.directory)
+  else:
+    state = initial_train_state(trainer, jax.random.key(config.train.seed))
 
   stop = config.train.stop_at_step or config.train.steps
   logger = metrics_log.MetricsLogger(

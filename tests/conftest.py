@@ -37,7 +37,7 @@ def gcs_emulator():
 def data_dir(tmp_path_factory):
   """Two small BabyAI tasks' episodes, generated once for the trainer tests of every module
   (their derived stores are built on first use and shared too); tests only read them."""
-  from gato_jax.data import generation  # pylint: disable=g-import-not-at-top
+  from gato_jax.sources import generation  # pylint: disable=g-import-not-at-top
 
   path = str(tmp_path_factory.mktemp("babyai_data"))
   for task in ("babyai/GoToRedBall", "babyai/GoToLocal"):

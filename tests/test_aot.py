@@ -69,7 +69,7 @@ def test_aot_tool_reports_tiny_on_a_v5e_slice():
 @needs_libtpu
 def test_out_of_memory_is_a_result():
   """Logits at all 1024 positions of 512 rows do not fit a v5e chip: fits is False, not a crash."""
-  from experiments.configs import gato
+  from gato_jax.configs import gato
   from gato_jax.training import aot
 
   config = gato.get_config("tiny")
@@ -92,7 +92,7 @@ def test_unknown_topology_names_the_problem():
 
 
 def test_slice_presets_launch_as_they_are():
-  from experiments.configs import gato
+  from gato_jax.configs import gato
 
   config = gato.get_config("1.18b,v5e16")
   assert (config.mesh.topology, tuple(config.mesh.shape), config.mesh.rules) == (

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import episodes as E
-from gato_jax.data import rl_unplugged, rlds_io
+from gato_jax.sources import episodes as E
+from gato_jax.data import rlds_io
+from gato_jax.sources import rl_unplugged
 from gato_jax.envs import atari, policies, registry
 
 SHORT = atari.AtariConfig(max_episode_steps=30)

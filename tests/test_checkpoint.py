@@ -17,7 +17,7 @@ from gato_jax.checkpoint import (
   CheckpointMismatchError,
   CheckpointWriteError,
 )
-from gato_jax.model import ModelConfig
+from gato_jax.model import ModelConfig, abstract_params
 from gato_jax.training.optimizer import OptimizerConfig
 from gato_jax.training.step import create_train_state
 
@@ -168,3 +168,23 @@ def test_write_failure_is_one_error_and_leaves_no_temporary_folder(
   assert Checkpointer(str(tmp_path)).restore(_abstract(state, trainer)).data_state == {
     "position": 1
   }
+
+
+def test_params_alone_restore_onto_another_mesh_and_refuse_another_model(tmp_path):
+  state, _ = _state((2, 2, 2))
+  Checkpointer(str(tmp_path), async_save=False).save(5, state, data_state={"position": 1})
+  mesh = sharding.create_mesh((1, 4, 1), jax.devices()[:4])
+  abstract, shardings = abstract_params(TINY, mesh, "fsdp")
+  assert jax.tree.structure(abstract) == jax.tree.structure(state.params)
+  params, step = Checkpointer(str(tmp_path)).restore_params(abstract)
+  assert step == 5
+  _assert_same(params, state.params)
+  flat = zip(jax.tree.leaves(params), jax.tree.leaves(shardings))
+  assert all(leaf.sharding == wanted for leaf, wanted in flat)
+  other, _ = abstract_params(dataclasses.replace(TINY, num_layers=3), mesh, "fsdp")
+  with pytest.raises(
+    CheckpointMismatchError,
+    match=r"holds another model: params\.decoder\.layers\.\w+\.\w+ has shape \(2, .*\) there but"
+    r" \(3, .*\) here",
+  ):
+    Checkpointer(str(tmp_path)).restore_params(other)

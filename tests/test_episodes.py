@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import episodes as E
-from gato_jax.data import generation, rlds_io
+from gato_jax.sources import episodes as E
+from gato_jax.data import rlds_io
+from gato_jax.sources import generation
 from gato_jax.envs import base, policies, registry
 
 from helpers.scripts import run_python
@@ -384,8 +385,8 @@ def test_data_and_statistics_of_a_retrained_expert_are_made_again(tmp_path, monk
 
 def test_importing_gato_jax_data_and_envs_does_not_import_tensorflow():
   code = (
-    "import sys; import gato_jax, gato_jax.tokenizer, gato_jax.data.episodes,"
-    " gato_jax.data.generation, gato_jax.data.rlds_io, gato_jax.envs.babyai,"
+    "import sys; import gato_jax, gato_jax.tokenizer, gato_jax.data.stats,"
+    " gato_jax.sources.episodes, gato_jax.sources.generation, gato_jax.data.rlds_io, gato_jax.envs.babyai,"
     " gato_jax.envs.registry; assert 'tensorflow' not in sys.modules, 'TF imported'"
   )
   run_python("-c", code)

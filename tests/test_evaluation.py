@@ -5,7 +5,6 @@ import dataclasses
 import functools
 import os
 import pathlib
-import sys
 
 import flax.linen as nn
 import jax
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import episodes as E
+from gato_jax.sources import episodes as E
 from gato_jax.envs import base, gymnax_envs, policies, registry, runner
 from gato_jax.evaluation import context, evaluator, model_agent, prompts, reports, rollouts, scores
 from gato_jax.inference.decode import mask_to_range
@@ -23,7 +22,6 @@ from gato_jax.tokenizer.timestep import tokenize_episode
 
 from helpers.checkpoints import save_initial_state
 
-ROOT = pathlib.Path(__file__).parents[1]
 CFG = ModelConfig.from_size("tiny", max_decode_length=96)
 
 
@@ -33,8 +31,7 @@ def params():
 
 
 def _config(data_dir, **eval_overrides):
-  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-  import gato  # experiments/configs/gato.py
+  from gato_jax.configs import gato
 
   config = gato.get_config("tiny")
   config.data.data_dir = str(data_dir)
@@ -257,7 +254,7 @@ def test_scripted_policy_reproduces_recorded_score_on_gymnax():
 
 
 def test_babyai_bot_reaches_expert_score_through_evaluate_task(tmp_path):
-  from gato_jax.data import generation
+  from gato_jax.sources import generation
 
   task = "babyai/GoToRedBall"
   env = registry.make_env(task)

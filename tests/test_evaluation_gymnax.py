@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from gato_jax.data import episodes as E
+from gato_jax.sources import episodes as E
 from gato_jax.envs import gymnax_envs, policies, runner
 from gato_jax.evaluation import model_agent, rollouts, scores
 from gato_jax.model import ModelConfig, init_variables

@@ -4,7 +4,6 @@ text / vision-language results on generated held-out data."""
 
 import functools
 import pathlib
-import sys
 
 import flax.linen as nn
 import jax
@@ -12,13 +11,12 @@ import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import shape_scenes
+from gato_jax.sources import shape_scenes
 from gato_jax.evaluation import evaluator, non_control, reports, text_metrics
 from gato_jax.inference.decode import mask_to_range
 from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
 from gato_jax.tokenizer.timestep import TokenGroup, concat_token_groups
 
-ROOT = pathlib.Path(__file__).parents[1]
 CFG = ModelConfig.from_size("tiny", max_decode_length=96)
 
 
@@ -232,8 +230,7 @@ def test_caption_and_vqa_scores_of_a_model(params, text_tokenizer):
 
 
 def _config(data_dir, **eval_overrides):
-  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-  import gato  # experiments/configs/gato.py
+  from gato_jax.configs import gato
 
   config = gato.get_config("tiny")
   config.data.data_dir = str(data_dir)
@@ -246,7 +243,8 @@ def _config(data_dir, **eval_overrides):
 
 def _write_text_set(data_dir):
   """A small stand-in for text/cpython_docs, stored where its generator would put it."""
-  from gato_jax.data import example_sets, rlds_io
+  from gato_jax.data import rlds_io
+  from gato_jax.sources import example_sets
 
   tfds = rlds_io.import_tfds()
   docs = lambda tag, n: [{"text": f"{tag} document {i}: return the value of x."} for i in range(n)]
@@ -260,7 +258,7 @@ def _write_text_set(data_dir):
 
 
 def test_evaluate_reports_text_and_vision_language(tmp_path, params):
-  from gato_jax.data import example_sets
+  from gato_jax.sources import example_sets
 
   for task in ("vision_language/shapes_captions", "vision_language/shapes_vqa"):
     example_sets.generate_task(task, str(tmp_path), num_items=20, progress=lambda _: None)
@@ -275,7 +273,7 @@ def test_evaluate_reports_text_and_vision_language(tmp_path, params):
   captions = results["vision_language"]["vision_language/shapes_captions"]
   assert captions["examples"] == 2  # The validation split holds a tenth of the 20 scenes.
   # Held-out scenes: the references are the validation scenes' own captions.
-  from gato_jax.data import vision_language
+  from gato_jax.sources import vision_language
 
   held_out = [
     shape_scenes.make_example(vision_language.scene_seed(0, "validation", i))["caption"]

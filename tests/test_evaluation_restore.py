@@ -1,24 +1,18 @@
 """Checkpoint parameters restored onto a mesh's shardings, and evaluated there."""
 
-import pathlib
-import sys
-
 import jax
 import numpy as np
 import pytest
 
 from gato_jax import sharding
-from gato_jax.data import episodes as E
+from gato_jax.sources import episodes as E
 from gato_jax.evaluation import evaluator
 
 from helpers.checkpoints import save_initial_state
 
-ROOT = pathlib.Path(__file__).parents[1]
-
 
 def _config(data_dir):
-  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-  import gato  # experiments/configs/gato.py
+  from gato_jax.configs import gato
 
   config = gato.get_config("tiny")
   config.data.data_dir = str(data_dir)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import episodes as E
+from gato_jax.sources import episodes as E
 from gato_jax.data import rlds_io
 from gato_jax.envs import metaworld_envs, policies, registry
 

@@ -19,6 +19,22 @@ def test_import_stays_light():
   assert out.strip() == "[]"
 
 
+def test_presets_import_as_modules_and_stay_light():
+  # The library reads its presets by import (no file paths), and reading one loads no
+  # TensorFlow, SeqIO or environment package.
+  out = _run(
+    "import sys\n"
+    "from gato_jax import recipes\n"
+    "from gato_jax.configs import gato, sweep\n"
+    "print(gato.get_config('tiny,smoke').train.steps, sweep.get_config('cpu').base.train.seq_len,"
+    " recipes.expert_recipe('gymnax/CartPole-v1').env_id,"
+    " recipes.expert_recipe('dm_control_pixels/walker-stand').task)\n"
+    "print(sorted(m for m in ('tensorflow', 'seqio', 'dm_control', 'mujoco', 'gymnax',"
+    " 'tensorflow_datasets') if m in sys.modules))"
+  )
+  assert out.splitlines() == ["4 512 CartPole-v1 walker-stand", "[]"]
+
+
 def test_tensorflow_hides_accelerators():
   out = _run(
     "from gato_jax import tf_compat\n"

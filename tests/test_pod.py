@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 
 import pytest
 
@@ -94,18 +95,21 @@ def test_print_refuses_a_local_workdir_and_a_config_without_a_slice(tmp_path):
   )
 
 
-def test_paper_ladder_prints_a_pod_launch_per_size():
+def test_paper_ladder_prints_a_pod_launch_per_size(gcs_emulator):
+  # The print dispatch reads the sweep folder for runs already finished: a bucket of the
+  # emulator, since tests have no network.
+  bucket = gcs_emulator.create_bucket(f"ladder-{uuid.uuid4().hex[:12]}")
   printed = run_python(
     "experiments/sweep.py",
     "--config=experiments/configs/sweep.py:paper",
-    "--workdir=gs://bucket/sweep",
+    f"--workdir={bucket}/sweep",
     "--dispatch=print",
     "--zone=us-east5-a",
   )
   assert "Traceback" not in printed.stderr and "full logs" not in printed.stderr
   out = printed.stdout.splitlines()
   base = (
-    "experiments/sweep.py --config=experiments/configs/sweep.py:paper --workdir=gs://bucket/sweep"
+    f"experiments/sweep.py --config=experiments/configs/sweep.py:paper --workdir={bucket}/sweep"
   )
   for size in ("79m", "364m", "1.18b"):
     name = pod.tpu_name(f"gato-size-{size}")
@@ -123,12 +127,12 @@ def test_paper_ladder_prints_a_pod_launch_per_size():
 
 
 def test_paper_ladder_runs_carry_their_slice_preset():
-  from gato_jax import recipes
+  from gato_jax.configs import gato, sweep as sweep_configs
   from gato_jax.sweep import plan
 
-  sweep = recipes.load_config_file("sweep.py").get_config("paper")
+  sweep = sweep_configs.get_config("paper")
   runs = {run.config.model.size: run.config for run in plan.plan(sweep)}
-  presets = recipes.load_config_file("gato.py").SLICES
+  presets = gato.SLICES
   for size, config in runs.items():
     remat, microbatches = presets["v5p8"][2][size]
     assert config.mesh.topology == "v5p:2x2x1" and tuple(config.mesh.shape) == (1, -1, 1)

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gato_jax import recipes as recipe_files
-from gato_jax.data import episodes as E
+from gato_jax.configs.experts import gymnax as gymnax_recipes
+from gato_jax.sources import episodes as E
 from gato_jax.envs import gymnax_envs
 from gato_jax.experts import cache, gymnax_experts, ppo
 
@@ -179,23 +179,18 @@ def test_missing_expert_names_the_training_command(tmp_path):
     gymnax_experts.load_expert(str(tmp_path), "NoSuchTask-v0")
 
 
-def _recipes():
-  return recipe_files.load_config_file("experts/gymnax.py")
-
-
 def test_every_task_has_a_valid_recipe():
-  recipes = _recipes()
-  assert set(recipes.RECIPES) == set(gymnax_envs.TASKS)
+  assert set(gymnax_recipes.RECIPES) == set(gymnax_envs.TASKS)
   for env_id in gymnax_envs.TASKS:
-    config = recipes.get_config(env_id)
+    config = gymnax_recipes.get_config(env_id)
     ppo.PPOConfig(**config.ppo.to_dict())  # Field names and values are accepted.
   with pytest.raises(ValueError, match="no expert recipe"):
-    recipes.get_config("Pong-v5")
+    gymnax_recipes.get_config("Pong-v5")
 
 
 def _tiny_cartpole_recipe():
   """CartPole's recipe cut to 512 steps of a 16-unit network and 4 evaluation episodes."""
-  config = _recipes().get_config("CartPole-v1")
+  config = gymnax_recipes.get_config("CartPole-v1")
   config.ppo.update(
     total_timesteps=512,
     num_envs=4,

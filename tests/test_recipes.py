@@ -6,7 +6,9 @@ import pathlib
 import pytest
 
 from gato_jax import recipes, train
-from gato_jax.data import example_sets, generation, presets
+from gato_jax.configs import gato
+from gato_jax.data import presets
+from gato_jax.sources import example_sets, generation
 from gato_jax.envs import registry
 from gato_jax.experts import cache
 from gato_jax.training import metrics_log
@@ -27,8 +29,6 @@ def test_expert_recipes_by_task_name():
     recipes.expert_recipe("babyai/GoToRedBall")
   with pytest.raises(ValueError, match="no expert recipe for 'NoSuchGame'"):
     recipes.expert_recipe("gymnax/NoSuchGame")
-  with pytest.raises(FileNotFoundError, match="no config file .*nope.py"):
-    recipes.load_config_file("nope.py")
 
 
 def test_minatar_recipes_expose_the_conv_torso_and_classic_ones_keep_their_digest():
@@ -68,7 +68,7 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
     )
   example_sets.generate_task(subset[2], data_dir, 12, progress=lambda line: None)
 
-  config = recipes.load_config_file("gato.py").get_config("tiny,generalist")
+  config = gato.get_config("tiny,generalist")
   assert config.data.mixture == "generalist" and config.train.seq_len == 512
   config.data.data_dir = data_dir
   config.data.policy = "random"
@@ -139,7 +139,7 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
 
 
 def test_alone_config_keeps_the_tokens_the_mixture_gave_the_task():
-  config = recipes.load_config_file("gato.py").get_config("small,generalist")
+  config = gato.get_config("small,generalist")
   alone = recipes.alone_config(config, "text/cpython_docs", share=1 / 16)
   assert alone.train.steps == round(config.train.steps / 16)
   assert alone.train.batch_size == config.train.batch_size

@@ -10,6 +10,7 @@ import pytest
 
 from gato_jax import recipes as recipe_files
 from gato_jax import tokenizer
+from gato_jax.configs.experts import dm_control as dm_control_recipes
 from gato_jax.envs import base, dm_control_envs, registry
 from gato_jax.experts import dm_control_experts, sac
 
@@ -277,21 +278,19 @@ def test_cached_expert_round_trips_and_repeats_actions(tmp_path, monkeypatch):
     np.testing.assert_allclose(policy.act(observation), original(observation), rtol=1e-6)
 
 
-def _recipes():
-  return recipe_files.load_config_file("experts/dm_control.py")
-
-
 def test_recipes_build_valid_configs_for_known_tasks():
   from gato_jax.envs import dm_control_envs
 
-  recipes = _recipes()
-  assert set(recipes.RECIPES) <= set(dm_control_envs.TASKS) and len(recipes.RECIPES) >= 5
-  for task in recipes.RECIPES:
-    config = recipes.get_config(task)
+  assert (
+    set(dm_control_recipes.RECIPES) <= set(dm_control_envs.TASKS)
+    and len(dm_control_recipes.RECIPES) >= 5
+  )
+  for task in dm_control_recipes.RECIPES:
+    config = dm_control_recipes.get_config(task)
     sac_config = dm_control_experts.sac_config_from(config)
     assert sac_config.agent_steps > sac_config.random_steps and config.eval.num_episodes >= 50
   with pytest.raises(ValueError, match="no expert recipe for 'cartpole-fly'"):
-    recipes.get_config("cartpole-fly")
+    dm_control_recipes.get_config("cartpole-fly")
 
 
 def test_config_errors_are_clear():

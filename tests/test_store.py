@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import generation, mixture, rlds_io, sequences, store, tasks
+from gato_jax.data import mixture, pipeline, rlds_io, sequences, store, tasks
+from gato_jax.sources import generation
 from gato_jax.envs import registry
 from gato_jax.tokenizer import images
 
@@ -134,8 +135,8 @@ def test_stored_pools_give_the_in_memory_batches(tmp_path):
 def test_task_store_is_built_once_and_checked(data_dir, tmp_path):
   name = _register(data_dir)
   derived = str(tmp_path / "derived")
-  built = tasks.open_store(name, derived)
-  directory = tasks.store_dir(derived, name)
+  built = pipeline.open_store(name, derived)
+  directory = pipeline.store_dir(derived, name)
   assert directory == os.path.join(derived, name, "train")
   expected = tasks.load_token_groups(name)
   assert len(built) == len(expected) == 4
@@ -143,32 +144,33 @@ def test_task_store_is_built_once_and_checked(data_dir, tmp_path):
     _assert_groups_equal(built.read(item), group)
   mtime = os.path.getmtime(os.path.join(directory, store.META))
   assert (
-    os.path.getmtime(os.path.join(tasks.open_store(name, derived).directory, store.META)) == mtime
+    os.path.getmtime(os.path.join(pipeline.open_store(name, derived).directory, store.META))
+    == mtime
   )  # Reused, not rebuilt.
 
   records = os.path.join(directory, store.RECORDS)
   with open(records, "r+b") as f:  # Truncated by a failed copy.
     f.truncate(os.path.getsize(records) // 2)
   with pytest.raises(store.StoreError, match=f"task {name}: derived file {records} has"):
-    tasks.open_store(name, derived)
+    pipeline.open_store(name, derived)
   index = os.path.join(directory, store.INDEX)
   with open(index, "r+b") as f:  # Same size, garbage inside.
     f.write(b"\0" * 64)
   os.remove(records)
   with pytest.raises(store.StoreError, match=f"task {name}: derived file {records} is missing"):
-    tasks.open_store(name, derived)
-  repaired = tasks.open_store(name, derived, rebuild=True)
+    pipeline.open_store(name, derived)
+  repaired = pipeline.open_store(name, derived, rebuild=True)
   _assert_groups_equal(repaired.read(2), expected[2])
 
   with open(index, "r+b") as f:
     f.seek(40)
     f.write(b"\xff" * 64)
   with pytest.raises(store.StoreError, match=f"task {name}: derived file {index} is corrupt"):
-    tasks.open_store(name, derived)
-  tasks.open_store(name, derived, rebuild=True)
+    pipeline.open_store(name, derived)
+  pipeline.open_store(name, derived, rebuild=True)
   # A store whose build did not finish (no meta.json) is rebuilt on first use.
   os.remove(os.path.join(directory, store.META))
-  assert len(tasks.open_store(name, derived)) == 4
+  assert len(pipeline.open_store(name, derived)) == 4
 
 
 def test_patch_budget_follows_the_context():

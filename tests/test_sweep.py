@@ -6,6 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from gato_jax.configs import sweep as sweep_configs
 from gato_jax.sweep import plan, power_law, report, runner
 
 from helpers.scripts import run_python
@@ -13,7 +14,6 @@ from helpers.sweep_results import (
   FakeEvaluator,
   FakeTrainer,
   micro_sweep,
-  sweep_config,
   synthetic_results,
 )
 
@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_cpu_ladder_expands_to_three_sizes_with_one_recipe():
-  runs = plan.plan(sweep_config("cpu"))
+  runs = plan.plan(sweep_configs.get_config("cpu"))
   assert [r.name for r in runs] == ["size-tiny", "size-mini", "size-small"]
   assert [r.config.model.size for r in runs] == ["tiny", "mini", "small"]
   for run in runs:
@@ -42,7 +42,7 @@ def test_cpu_ladder_expands_to_three_sizes_with_one_recipe():
 
 
 def test_paper_ladder_keeps_the_papers_recipe():
-  runs = plan.plan(sweep_config("paper"))
+  runs = plan.plan(sweep_configs.get_config("paper"))
   assert [r.config.model.size for r in runs] == ["79m", "364m", "1.18b"]
   for run in runs:
     config = run.config
@@ -59,7 +59,7 @@ def test_paper_ladder_keeps_the_papers_recipe():
 
 
 def test_generalist_ladder_sweeps_the_learning_rate_of_the_preset():
-  runs = plan.plan(sweep_config("generalist"))
+  runs = plan.plan(sweep_configs.get_config("generalist"))
   assert [r.overrides for r in runs] == [
     {"optimizer.peak_learning_rate": rate} for rate in (1e-3, 2e-3, 4e-3)
   ]
@@ -78,7 +78,7 @@ def test_generalist_ladder_sweeps_the_learning_rate_of_the_preset():
 
 
 def test_product_and_zip_axes_cross_the_ladder():
-  sweep = sweep_config("cpu")
+  sweep = sweep_configs.get_config("cpu")
   sweep.product = "optimizer.peak_learning_rate=1e-3,3e-4"
   sweep.zip = "train.seed=0,1;data.seed=5,6"
   runs = plan.plan(sweep)
@@ -100,7 +100,7 @@ def test_product_and_zip_axes_cross_the_ladder():
 
 
 def test_batch_size_axis_keeps_the_token_counts():
-  sweep = sweep_config("cpu")
+  sweep = sweep_configs.get_config("cpu")
   sweep.sizes = ("small",)
   sweep.product = "train.batch_size=8,16"
   runs = plan.plan(sweep)
@@ -128,7 +128,7 @@ def test_parse_axes_keeps_bracketed_commas_and_literals():
   ],
 )
 def test_bad_sweeps_are_refused_with_the_reason(field, value, message):
-  sweep = sweep_config("cpu")
+  sweep = sweep_configs.get_config("cpu")
   setattr(sweep, field, value)
   with pytest.raises(ValueError, match=message):
     plan.plan(sweep)
@@ -136,7 +136,7 @@ def test_bad_sweeps_are_refused_with_the_reason(field, value, message):
 
 def test_unknown_ladder_is_refused():
   with pytest.raises(ValueError, match="unknown ladder 'huge'"):
-    sweep_config("huge")
+    sweep_configs.get_config("huge")
 
 
 # Resumable runs, with a fake trainer and evaluator.

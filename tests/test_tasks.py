@@ -11,8 +11,9 @@ import pytest
 
 from gato_jax import sharding
 from gato_jax import tokenizer as T
-from gato_jax.data import episodes as episodes_lib
-from gato_jax.data import generation, mixture, rlds_io, tasks
+from gato_jax.data import mixture, pipeline, rlds_io, tasks
+from gato_jax.sources import builtin, generation
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.envs import registry
 from gato_jax.model import ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
@@ -209,7 +210,7 @@ def test_builtin_tasks_register_explicitly_for_a_data_dir(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   import seqio
 
-  names = tasks.register_builtin_tasks(str(tmp_path))
+  names = builtin.register_builtin_tasks(str(tmp_path))
   assert len(names) >= 26
   for task in ("babyai/BossLevel", "dm_control/walker-walk", "babyai/GoToRedBall"):
     assert task in names and tasks.seqio_name(task) in seqio.TaskRegistry.names()
@@ -227,8 +228,8 @@ def test_builtin_tasks_register_explicitly_for_a_data_dir(tmp_path):
   assert tasks.task_info("vision_language/shapes_vqa").kind == "vision_language"
   assert tasks.canonical_name("gato.text.cpython_docs") == "text/cpython_docs"
   assert tasks.canonical_name("user.task") == "user.task"
-  assert tasks.store_dir("/d", "gato.text.cpython_docs") == "/d/gato.text.cpython_docs/train"
-  assert tasks.store_dir("/d", "text/cpython_docs") == "/d/gato.text.cpython_docs/train"
+  assert pipeline.store_dir("/d", "gato.text.cpython_docs") == "/d/gato.text.cpython_docs/train"
+  assert pipeline.store_dir("/d", "text/cpython_docs") == "/d/gato.text.cpython_docs/train"
   assert tasks.available_builtin_tasks() == {}
   with pytest.raises(KeyError, match="'gato.nope' is not in the gato_jax task catalogue"):
     tasks.task_info("gato.nope")
@@ -236,7 +237,7 @@ def test_builtin_tasks_register_explicitly_for_a_data_dir(tmp_path):
 
 def test_builtin_tasks_read_generated_data(data_dir):
   try:
-    tasks.register_builtin_tasks(data_dir)
+    builtin.register_builtin_tasks(data_dir)
     groups = tasks.load_token_groups("babyai/GoToRedBall")
     stats = episodes_lib.load_stats(data_dir, "babyai/GoToRedBall")
     assert 1 <= len(groups) <= 4 and stats.expert_return > stats.random_return
@@ -250,11 +251,11 @@ def test_builtin_tasks_read_generated_data(data_dir):
       assert presets.resolve(spec, available) == {"babyai/GoToRedBall": 1.0}
     assert seqio.get_mixture_or_task("paper").name == "paper"
   finally:
-    tasks.register_builtin_tasks()  # Back to the default data directory for other tests.
+    builtin.register_builtin_tasks()  # Back to the default data directory for other tests.
 
 
 def test_text_and_vision_language_tasks_join_the_mixture(data_dir, tmp_path):
-  from gato_jax.data import example_sets
+  from gato_jax.sources import example_sets
 
   tfds = rlds_io.import_tfds()
   docs = ["The agent opens the door.", "Pick up the red ball. " * 40, "Go to the green key."]
@@ -325,7 +326,7 @@ def test_missing_data_messages_name_the_real_cause(data_dir, tmp_path):
   from gato_jax.data import presets
 
   try:
-    tasks.register_builtin_tasks(data_dir)
+    builtin.register_builtin_tasks(data_dir)
     available = tasks.available_builtin_tasks()
     with pytest.raises(
       ValueError,
@@ -356,7 +357,7 @@ def test_missing_data_messages_name_the_real_cause(data_dir, tmp_path):
     assert not glob.glob(os.path.join(os.path.dirname(source), "incomplete.*"))
 
     missing = str(tmp_path / "no_such_dir")
-    tasks.register_builtin_tasks(missing)
+    builtin.register_builtin_tasks(missing)
     message = re.escape(f"the data directory {missing} does not exist (config.data.data_dir)")
     with pytest.raises(ValueError, match=f"^mixture task 'babyai/GoToLocal': {message}$"):
       presets.resolve("babyai/GoToLocal=1", {})
@@ -365,7 +366,7 @@ def test_missing_data_messages_name_the_real_cause(data_dir, tmp_path):
     ):
       presets.resolve("babyai=1", {})
   finally:
-    tasks.register_builtin_tasks()  # Back to the default data directory for other tests.
+    builtin.register_builtin_tasks()  # Back to the default data directory for other tests.
 
 
 def test_stored_episodes_that_do_not_fit_the_specs_are_one_clear_error(data_dir):

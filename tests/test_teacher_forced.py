@@ -1,8 +1,6 @@
 """Teacher-forced action metrics: windows, previous-action bookkeeping, exact scores, the tool."""
 
 import json
-import pathlib
-import sys
 
 import flax.linen as nn
 import jax
@@ -19,7 +17,6 @@ from gato_jax.training.loss import masked_next_token_loss
 from helpers.checkpoints import save_initial_state
 from helpers.scripts import run_python
 
-ROOT = pathlib.Path(__file__).parents[1]
 CFG = ModelConfig.from_size("tiny", max_decode_length=64)
 OBS_SPEC = {"camera": T.ImageSpec(), "proprio": T.ContinuousSpec((3,))}
 ACT_SPEC = {
@@ -116,11 +113,10 @@ def test_scores_are_the_training_loss_at_each_action_token():
 
 
 def test_the_tool_scores_stored_episodes_of_a_checkpoint(tmp_path):
-  from gato_jax.data import generation
-  from gato_jax.data import tasks as data_tasks
-
-  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-  import gato  # experiments/configs/gato.py
+  from gato_jax.sources import generation
+  from gato_jax.configs import gato
+  from gato_jax.data import pipeline
+  from gato_jax.sources import builtin
 
   task = "babyai/GoToRedBall"
   generation.generate_task(
@@ -145,8 +141,8 @@ def test_the_tool_scores_stored_episodes_of_a_checkpoint(tmp_path):
   assert figures["step"] == 5
   row = figures["tasks"][task]
   # The data's own figures do not depend on the model: count them from the stored episodes.
-  data_tasks.register_builtin_tasks(str(tmp_path))
-  store = data_tasks.open_store(task, data_tasks.store_root(str(tmp_path)))
+  builtin.register_builtin_tasks(str(tmp_path))
+  store = pipeline.open_store(task, pipeline.store_root(str(tmp_path)))
   actions = [np.asarray(store.read(i).tokens)[store.read(i).action_mask] for i in range(2)]
   assert row["action_tokens"] == sum(a.size for a in actions)
   windows = [tf_lib.episode_windows(store.read(i), config.train.seq_len) for i in range(2)]

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import example_sets, rlds_io, text_data
+from gato_jax.data import rlds_io
+from gato_jax.sources import example_sets, text_data
 
 from helpers.scripts import run_python
 
@@ -166,8 +167,8 @@ def test_clear_errors(tmp_path):
 
 def test_importing_the_text_and_vision_language_modules_does_not_import_tensorflow():
   code = (
-    "import sys; import gato_jax.data.text_data, gato_jax.data.vision_language,"
-    " gato_jax.data.example_sets, gato_jax.data.shape_scenes;"
+    "import sys; import gato_jax.sources.text_data, gato_jax.sources.vision_language,"
+    " gato_jax.sources.example_sets, gato_jax.sources.shape_scenes;"
     " assert 'tensorflow' not in sys.modules, 'TF imported'"
   )
   run_python("-c", code)

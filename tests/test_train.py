@@ -4,14 +4,14 @@ import errno
 import os
 import pathlib
 import socket
-import sys
 
 import orbax.checkpoint as ocp
 import pytest
 
 from gato_jax import checkpoint, train
 from gato_jax import tokenizer as T
-from gato_jax.data import generation, presets
+from gato_jax.data import presets
+from gato_jax.sources import generation
 from gato_jax.training import metrics_log
 
 from helpers.configs import smoke_config
@@ -186,8 +186,7 @@ def test_default_config_trains_an_image_control_task(atari_dir, tmp_path):
     data_dir=atari_dir,
     stats_task=None,
   )
-  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-  import gato  # experiments/configs/gato.py
+  from gato_jax.configs import gato
 
   config = gato.get_config()  # The default seq_len and patch settings.
   config.data.data_dir = atari_dir

@@ -9,7 +9,8 @@ import pytest
 
 from gato_jax import tf_compat
 from gato_jax import tokenizer as T
-from gato_jax.data import generation, presets, tasks
+from gato_jax.data import pipeline, presets, tasks
+from gato_jax.sources import generation
 from gato_jax.training import metrics_log
 
 from helpers.scripts import run_python
@@ -64,7 +65,7 @@ def _write_user_module(tmp_path) -> str:
 def user_tasks(tmp_path, monkeypatch):
   texts = _write_user_module(tmp_path)
   monkeypatch.syspath_prepend(str(tmp_path))
-  tasks.register_run_tasks(str(tmp_path / "data"), imports="user_tasks")
+  pipeline.register_run_tasks(str(tmp_path / "data"), imports="user_tasks")
   yield texts
   import seqio
 
@@ -78,7 +79,7 @@ def test_text_task_builds_its_store_from_its_own_dataset(user_tasks, tmp_path):
   assert presets.resolve("user_text=1", {}) == {"user_text": 1.0}
   info = tasks.task_info("user_text")
   assert (info.kind, info.domain, info.builtin) == ("text", "user_text", False)
-  store = tasks.open_store("user_text", tasks.store_root(str(tmp_path / "data")))
+  store = pipeline.open_store("user_text", pipeline.store_root(str(tmp_path / "data")))
   assert store.directory == str(tmp_path / "data" / "derived" / "user_text" / "train")
   tokenizer = T.TextTokenizer()
   assert len(store) == 3
@@ -93,7 +94,7 @@ def test_text_task_builds_its_store_from_its_own_dataset(user_tasks, tmp_path):
   with open(os.path.join(user_tasks, "b.txt"), "a") as f:
     f.write("one more line\n")
   assert info.fingerprint("train") != before
-  assert len(tasks.open_store("user_text", tasks.store_root(str(tmp_path / "data")))) == 4
+  assert len(pipeline.open_store("user_text", pipeline.store_root(str(tmp_path / "data")))) == 4
 
 
 def test_task_with_token_group_fields_trains_as_it_is(user_tasks, tmp_path):
@@ -134,7 +135,7 @@ def test_task_with_token_group_fields_trains_as_it_is(user_tasks, tmp_path):
   weights = presets.resolve("user_fields=3,user_text=1", {})
   assert weights == {"user_fields": 0.75, "user_text": 0.25}
   assert tasks.task_info("user_fields").kind == "control"
-  store = tasks.open_store("user_fields", tasks.store_root(str(tmp_path / "data")))
+  store = pipeline.open_store("user_fields", pipeline.store_root(str(tmp_path / "data")))
   assert len(store) == 2
   for item, group in enumerate(groups):
     stored = store.read(item)

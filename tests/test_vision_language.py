@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from gato_jax import tokenizer as T
-from gato_jax.data import example_sets, rlds_io
-from gato_jax.data import shape_scenes as S
-from gato_jax.data import vision_language as V
+from gato_jax.data import rlds_io
+from gato_jax.sources import example_sets
+from gato_jax.sources import shape_scenes as S
+from gato_jax.sources import vision_language as V
 
 
 def _same_example(a, b):

@@ -55,27 +55,22 @@ def table(rows: dict[str, dict]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from gato_jax.data import tasks as data_tasks
+  from gato_jax.data import catalogue, pipeline
   from gato_jax.evaluation import evaluator, teacher_forced
 
   if _EPISODES.value < 1 or _BATCH_SIZE.value < 1:
     raise app.UsageError("--episodes and --batch_size must be positive")
   config = _CONFIG.value
-  data_dir = os.path.expanduser(config.data.data_dir)
-  data_tasks.register_run_tasks(
-    data_dir, config.data.get("policy", "expert"), config.data.get("imports", "")
-  )
+  pipeline.register_config_tasks(config.data)
   names = _TASKS.value or evaluator.eval_tasks(config)
   if not names:
     raise app.UsageError(f"no control tasks in mixture {config.data.mixture!r}; name --tasks")
   stores = {}
   for name in names:
-    info = data_tasks.task_info(name)  # Raises for unknown tasks.
+    info = catalogue.task_info(name)  # Raises for unknown tasks.
     if info.kind != "control":
       raise app.UsageError(f"{name} is a {info.kind} task; these metrics are of control tasks")
-    stores[name] = data_tasks.open_store(
-      name, data_tasks.store_root(data_dir, config.data.get("derived_dir", ""))
-    )
+    stores[name] = pipeline.task_store(name, config.data)
   params, step = evaluator.restore_params(config, _WORKDIR.value, _CHECKPOINT_STEP.value)
   model_config = ModelConfig.from_dict(config.model)
   rows = {}

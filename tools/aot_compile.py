@@ -27,9 +27,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
-from gato_jax import recipes
-
-gato_configs = recipes.load_config_file("gato.py")
+from gato_jax.configs import gato as gato_configs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Gato config.", lock_config=True)
 _TOPOLOGY = flags.DEFINE_list(

@@ -15,8 +15,9 @@ import time
 os.environ.setdefault("MUJOCO_GL", "disable")
 
 from absl import app, flags
+import ml_collections
 
-from gato_jax.data import presets, tasks
+from gato_jax.data import catalogue, pipeline
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "TFDS data directory.")
 _DERIVED_DIR = flags.DEFINE_string("derived_dir", "", "Where stores go; empty: DATA_DIR/derived.")
@@ -35,19 +36,25 @@ _REBUILD = flags.DEFINE_bool("rebuild", False, "Rebuild even complete, fresh sto
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  data_dir = os.path.expanduser(_DATA_DIR.value)
-  tasks.register_run_tasks(data_dir, _POLICY.value, ",".join(_IMPORTS.value))
-  names = [tasks.canonical_name(n) for n in _TASKS.value]
+  # The fields of a run's config.data that name its tasks and stores.
+  data = ml_collections.ConfigDict(
+    {
+      "data_dir": _DATA_DIR.value,
+      "derived_dir": _DERIVED_DIR.value,
+      "policy": _POLICY.value,
+      "imports": ",".join(_IMPORTS.value),
+      "mixture": _MIXTURE.value,
+    }
+  )
+  pipeline.register_config_tasks(data)
+  names = [catalogue.canonical_name(n) for n in _TASKS.value]
   if _MIXTURE.value:
-    names += [
-      n for n in presets.resolve(_MIXTURE.value, tasks.available_builtin_tasks()) if n not in names
-    ]
+    names += [n for n in pipeline.mixture_weights(data, register=False) if n not in names]
   if not names:
     raise app.UsageError("name the stores to build with --mixture and/or --tasks")
-  derived_dir = tasks.store_root(data_dir, _DERIVED_DIR.value)
   for name in names:
     start = time.perf_counter()
-    built = tasks.open_store(name, derived_dir, rebuild=_REBUILD.value)
+    built = pipeline.task_store(name, data, rebuild=_REBUILD.value)
     print(
       json.dumps(
         {

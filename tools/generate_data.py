@@ -11,7 +11,7 @@ Each task becomes the TFDS dataset gato_<domain>[_random]/<task config> under --
 its statistics (expert and random mean returns over --stats_episodes each) in
 <data_dir>/gato_meta/stats/. Runs are resumable (rerun the same command after a kill; finished
 shards are kept) and deterministic given --seed. The example domains `text` and
-`vision_language` (gato_jax.data.example_sets) store train and validation splits of examples
+`vision_language` (gato_jax.sources.example_sets) store train and validation splits of examples
 instead of episodes: --episodes counts training scenes (text stores its whole corpus), and
 --shard_episodes items per shard. Data never goes into git: the default
 --data_dir is outside the repository.
@@ -22,7 +22,7 @@ import os
 from absl import app, flags
 
 from gato_jax import launch
-from gato_jax.data import example_sets, generation
+from gato_jax.sources import example_sets, generation
 from gato_jax.envs import registry
 
 _DOMAIN = flags.DEFINE_string(

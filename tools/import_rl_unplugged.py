@@ -6,13 +6,13 @@ r"""Imports RL Unplugged Atari episodes as the expert data of Gato's Atari tasks
 
 Each game becomes TFDS dataset gato_atari/<game> under --data_dir (where SeqIO tasks and
 mixtures look for expert data), converted to gato_jax.envs.atari's observations and actions
-(gato_jax.data.rl_unplugged); the task's statistics get the imported episodes' mean return as
+(gato_jax.sources.rl_unplugged); the task's statistics get the imported episodes' mean return as
 the expert return and a uniformly random policy's (measured if missing) as the random one.
 """
 
 from absl import app, flags
 
-from gato_jax.data import generation, rl_unplugged
+from gato_jax.sources import generation, rl_unplugged
 from gato_jax.envs import atari
 
 _GAMES = flags.DEFINE_list("games", None, f"Atari games, from {list(atari.TASKS)}.")

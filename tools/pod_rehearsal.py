@@ -78,7 +78,7 @@ def _run(argv: list[str], log: pathlib.Path, preempt_at: int | None = None) -> t
 def main(argv):
   del argv
   from gato_jax import files, train  # pylint: disable=g-import-not-at-top
-  from gato_jax.data import generation  # pylint: disable=g-import-not-at-top
+  from gato_jax.sources import generation  # pylint: disable=g-import-not-at-top
   from gato_jax.training import metrics_log  # pylint: disable=g-import-not-at-top
   from helpers import gcs_emulator  # pylint: disable=g-import-not-at-top
 

@@ -1,6 +1,6 @@
 r"""Trains, evaluates and caches PPO experts for gymnax tasks (classic control, MinAtar).
 
-Usage (one task, its recipe from experiments/configs/experts/gymnax.py):
+Usage (one task, its recipe from gato_jax/configs/experts/gymnax.py):
   python tools/train_expert.py --env=CartPole-v1 --workdir=~/.cache/gato_jax/experts
 
 Several tasks in turn, or an explicit config with overrides:
@@ -12,7 +12,7 @@ A task whose expert is already cached is skipped unless --overwrite (or --config
 --reevaluate re-runs only its evaluation (e.g. after changing --config.eval.deterministic).
 Prints one JSON summary line per task (expert, random and reference returns, wall time).
 
-DM Control SAC experts (recipes in experiments/configs/experts/dm_control.py) take --domain:
+DM Control SAC experts (recipes in gato_jax/configs/experts/dm_control.py) take --domain:
   python tools/train_expert.py --domain=dm_control --env=cartpole-balance,point_mass-easy
   python tools/train_expert.py --domain=dm_control \
       --config=experiments/configs/experts/dm_control.py:walker-stand

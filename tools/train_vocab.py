@@ -3,7 +3,7 @@ r"""Trains gato_jax's default SentencePiece model from English text every CPytho
 The corpus is the Python documentation that is available offline on any machine with Python:
 the reference manual's topics (`pydoc_data.topics`) and the docstrings and comments of the
 standard library (read with `ast`/`tokenize`, nothing imported), as built by
-`gato_jax.data.text_data.build_corpus`, which also makes the text dataset text/cpython_docs.
+`gato_jax.sources.text_data.build_corpus`, which also makes the text dataset text/cpython_docs.
 On CPython 3.11 that is 5.7 MB of English prose in 13,000 documents, enough for 32,000 BPE
 pieces; a unigram model on it supports at most 20,978 pieces (SentencePiece refuses more: its
 seed lexicon of frequent substrings runs out), which is why the default is BPE. For a general-domain vocabulary pass any T5/C4 `.model` file in config instead.
@@ -17,7 +17,7 @@ import tempfile
 
 from absl import app, flags, logging
 
-from gato_jax.data.text_data import build_corpus
+from gato_jax.sources.text_data import build_corpus
 
 _OUTPUT = flags.DEFINE_string(
   "output", "gato_jax/tokenizer/assets/gato_text_32k.model", "Where to write the .model file."

@@ -1,19 +1,21 @@
-"""Mixtures: the built-in presets (plain data), their SeqIO Mixtures, and `name=weight` strings.
+"""Mixtures: the built-in presets (plain data) and `name=weight` strings.
 
-A mixture spec (`data.mixture`) is the name of any registered `seqio.Mixture` or task, or a
-comma-separated list of `name=weight`, where a name is a task ("babyai/GoToRedBall", or its
-SeqIO name; or one that user code registered, through gato_jax.data.tasks or as a plain
-`seqio.Task`) or a whole domain ("babyai", whose weight is split evenly over its tasks that have
-data). Resolved mixtures name tasks by their one name (`tasks.task_info(...).name`).
+A mixture spec (`data.mixture`) is a preset name, the name of a `seqio.Mixture` or task that user
+code registered, or a comma-separated list of `name=weight`, where a name is a task
+("babyai/GoToRedBall", or its SeqIO name; or one that user code registered, through
+gato_jax.data.tasks or as a plain `seqio.Task`) or a whole domain ("babyai", whose weight is split
+evenly over its tasks that have data). Resolved mixtures name tasks by their one name
+(`catalogue.task_info(...).name`).
 
 The presets below ("quickstart", "control", "generalist", and "paper", Table 1 over our
-domains) are
-registered as `seqio.Mixture`s by `register_mixtures`, which `tasks.register_builtin_tasks` calls
-for the run's data directory, over the tasks that have data. User code registers its own the
-SeqIO way, in a module named by `data.imports` (imported after the built-in tasks):
+domains) are plain data: `resolve` expands a preset's name from `PRESETS` directly. For SeqIO
+users, `register_mixtures` also registers each as a `seqio.Mixture` over the tasks with data
+(gato_jax.sources.builtin calls it), which this module never reads back. User code registers its
+own mixtures the SeqIO way, in a module named by `data.imports` (imported after the built-in
+tasks):
 
   seqio.MixtureRegistry.add(
-      "my_mix", [(tasks.seqio_name("babyai/GoToRedBall"), 2), ("my_robot.pick", 1)])
+      "my_mix", [(catalogue.seqio_name("babyai/GoToRedBall"), 2), ("my_robot.pick", 1)])
 
 `resolve` turns a spec into {task: probability}, naming whatever it had to leave out.
 """
@@ -22,7 +24,7 @@ from typing import Mapping
 
 from absl import logging
 
-from gato_jax.data import mixture, tasks
+from gato_jax.data import catalogue, mixture
 
 # Table 1 of the paper (docs/design.md, Data mixture), sampling weight in percent per family.
 PAPER_TABLE1 = {
@@ -51,10 +53,12 @@ PAPER_TABLE1 = {
   "OKVQA": 0.67,
   "VQAv2": 0.67,
 }
-# Our domain standing in for each paper family we can generate here.
+# Our domain standing in for each paper family we can generate here; the families we cannot
+# serve, and why, are listed in docs/data.md.
 PAPER_TO_DOMAIN = {
   "BabyAI": "babyai",
   "DM Control": "dm_control",
+  "DM Control Pixels": "dm_control_pixels",
   "Meta-World": "metaworld",
   "ALE Atari": "atari",
   "MassiveText": "text",
@@ -131,10 +135,14 @@ def register_mixtures(available: Mapping[str, list[str]]) -> list[str]:
       seqio.MixtureRegistry.remove(name)
     if weights:
       seqio.MixtureRegistry.add(
-        name, [(tasks.seqio_name(t), w) for t, w in sorted(weights.items())]
+        name, [(catalogue.seqio_name(t), w) for t, w in sorted(weights.items())]
       )
       names.append(name)
   return names
+
+
+def is_preset(spec: str) -> bool:
+  return spec.strip() == "paper" or spec.strip() in PRESETS
 
 
 def seqio_weights(name: str) -> dict[str, float] | None:
@@ -148,9 +156,9 @@ def seqio_weights(name: str) -> dict[str, float] | None:
 
   if name in seqio.MixtureRegistry.names():
     mix = seqio.MixtureRegistry.get(name)
-    return {tasks.canonical_name(task.name): float(mix.get_rate(task)) for task in mix.tasks}
-  if name in tasks.CATALOGUE or name in seqio.TaskRegistry.names():
-    return {tasks.canonical_name(name): 1.0}
+    return {catalogue.canonical_name(task.name): float(mix.get_rate(task)) for task in mix.tasks}
+  if name in catalogue.CATALOGUE or name in seqio.TaskRegistry.names():
+    return {catalogue.canonical_name(name): 1.0}
   return None
 
 
@@ -181,17 +189,19 @@ def resolve(spec: str, available: Mapping[str, list[str]]) -> dict[str, float]:
   """A spec over available data: {task name: probability}.
 
   Args:
-    spec: a registered seqio Mixture or Task name, or see `parse`.
+    spec: a preset, a seqio Mixture or Task name that user code registered, or see `parse`.
     available: domain -> built-in task names whose data exists.
 
   Raises:
     ValueError: if a named task has no data, or nothing named has any.
   """
-  registered = seqio_weights(spec.strip())
+  # A preset is read from PRESETS, never from the seqio.Mixture registered for it.
+  registered = None if is_preset(spec) else seqio_weights(spec.strip())
   if registered is not None:
     logging.info("mixture %r: a registered SeqIO mixture or task", spec)
     for name in registered:
-      tasks.task_info(name)  # Refuses, at start, a SeqIO task whose features we cannot train on.
+      # Refuses, at start, a SeqIO task whose features we cannot train on.
+      catalogue.task_info(name)
     return mixture.normalize_weights(registered)
   return mixture.normalize_weights(expand(parse(spec), available))
 
@@ -204,16 +214,16 @@ def expand(
   all_tasks = {task for domain_tasks in available.values() for task in domain_tasks}
   weights, missing = {}, []
   for name, weight in named.items():
-    name = tasks.canonical_name(name)
+    name = catalogue.canonical_name(name)
     if name in available and available[name]:
       for task in available[name]:
         weights[task] = weights.get(task, 0.0) + weight / len(available[name])
     elif name in all_tasks:
       weights[name] = weights.get(name, 0.0) + weight
-    elif (info := tasks.user_task_info(name)) is not None:
+    elif (info := catalogue.user_task_info(name)) is not None:
       weights[info.name] = weights.get(info.name, 0.0) + weight
     elif "/" in name or "." in name:
-      raise ValueError(f"mixture task {name!r}: {tasks.missing_data_reason(name)}")
+      raise ValueError(f"mixture task {name!r}: {catalogue.missing_data_reason(name)}")
     else:
       missing.append(name)
   if missing and not quiet:
@@ -221,7 +231,7 @@ def expand(
       "mixture domains without data (their weight is renormalised over the rest): %s", missing
     )
   if not weights:
-    reason = tasks.missing_data_reason(missing[0]) if missing else "no data"
+    reason = catalogue.missing_data_reason(missing[0]) if missing else "no data"
     spec = ",".join(f"{name}={weight:g}" for name, weight in named.items())
     raise ValueError(
       f"mixture {spec!r} names no task with data ({reason}); tasks with data: {sorted(all_tasks)}"

@@ -135,7 +135,7 @@ def write_episodes(
   """Stores RLDS episode trees as split "train" of TFDS dataset `name/config`, in order.
 
   Args:
-    episodes: RLDS episode trees (gato_jax.data.episodes), all with the same leaf shapes.
+    episodes: RLDS episode trees (gato_jax.sources.episodes), all with the same leaf shapes.
     data_dir: TFDS data directory.
     name: the dataset name, e.g. "gato_babyai".
     config: the config (task) name, e.g. "goto_red_ball".
@@ -307,7 +307,7 @@ def _to_numpy(value):
 
 
 def episode_to_numpy(episode: Mapping[str, Any], task: str | None = None) -> dict:
-  """A tf.data episode element -> an RLDS numpy tree (gato_jax.data.episodes layout).
+  """A tf.data episode element -> an RLDS numpy tree (gato_jax.sources.episodes layout).
 
   Fills what public datasets may lack: `discount` (ones), `is_terminal` (False), and metadata
   `return` (the sum of rewards) and `task` (`task`, when given).

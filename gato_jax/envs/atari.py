@@ -19,7 +19,7 @@ games that ignore some inputs treat them as the nearest one they use. Data recor
 game's minimal action set (RL Unplugged) is mapped with `minimal_action_ids`.
 
 There is no Atari expert: a credible one (DQN, Muesli) takes far more compute than this project
-has; `gato_jax.data.rl_unplugged` imports public expert episodes instead.
+has; `gato_jax.sources.rl_unplugged` imports public expert episodes instead.
 """
 
 import dataclasses

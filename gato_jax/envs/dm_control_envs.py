@@ -45,7 +45,7 @@ TASKS = (
 
 
 # Control steps each action is held for: the interval the task's expert acts at. The SAC recipes
-# (experiments/configs/experts/dm_control.py) take their action repeat from here.
+# (gato_jax/configs/experts/dm_control.py) take their action repeat from here.
 ACTION_REPEAT = {
   "cartpole-balance": 8,
   "cartpole-swingup": 8,

@@ -1,14 +1,14 @@
 """Task and expert registries: "<domain>/<task>" names to environments and expert policies.
 
 The one table of domains: those an environment plays and those of examples (text, image-text
-pairs; gato_jax.data.example_sets), and the one reading of a task's domain off its name
-(`domain_of`). Domains and experts are registered by import path ("module:attribute") and imported
-on first use, so listing tasks or importing gato_jax never pulls in a simulator. A domain module
-exposes `TASKS` (its task names, without the domain) and, for an environment domain, a factory
-`(task) -> Environment` (`make_env` unless registered otherwise). An expert factory takes the
-Environment and returns a `policies.Policy`; domains whose experts are trained (gymnax PPO,
-DM Control SAC) name the module that trains and loads them (`trained_expert`), and user code
-registers others the same way:
+pairs; gato_jax.sources.example_sets), and (from gato_jax.data.catalogue) the one reading of a
+task's domain off its name (`domain_of`). Domains and experts are registered by import path
+("module:attribute") and imported on first use, so listing tasks or importing gato_jax never
+pulls in a simulator. A domain module exposes `TASKS` (its task names, without the domain) and,
+for an environment domain, a factory `(task) -> Environment` (`make_env` unless registered
+otherwise). An expert factory takes the Environment and returns a `policies.Policy`; domains
+whose experts are trained (gymnax PPO, DM Control SAC) name the module that trains and loads them
+(`trained_expert`), and user code registers others the same way:
 
   registry.register_expert("dm_control", "gato_jax.experts.dm_control_experts:make_expert")
 """
@@ -16,11 +16,14 @@ registers others the same way:
 import importlib
 from typing import Any, Callable
 
+# The one reading of a domain off a task's name lives with the task catalogue, which needs it
+# without environments.
+from gato_jax.data.catalogue import domain_of  # noqa: F401
 from gato_jax.envs import base, policies
 
 # Every domain: domain -> ("module" exposing TASKS, name of its `(task) -> Environment` factory),
 # the factory None for a domain of examples (text, image-text pairs) that
-# gato_jax.data.example_sets makes rather than an environment plays.
+# gato_jax.sources.example_sets makes rather than an environment plays.
 _DOMAINS: dict[str, tuple[str, str | None]] = {
   "atari": ("gato_jax.envs.atari", "make_env"),
   "babyai": ("gato_jax.envs.babyai", "make_env"),
@@ -31,12 +34,12 @@ _DOMAINS: dict[str, tuple[str, str | None]] = {
   # An optional extra (metaworld pins a mujoco that dm-control rejects): its tasks list
   # without the package; building one raises an ImportError saying how to install it.
   "metaworld": ("gato_jax.envs.metaworld_envs", "make_env"),
-  "text": ("gato_jax.data.text_data", None),
-  "vision_language": ("gato_jax.data.vision_language", None),
+  "text": ("gato_jax.sources.text_data", None),
+  "vision_language": ("gato_jax.sources.vision_language", None),
 }
 # Domains whose experts are trained here, task by task: domain -> (the module that trains, caches
 # and loads them, with `train_expert`, `has_expert` and `make_expert`; the domain whose recipes,
-# experiments/configs/experts/<domain>.py, train them). DM Control from pixels is played by the
+# gato_jax/configs/experts/<domain>.py, train them). DM Control from pixels is played by the
 # state task's SAC expert, acting on the state behind each frame.
 _TRAINED_EXPERTS: dict[str, tuple[str, str]] = {
   "dm_control": ("gato_jax.experts.dm_control_experts", "dm_control"),
@@ -48,7 +51,7 @@ _TRAINED_EXPERTS: dict[str, tuple[str, str]] = {
 _EXPERTS: dict[str, str | Callable[[base.Environment], policies.Policy]] = {
   "babyai": "gato_jax.envs.babyai:make_expert",
   # The package's scripted policies (metaworld.policies). Atari has none: its expert data is
-  # imported from RL Unplugged (gato_jax.data.rl_unplugged).
+  # imported from RL Unplugged (gato_jax.sources.rl_unplugged).
   "metaworld": "gato_jax.envs.metaworld_envs:make_expert",
   **{domain: f"{module}:make_expert" for domain, (module, _) in _TRAINED_EXPERTS.items()},
 }
@@ -65,17 +68,8 @@ def domains() -> list[str]:
 
 
 def example_domains() -> list[str]:
-  """The domains of examples (gato_jax.data.example_sets)."""
+  """The domains of examples (gato_jax.sources.example_sets)."""
   return sorted(domain for domain, (_, factory) in _DOMAINS.items() if factory is None)
-
-
-def domain_of(name: str) -> str:
-  """A task's domain, from its name alone: "babyai/GoToRedBall" -> "babyai"; a name without '/'
-  (a task that user code registered, "public.arm") -> its first dotted part ("public").
-
-  The one place that reads a domain off a name; `data.tasks.task_domain` prefers the catalogue's.
-  """
-  return name.split("/", 1)[0] if "/" in name else name.split(".", 1)[0]
 
 
 def split_task_name(name: str) -> tuple[str, str]:

@@ -134,7 +134,7 @@ class EpisodeOutcome:
     length: environment steps taken.
     success: 1/0 where the environment reports success, SUCCESS_UNDEFINED where not.
     gave_up: the agent could not act (a scripted policy's planner failed).
-    episode: the RLDS episode tree (`data.episodes`' layout) when run with `record=True`.
+    episode: the RLDS episode tree (`sources.episodes`' layout) when run with `record=True`.
   """
 
   seed: int
@@ -247,7 +247,7 @@ def _episode_tree(
   terminated: bool,
   success: int,
 ) -> dict:
-  """The RLDS episode of a recorded trajectory (layout in `data.episodes`' docstring)."""
+  """The RLDS episode of a recorded trajectory (layout in `sources.episodes`' docstring)."""
   # The extra last step carries the final observation; its action/reward are padding (RLDS).
   actions = trajectory["actions"] + [_zero_action(env.action_spec)]
   rewards = np.asarray(trajectory["rewards"] + [0.0], np.float32)

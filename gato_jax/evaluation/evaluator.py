@@ -17,19 +17,15 @@ import time
 from typing import Any
 
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from gato_jax import checkpoint, files, sharding
-from gato_jax.data import episodes as episodes_lib
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, registry, runner
 from gato_jax.evaluation import model_agent, non_control, prompts, reports, rollouts, scores
-from gato_jax.model import ModelConfig
-from gato_jax.model.gato import init_variables
-from gato_jax.training.optimizer import OptimizerConfig, make_optimizer
-from gato_jax.training.step import TrainState
+from gato_jax.model import ModelConfig, abstract_params
 
 
 # Results sections of the non-control tasks, and their scalars worth logging.
@@ -48,36 +44,23 @@ def restore_params(
   Each parameter is read straight into its shards on `mesh` (default: the config's
   `mesh.shape` over every device) under the config's `mesh.rules`, as the trainer lays them out,
   so a model too large for one device evaluates on the mesh; no device ever holds the whole
-  state. On one device the mesh is that device.
+  state. On one device the mesh is that device. Only the parameters are read: the optimizer
+  state is neither read nor described (no optimizer code runs).
 
   Returns:
     (params, the restored step).
   """
-  model_config = ModelConfig.from_dict(config.model)
-  tx, _ = make_optimizer(OptimizerConfig.from_dict(config.optimizer))
   if mesh is None:
     mesh = sharding.create_mesh(tuple(config.mesh.shape))
-
-  def init_boxed(rng):
-    params = init_variables(model_config, rng)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-  # Shapes and logical axes only: nothing is built. The checkpoint holds the whole train state
-  # (orbax's standard restore reads whole trees); the optimizer state is dropped once read.
-  boxed = jax.eval_shape(init_boxed, jax.random.key(0))
-  shardings = sharding.logical_shardings(boxed, mesh, config.mesh.rules)
-  abstract = jax.tree.map(
-    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
-  )
+  abstract, _ = abstract_params(ModelConfig.from_dict(config.model), mesh, config.mesh.rules)
   directory = files.join(files.resolve(workdir), checkpoint.CHECKPOINTS_DIR)
   if not files.isdir(directory):
     raise checkpoint.CheckpointError(f"no checkpoints directory at {directory}")
   checkpoints = checkpoint.Checkpointer(directory, keep_best=0, async_save=False)
   try:
-    restored = checkpoints.restore(abstract, step)
+    return checkpoints.restore_params(abstract, step)
   finally:
     checkpoints.close()
-  return restored.state.params, restored.step
 
 
 def _requested_tasks(config: ml_collections.ConfigDict) -> list[str]:
@@ -85,16 +68,10 @@ def _requested_tasks(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def _mixture_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """The tasks of the config's mixture whose data exists."""
-  from gato_jax.data import presets
-  from gato_jax.data import tasks as data_tasks
+  """The tasks of the config's mixture whose data exists (no store is opened)."""
+  from gato_jax.data import pipeline
 
-  data_tasks.register_run_tasks(
-    os.path.expanduser(config.data.data_dir),
-    config.data.get("policy", "expert"),
-    config.data.get("imports", ""),
-  )
-  return list(presets.resolve(config.data.mixture, data_tasks.available_builtin_tasks()))
+  return list(pipeline.mixture_weights(config.data))
 
 
 def task_episodes(config: ml_collections.ConfigDict, task: str) -> int:
@@ -123,7 +100,7 @@ def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
   Raises:
     ValueError: for an unknown task name.
   """
-  from gato_jax.data import example_sets
+  from gato_jax.sources import example_sets
 
   if config.eval.tasks:
     names = []
@@ -136,10 +113,10 @@ def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"unknown task {name!r} in eval.tasks; {domain} tasks: {known}")
       names.append(name)
     return names
-  from gato_jax.data import tasks as data_tasks
+  from gato_jax.data import catalogue
 
   weights = _mixture_tasks(config)
-  infos = [data_tasks.task_info(n) for n in weights]
+  infos = [catalogue.task_info(n) for n in weights]
   names = sorted(info.name for info in infos if info.kind == "control" and info.builtin)
   skipped = sorted(set(weights) - set(names))
   if skipped:
@@ -155,8 +132,8 @@ def non_control_tasks(config: ml_collections.ConfigDict) -> list[str]:
   Raises:
     ValueError: for an unknown text or vision-language task in `eval.tasks`.
   """
-  from gato_jax.data import example_sets
-  from gato_jax.data import tasks as data_tasks
+  from gato_jax.data import catalogue
+  from gato_jax.sources import example_sets
 
   if not config.eval.get("non_control_examples", 0):
     return []
@@ -169,7 +146,7 @@ def non_control_tasks(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"unknown task {name!r} in eval.tasks; known: {known}")
     return names
   weights = _mixture_tasks(config)
-  infos = [data_tasks.task_info(n) for n in weights]
+  infos = [catalogue.task_info(n) for n in weights]
   return sorted(info.name for info in infos if info.kind != "control" and info.builtin)
 
 
@@ -185,8 +162,9 @@ def evaluate_non_control_task(
   Raises:
     FileNotFoundError: if the task's data has not been generated.
   """
-  from gato_jax.data import example_sets, rlds_io, vision_language
-  from gato_jax.data import tasks as data_tasks
+  from gato_jax.data import examples as example_io
+  from gato_jax.data import pipeline, rlds_io
+  from gato_jax.sources import example_sets
   from gato_jax.tokenizer.text import TextTokenizer
 
   start = time.perf_counter()
@@ -203,24 +181,20 @@ def evaluate_non_control_task(
   limit, batch_size = config.eval.non_control_examples, config.eval.batch_size
   split = non_control.HELD_OUT_SPLIT
   if domain == "text":
-    data_tasks.register_builtin_tasks(data_dir)
+    pipeline.register_config_tasks(config.data)
     # The derived store of the held-out split: the reader training uses.
-    held_out = data_tasks.open_store(
-      task,
-      data_tasks.store_root(data_dir, config.data.get("derived_dir", "")),
-      split,
-    )
+    held_out = pipeline.task_store(task, config.data, split)
     documents = [held_out.read(i) for i in range(min(limit, len(held_out)))]
     row = non_control.evaluate_text(
       model_config, params, documents, config.train.seq_len, batch_size
     )
   else:
-    if "question" in example_sets.load_split(source, split).element_spec:
-      examples = vision_language.load_vqa(source, split)
+    if "question" in example_io.load_split(source, split).element_spec:
+      examples = example_io.load_vqa(source, split)
     else:
-      examples = vision_language.load_captioning(source, split, all_captions=False)
+      examples = example_io.load_captioning(source, split, all_captions=False)
     row = non_control.evaluate_vision_language(
-      model_config, params, list(vision_language.read(examples, limit)), TextTokenizer(), batch_size
+      model_config, params, list(example_io.read(examples, limit)), TextTokenizer(), batch_size
     )
   row["seconds"] = time.perf_counter() - start
   logging.info("eval %s: %s", task, {k: v for k, v in row.items() if isinstance(v, float)})
@@ -319,9 +293,9 @@ class TaskResults:
     self.fingerprint = fingerprint(config, params)
 
   def _path(self, task: str) -> str:
-    from gato_jax.data import tasks as data_tasks  # SeqIO: loaded only where tasks are named.
+    from gato_jax.data import catalogue
 
-    return files.join(self.directory, data_tasks.seqio_name(task) + ".json")
+    return files.join(self.directory, catalogue.seqio_name(task) + ".json")
 
   def load(self, task: str) -> dict | None:
     """The task's saved results if this evaluation saved them, else None."""

@@ -1,9 +1,9 @@
 """Evaluation beyond control: text perplexity, image captioning and VQA on held-out splits.
 
-Training reads the "train" split of every task (its derived store, `data.tasks.open_store`); the text and
-vision-language sets also store a "validation" split that it never sees (CPython documents held
-out by a hash of their text, `text_data.split_of`; scenes drawn from seeds of their own split,
-`vision_language.scene_seed`). Everything here reads that split.
+Training reads the "train" split of every task (its derived store, `data.pipeline.open_store`);
+the text and vision-language sets also store a "validation" split that it never sees (CPython
+documents held out by a hash of their text, `text_data.split_of`; scenes drawn from seeds of their
+own split, `vision_language.scene_seed`). Everything here reads that split.
 
   * Text: perplexity exp(total NLL / targets) over held-out documents, tokenized as in training
     (EOS closes each document) and scored with the training loss's own target mask. A document

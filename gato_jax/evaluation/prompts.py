@@ -20,7 +20,7 @@ from gato_jax.tokenizer.timestep import TokenGroup
 
 def demonstrations_dir(data_dir: str, task: str) -> str:
   """Where tools/generate_data.py writes a task's expert episodes."""
-  from gato_jax.data import generation
+  from gato_jax.sources import generation
 
   domain, _ = registry.split_task_name(task)
   return rlds_io.dataset_dir(
@@ -41,7 +41,7 @@ def load_demonstrations(
   Raises:
     FileNotFoundError: if the task has no generated expert data.
   """
-  from gato_jax.data import tasks
+  from gato_jax.data import pipeline
 
   source = demonstrations_dir(data_dir, task)
   if not os.path.isfile(os.path.join(source, "dataset_info.json")):
@@ -50,9 +50,9 @@ def load_demonstrations(
       f" tools/generate_data.py --tasks=... --data_dir={data_dir}, or set eval.prompt_tokens=0"
       " for unprompted evaluation"
     )
-  tasks.register_builtin_tasks(os.path.expanduser(data_dir))
+  pipeline.register_run_tasks(os.path.expanduser(data_dir))
   try:
-    stored = tasks.open_store(task, tasks.store_root(data_dir, derived_dir))
+    stored = pipeline.open_store(task, pipeline.store_root(data_dir, derived_dir))
   except ValueError as e:
     raise ValueError(
       f"no stored episode of {task!r} reaches the filter's return; there is no"

@@ -8,7 +8,7 @@ for gymnax tasks, on device (`gymnax_envs.GymnaxBatch`).
 
 from typing import Callable
 
-from gato_jax.data import episodes as episodes_lib
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.envs import runner
 
 # episodes_lib streams 0-2 are data, expert statistics and random statistics.

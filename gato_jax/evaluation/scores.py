@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gato_jax.data import episodes as episodes_lib
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.envs import registry
 
 # The paper's headline thresholds: tasks above 50% (and here 80%, 100%) of the expert.

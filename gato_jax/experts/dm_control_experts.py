@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax import console
-from gato_jax.data import episodes as episodes_lib
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.envs import base, policies
 from gato_jax.experts import cache, sac
 
@@ -214,7 +214,7 @@ def _read(directory: str) -> Expert:
 
 
 def sac_config_from(config) -> sac.SACConfig:
-  """The SACConfig of an experiments/configs/experts/dm_control.py config."""
+  """The SACConfig of a gato_jax/configs/experts/dm_control.py config."""
   return sac.SACConfig(
     **{
       k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.sac.to_dict().items()
@@ -232,7 +232,7 @@ def train_expert(config, workdir: str | None = None, reevaluate: bool = False) -
   with another recipe (SAC config, seeds, target) is trained again (`cache.train_or_reuse`).
 
   Args:
-    config: an experiments/configs/experts/dm_control.py config (task, seed, sac, eval, ...).
+    config: a gato_jax/configs/experts/dm_control.py config (task, seed, sac, eval, ...).
     workdir: the expert cache (default: default_workdir()).
     reevaluate: for a cached expert (and no config.overwrite), rerun the evaluation with
       `config.eval` and rewrite its summary instead of returning the stored one.

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from gato_jax import console
-from gato_jax.data import episodes as episodes_lib
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, policies
 from gato_jax.experts import cache, ppo
 
@@ -160,7 +160,7 @@ def train_expert(config, workdir: str = DEFAULT_WORKDIR, reevaluate: bool = Fals
   with another recipe (PPO config, seeds, target) is trained again (`cache.train_or_reuse`).
 
   Args:
-    config: an experiments/configs/experts/gymnax.py config (env_id, seed, ppo, eval, ...).
+    config: a gato_jax/configs/experts/gymnax.py config (env_id, seed, ppo, eval, ...).
     workdir: the expert cache; the expert goes to `<workdir>/<env_id>/`.
     reevaluate: for a cached expert (and no config.overwrite), rerun the evaluation with
       `config.eval` and rewrite its summary instead of returning the stored one.

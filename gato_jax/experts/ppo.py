@@ -30,7 +30,7 @@ from gato_jax.experts import cache
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-  """PPO hyper-parameters; experiments/configs/experts/gymnax.py holds one set per task."""
+  """PPO hyper-parameters; gato_jax/configs/experts/gymnax.py holds one set per task."""
 
   total_timesteps: int = 200_000  # Environment steps over all parallel environments.
   num_envs: int = 8  # Parallel (vmapped) environments.

@@ -33,7 +33,7 @@ from gato_jax.experts import cache
 
 @dataclasses.dataclass(frozen=True)
 class SACConfig:
-  """SAC hyper-parameters; experiments/configs/experts/dm_control.py holds one set per task."""
+  """SAC hyper-parameters; gato_jax/configs/experts/dm_control.py holds one set per task."""
 
   total_env_steps: int = 100_000  # Environment (control) steps, action repeats included.
   action_repeat: int = 1  # Control steps each agent action is held for.

@@ -119,7 +119,7 @@ POSITION_ENCODINGS = ("none", "rope")
 # width is set by the embedding table: 33,152 rows x 16 is already half a million parameters.
 SIZES: dict[str, dict[str, Any]] = {
   "tiny": dict(num_layers=2, width=16, num_heads=2, head_dim=8, mlp_dim=64, dtype="float32"),
-  # Between tiny and small, for the CPU scaling ladder (experiments/configs/sweep.py:cpu).
+  # Between tiny and small, for the CPU scaling ladder (gato_jax/configs/sweep.py:cpu).
   "mini": dict(num_layers=3, width=48, num_heads=2, head_dim=24, mlp_dim=192, dtype="float32"),
   "small": dict(num_layers=4, width=128, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
   "79m": dict(

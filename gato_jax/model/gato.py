@@ -5,11 +5,14 @@ Applied as a pure function: `Gato(cfg).init(rngs, batch)` returns the variables 
 "cache" collection (see gato_jax.inference).
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gato_jax import sharding
 from gato_jax.model.config import ModelConfig
 from gato_jax.model.embeddings import Embedder, group_rows
 from gato_jax.model.inputs import Batch
@@ -108,6 +111,17 @@ def init_variables(config: ModelConfig, rng, batch: Batch | None = None):
   """Boxed (logically annotated) parameters; the batch needs a patch for the ResNet to exist."""
   batch = batch if batch is not None else dummy_batch(num_patches=1, config=config)
   return Gato(config).init({"params": rng}, batch, train=False)
+
+
+def param_shapes(config: ModelConfig) -> Any:
+  """The boxed (logically annotated) parameters as shapes alone: nothing is built."""
+  return jax.eval_shape(lambda r: init_variables(config, r)["params"], jax.random.key(0))
+
+
+def abstract_params(config: ModelConfig, mesh: jax.sharding.Mesh, rules) -> tuple[Any, Any]:
+  """(The parameters as ShapeDtypeStructs carrying their shardings on `mesh` under `rules`,
+  those shardings): what a restore reads parameters into, shard by shard; nothing is built."""
+  return sharding.sharded_abstract(param_shapes(config), mesh, rules)
 
 
 def count_params(tree) -> int:

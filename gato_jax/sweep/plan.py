@@ -1,6 +1,6 @@
 """A sweep config -> its runs: the size ladder times product axes times zipped axes.
 
-A sweep config (experiments/configs/sweep.py) holds the recipe every run shares (`base`, a full
+A sweep config (gato_jax/configs/sweep.py) holds the recipe every run shares (`base`, a full
 gato.py config), the size ladder (`sizes`, a product axis over `model.size`), further axes over
 any base field, and the token budget with the token counts to evaluate at. Axes are strings so
 that they can be overridden from the command line:
@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from gato_jax.configs import gato as gato_configs
 from gato_jax.model.config import SIZES
 
 SIZE_KEY = "model.size"
@@ -190,7 +191,7 @@ def plan(sweep: ml_collections.ConfigDict) -> list[Run]:
 
   Each run trains for ceil(sweep.tokens / tokens per step) steps; with
   `sweep.schedule_follows_budget` the cosine schedule ends with the run. With `sweep.slices`,
-  each run gets its size's slice preset of experiments/configs/gato.py (topology, mesh, remat,
+  each run gets its size's slice preset of gato_jax/configs/gato.py (topology, mesh, remat,
   microbatches; multi-host on a multi-host slice) before its axis values, which win.
 
   Raises:
@@ -200,11 +201,6 @@ def plan(sweep: ml_collections.ConfigDict) -> list[Run]:
   if sweep.tokens <= 0:
     raise ValueError(f"sweep.tokens must be positive, got {sweep.tokens}")
   slices = parse_slices(sweep.get("slices", ""))
-  gato_configs = None
-  if slices:
-    from gato_jax import recipes  # pylint: disable=g-import-not-at-top
-
-    gato_configs = recipes.load_config_file("gato.py")
   runs, names = [], set()
   for overrides in combinations(tuple(sweep.sizes), sweep.product, sweep.zip):
     config = copy.deepcopy(sweep.base)

@@ -466,7 +466,7 @@ def compile_train(
   """Compiles the config's train step for `topology`; one result row (see tools/aot_compile.py).
 
   Args:
-    config: a Gato config (experiments/configs/gato.py); its mesh, rules, remat policy, global
+    config: a Gato config (gato_jax/configs/gato.py); its mesh, rules, remat policy, global
       batch, sequence length, patch slots and `train.microbatches` are used as they are.
     topology: a TPU topology name libtpu knows.
     targets_per_row: loss targets per row when logits are computed at targets only (the

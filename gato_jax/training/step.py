@@ -21,7 +21,7 @@ import optax
 
 from gato_jax import sharding
 from gato_jax.model.config import ModelConfig
-from gato_jax.model.gato import Gato, count_params, init_variables
+from gato_jax.model.gato import Gato, count_params, init_variables, param_shapes
 from gato_jax.model.inputs import Batch
 from gato_jax.tokenizer.constants import TokenKind
 from gato_jax.training.loss import (
@@ -79,13 +79,9 @@ def abstract_train_state(
   """
   rules = sharding.axis_rules(rules)
   tx, schedule = make_optimizer(optimizer_config)
-  abstract = jax.eval_shape(_state_initializer(model_config, tx), jax.random.key(0))
-  state_shardings = sharding.logical_shardings(abstract, mesh, rules)
-  state = jax.tree.map(
-    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-    nn.unbox(abstract),
-    state_shardings,
-  )
+  # The optimizer state's leaves inherit the parameters' logical axes through the boxes.
+  boxed = jax.eval_shape(_state_initializer(model_config, tx), jax.random.key(0))
+  state, state_shardings = sharding.sharded_abstract(boxed, mesh, rules)
   trainer = Trainer(
     Gato(model_config),
     tx,
@@ -108,11 +104,15 @@ def create_train_state(
 ) -> tuple[TrainState, Trainer]:
   """Initialises parameters and optimizer state directly into their shards."""
   _, trainer = abstract_train_state(model_config, optimizer_config, mesh, rules, action_loss_vocab)
-  init_boxed = _state_initializer(model_config, trainer.tx)
+  return initial_train_state(trainer, rng), trainer
+
+
+def initial_train_state(trainer: Trainer, rng) -> TrainState:
+  """A fresh state for `trainer` (from `abstract_train_state`), built directly in its shards."""
+  init_boxed = _state_initializer(trainer.model.config, trainer.tx)
   # No ambient mesh here: flax's DenseGeneral would constrain its flat kernel with the names of
   # the reshaped one. The out_shardings alone place every shard.
-  state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=trainer.state_shardings)(rng)
-  return state, trainer
+  return jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=trainer.state_shardings)(rng)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,5 +444,4 @@ def host_budget(
 
 def abstract_param_count(model_config: ModelConfig) -> int:
   """Exact parameter count from shapes alone (no memory), via jax.eval_shape."""
-  shapes = jax.eval_shape(lambda r: init_variables(model_config, r), jax.random.key(0))
-  return count_params(nn.unbox(shapes)["params"])
+  return count_params(nn.unbox(param_shapes(model_config)))

@@ -1,16 +1,10 @@
 """The tiny config most trainer tests start from."""
 
-import pathlib
-import sys
-
-ROOT = pathlib.Path(__file__).parents[2]
-
 
 def smoke_config(data_dir: str, **overrides):
   """experiments/configs/gato.py:tiny,smoke on `data_dir`, with `{"group.field": value}`
   overrides."""
-  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-  import gato  # pylint: disable=g-import-not-at-top  (experiments/configs/gato.py)
+  from gato_jax.configs import gato  # pylint: disable=g-import-not-at-top
 
   config = gato.get_config("tiny,smoke")
   config.data.data_dir = data_dir

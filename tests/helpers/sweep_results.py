@@ -1,27 +1,16 @@
 """Sweep test material: a micro sweep, a trainer and an evaluator that stand in for the real ones
 (on a local folder or a bucket), and a results.json with exact power-law loss curves."""
 
-import importlib.util
 import json
-import pathlib
 
 from gato_jax import files
+from gato_jax.configs import sweep as sweep_configs
 from gato_jax.sweep import runner
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def sweep_config(ladder: str):
-  path = ROOT / "experiments" / "configs" / "sweep.py"
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(ladder)
 
 
 def micro_sweep():
   """Two tiny runs of 4 steps of 2 x 16 tokens, evaluated at steps 2 and 4."""
-  sweep = sweep_config("cpu")
+  sweep = sweep_configs.get_config("cpu")
   sweep.sizes = ("tiny", "mini")
   sweep.base.train.batch_size = 2
   sweep.base.train.seq_len = 16

@@ -52,19 +52,21 @@ def process_seconds() -> float:
 
 def main(argv):
   del argv
-  from gato_jax import recipes, train
+  from gato_jax import train
+  from gato_jax.configs import gato
   from gato_jax.data import mixture, tasks
+  from gato_jax.data import pipeline as data_pipeline
 
-  config = recipes.load_config_file("gato.py").get_config("tiny")
+  config = gato.get_config("tiny")
   config.data.data_dir = _DATA_DIR.value
   config.data.mixture = _MIXTURE.value
   config.data.policy = _POLICY.value
   config.train.batch_size = _BATCH_SIZE.value
   config.train.seq_len = _CONTEXT.value
-  derived = tasks.store_root(_DATA_DIR.value, config.data.derived_dir)
+  derived = data_pipeline.store_root(_DATA_DIR.value, config.data.derived_dir)
   data = train.build_data(config, patch_dim=768)
   built_here = any(
-    os.path.getmtime(os.path.join(tasks.store_dir(derived, n), "meta.json"))
+    os.path.getmtime(os.path.join(data_pipeline.store_dir(derived, n), "meta.json"))
     > time.time() - process_seconds()
     for n in data.probabilities
   )

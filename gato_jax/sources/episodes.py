@@ -1,4 +1,4 @@
-"""RLDS-shaped episodes as numpy trees, per-task return statistics, and Gato's data filtering.
+"""RLDS-shaped episodes as numpy trees: playing them, and measuring a task's return statistics.
 
 An episode is a dict in the RLDS layout (github.com/google-research/rlds), leaves stacked over
 time:
@@ -14,25 +14,28 @@ reward and `is_last` (plus `is_terminal` when the MDP ended rather than a time l
 `success` is 1/0 where the task defines success and -1 where it does not; an episode the
 policy gave up on (policies.PolicyGaveUp) ends there, truncated, with success 0. The episode
 runner (`envs.runner.run_episodes(..., record=True)`) makes these trees. This module has no
-TensorFlow; `rlds_io` stores and reads them as TFDS datasets.
+TensorFlow; `gato_jax.data.rlds_io` stores and reads them as TFDS datasets, and
+`gato_jax.data.stats` holds the statistics (re-exported here for the episode makers).
 """
 
-import dataclasses
-import json
-import os
 import zlib
 from typing import Any, Iterable
 
 import numpy as np
 
-from gato_jax import files
+from gato_jax.data.stats import (  # noqa: F401  (the episode makers' statistics, in one import)
+  DEFAULT_FILTER_FRACTION,
+  TaskStats,
+  load_stats,
+  return_threshold,
+  save_stats,
+  stats_path,
+)
 from gato_jax.envs import policies, runner
 
 SUCCESS_UNDEFINED = runner.SUCCESS_UNDEFINED
 # Seed streams: episodes stored as data, and the separate rollouts that measure the statistics.
 DATA_STREAM, EXPERT_STATS_STREAM, RANDOM_STATS_STREAM = 0, 1, 2
-# Gato keeps episodes that reach 80% of the expert (docs/design.md, Training, Data filtering).
-DEFAULT_FILTER_FRACTION = 0.8
 # Episodes per policy behind a task's statistics (tools/generate_data.py --stats_episodes).
 BASELINE_EPISODES = 50
 
@@ -102,34 +105,6 @@ def _map(fn, tree):
   return fn(np.asarray(tree))
 
 
-@dataclasses.dataclass
-class TaskStats:
-  """Mean returns that anchor a task's normalised score: 0% random, 100% expert.
-
-  Attributes:
-    task: "<domain>/<task>".
-    random_return / random_return_std / random_episodes / random_success_rate: a uniformly
-      random policy's returns over `random_episodes` episodes.
-    expert_agent / expert_return / ... : the same for the expert that makes the data; None
-      where the task has no expert yet (e.g. DM Control before its SAC agents exist).
-    env_version: the environment's `Environment.version` when measured (a change, such as DM
-      Control's action repeat, makes every number here stale).
-  """
-
-  task: str
-  random_return: float
-  random_return_std: float
-  random_episodes: int
-  random_success_rate: float | None = None
-  expert_agent: str | None = None
-  expert_version: str | None = None  # The expert's `Policy.version` when measured.
-  expert_return: float | None = None
-  expert_return_std: float | None = None
-  expert_episodes: int = 0
-  expert_success_rate: float | None = None
-  env_version: str | None = None
-
-
 def summarize_returns(episodes: Iterable[dict]) -> tuple[float, float, int, float | None]:
   """(mean return, std, count, success rate or None) of episodes' metadata."""
   returns, successes = [], []
@@ -141,44 +116,3 @@ def summarize_returns(episodes: Iterable[dict]) -> tuple[float, float, int, floa
   defined = [s for s in successes if s != SUCCESS_UNDEFINED]
   rate = float(np.mean(defined)) if len(defined) == len(successes) else None
   return float(np.mean(returns)), float(np.std(returns)), len(returns), rate
-
-
-def stats_path(data_dir: str, task: str) -> str:
-  """Where a task's statistics live: <data_dir>/gato_meta/stats/<domain>/<task>.json."""
-  return os.path.join(os.path.expanduser(data_dir), "gato_meta", "stats", f"{task}.json")
-
-
-def save_stats(stats: TaskStats, data_dir: str) -> str:
-  return files.write_json(stats_path(data_dir, stats.task), dataclasses.asdict(stats))
-
-
-def load_stats(data_dir: str, task: str) -> TaskStats:
-  path = stats_path(data_dir, task)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"no statistics for task {task!r} at {path}; run tools/generate_data.py for it first"
-    )
-  with open(path) as f:
-    return TaskStats(**json.load(f))
-
-
-def return_threshold(stats: TaskStats, fraction: float = DEFAULT_FILTER_FRACTION) -> float:
-  """The least return an episode needs to be kept: random + fraction * (expert - random).
-
-  The paper keeps episodes with "at least 80% of the expert return". Measured from the random
-  return this is a normalised score >= 80%, which equals the paper's rule when random scores 0
-  (most of its tasks) and stays meaningful for negative returns: with expert -150 and random
-  -1200 (Pendulum-like), 0.8 * expert = -120 would reject the expert's own typical episodes,
-  while random + 0.8 * gap = -360 keeps them.
-  """
-  if stats.expert_return is None:
-    raise ValueError(f"task {stats.task!r} has no expert return, so it cannot be filtered")
-  gap = stats.expert_return - stats.random_return
-  if not gap > 0:
-    raise ValueError(
-      f"task {stats.task!r}: expert return {stats.expert_return:.4g} does not beat random"
-      f" {stats.random_return:.4g}; normalised scores and filtering are undefined"
-    )
-  if not 0.0 <= fraction <= 1.0:
-    raise ValueError(f"filter fraction must be in [0, 1], got {fraction}")
-  return stats.random_return + fraction * gap

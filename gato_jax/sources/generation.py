@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 from absl import logging
 
 from gato_jax import files, tokenizer, workdir_lock
-from gato_jax.data import episodes as episodes_lib
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.data import rlds_io
 from gato_jax.envs import policies, registry
 

@@ -25,7 +25,7 @@ import tokenize
 import zlib
 from typing import Iterator
 
-from gato_jax.data import example_sets
+from gato_jax.sources import example_sets
 
 VALIDATION_FRACTION = 0.02
 

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from gato_jax.data import episodes as episodes_lib
+from gato_jax.sources import episodes as episodes_lib
 from gato_jax.data import rlds_io
 
 RUNS = (1, 2, 3, 4, 5)  # rlu_atari has five DQN runs per game, configs "<Game>_run_<n>".
@@ -155,7 +155,7 @@ def import_atari(
   Returns:
     A generation.TaskSummary row.
   """
-  from gato_jax.data import generation
+  from gato_jax.sources import generation
   from gato_jax.envs import atari
 
   start = time.time()

@@ -21,11 +21,10 @@ import functools
 
 import numpy as np
 
-from gato_jax import tf_compat
 from gato_jax import tokenizer
-from gato_jax.data import episodes, example_sets, shape_scenes
+from gato_jax.data.examples import IMAGE_SIZE, load_captioning, load_vqa, read  # noqa: F401
+from gato_jax.sources import episodes, example_sets, shape_scenes
 
-IMAGE_SIZE = 64  # 4x4 patches of 16x16.
 VALIDATION_SHARE = 10  # One validation scene per this many training scenes.
 # Keys sort "image" < "text": image patches come first, then the text that describes them.
 OBSERVATION_SPEC = {"image": tokenizer.ImageSpec(), "text": tokenizer.TextSpec()}
@@ -140,82 +139,3 @@ class ShapesVQA(_ShapeScenes):
 
 
 TASKS = {"shapes_captions": ShapesCaptions, "shapes_vqa": ShapesVQA}
-
-
-def _fit_image(image, size: int):
-  """uint8 [size, size, 3]: the shorter side resized to `size`, then a centre crop.
-
-  Images already of that size pass through untouched (exact pixels for our scenes).
-  """
-  tf = tf_compat.import_tensorflow()
-  if tuple(image.shape[:2]) == (size, size):
-    return image
-  shape = tf.shape(image)
-  height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-  scale = size / tf.minimum(height, width)
-  new_size = tf.cast(tf.math.ceil(tf.stack([height * scale, width * scale])), tf.int32)
-  resized = tf.image.resize(image, tf.maximum(new_size, size), antialias=True)
-  cropped = tf.image.resize_with_crop_or_pad(resized, size, size)
-  return tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8)
-
-
-def load_captioning(
-  source: str,
-  split: str = "train",
-  data_dir: str | None = None,
-  image_size: int = IMAGE_SIZE,
-  all_captions: bool = True,
-):
-  """A tf.data.Dataset of {"image": uint8 [S, S, 3], "caption": string}, in stored order.
-
-  Args:
-    source: "gato_vision_language/shapes_captions" (ours), "coco_captions" or
-      "coco_captions/2014" (TFDS), or a dataset directory of either layout.
-    split: e.g. "train", "validation" (ours), "val", "test", "restval" (coco_captions).
-    data_dir: where to look up names.
-    image_size: side S of the square images.
-    all_captions: for datasets with several captions an image (coco_captions), one example per
-      caption; otherwise the first caption only.
-  """
-  tf = tf_compat.import_tensorflow()
-  ds = example_sets.load_split(source, split, data_dir)
-  spec = ds.element_spec
-  if "image" not in spec or not ({"caption", "captions"} & set(spec)):
-    raise KeyError(
-      f"{source!r} is not a captioning set: it has features {sorted(spec)}, not"
-      " 'image' with 'caption' (ours) or 'captions' (coco_captions)"
-    )
-  if "caption" in spec:
-    return ds.map(
-      lambda ex: {"image": _fit_image(ex["image"], image_size), "caption": ex["caption"]}
-    )
-
-  def per_caption(ex):
-    # COCO: {"image", "image/id", "image/filename", "objects", "captions": {"text", "id"}}.
-    image = _fit_image(ex["image"], image_size)
-    texts = ex["captions"]["text"] if all_captions else ex["captions"]["text"][:1]
-    return tf.data.Dataset.from_tensor_slices(texts).map(
-      lambda text: {"image": image, "caption": text}
-    )
-
-  return ds.flat_map(per_caption)
-
-
-def load_vqa(
-  source: str = "gato_vision_language/shapes_vqa", split: str = "train", data_dir: str | None = None
-):
-  """A tf.data.Dataset of {"image", "question", "answer", "question_type"} (our VQA layout)."""
-  ds = example_sets.load_split(source, split, data_dir)
-  keys = ("image", "question", "answer", "question_type")
-  missing = [k for k in keys if k not in ds.element_spec]
-  if missing:
-    raise KeyError(f"{source!r} lacks VQA features {missing}; it has {sorted(ds.element_spec)}")
-  return ds.map(lambda ex: {k: ex[k] for k in keys})
-
-
-def read(ds, limit: int | None = None):
-  """Yields a tf.data.Dataset's elements as numpy dicts with str text, e.g. for `observation`."""
-  if limit is not None:
-    ds = ds.take(limit)
-  for element in ds.as_numpy_iterator():
-    yield example_sets.to_python(element)
