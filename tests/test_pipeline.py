@@ -2,6 +2,7 @@
 presets as plain data."""
 
 import ast
+import json
 import pathlib
 import re
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from gato_jax.data import catalogue, pipeline, presets, tasks
+from helpers.scripts import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "gato_jax" / "data"
@@ -122,6 +124,8 @@ def test_a_preset_is_read_from_the_presets_not_from_a_seqio_mixture():
 
 
 def test_mixture_weights_open_no_store_and_the_built_in_reader_matches_seqio(data_dir, tmp_path):
+  import seqio  # noqa: F401  (with seqio in use, the built-in tasks get their SeqIO Tasks too)
+
   data = ml_collections.ConfigDict(
     {"data_dir": data_dir, "derived_dir": str(tmp_path / "derived"), "mixture": "babyai=1"}
   )
@@ -146,3 +150,26 @@ def test_mixture_weights_open_no_store_and_the_built_in_reader_matches_seqio(dat
     assert len(store) == len(direct)
   finally:
     pipeline.register_run_tasks(catalogue.DEFAULT_DATA_DIR)  # Back to the default for others.
+
+
+# In a new process: open a run's data and report which of TensorFlow and SeqIO were imported.
+OPEN = """
+import json, sys
+import ml_collections
+from gato_jax.data import pipeline
+data = pipeline.open_run_data(ml_collections.ConfigDict(json.loads(sys.argv[1])))
+loaded = [m for m in ("tensorflow", "seqio") if m in sys.modules]
+print(json.dumps({"weights": data.weights, "loaded": loaded, "stores": sorted(data.stores)}))
+"""
+
+
+def test_a_run_of_built_in_tasks_needs_no_seqio_and_once_built_no_tensorflow(data_dir, tmp_path):
+  data = json.dumps(
+    {"data_dir": data_dir, "derived_dir": str(tmp_path / "derived"), "mixture": "babyai=1"}
+  )
+  expected = {"babyai/GoToLocal": 0.5, "babyai/GoToRedBall": 0.5}
+  built = json.loads(run_python("-c", OPEN, data).stdout.strip().splitlines()[-1])
+  # Building the stores reads the episodes with tf.data, tokenized by numpy: no SeqIO.
+  assert built == {"weights": expected, "loaded": ["tensorflow"], "stores": sorted(expected)}
+  reopened = json.loads(run_python("-c", OPEN, data).stdout.strip().splitlines()[-1])
+  assert reopened == {"weights": expected, "loaded": [], "stores": sorted(expected)}

@@ -98,8 +98,10 @@ def register_run_tasks(data_dir: str, policy: str = "expert", imports: str = "")
   modules of `imports` (comma-separated), which may add tasks and mixtures."""
   from gato_jax.sources import builtin  # The built-in tasks' specs come from their environments.
 
-  builtin.register_builtin_tasks(data_dir, policy)
-  for module in filter(None, (m.strip() for m in imports.split(","))):
+  modules = [m.strip() for m in imports.split(",") if m.strip()]
+  # User modules may name the built-in tasks' SeqIO Tasks; without them no SeqIO is needed.
+  builtin.register_builtin_tasks(data_dir, policy, seqio_tasks=bool(modules))
+  for module in modules:
     importlib.import_module(module)
 
 

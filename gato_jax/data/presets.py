@@ -20,6 +20,7 @@ tasks):
 `resolve` turns a spec into {task: probability}, naming whatever it had to leave out.
 """
 
+import sys
 from typing import Mapping
 
 from absl import logging
@@ -152,8 +153,10 @@ def seqio_weights(name: str) -> dict[str, float] | None:
   """
   if "=" in name or "," in name:
     return None
-  import seqio
-
+  seqio = sys.modules.get("seqio")  # Nothing can be registered with SeqIO before its import.
+  if seqio is None:
+    name = catalogue.canonical_name(name)
+    return {name: 1.0} if name in catalogue.CATALOGUE else None
   if name in seqio.MixtureRegistry.names():
     mix = seqio.MixtureRegistry.get(name)
     return {catalogue.canonical_name(task.name): float(mix.get_rate(task)) for task in mix.tasks}

@@ -27,6 +27,7 @@ importable from here as well, as user code has always imported them.
 import functools
 import os
 import re
+import sys
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -58,9 +59,8 @@ from gato_jax.tokenizer.timestep import TokenGroup, tokenize_episode, tokenize_t
 
 def _register_info(info: TaskInfo) -> str:
   """Adds `info` to the catalogue, removing a SeqIO task of the same name; its SeqIO name."""
-  import seqio
-
-  if info.seqio_name in seqio.TaskRegistry.names():
+  seqio = sys.modules.get("seqio")  # No SeqIO task can exist before seqio is imported.
+  if seqio is not None and info.seqio_name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(info.seqio_name)
   return catalogue.add(info)
 
@@ -261,12 +261,12 @@ def add_control_task(
   domain: str | None = None,
   builtin: bool = False,
   reader=None,
+  seqio_task: bool = True,
 ):
   """`register_control_task` with the preprocessor given, for gato_jax.sources.builtin: the
-  catalogue entry's `builtin` and `reader` (see TaskInfo) come from the caller."""
-  tf_compat.import_tensorflow()
-  import seqio
-
+  catalogue entry's `builtin` and `reader` (see TaskInfo) come from the caller. Without
+  `seqio_task` (a task with a reader, for a run that names no SeqIO code) only the catalogue
+  entry is added, and neither TensorFlow nor SeqIO is imported; the seqio.Task, or None."""
   registered = _register_info(
     TaskInfo(
       name,
@@ -280,6 +280,11 @@ def add_control_task(
       reader=reader,
     )
   )
+  if not seqio_task:
+    return None
+  tf_compat.import_tensorflow()
+  import seqio
+
   dataset_fn = functools.partial(
     _episode_source, source, data_dir, key_map, stats_task, filter_fraction
   )
@@ -390,6 +395,7 @@ def register_example_task(
   domain: str | None = None,
   builtin: bool = False,
   reader=None,
+  seqio_task: bool = True,
 ):
   """Registers a SeqIO Task over a text ("text"), captioning or VQA set.
 
@@ -402,10 +408,11 @@ def register_example_task(
     splits: the splits the source has.
     domain, builtin, reader: the catalogue entry's (TaskInfo); domain defaults to the one the
       name implies.
-  """
-  tf_compat.import_tensorflow()
-  import seqio
+    seqio_task: False: only the catalogue entry (a task with a reader; see add_control_task).
 
+  Returns:
+    The seqio.Task, or None without `seqio_task`.
+  """
   if kind not in EXAMPLE_KINDS:
     raise ValueError(f"unknown example kind {kind!r}; kinds: {sorted(EXAMPLE_KINDS)}")
   registered = _register_info(
@@ -419,6 +426,11 @@ def register_example_task(
       reader=reader,
     )
   )
+  if not seqio_task:
+    return None
+  tf_compat.import_tensorflow()
+  import seqio
+
   dataset_fn = functools.partial(_example_source, kind, source, data_dir, text_key)
   return seqio.TaskRegistry.add(
     registered,
@@ -443,6 +455,11 @@ def iter_token_groups(
   tf_compat.import_tensorflow()
   import seqio
 
+  if seqio_name(info.name) not in seqio.TaskRegistry.names():
+    raise ValueError(
+      f"task {info.name!r} has no SeqIO Task to read through (registered with"
+      " seqio_tasks=False); register it with gato_jax.sources.builtin.register_builtin_tasks"
+    )
   shard_info = None
   if shard is not None:
     index, count = shard

@@ -12,6 +12,7 @@ A built-in task's derived store is built straight from its episodes with the num
 
 import functools
 import os
+import sys
 
 from absl import logging
 
@@ -73,14 +74,19 @@ def _read_control(split: str, task: str, source: str, data_dir: str, filter_frac
 
 
 def register_builtin_tasks(
-  data_dir: str = catalogue.DEFAULT_DATA_DIR, policy: str = "expert"
+  data_dir: str = catalogue.DEFAULT_DATA_DIR, policy: str = "expert", seqio_tasks: bool = True
 ) -> list[str]:
   """Registers "<domain>/<task>" for every task of every registered domain, reading the
   datasets under `data_dir`, then the presets as seqio Mixtures over the tasks with data.
 
   `policy` picks whose generated episodes the control tasks read: "expert" (filtered at 80% of
   the expert's margin over random) or "random" (unfiltered; for tests and benchmarks).
+  `seqio_tasks=False` adds only the catalogue entries, whose stores are built without SeqIO:
+  importing TensorFlow and SeqIO costs a process about 10 CPU-seconds, which a run that names
+  no SeqIO code (no `data.imports`) and finds its stores built need not pay. Once seqio is
+  imported the SeqIO Tasks are registered anyway.
   """
+  seqio_tasks = seqio_tasks or "seqio" in sys.modules
   expanded = os.path.expanduser(data_dir)
   for name in catalogue.builtin_tasks():  # Those of an earlier data directory or policy.
     del catalogue.CATALOGUE[name]
@@ -111,6 +117,7 @@ def register_builtin_tasks(
         reader=functools.partial(
           _read_control, task=task, source=source, data_dir=data_dir, filter_fraction=fraction
         ),
+        seqio_task=seqio_tasks,
       )
   for domain in example_sets.domains():
     for task in example_sets.list_tasks(domain):
@@ -128,8 +135,10 @@ def register_builtin_tasks(
         domain=domain,
         builtin=True,
         reader=functools.partial(_read_examples, kind=kind, source=source),
+        seqio_task=seqio_tasks,
       )
-  presets.register_mixtures(catalogue.available_builtin_tasks())
+  if seqio_tasks:
+    presets.register_mixtures(catalogue.available_builtin_tasks())
   return names
 
 
