@@ -7,6 +7,7 @@ from gato_jax import tokenizer as T
 from gato_jax.data import rlds_io
 from gato_jax.sources import example_sets
 from gato_jax.sources import shape_scenes as S
+from gato_jax.data import examples as E
 from gato_jax.sources import vision_language as V
 
 
@@ -107,8 +108,7 @@ def test_generation_round_trips_resumes_and_is_deterministic(tmp_path, monkeypat
     example_sets.generate_task(task, str(tmp_path / "a"), **dict(kwargs, seed=4))
 
   read = lambda *args, **kwargs: [
-    example_sets.to_python(x)
-    for x in rlds_io.import_tfds().as_numpy(example_sets.load_split(*args, **kwargs))
+    E.to_python(x) for x in rlds_io.import_tfds().as_numpy(E.load_split(*args, **kwargs))
   ]
   stored = read("gato_vision_language/shapes_vqa", "validation", data_dir=str(tmp_path / "a"))
   again = read(resumed.dataset_dir, "validation")
@@ -125,8 +125,8 @@ def test_generation_round_trips_resumes_and_is_deterministic(tmp_path, monkeypat
   )
   assert captions.steps == captions.episodes == 11
   pairs = list(
-    V.read(
-      V.load_captioning(
+    E.read(
+      E.load_captioning(
         "gato_vision_language/shapes_captions", "train", data_dir=str(tmp_path / "a")
       ),
       limit=2,
@@ -189,7 +189,7 @@ def test_coco_captions_load_in_our_layout(tmp_path):
     "coco_captions",
     str(tmp_path / "coco_captions" / "2014" / "1.1.0"),
   ):
-    pairs = list(V.read(V.load_captioning(source, "val", data_dir=str(tmp_path), image_size=32)))
+    pairs = list(E.read(E.load_captioning(source, "val", data_dir=str(tmp_path), image_size=32)))
     assert [p["caption"] for p in pairs] == [
       "A red wall.",
       "Something red.",
@@ -202,8 +202,8 @@ def test_coco_captions_load_in_our_layout(tmp_path):
       # JPEG and resizing keep a flat colour within a few levels.
       assert np.abs(pair["image"].astype(int) - color).max() <= 6
   first = list(
-    V.read(
-      V.load_captioning(
+    E.read(
+      E.load_captioning(
         "coco_captions", "val", data_dir=str(tmp_path), image_size=16, all_captions=False
       )
     )
@@ -219,11 +219,11 @@ def test_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown example domain"):
     example_sets.list_tasks("audio")
   with pytest.raises(FileNotFoundError, match="not prepared"):
-    V.load_captioning("coco_captions/2014", "val", data_dir=str(tmp_path))
+    E.load_captioning("coco_captions/2014", "val", data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="no dataset directory"):
-    V.load_captioning(str(tmp_path / "nowhere"), "val")
+    E.load_captioning(str(tmp_path / "nowhere"), "val")
   with pytest.raises(FileNotFoundError, match="no TFDS dataset"):
-    V.load_captioning("gato_vision_language/nothing", data_dir=str(tmp_path))
+    E.load_captioning("gato_vision_language/nothing", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="at least 48"):
     S.sample_scene(np.random.default_rng(0), image_size=32)
   with pytest.raises(KeyError, match="caption or a question"):
@@ -237,6 +237,6 @@ def test_clear_errors(tmp_path):
     None,
   )
   with pytest.raises(KeyError, match="not a captioning set"):
-    V.load_captioning("plain", data_dir=str(tmp_path))
+    E.load_captioning("plain", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="no split"):
-    V.load_captioning("plain", "validation", data_dir=str(tmp_path))
+    E.load_captioning("plain", "validation", data_dir=str(tmp_path))

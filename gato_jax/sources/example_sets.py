@@ -4,7 +4,8 @@ Control data are episodes (`rlds_io`); text and vision-language data are flat ex
 few features and several splits ("train", "validation"). They are stored the same way, with
 TFDS's ad-hoc builder as <data_dir>/<name>/<config>/<version>/, so `tfds.load`,
 `tfds.builder_from_directory` and `seqio.TfdsDataSource` read them, and public TFDS sets (lm1b,
-c4, coco_captions) load through the same `load_split` once a user has prepared them.
+c4, coco_captions) load through the same `gato_jax.data.examples.load_split` once a user has
+prepared them.
 
 An `ExampleTask` says how to make one task's examples; `generate_task` makes them resumably and
 deterministically, as `generation.generate_task` does for episodes: items (documents, scenes) are
@@ -22,9 +23,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-
 from gato_jax.data import rlds_io
-from gato_jax.data.examples import load_split, to_python  # noqa: F401  (this module's readers)
 from gato_jax.envs import registry
 from gato_jax.sources import generation
 

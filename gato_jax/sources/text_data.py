@@ -25,6 +25,7 @@ import tokenize
 import zlib
 from typing import Iterator
 
+from gato_jax.data import examples
 from gato_jax.sources import example_sets
 
 VALIDATION_FRACTION = 0.02
@@ -170,7 +171,7 @@ def read_text(
     text_key: the feature holding the text ("text" in lm1b, c4 and ours).
     limit: stop after this many documents.
   """
-  ds = example_sets.load_split(source, split, data_dir)
+  ds = examples.load_split(source, split, data_dir)
   if text_key not in ds.element_spec:
     raise KeyError(
       f"{source!r} has no text feature {text_key!r}; it has"

@@ -10,7 +10,7 @@ alone) as TFDS datasets under gato_vision_language/:
                     "scene_id", "objects"}, one example per question (4-5 a scene)
 
 with splits "train" (the requested number of scenes) and "validation" (a tenth of it).
-`load_captioning` reads these or TFDS's `coco_captions` (Karpathy splits train/val/test/restval,
+`gato_jax.data.examples.load_captioning` reads these or TFDS's `coco_captions` (Karpathy splits train/val/test/restval,
 several captions per image), mapped to one layout, {"image": uint8 [S, S, 3], "caption": str},
 one example per caption, COCO images resized (shorter side) and centre-cropped to S.
 `observation` turns an example into what the tokenizer takes with OBSERVATION_SPEC: the image,
@@ -22,7 +22,7 @@ import functools
 import numpy as np
 
 from gato_jax import tokenizer
-from gato_jax.data.examples import IMAGE_SIZE, load_captioning, load_vqa, read  # noqa: F401
+from gato_jax.data.examples import IMAGE_SIZE
 from gato_jax.sources import episodes, example_sets, shape_scenes
 
 VALIDATION_SHARE = 10  # One validation scene per this many training scenes.
