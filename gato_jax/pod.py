@@ -250,10 +250,18 @@ def _exit_status(returncode: int) -> int:
   return 128 - returncode if returncode < 0 else returncode
 
 
+def xla_flags_with_devices(xla_flags: str, devices: int | None) -> str:
+  """XLA_FLAGS `xla_flags` with the fake CPU device count set to `devices` (None: dropped, so one
+  device); the other flags are kept."""
+  flags = [f for f in xla_flags.split() if "host_platform_device_count" not in f]
+  if devices is not None:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return " ".join(flags)
+
+
 def _worker_env(devices: int) -> dict[str, str]:
   env = dict(os.environ)
-  flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
-  env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+  env["XLA_FLAGS"] = xla_flags_with_devices(env.get("XLA_FLAGS", ""), devices)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONUNBUFFERED"] = "1"  # Lines reach the prefixing reader as they are written.
   return env

@@ -6,7 +6,14 @@ import tempfile
 import pytest
 
 # Sharding tests run on a (2, 2, 2) mesh of fake CPU devices; XLA reads this at first import.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Tests compile hundreds of small programs and run each briefly: LLVM's optimisation level 0
+# roughly halves XLA's compile time (tests/test_sharding.py: 109 -> 61 CPU-s). Results may
+# differ from optimised code in the last bits, so tests compare runs made under these same
+# flags, never a test run with a run of an unset XLA_FLAGS: launchers the tests start keep
+# them (helpers change only the device count: gato_jax.pod.xla_flags_with_devices).
+os.environ.setdefault(
+  "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests use state observations only; without this dm_control probes for a display.
 os.environ.setdefault("MUJOCO_GL", "disable")

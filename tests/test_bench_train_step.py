@@ -1,7 +1,10 @@
 """The train-step benchmark's cases run on CPU: ours and the minimal reference decoder."""
 
 import json
+import os
 import pathlib
+
+from gato_jax import pod
 
 from helpers.scripts import run_python
 
@@ -19,7 +22,7 @@ def test_reference_decoder_and_gato_cases_run_on_cpu():
     "--seconds=0",
     "--cases=reference,gato_padded,gato",
     "--phases",
-    env={"XLA_FLAGS": ""},
+    env={"XLA_FLAGS": pod.xla_flags_with_devices(os.environ.get("XLA_FLAGS", ""), None)},
   ).stdout
   rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   assert [r["case"] for r in rows] == ["reference", "gato_padded", "gato"]

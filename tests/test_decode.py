@@ -11,6 +11,7 @@ import pytest
 
 from gato_jax import tokenizer as T
 from gato_jax.inference import CachedDecoder, decode_action, init_cache, prefill
+from gato_jax.inference.decode import mask_to_range
 from gato_jax.model import Gato, ModelConfig, batch_from_token_groups, init_variables
 from gato_jax.model.transformer import Attention, rotary
 
@@ -240,3 +241,58 @@ def test_sliding_decoder_never_fills_but_takes_at_most_a_window_per_call(params)
     decoder.append(_context(num_steps=2))
   with pytest.raises(ValueError, match="at most max_decode_length=16 tokens per call, got 19"):
     prefill(params, init_cache(SLIDING, 2), _context(num_steps=2), model=Gato(SLIDING))
+
+
+def test_fused_acting_matches_append_then_decode(params):
+  """`CachedDecoder.act` (one call, logits over the action ids alone, the last action token fed
+  with the next context) decides exactly as `append` then `decode` (whole vocabulary, every
+  token fed at once), step after step, greedy and sampled alike."""
+  groups = [_episode(3, seed) for seed in range(2)]
+  steps = []  # Each timestep's observation (up to its separator) as a [2, T] batch.
+  for t in range(3):
+    rows = []
+    for group in groups:
+      stop = np.flatnonzero(group.tokens == T.SEPARATOR_ID)[t] + 1
+      start = 0 if t == 0 else np.flatnonzero(group.tokens == T.SEPARATOR_ID)[t - 1] + 4
+      cut = lambda x, start=start, stop=stop: x[start:stop]
+      rows.append(
+        group.replace(
+          tokens=cut(group.tokens),
+          kinds=cut(group.kinds),
+          local_positions=cut(group.local_positions),
+          loss_mask=cut(group.loss_mask),
+          timesteps=cut(group.timesteps),
+          patches=group.patches[2 * t : 2 * t + 2],
+          patch_rows=group.patch_rows[2 * t : 2 * t + 2],
+          patch_cols=group.patch_cols[2 * t : 2 * t + 2],
+        )
+      )
+    steps.append(batch_from_token_groups(rows, 8 + 4 * t, 2, CFG.patch_dim, pad_side="left"))
+  low, high = 32000, 33024  # The window of ACT_SPEC's ids (button's 4 and torque's bins).
+  before, after = CachedDecoder(CFG, params, 2), CachedDecoder(CFG, params, 2)
+  for batch in steps:
+    logits = before.append(batch)
+    _, ids = before.decode(logits, ACT_SPEC)
+    fused_ids, fused_logits = after.act(batch, ACT_SPEC)
+    np.testing.assert_array_equal(np.asarray(fused_ids), np.asarray(ids))
+    np.testing.assert_allclose(
+      np.asarray(fused_logits), np.asarray(logits)[:, low:high], atol=2e-5, rtol=1e-5
+    )
+    assert after.num_pending == 1 and after.length == before.length
+  # The pending token goes in ahead of a plain `append` too.
+  np.testing.assert_allclose(
+    np.asarray(after.append(steps[0]))[:, low:high],
+    np.asarray(before.append(steps[0]))[:, low:high],
+    atol=2e-5,
+    rtol=1e-5,
+  )
+  assert after.num_pending == 0
+  # Sampling: the same distribution over the button's 4 valid ids (the draws themselves differ,
+  # the noise being drawn over the window rather than the whole table).
+  probs = lambda logits, offset: jax.nn.softmax(
+    mask_to_range(jnp.asarray(logits) / 3.0, 32000, 32004, offset)
+  )
+  full = probs(np.asarray(CachedDecoder(CFG, params, 2).append(steps[1])), 0)[:, 32000:32004]
+  ids, window = CachedDecoder(CFG, params, 2).act(steps[1], ACT_SPEC, jax.random.key(1), 3.0)
+  np.testing.assert_allclose(probs(window, low)[:, :4], full, atol=1e-6)
+  assert np.all((np.asarray(ids)[:, 0] >= 32000) & (np.asarray(ids)[:, 0] < 32004))

@@ -6,11 +6,14 @@ import pathlib
 import subprocess
 import sys
 
+from gato_jax import pod
+
 ROOT = pathlib.Path(__file__).parents[1]
 
 
 def test_device_suite_dry_run(tmp_path):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device, as on a GPU.
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = pod.xla_flags_with_devices(env.get("XLA_FLAGS", ""), None)  # One device.
   result = subprocess.run(
     ["bash", "tools/bench/device_suite.sh", "--dry_run", f"--out={tmp_path}"],
     cwd=ROOT,

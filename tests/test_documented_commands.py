@@ -7,6 +7,7 @@ a config field that does not exist fails here.
 """
 
 import concurrent.futures
+import json
 import os
 import pathlib
 import re
@@ -58,16 +59,24 @@ def _python_commands(line: str) -> list[list[str]]:
   return commands
 
 
-def _start(argv: list[str]) -> subprocess.CompletedProcess:
+def _check(script: str, argvs: list[tuple[str, ...]]) -> list[tuple[int, str]]:
+  """(exit status, stderr) of `python SCRIPT ARGS --only_check_args` for each ARGS in `argvs`:
+  one process for the script (tests/helpers/check_args.py), from the repo root, without
+  PYTHONPATH, as a user types it."""
   env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
-  return subprocess.run(
-    [sys.executable, *argv, "--only_check_args"],
+  result = subprocess.run(
+    [sys.executable, str(ROOT / "tests" / "helpers" / "check_args.py"), script],
+    input=json.dumps([list(argv) for argv in argvs]),
     cwd=ROOT,
     env=env,
     capture_output=True,
     text=True,
     timeout=300,
   )
+  runs = [json.loads(line) for line in result.stdout.splitlines()]
+  if len(runs) != len(argvs):  # The checker itself failed: every command of the script did.
+    return [(result.returncode or 1, result.stderr)] * len(argvs)
+  return [(run["returncode"], run["stderr"]) for run in runs]
 
 
 def test_every_documented_command_starts():
@@ -78,12 +87,18 @@ def test_every_documented_command_starts():
     commands.setdefault((argv[0], *sorted(names)), (page, tuple(argv)))
   commands = {argv: page for page, argv in commands.values()}
   assert len(commands) > 20, "the pages' commands were not found"
+  # One process per script checks all its command lines: its imports are most of the cost.
+  by_script = {}
+  for argv in commands:
+    by_script.setdefault(argv[0], []).append(argv[1:])
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    results = dict(zip(commands, pool.map(lambda a: _start(list(a)), commands)))
+    checked = dict(zip(by_script, pool.map(lambda s: _check(s, by_script[s]), by_script)))
   failed = [
-    f"{commands[argv]}: python {shlex.join(argv)}\n  {r.stderr.strip().splitlines()[-1:]}"
-    for argv, r in results.items()
-    if r.returncode != 0 or "ModuleNotFoundError" in r.stderr
+    f"{commands[(script, *args)]}: python {shlex.join((script, *args))}\n"
+    f"  {stderr.strip().splitlines()[-1:]}"
+    for script, argvs in by_script.items()
+    for args, (returncode, stderr) in zip(argvs, checked[script])
+    if returncode != 0 or "ModuleNotFoundError" in stderr
   ]
   assert not failed, "\n".join(failed)
 

@@ -11,7 +11,7 @@ from gato_jax import tokenizer as T
 from gato_jax.sources import episodes as E
 from gato_jax.data import rlds_io
 from gato_jax.sources import generation
-from gato_jax.envs import base, policies, registry
+from gato_jax.envs import base, policies, registry, runner
 
 from helpers.scripts import run_python
 
@@ -292,15 +292,15 @@ def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
   task = "babyai/GoToRedBall"
   kwargs = dict(num_episodes=5, seed=3, shard_episodes=2, stats_episodes=4, progress=lambda _: None)
   data_seeds = [E.episode_seed(3, task, i) for i in range(5)]
-  rollout, calls = E.rollout, []
+  play, calls = E.play, []
 
-  def killed_at_episode_three(env, policy, seed):
-    calls.append(seed)
-    if seed == data_seeds[2] and kill:
+  def killed_at_episode_three(env, policy, seeds, record=True):
+    calls.extend(seeds)  # BabyAI plays on the host: one episode a call.
+    if data_seeds[2] in seeds and kill:
       raise KeyboardInterrupt  # As if the run were killed in the middle of shard 2.
-    return rollout(env, policy, seed)
+    return play(env, policy, seeds, record)
 
-  monkeypatch.setattr(generation.episodes_lib, "rollout", killed_at_episode_three)
+  monkeypatch.setattr(generation.episodes_lib, "play", killed_at_episode_three)
   kill = True
   with pytest.raises(KeyboardInterrupt):
     generation.generate_task(task, str(tmp_path / "a"), **kwargs)
@@ -335,16 +335,16 @@ def test_a_dataset_is_made_by_one_process_at_a_time(tmp_path, monkeypatch):
   take_lock = (
     f"from gato_jax import workdir_lock; workdir_lock.WorkdirLock({str(lock)!r}).acquire()"
   )
-  rollout, refusals = E.rollout, []
+  play, refusals = E.play, []
 
-  def rollout_while_another_process_tries(env, policy, seed):
+  def play_while_another_process_tries(env, policy, seeds, record=True):
     if not refusals:
       refusals.append(run_python("-c", take_lock, check=False))
-    return rollout(env, policy, seed)
+    return play(env, policy, seeds, record)
 
   kwargs = dict(num_episodes=2, seed=1, shard_episodes=2, stats_episodes=2, progress=lambda _: None)
   generation.ensure_stats(registry.make_env(task), data_dir, 1, 2)  # Outside the lock.
-  monkeypatch.setattr(generation.episodes_lib, "rollout", rollout_while_another_process_tries)
+  monkeypatch.setattr(generation.episodes_lib, "play", play_while_another_process_tries)
   assert generation.generate_task(task, data_dir, **kwargs).status == "generated"
   assert refusals[0].returncode == 1 and "WorkdirLockedError" in refusals[0].stderr
   run_python("-c", take_lock)  # Let go once done: the next process takes it at once.
@@ -416,3 +416,198 @@ def test_a_progress_line_is_ended_once_before_what_follows(capsys):
   generation.end_progress()
   err = capsys.readouterr().err
   assert err == "\r" + "task: episode 1/2".ljust(79) + "\r" + "task: episode 2/2".ljust(79) + "\n"
+
+
+# gymnax tasks play as one on-device batch (`episodes.play`); their experts are pure-JAX policies.
+
+
+@pytest.fixture
+def expert_workdir(tmp_path, monkeypatch):
+  """An empty gymnax expert cache that `registry.make_expert` reads (not the session's)."""
+  from gato_jax.experts import gymnax_experts
+
+  workdir = str(tmp_path / "experts")
+  monkeypatch.setattr(gymnax_experts, "DEFAULT_WORKDIR", workdir)
+  return workdir
+
+
+def _save_untrained_expert(workdir, env_id, summary=None, deterministic=True, **config):
+  """A PPO expert with initial parameters: short, valid episodes, no training."""
+  import jax
+
+  from gato_jax.experts import gymnax_experts, ppo
+
+  config = ppo.PPOConfig(hidden_sizes=(8,), **config)
+  params = ppo.init_params(env_id, config, jax.random.key(0))
+  summary = dict(summary or {}, deterministic=deterministic)
+  gymnax_experts.save_expert(workdir, env_id, config, params, summary)
+
+
+def _assert_same_episodes(a, b):
+  """Trees equal, observations up to float32 rounding (vectorised sin/cos on device)."""
+  assert a["episode_metadata"] == b["episode_metadata"]
+  obs_a, obs_b = a["steps"]["observation"], b["steps"]["observation"]
+  for key in obs_a:
+    assert obs_a[key].dtype == obs_b[key].dtype and obs_a[key].shape == obs_b[key].shape
+    np.testing.assert_allclose(obs_a[key], obs_b[key], rtol=1e-5, atol=1e-5)
+  _assert_trees_equal(
+    {k: v for k, v in a["steps"].items() if k != "observation"},
+    {k: v for k, v in b["steps"].items() if k != "observation"},
+  )
+
+
+def _assert_valid_episode(episode, length, seed):
+  steps, meta = episode["steps"], episode["episode_metadata"]
+  assert E.num_actions(episode) == length and steps["reward"].shape == (length + 1,)
+  np.testing.assert_array_equal(steps["is_first"], np.arange(length + 1) == 0)
+  np.testing.assert_array_equal(steps["is_last"], np.arange(length + 1) == length)
+  assert steps["reward"][-1] == 0 and meta["seed"] == seed
+  assert meta["return"] == np.float32(np.sum(steps["reward"], dtype=np.float64))
+
+
+def test_gymnax_episodes_play_as_a_batch_as_the_host_loop_plays_them(expert_workdir):
+  _save_untrained_expert(expert_workdir, "CartPole-v1")
+  env = registry.make_env("gymnax/CartPole-v1")
+  expert = registry.make_expert(env)
+  seeds = [E.episode_seed(0, env.name, i) for i in range(5)]
+  played = {}
+  for policy in (expert, policies.RandomPolicy(env)):
+    played[policy.name] = E.play(env, policy, seeds)
+    agent = runner.PolicyAgent(lambda _, p=policy: p, name=policy.name)
+    host = runner.run_episodes(runner.HostBatch([env]), agent, seeds, record=True)
+    for a, b in zip(played[policy.name], host, strict=True):
+      assert (a.seed, a.length, a.episode_return) == (b.seed, b.length, b.episode_return)
+      _assert_valid_episode(a.episode, a.length, a.seed)
+      _assert_same_episodes(a.episode, b.episode)
+  # An episode is its seed's alone: played without the others, in another row, it is the same.
+  alone = E.play(env, expert, seeds[3:4])[0]
+  _assert_trees_equal(alone.episode, played[expert.name][3].episode)
+  assert E.rollout(env, expert, seeds[3])["episode_metadata"]["seed"] == seeds[3]
+
+
+def test_gymnax_generation_resumes_and_is_deterministic(expert_workdir, tmp_path, monkeypatch):
+  _save_untrained_expert(expert_workdir, "CartPole-v1")
+  task = "gymnax/CartPole-v1"
+  # 70 episodes in shards of 68: the first shard plays 64 side by side, then 4; the second 2.
+  kwargs = dict(
+    num_episodes=70, seed=3, shard_episodes=68, stats_episodes=4, progress=lambda _: None
+  )
+  data_seeds = [E.episode_seed(3, task, i) for i in range(70)]
+  play, calls = E.play, []
+
+  def killed_in_shard_two(env, policy, seeds, record=True):
+    calls.append(list(seeds))
+    if data_seeds[68] in seeds and kill:
+      raise KeyboardInterrupt
+    return play(env, policy, seeds, record)
+
+  monkeypatch.setattr(generation.episodes_lib, "play", killed_in_shard_two)
+  kill = True
+  with pytest.raises(KeyboardInterrupt):
+    generation.generate_task(task, str(tmp_path / "a"), **kwargs)
+  data_calls = [c for c in calls if c[0] in data_seeds]  # Not the statistics' rollouts.
+  assert data_calls == [data_seeds[:64], data_seeds[64:68], data_seeds[68:]]
+  kill, calls[:] = False, []
+  resumed = generation.generate_task(task, str(tmp_path / "a"), **kwargs)
+  assert calls == [data_seeds[68:]]  # Statistics and shard 1 were kept.
+  assert resumed.status == "generated" and resumed.episodes == 70
+  fresh = generation.generate_task(task, str(tmp_path / "b"), **kwargs)
+  read = lambda d: list(rlds_io.read_episodes(d))
+  stored = read(resumed.dataset_dir)
+  for a, b in zip(stored, read(fresh.dataset_dir), strict=True):
+    _assert_trees_equal(a, b)
+  assert [int(e["episode_metadata"]["seed"]) for e in stored] == data_seeds
+  lengths = [E.num_actions(e) for e in stored]
+  assert resumed.steps == fresh.steps == sum(lengths) and resumed.tokens > resumed.steps
+  for episode, seed, length in zip(stored, data_seeds, lengths):
+    _assert_valid_episode(episode, length, seed)
+  # Stored as the host loop's episodes are: the same fields, dtypes and shapes (and values).
+  env = registry.make_env(task)
+  expert = registry.make_expert(env)
+  agent = runner.PolicyAgent(lambda _: expert, name=expert.name)
+  host = runner.run_episodes(runner.HostBatch([env]), agent, data_seeds[:3], record=True)
+  for episode, outcome in zip(stored, host):
+    assert outcome.length == E.num_actions(episode)
+    _assert_same_episodes(episode, outcome.episode)
+
+
+def test_statistics_take_the_baselines_the_experts_training_measured(
+  expert_workdir, tmp_path, monkeypatch
+):
+  env = registry.make_env("gymnax/CartPole-v1")
+  record = lambda mean, **changes: dict(E.baseline_record(env, (mean, 1.5, 50, None)), **changes)
+  _save_untrained_expert(
+    expert_workdir, "CartPole-v1", {"random": record(20.0), "expert": record(400.0)}
+  )
+  expert = registry.make_expert(env)
+  measured = []
+
+  def measure_returns(env, policy, seed, num_episodes, stream):
+    measured.append((policy.name, seed, num_episodes))
+    return (-1.0, 0.0, num_episodes, None)
+
+  monkeypatch.setattr(E, "measure_returns", measure_returns)
+  ensure = lambda name, seed, n: generation.ensure_stats(env, str(tmp_path / name), seed, n)
+  stats = ensure("a", 0, 50)
+  assert not measured
+  assert (stats.random_return, stats.random_return_std, stats.random_episodes) == (20.0, 1.5, 50)
+  assert (stats.expert_return, stats.expert_episodes, stats.expert_agent) == (
+    400.0,
+    50,
+    "ppo_expert",
+  )
+  assert stats.expert_version == expert.version and stats.env_version is None
+  assert E.load_stats(str(tmp_path / "a"), env.name) == stats
+  # Fewer episodes than the summary's: its 50 stand; other seeds or more episodes: measured.
+  assert (ensure("b", 0, 10).random_episodes, measured) == (50, [])
+  assert ensure("c", 1, 50).random_return == -1.0
+  assert ensure("d", 0, 51).expert_return == -1.0
+  assert measured == [
+    ("random", 1, 50),
+    ("ppo_expert", 1, 50),
+    ("random", 0, 51),
+    ("ppo_expert", 0, 51),
+  ]
+  # Summaries written before their records named seed, task and version were measured from seed 0.
+  legacy = {"mean_return": 30.0, "std_return": 2.0, "num_episodes": 50}
+  summary = {"random": legacy, "expert": dict(legacy, mean_return=300.0)}
+  _save_untrained_expert(expert_workdir, "CartPole-v1", summary)
+  stats, measured[:] = ensure("e", 0, 50), []
+  assert (stats.random_return, stats.expert_return, measured) == (30.0, 300.0, [])
+  # Another environment version or task: measured.
+  summary = {"random": record(20.0, env_version="v2"), "expert": record(400.0, task="gymnax/x")}
+  _save_untrained_expert(expert_workdir, "CartPole-v1", summary)
+  stats = ensure("f", 0, 50)
+  assert (stats.random_return, stats.expert_return, len(measured)) == (-1.0, -1.0, 2)
+  # An expert that samples where its summary's baselines were measured acting greedily: measured.
+  _save_untrained_expert(
+    expert_workdir, "CartPole-v1", {"random": record(20.0), "expert": record(400.0)}
+  )
+  from gato_jax.experts import gymnax_experts
+
+  sampling = gymnax_experts.load_expert(expert_workdir, "CartPole-v1", deterministic=False)
+  assert gymnax_experts.ExpertPolicy(sampling).summary == {}
+  assert registry.make_expert(env).summary["expert"]["mean_return"] == 400.0
+
+
+def test_minatar_experts_play_through_the_same_batched_path(expert_workdir):
+  _save_untrained_expert(expert_workdir, "Breakout-MinAtar", deterministic=False)
+  env = registry.make_env("gymnax/Breakout-MinAtar")
+  expert = registry.make_expert(env)
+  assert not expert.expert.deterministic  # Samples its actions, as MinAtar's experts do.
+  seeds = [E.episode_seed(0, env.name, i) for i in range(3)]
+  outcomes = E.play(env, expert, seeds)
+  for outcome in outcomes:
+    episode = outcome.episode
+    _assert_valid_episode(episode, outcome.length, outcome.seed)
+    grid, action = episode["steps"]["observation"]["grid"], episode["steps"]["action"]
+    assert grid.shape == (outcome.length + 1, 10, 10) and grid.dtype == np.int32
+    assert grid.min() >= 0 and grid.max() < env.observation_spec["grid"].num_values
+    assert (
+      action.dtype == np.int32 and 0 <= action.min() and action.max() < env.action_spec.num_values
+    )
+    assert generation.count_tokens(episode, env) == outcome.length * (100 + 1 + 1)
+  # Sampled actions follow the episode's seed alone: the same episodes again, and alone.
+  for again, outcome in zip(E.play(env, expert, seeds), outcomes):
+    _assert_trees_equal(again.episode, outcome.episode)
+  _assert_trees_equal(E.play(env, expert, seeds[1:2])[0].episode, outcomes[1].episode)

@@ -147,7 +147,8 @@ def test_paper_ladder_runs_carry_their_slice_preset():
 
 
 def _rehearsal(data_dir, workdir, *overrides):
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  env["XLA_FLAGS"] = pod.xla_flags_with_devices(os.environ.get("XLA_FLAGS", ""), None)
   env["PYTHONPATH"] = str(ROOT)
   argv = [
     sys.executable,

@@ -172,6 +172,23 @@ def test_expert_save_load_round_trip_gives_identical_actions(cartpole_params, tm
   assert int(policy.act(env.reset(seed=3))) == int(action)
 
 
+def test_an_expert_loaded_first_leaves_its_environment_usable(tmp_path):
+  # Loading traces the network's init (`ppo.params_template`): the gymnax environment it needs
+  # must be built outside that trace, or its cached parameters are the trace's tracers.
+  config = ppo.PPOConfig(hidden_sizes=(8,))
+  params = ppo.init_params("Acrobot-v1", config, jax.random.key(0))
+  gymnax_experts.save_expert(str(tmp_path), "Acrobot-v1", config, params, {})
+  code = (
+    "from gato_jax.experts import gymnax_experts; from gato_jax.envs import gymnax_envs;"
+    f" expert = gymnax_experts.load_expert({str(tmp_path)!r}, 'Acrobot-v1');"
+    " env = gymnax_envs.GymnaxEnvironment('Acrobot-v1');"
+    " print(env.step(expert(env.reset(0))).reward)"
+  )
+  assert run_python("-c", code).stdout.strip() == "-1.0"
+  loaded = gymnax_experts.load_expert(str(tmp_path), "Acrobot-v1").params
+  jax.tree.map(np.testing.assert_array_equal, loaded, jax.device_get(params))
+
+
 def test_missing_expert_names_the_training_command(tmp_path):
   with pytest.raises(FileNotFoundError, match="tools/train_expert.py --env=Acrobot-v1"):
     gymnax_experts.load_expert(str(tmp_path), "Acrobot-v1")
@@ -228,6 +245,22 @@ def test_train_expert_caches_and_reevaluates(tmp_path):
   assert again["expert_return"] == E.expert_baseline(env, sampling)[0]
   assert again["train_seconds"] == summary["train_seconds"]
   assert not gymnax_experts.load_expert(str(tmp_path), "CartPole-v1").deterministic
+
+
+def test_ppo_chunks_are_of_one_length_that_divides_the_updates():
+  # 6 updates, at most 4 a chunk: two chunks of 3 (4 then 2 would compile a second program).
+  config = ppo.PPOConfig(
+    total_timesteps=6 * 64,
+    num_envs=4,
+    num_steps=16,
+    num_epochs=1,
+    num_minibatches=1,
+    hidden_sizes=(8,),
+  )
+  steps = []
+  _, metrics = ppo.train("CartPole-v1", config, 0, 4, lambda step, _: steps.append(step))
+  assert steps == [3 * 64, 6 * 64]
+  assert metrics["entropy"].shape == (6,)
 
 
 def test_ppo_resumes_a_killed_run_exactly(tmp_path):

@@ -11,7 +11,8 @@ Gato's view of these tasks:
     `unit_to_env_action` rescales to the environment's bounds (Pendulum's torque is in [-2, 2]).
 
 The per-step adapter (`GymnaxEnvironment`) talks numpy, as every domain does; `GymnaxBatch` is
-the episode runner's on-device backend (`runner.run_episodes`): every row of a batch resets and
+the episode runner's on-device backend (`runner.run_episodes`; `GymnaxEnvironment.batch` gives
+it to data generation and the task statistics, `episodes.play`): every row of a batch resets and
 steps in one `jit(vmap(...))` call, replaying the adapter's key schedule exactly, so an episode's
 outcome is the host adapter's for the same seed (bit for bit where the dynamics are arithmetic
 and comparisons, up to the last float32 bit of vectorised sin/cos elsewhere). `rollout` plays
@@ -152,6 +153,7 @@ class GymnaxEnvironment(base.Environment):
   def __init__(self, env_id: str, max_episode_steps: int | None = None):
     self.env_id = canonical_id(env_id)
     self.name = f"{DOMAIN}/{self.env_id}"
+    self._time_limit = max_episode_steps
     self._env, self._params = make(self.env_id, max_episode_steps)
     self.max_episode_steps = int(self._params.max_steps_in_episode)
     self.observation_spec, self.action_spec = gato_specs(self.env_id)
@@ -161,6 +163,11 @@ class GymnaxEnvironment(base.Environment):
     self._step = self._env.step
     self._state = None
     self._key = None
+
+  def batch(self, num_envs: int) -> "GymnaxBatch":
+    """`num_envs` rows of this task (and time limit) stepped on device: `episodes.play` plays
+    the task's episodes in it, each as this adapter would from the same seed."""
+    return GymnaxBatch(self.env_id, num_envs, self._time_limit)
 
   def reset(self, seed: int) -> dict:
     key_reset, self._key = jax.random.split(jax.random.key(int(seed)))
@@ -234,12 +241,22 @@ def _batch_functions(env_id: str, max_episode_steps: int | None):
     )
     return key, state, info["final_observation"], reward, terminated, truncated
 
-  def initial(seeds):
-    key_reset, keys = jax.vmap(lambda s: tuple(jax.random.split(jax.random.key(s))))(seeds)
-    _, states = jax.vmap(env.reset, in_axes=(0, None))(key_reset, params)
+  reset_rows = jax.jit(jax.vmap(reset_row))
+
+  def initial(num_envs: int):
+    """Every row reset from seed 0 (what rows never started hold), through `reset_rows`: a
+    jitted function of its own would compile the PRNG and the reset a second time (seconds)."""
+    seeds, fresh = np.zeros(num_envs, np.int32), np.ones(num_envs, bool)
+    keys, states = jax.eval_shape(
+      jax.vmap(lambda s: (jax.random.key(s), env.reset(jax.random.key(s), params)[1])), seeds
+    )
+    key_data = jax.eval_shape(jax.random.key_data, keys)
+    blank_keys = jax.random.wrap_key_data(np.zeros(key_data.shape, key_data.dtype))
+    blank_states = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), states)
+    _, keys, states = reset_rows(seeds, blank_keys, blank_states, fresh)
     return keys, states
 
-  return jax.jit(jax.vmap(reset_row)), jax.jit(jax.vmap(step_row)), jax.jit(initial)
+  return reset_rows, jax.jit(jax.vmap(step_row)), initial
 
 
 class GymnaxBatch:
@@ -260,7 +277,7 @@ class GymnaxBatch:
     self.num_envs = num_envs
     self.max_episode_steps = self.env.max_episode_steps
     self._reset, self._step, initial = _batch_functions(self.env_id, max_episode_steps)
-    self._keys, self._states = initial(jnp.zeros(num_envs, jnp.int32))
+    self._keys, self._states = initial(num_envs)
     self.observations = None  # Stacked over rows once `reset` has run.
 
   def row_environments(self) -> list[GymnaxEnvironment]:
@@ -382,7 +399,7 @@ class PolicyFnAgent(runner.Agent):
 
 def rollout(
   env_id: str,
-  policy: PolicyFn,
+  policy: PolicyFn | PolicyFnAgent,
   num_episodes: int,
   seed: int = 0,
   max_episode_steps: int | None = None,
@@ -392,7 +409,8 @@ def rollout(
 
   Args:
     env_id: a supported task id (with or without the "gymnax/" prefix).
-    policy: (gymnax observation, key) -> Gato action; see `PolicyFn`.
+    policy: (gymnax observation, key) -> Gato action; see `PolicyFn`. Or its `PolicyFnAgent`:
+      one agent compiles once for every rollout (and `episodes.play`) it plays.
     num_episodes: episodes to play, each from its own reset seed (drawn from `seed`).
     seed: seeds resets, environment noise and the policy's sampling.
     max_episode_steps: the time limit; gymnax's default for the task when None.
@@ -405,7 +423,8 @@ def rollout(
     raise ValueError(f"num_episodes must be positive, got {num_episodes}")
   seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, num_episodes)
   batch = GymnaxBatch(env_id, min(num_envs, num_episodes), max_episode_steps)
-  outcomes = runner.run_episodes(batch, PolicyFnAgent(policy), [int(s) for s in seeds])
+  agent = policy if isinstance(policy, PolicyFnAgent) else PolicyFnAgent(policy)
+  outcomes = runner.run_episodes(batch, agent, [int(s) for s in seeds])
   return {
     "returns": np.array([o.episode_return for o in outcomes], np.float32),
     "lengths": np.array([o.length for o in outcomes], np.int32),

@@ -303,7 +303,14 @@ class ModelAgent(runner.Agent):
     if rebuild:
       decoder.reset()
     groups = [self._new_tokens(row) for row in range(len(self.rows))]
-    logits = decoder.append(self._batch(groups, length))
-    rng = jax.random.fold_in(self._rng, self.num_calls)
-    _, ids = decoder.decode(logits, self.action_spec, rng, self.temperature)
+    if decoder.num_pending and not any(self._whole):
+      # The previous action's last token goes in ahead of the observations: the whole call,
+      # not the observations alone, is padded to a multiple. The cache slots it fills are
+      # never more than `length` + the action tokens, so refills come when they always did.
+      longest = max(group.num_tokens for group in groups)
+      ahead = decoder.num_pending
+      length = min(length, round_up(max(longest, 1) + ahead, CHUNK_MULTIPLE) - ahead)
+    # Greedy decoding draws nothing: no key to derive (an op dispatch per step saved).
+    rng = self._rng if self.temperature == 0.0 else jax.random.fold_in(self._rng, self.num_calls)
+    ids, _ = decoder.act(self._batch(groups, length), self.action_spec, rng, self.temperature)
     return ids

@@ -119,6 +119,8 @@ class ExpertPolicy(policies.Policy):
       )
     self.expert = expert
     self.version = expert.version
+    # Its baselines (`episodes.baseline_record`), which the task's statistics reuse.
+    self.summary = expert.summary
     self.hold = repeat // env_repeat  # Calls each action is held for.
     self._state_of = state_of or (lambda observation: observation)
     self._steps = 0
@@ -334,14 +336,15 @@ def _evaluate_expert(config, env: base.Environment, expert: Expert) -> dict:
   start = time.time()
   task_env = dm_control_envs.DMControlEnv(canonical_task(env.name))
   try:
-    mean, std, count, _ = episodes_lib.expert_baseline(
+    expert_stats = episodes_lib.baseline_record(
       task_env,
-      ExpertPolicy(expert, env_repeat=task_env.action_repeat),
-      num_episodes=config.eval.num_episodes,
+      episodes_lib.expert_baseline(
+        task_env,
+        ExpertPolicy(expert, env_repeat=task_env.action_repeat),
+        num_episodes=config.eval.num_episodes,
+      ),
     )
-    expert_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
-    mean, std, count, _ = episodes_lib.random_baseline(task_env)
-    random_stats = dict(mean_return=mean, std_return=std, num_episodes=count)
+    random_stats = episodes_lib.baseline_record(task_env, episodes_lib.random_baseline(task_env))
   finally:
     task_env.close()
   logging.info(

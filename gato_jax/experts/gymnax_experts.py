@@ -65,14 +65,30 @@ class Expert:
 
 
 class ExpertPolicy(policies.Policy):
-  """A cached PPO expert as a `policies.Policy` (what data generation drives)."""
+  """A cached PPO expert as a `policies.Policy` (what data generation drives).
+
+  Attributes:
+    summary: the expert's training summary, whose baselines (`episodes.baseline_record`) the
+      task's statistics reuse; empty where this policy acts otherwise than it was evaluated
+      (greedy versus sampled).
+  """
 
   name = "ppo_expert"
 
   def __init__(self, expert: Expert):
     self.expert = expert
     self.version = expert.version
+    same = expert.summary.get("deterministic", expert.deterministic) == expert.deterministic
+    self.summary = expert.summary if same else {}
     self._key = jax.random.key(0)
+    self._batch_agent = None
+
+  def batch_agent(self) -> gymnax_envs.PolicyFnAgent:
+    """The expert acting for every row of a `GymnaxBatch` in one jitted call (`episodes.play`);
+    built once, so that its compilations serve every batch."""
+    if self._batch_agent is None:
+      self._batch_agent = gymnax_envs.PolicyFnAgent(self.expert.policy_fn(), name=self.name)
+    return self._batch_agent
 
   def reset(self, seed: int) -> None:
     # Seeded per episode: sampled actions depend only on the episode's seed.
@@ -123,7 +139,7 @@ def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) ->
     )
   config_of = lambda meta: ppo.PPOConfig(**meta["ppo_config"])
   params, meta = cache.read_expert(
-    directory, lambda meta: ppo.init_params(env_id, config_of(meta), jax.random.key(0))
+    directory, lambda meta: ppo.params_template(env_id, config_of(meta))
   )
   config = config_of(meta)
   if deterministic is None:
@@ -138,8 +154,14 @@ def load_expert(workdir: str, env_id: str, deterministic: bool | None = None) ->
   )
 
 
-def policy_returns(env_id: str, policy: gymnax_envs.PolicyFn, num_episodes: int, seed: int) -> dict:
-  """Mean/std return and mean length of a pure-JAX policy over `num_episodes` episodes."""
+def policy_returns(
+  env_id: str,
+  policy: gymnax_envs.PolicyFn | gymnax_envs.PolicyFnAgent,
+  num_episodes: int,
+  seed: int,
+) -> dict:
+  """Mean/std return and mean length of a pure-JAX policy (or its agent, which keeps its
+  compilation) over `num_episodes` episodes (`gymnax_envs.rollout`)."""
   result = gymnax_envs.rollout(env_id, policy, num_episodes, seed=seed)
   return dict(
     mean_return=float(result["returns"].mean()),
@@ -197,7 +219,7 @@ def _train_seed(config, ppo_config: ppo.PPOConfig, seed: int, directory: str) ->
   earlier (killed) run of the same recipe."""
   env_id = gymnax_envs.canonical_id(config.env_id)
   recipe = cache.recipe(config, "ppo")
-  template = lambda meta: ppo.init_params(env_id, ppo_config, jax.random.key(0))
+  template = lambda meta: ppo.params_template(env_id, ppo_config)
   if cache.has_expert(directory):
     params, meta = cache.read_expert(directory, template)
     if meta["summary"].get("recipe") == recipe:
@@ -257,12 +279,18 @@ def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
   `config.eval.num_episodes` other episodes, to choose between them."""
   env_id = gymnax_envs.canonical_id(config.env_id)
   n, seed = config.eval.num_episodes, config.eval.seed
-  greedy = policy_returns(env_id, ppo.make_policy(env_id, ppo_config, params, True), n, seed)
-  sampled = policy_returns(env_id, ppo.make_policy(env_id, ppo_config, params, False), n, seed)
+  # One policy per way of acting, whose batch agent compiles once (seconds on a loaded CPU) and
+  # plays its evaluation episodes and, for the way the data is generated, the expert baseline.
+  acting = {
+    deterministic: ExpertPolicy(Expert(env_id, ppo_config, params, {}, deterministic))
+    for deterministic in (True, False)
+  }
+  greedy = policy_returns(env_id, acting[True].batch_agent(), n, seed)
+  sampled = policy_returns(env_id, acting[False].batch_agent(), n, seed)
   env = gymnax_envs.GymnaxEnvironment(env_id)
-  expert = Expert(env_id, ppo_config, params, {}, bool(config.eval.deterministic))
-  mean, std, count, _ = episodes_lib.expert_baseline(env, ExpertPolicy(expert))
-  baseline = dict(mean_return=mean, std_return=std, num_episodes=count)
+  baseline = episodes_lib.baseline_record(
+    env, episodes_lib.expert_baseline(env, acting[bool(config.eval.deterministic)])
+  )
   random = _random_baseline(env_id)
   logging.info(
     "%s: expert %.2f (%s; greedy %.2f, sampled %.2f over %d other episodes), random %.2f,"
@@ -293,5 +321,5 @@ def _evaluate_expert(config, ppo_config: ppo.PPOConfig, params) -> dict:
 def _random_baseline(env_id: str) -> dict:
   """The task's random baseline (it does not depend on the expert: measured once a process,
   however many seeds are evaluated)."""
-  mean, std, count, _ = episodes_lib.random_baseline(gymnax_envs.GymnaxEnvironment(env_id))
-  return dict(mean_return=mean, std_return=std, num_episodes=count)
+  env = gymnax_envs.GymnaxEnvironment(env_id)
+  return episodes_lib.baseline_record(env, episodes_lib.random_baseline(env))

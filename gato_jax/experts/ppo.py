@@ -227,6 +227,16 @@ def init_params(env_id: str, config: PPOConfig, key) -> Any:
   return network.init(key, jnp.zeros((1,) + obs_shape, jnp.float32))
 
 
+def params_template(env_id: str, config: PPOConfig) -> Any:
+  """The parameters' tree of shapes and dtypes, which a cached expert's are read into: traced by
+  `jax.eval_shape`, as running `init_params` eagerly compiles each of its ops (seconds a load)."""
+  # Built outside the trace: the first call makes (and caches) the gymnax environment, whose
+  # parameters would otherwise be cached as the trace's tracers (Acrobot's are jax arrays).
+  network, _ = make_network(env_id, config)
+  observation = jax.ShapeDtypeStruct((1, *gymnax_envs.observation_shape(env_id)), jnp.float32)
+  return jax.eval_shape(network.init, jax.random.key(0), observation)
+
+
 def make_policy(env_id: str, config: PPOConfig, params, deterministic: bool = True):
   """A pure `gymnax_envs.PolicyFn`: (observation, key) -> Gato action (clipped to [-1, 1])."""
   network, preprocess = make_network(env_id, config)
@@ -378,7 +388,9 @@ def train(
     env_id: a supported task id (see `gymnax_envs.TASKS`).
     config: hyper-parameters.
     seed: seeds parameters, environments and sampling; a seed gives one result per platform.
-    log_every: updates per jitted chunk; `log_fn` is called after each. Default: all at once.
+    log_every: at most this many updates per jitted chunk, `log_fn` called after each: chunks
+      are of one length, the largest that divides the updates, as a shorter last chunk would be
+      compiled again (as long as the first: ~8 s of a 30 s CartPole run). Default: all at once.
     log_fn: called as log_fn(env_steps_so_far, the chunk's mean metrics).
     checkpoint: a file that holds the whole training state after a chunk (written at most every
       `checkpoint_seconds`, atomically). A run that finds one for the same task, config, seed
@@ -388,7 +400,8 @@ def train(
     (network params, metrics): each metric is a numpy array with one entry per update.
   """
   init, update = make_update_fn(env_id, config)
-  chunk = min(log_every or config.num_updates, config.num_updates)
+  longest = min(log_every or config.num_updates, config.num_updates)
+  chunk = max(n for n in range(1, longest + 1) if config.num_updates % n == 0)
 
   @functools.partial(jax.jit, static_argnums=1, donate_argnums=0)
   def run_chunk(runner, length):
@@ -404,11 +417,10 @@ def train(
     logging.info("%s: resuming PPO at update %d of %d", env_id, done, config.num_updates)
   last_save = time.time()
   while done < config.num_updates:
-    length = min(chunk, config.num_updates - done)
-    runner, metrics = run_chunk(runner, length)
+    runner, metrics = run_chunk(runner, chunk)
     metrics = jax.device_get(metrics)
     history.append(metrics)
-    done += length
+    done += chunk
     if checkpoint and time.time() - last_save >= checkpoint_seconds:
       cache.save_progress(
         checkpoint, fingerprint, dict(done=done, history=history, leaves=_flatten_runner(runner))

@@ -82,7 +82,9 @@ class Attention(nn.Module):
         q, k.astype(dtype), v.astype(dtype), segment_ids, real, positions, row_seen
       )
     elif self.decode:
-      cache_shape = (batch, cfg.max_decode_length, cfg.num_heads, cfg.head_dim)
+      # Heads before positions [B, H, S, Dh]: attention's batched matmuls read the cache as it
+      # lies, where [B, S, H, Dh] made XLA transpose all of it at every decoding step.
+      cache_shape = (batch, cfg.num_heads, cfg.max_decode_length, cfg.head_dim)
       cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, dtype)
       cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, dtype)
       cached_segments = self.variable(
@@ -90,8 +92,9 @@ class Attention(nn.Module):
       )
       cache_index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
       index = cache_index.value
-      k = jax.lax.dynamic_update_slice(cached_key.value, k.astype(dtype), (0, index, 0, 0))
-      v = jax.lax.dynamic_update_slice(cached_value.value, v.astype(dtype), (0, index, 0, 0))
+      heads_first = lambda a: jnp.swapaxes(a.astype(dtype), 1, 2)  # [B, T, H, Dh] -> [B, H, T, Dh]
+      k = jax.lax.dynamic_update_slice(cached_key.value, heads_first(k), (0, 0, index, 0))
+      v = jax.lax.dynamic_update_slice(cached_value.value, heads_first(v), (0, 0, index, 0))
       key_segments = jax.lax.dynamic_update_slice(cached_segments.value, segment_ids, (0, index))
       if not self.is_initializing():
         cached_key.value, cached_value.value = k, v
@@ -102,6 +105,7 @@ class Attention(nn.Module):
       causal = jnp.arange(cfg.max_decode_length)[None, :] <= query_pos[:, None]  # [T, S]
       same_segment = segment_ids[:, :, None] == key_segments[:, None, :]  # [B, T, S]
       mask = (causal[None] & same_segment)[:, None]  # [B, 1, T, S]
+      k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, H, S, Dh] -> [B, S, H, Dh]
       out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
     elif cfg.attention_impl == "cudnn":
       # cuDNN's fused kernel takes lengths, not arbitrary masks: one right-padded segment per row.

@@ -1,8 +1,9 @@
 """Resumable, deterministic generation of a task's episodes and statistics into TFDS datasets.
 
 For one task this (1) measures the statistics that anchor normalised scores (a random policy's
-and the expert's mean return over their own seeds), then (2) rolls out the data policy in
-shards of episodes, each pickled atomically into a staging folder, and (3) once every shard
+and the expert's mean return over their own seeds; a trained expert's summary already holds
+them), then (2) rolls out the data policy in shards of episodes (`episodes.play`: gymnax tasks a
+batch at a time on device), each pickled atomically into a staging folder, and (3) once every shard
 exists, stores them in order as one TFDS dataset and removes the staging folder. A killed run
 resumes at the first missing shard (finished shards are never regenerated), and since episode
 seeds derive from (seed, task, index) alone, the data is the same however often it was resumed.
@@ -106,15 +107,24 @@ def ensure_stats(env, data_dir: str, seed: int, num_episodes: int) -> episodes_l
       expert_ok = True  # No trained expert to compare with (yet): the stored numbers stand.
   if random_ok and expert_ok:
     return stats
+  if expert is None and registry.trained_expert(env.name) and registry.has_expert(env.name):
+    expert = registry.make_expert(env)
+  # A trained expert's summary holds both baselines, measured when it was trained: taken where
+  # they are what would be measured here (the same seeds, at least as many episodes).
+  summary = getattr(expert, "summary", None) or {}
   if not random_ok:
-    mean, std, count, rate = episodes_lib.random_baseline(env, seed, num_episodes)
+    measured = episodes_lib.recorded_baseline(summary.get("random"), env, seed, num_episodes)
+    mean, std, count, rate = measured or episodes_lib.random_baseline(env, seed, num_episodes)
     kept = {f: getattr(stats, f) for f in EXPERT_FIELDS} if stats else {}
     stats = episodes_lib.TaskStats(
       env.name, mean, std, count, rate, **kept, env_version=env.version
     )
   if not expert_ok:
     expert = expert or registry.make_expert(env)  # Names the training command if untrained.
-    mean, std, count, rate = episodes_lib.expert_baseline(env, expert, seed, num_episodes)
+    measured = episodes_lib.recorded_baseline(summary.get("expert"), env, seed, num_episodes)
+    mean, std, count, rate = measured or episodes_lib.expert_baseline(
+      env, expert, seed, num_episodes
+    )
     stats = dataclasses.replace(
       stats,
       expert_agent=expert.name,
@@ -316,15 +326,18 @@ def generate_task(
     indices = range(s * shard_episodes, min(num_episodes, (s + 1) * shard_episodes))
     clock["done"] = s * shard_episodes
     shard = {"items": [], "steps": 0, "tokens": 0}
-    for i in indices:
-      episode = episodes_lib.rollout(env, data_policy, episodes_lib.episode_seed(seed, task, i))
-      shard["items"].append(episode)
-      shard["steps"] += episodes_lib.num_actions(episode)
-      shard["tokens"] += count_tokens(episode, env)
-      clock["done"] += 1
-      clock["made"] += 1
+    rows = episodes_lib.batch_rows(env)
+    for first in range(0, len(indices), rows):  # Episodes side by side where the task can.
+      chunk = indices[first : first + rows]
+      seeds = [episodes_lib.episode_seed(seed, task, i) for i in chunk]
+      for outcome in episodes_lib.play(env, data_policy, seeds):
+        shard["items"].append(outcome.episode)
+        shard["steps"] += episodes_lib.num_actions(outcome.episode)
+        shard["tokens"] += count_tokens(outcome.episode, env)
+      clock["done"] += len(chunk)
+      clock["made"] += len(chunk)
       now = time.time()
-      if now - clock["last"] < 1.0 and i != indices[-1]:
+      if now - clock["last"] < 1.0 and chunk[-1] != indices[-1]:
         continue  # One line a second is enough, and keeps logs short.
       clock["last"], rate = now, clock["made"] / max(now - clock["start"], 1e-9)
       progress(

@@ -13,7 +13,9 @@ import sys
 
 process_id, num_processes, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 data_dir, workdir, step_json = sys.argv[4], sys.argv[5], sys.argv[6]
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // num_processes}"
+os.environ["XLA_FLAGS"] = (
+  f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={8 // num_processes}"
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 from gato_jax import train  # noqa: E402
 from gato_jax.configs import gato  # noqa: E402

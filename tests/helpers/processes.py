@@ -16,7 +16,9 @@ def run_processes(
 ) -> list[tuple[int, str]]:
   """Runs `python WORKER PROCESS_ID NUM_PROCESSES PORT ARGS...` for every process id at once;
   returns each process's (exit status, stdout and stderr)."""
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  # Each worker sets its own device count; the run's other XLA flags (conftest.py) stay.
+  env["XLA_FLAGS"] = pod.xla_flags_with_devices(os.environ.get("XLA_FLAGS", ""), None)
   env["PYTHONPATH"] = str(ROOT)
   port = str(pod.free_port())
   procs = [

@@ -2,7 +2,8 @@ r"""Control-step latency with a key/value cache: one JSON line per size.
 
 A control step appends one timestep's observation (and `|`) to a cache that already holds
 `--context` tokens, then decodes the action token by token with masked logits, as an agent does
-at every environment step. Reported: `control_step_ms` (median), and its two parts.
+at every environment step. Reported: `control_step_ms` (median), and its two parts. As the agent
+does, both compute logits over the action ids alone (`id_window`), not the whole vocabulary.
 
   python tools/bench/decode.py --config=experiments/configs/gato.py:small --sizes=tiny,small
 """
@@ -49,15 +50,25 @@ def main(argv):
     history = bench_common.random_batch(cfg, 1, _CONTEXT.value - step_tokens, 0)
     _, cache = prefill(params, init_cache(cfg, 1), history, model=model)
     observation = bench_common.random_batch(cfg, 1, _OBSERVATION_TOKENS.value, 0, seed=1)
-    ranges = jnp.asarray(np.tile([[T.VALUE_OFFSET, T.SEPARATOR_ID]], (_ACTION_TOKENS.value, 1)))
+    window = (T.VALUE_OFFSET, T.SEPARATOR_ID)
+    ranges = jnp.asarray(np.tile([window], (_ACTION_TOKENS.value, 1)))
 
     def control_step():
       t0 = time.perf_counter()
-      logits, step_cache = prefill(params, cache, observation, model=model)
+      logits, step_cache = prefill(
+        params, cache, observation, model=model, last_only=True, id_window=window
+      )
       jax.block_until_ready(logits)
       t1 = time.perf_counter()
       ids, _ = decode_tokens(
-        params, step_cache, logits[:, -1], ranges, jax.random.key(0), model=model, temperature=0.0
+        params,
+        step_cache,
+        logits[:, -1],
+        ranges,
+        jax.random.key(0),
+        model=model,
+        temperature=0.0,
+        id_window=window,
       )
       jax.block_until_ready(ids)
       return t1 - t0, time.perf_counter() - t1
