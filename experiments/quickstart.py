@@ -2,14 +2,14 @@ r"""The CPU quickstart: expert data, a small Gato trained on it, prompted rollou
 
   python experiments/quickstart.py [--workdir=~/.cache/gato_jax/quickstart] [--seed=0]
 
-README's first command; about 30 minutes on two CPU cores, install included (docs/training.md).
+README's first command; its stages' times on two CPU cores are in docs/training.md.
 
 1. Trains the gymnax PPO experts of CartPole and Acrobot unless they are cached
    (tools/train_expert.py; PPO seeds until one reaches the bar) and generates 60 of their
    episodes per task, with the random and expert returns that anchor normalised scores, under
    --data_dir.
 2. Trains the `small` Gato (5.2M parameters), one set of weights for both tasks, with the
-   `quickstart` preset of gato_jax/configs/gato.py (600 steps of 16 x 256 tokens).
+   `quickstart` preset of gato_jax/configs/gato.py (300 steps of 16 x 256 tokens).
 3. Plays 32 prompted rollouts per task of that model in the real environments (a successful
    demonstration of the task as the prompt, actions decoded with the key/value cache) and prints
    returns and expert-normalised scores (also written, with a bar chart, under

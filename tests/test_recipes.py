@@ -161,3 +161,20 @@ def test_a_weak_expert_is_reported_on_the_console():
   assert "0% of the way)\nWARNING: gymnax/MountainCar-v0's expert is below 50%" in line
   with pytest.raises(ValueError, match="not above random"):
     recipes.expert_share(dict(strong, reference_return=-200.0))
+
+
+def test_every_cpu_preset_builds_its_model_optimizer_and_loss():
+  from gato_jax.model import ModelConfig
+  from gato_jax.training import loss
+  from gato_jax.training.optimizer import OptimizerConfig
+  from gato_jax.training.step import abstract_param_count
+
+  for arg in ("tiny,smoke", "small,quickstart", "small,generalist"):
+    config = gato.get_config(arg)
+    model_config = ModelConfig.from_dict(config.model)
+    OptimizerConfig.from_dict(config.optimizer)
+    assert config.train.action_loss_vocab in loss.ACTION_VOCABS, arg
+    assert config.optimizer.warmup_steps < config.train.steps, arg
+    if arg == "small,quickstart":
+      # Embedding choices change values, not shapes: README's 5.2M parameters hold.
+      assert abstract_param_count(model_config) == 5_218_304
