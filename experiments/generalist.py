@@ -1,4 +1,4 @@
-r"""The CPU generalist: one small Gato over five control domains, text and captions.
+r"""The CPU generalist: one small Gato over four control domains, text and captions.
 
   python experiments/generalist.py [--workdir=~/.cache/gato_jax/generalist] [--stages=...] \
       [--config=experiments/configs/gato.py:small,generalist] [--config.train.steps=...]
@@ -12,7 +12,7 @@ Stages, each resumable (a rerun continues where a kill stopped it):
   pixels reuses the state task's expert) unless cached, then generates --episodes expert
   episodes per control task of the `generalist` mixture (gato_jax/data/presets.py; pixel tasks
   --pixel_episodes), the text corpus and --scenes captioned scenes. Hours on two cores the first
-  time: the SAC and MinAtar PPO experts and the rendered pixel episodes dominate.
+  time: the SAC experts and the rendered pixel episodes dominate.
 - `train`: the `small` Gato with the `generalist` preset of gato_jax/configs/gato.py
   (checkpoints every 100 steps).
 - `eval`: prompted rollouts of every control task (the preset's episodes per task), text
@@ -43,7 +43,7 @@ from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/generalist", "Run directory.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/.cache/gato_jax", "Generated datasets.")
-_EPISODES = flags.DEFINE_integer("episodes", 60, "Expert episodes per control task.")
+_EPISODES = flags.DEFINE_integer("episodes", 300, "Expert episodes per control task.")
 _PIXEL_EPISODES = flags.DEFINE_integer(
   "pixel_episodes", 20, "Expert episodes per DM Control pixels task (~70 s each to render)."
 )

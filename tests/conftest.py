@@ -52,3 +52,27 @@ def data_dir(tmp_path_factory):
       task, path, num_episodes=6, stats_episodes=4, shard_episodes=6, progress=lambda line: None
     )
   return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(data_dir, tmp_path_factory):
+  """(workdir, final record) of one undisturbed run of helpers.configs.smoke_config(data_dir),
+  made once for every module that needs a finished run; tests read it or copy it."""
+  from gato_jax import train  # pylint: disable=g-import-not-at-top
+  from helpers.configs import smoke_config  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path_factory.mktemp("smoke_run") / "run"
+  return workdir, train.train_and_evaluate(smoke_config(data_dir), str(workdir))
+
+
+@pytest.fixture(scope="session")
+def two_host_run(data_dir, tmp_path_factory):
+  """(exit status, output, workdir) of one uninterrupted two-host run through the local pod
+  rehearsal (helpers.processes.TWO_HOST_FLAGS): test_pod.py reads the launcher's output,
+  test_preemption.py the losses a preempted two-host run must resume to."""
+  from helpers import processes  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path_factory.mktemp("two_host_run") / "run"
+  proc = processes.start_pod_rehearsal(data_dir, workdir, *processes.TWO_HOST_FLAGS)
+  output = proc.communicate(timeout=800)[0]
+  return proc.returncode, output, workdir

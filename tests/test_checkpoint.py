@@ -2,6 +2,7 @@
 
 import dataclasses
 import errno
+import functools
 import os
 import pathlib
 
@@ -19,15 +20,20 @@ from gato_jax.checkpoint import (
 )
 from gato_jax.model import ModelConfig, abstract_params
 from gato_jax.training.optimizer import OptimizerConfig
-from gato_jax.training.step import create_train_state
+from gato_jax.training.step import abstract_train_state, create_train_state
 
 TINY = ModelConfig.from_size("tiny")
 OPT = OptimizerConfig(warmup_steps=2, decay_steps=20)
 
 
-def _state(shape, rules="fsdp_tensor", seed=0):
-  mesh = sharding.create_mesh(shape, jax.devices()[: int(np.prod(shape))])
-  return create_train_state(TINY, OPT, mesh, rules, jax.random.key(seed))
+def _mesh(shape):
+  return sharding.create_mesh(shape, jax.devices()[: int(np.prod(shape))])
+
+
+# Built once per mesh for the whole module: tests save and compare states, never change them.
+@functools.cache
+def _state(shape, rules="fsdp_tensor"):
+  return create_train_state(TINY, OPT, _mesh(shape), rules, jax.random.key(0))
 
 
 def _abstract(state, trainer):
@@ -47,8 +53,9 @@ def test_save_on_eight_devices_restore_on_one_and_four(tmp_path):
   ckpt.save(10, state, data_state={"epoch": 3, "position": [1, 2]})
   ckpt.wait()
   for shape, rules in [((1, 1, 1), "fsdp"), ((1, 4, 1), "fsdp"), ((2, 1, 2), "fsdp_tensor")]:
-    target, trainer = _state(shape, rules, seed=1)
-    restored = Checkpointer(str(tmp_path)).restore(_abstract(target, trainer))
+    # The target holds shapes and shardings, no values: what is restored comes from the files.
+    target, trainer = abstract_train_state(TINY, OPT, _mesh(shape), rules)
+    restored = Checkpointer(str(tmp_path)).restore(target)
     assert restored.step == 10
     assert restored.data_state == {"epoch": 3, "position": [1, 2]}
     _assert_same(restored.state, state)
@@ -129,16 +136,15 @@ def test_corrupt_newest_checkpoint_is_quarantined_and_saved_again(tmp_path):
 def test_checkpoint_of_another_model_size_names_the_shapes(tmp_path):
   state, _ = _state((1, 1, 1), "fsdp")
   Checkpointer(str(tmp_path), async_save=False).save(1, state)
-  mesh = sharding.create_mesh((1, 1, 1), jax.devices()[:1])
-  other, trainer = create_train_state(
-    dataclasses.replace(TINY, num_layers=3), OPT, mesh, "fsdp", jax.random.key(0)
+  other, _ = abstract_train_state(
+    dataclasses.replace(TINY, num_layers=3), OPT, _mesh((1, 1, 1)), "fsdp"
   )
   with pytest.raises(
     CheckpointMismatchError,
     match=r"checkpoint 1 in .* holds another model: params\.decoder\.layers\."
     r"\w+\.\w+ has shape \(2, .*\) there but \(3, .*\) here",
   ):
-    Checkpointer(str(tmp_path)).restore(_abstract(other, trainer), quarantine=True)
+    Checkpointer(str(tmp_path)).restore(other, quarantine=True)
   assert os.listdir(tmp_path) == ["1"]  # A good checkpoint of another model is never moved.
 
 
@@ -173,7 +179,7 @@ def test_write_failure_is_one_error_and_leaves_no_temporary_folder(
 def test_params_alone_restore_onto_another_mesh_and_refuse_another_model(tmp_path):
   state, _ = _state((2, 2, 2))
   Checkpointer(str(tmp_path), async_save=False).save(5, state, data_state={"position": 1})
-  mesh = sharding.create_mesh((1, 4, 1), jax.devices()[:4])
+  mesh = _mesh((1, 4, 1))
   abstract, shardings = abstract_params(TINY, mesh, "fsdp")
   assert jax.tree.structure(abstract) == jax.tree.structure(state.params)
   params, step = Checkpointer(str(tmp_path)).restore_params(abstract)

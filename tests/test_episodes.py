@@ -235,6 +235,16 @@ def test_stats_round_trip(tmp_path):
   assert E.load_stats(str(tmp_path), "fake/countdown") == stats
 
 
+def test_a_baseline_record_not_naming_its_environment_version_is_reused_only_unversioned():
+  env = CountdownEnv()
+  legacy = {"mean_return": 3.0, "std_return": 0.5, "num_episodes": 4}  # No seed, task, version.
+  assert E.recorded_baseline(legacy, env, 0, 4) == (3.0, 0.5, 4, None)
+  env.version = "interval=2"
+  assert E.recorded_baseline(legacy, env, 0, 4) is None
+  named = E.baseline_record(env, (3.0, 0.5, 4, None))
+  assert E.recorded_baseline(named, env, 0, 4) == (3.0, 0.5, 4, None)
+
+
 def test_filtering_keeps_episodes_near_the_expert():
   stats = E.TaskStats(
     "t/a",
@@ -568,7 +578,8 @@ def test_statistics_take_the_baselines_the_experts_training_measured(
     ("random", 0, 51),
     ("ppo_expert", 0, 51),
   ]
-  # Summaries written before their records named seed, task and version were measured from seed 0.
+  # Summaries written before their records named seed, task and version were measured from seed 0;
+  # naming no version, they stand for an environment without one, as CartPole is.
   legacy = {"mean_return": 30.0, "std_return": 2.0, "num_episodes": 50}
   summary = {"random": legacy, "expert": dict(legacy, mean_return=300.0)}
   _save_untrained_expert(expert_workdir, "CartPole-v1", summary)

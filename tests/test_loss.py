@@ -143,7 +143,8 @@ def test_action_head_logits_give_the_sliced_loss():
 def test_split_budget_in_the_model_gives_the_same_loss_and_gradients():
   config = ModelConfig.from_size("tiny", num_layers=1, stochastic_depth=0.0)
   batch = _batch().replace(patches=np.zeros((2, 0, config.patch_dim), np.float32))
-  params = nn.unbox(init_variables(config, jax.random.key(0)))["params"]
+  # Jitted: op by op, the initialiser compiles each of its primitives on its own.
+  params = nn.unbox(jax.jit(lambda r: init_variables(config, r))(jax.random.key(0)))["params"]
   model, rng = Gato(config), jax.random.key(1)
   loss = lambda p, budget: loss_and_metrics(p, batch, rng, model, False, budget, "actions")
   grad = jax.value_and_grad(loss, has_aux=True)

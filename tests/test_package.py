@@ -1,47 +1,50 @@
 """Package-level promises: light imports, TensorFlow kept off accelerators, the demo runs."""
 
+import pytest
+
 from gato_jax import files
 
 from helpers.scripts import run_python
 
 
-def _run(code: str) -> str:
-  return run_python("-c", code).stdout
+HEAVY = "('tensorflow', 'seqio', 'dm_control', 'mujoco', 'gymnax', 'tensorflow_datasets')"
 
 
-def test_import_stays_light():
-  out = _run(
+@pytest.fixture(scope="module")
+def fresh_process() -> list[str]:
+  """One new Python process for the three import checks (a process's start costs more than
+  they do), in the order that keeps each honest: the light imports and their check first, then
+  the presets and theirs (with more imported, a clean list still holds for each alone), and
+  TensorFlow last."""
+  code = (
     "import sys, gato_jax, gato_jax.tokenizer as T\n"
     "T.tokenize_timestep({'x': 0.5}, None, {'x': T.ContinuousSpec()})\n"
-    "print(sorted(m for m in ('tensorflow', 'seqio', 'dm_control', 'gymnax', 'tensorflow_datasets')"
-    " if m in sys.modules))"
-  )
-  assert out.strip() == "[]"
-
-
-def test_presets_import_as_modules_and_stay_light():
-  # The library reads its presets by import (no file paths), and reading one loads no
-  # TensorFlow, SeqIO or environment package.
-  out = _run(
-    "import sys\n"
+    f"print(sorted(m for m in {HEAVY} if m in sys.modules))\n"
     "from gato_jax import recipes\n"
     "from gato_jax.configs import gato, sweep\n"
     "print(gato.get_config('tiny,smoke').train.steps, sweep.get_config('cpu').base.train.seq_len,"
     " recipes.expert_recipe('gymnax/CartPole-v1').env_id,"
     " recipes.expert_recipe('dm_control_pixels/walker-stand').task)\n"
-    "print(sorted(m for m in ('tensorflow', 'seqio', 'dm_control', 'mujoco', 'gymnax',"
-    " 'tensorflow_datasets') if m in sys.modules))"
-  )
-  assert out.splitlines() == ["4 512 CartPole-v1 walker-stand", "[]"]
-
-
-def test_tensorflow_hides_accelerators():
-  out = _run(
+    f"print(sorted(m for m in {HEAVY} if m in sys.modules))\n"
     "from gato_jax import tf_compat\n"
     "tf = tf_compat.import_tensorflow()\n"
-    "print(tf.config.get_visible_devices('GPU'), tf_compat.import_tensorflow() is tf)"
+    "print(tf.config.get_visible_devices('GPU'), tf_compat.import_tensorflow() is tf)\n"
   )
-  assert out.strip() == "[] True"
+  return run_python("-c", code).stdout.splitlines()
+
+
+def test_import_stays_light(fresh_process):
+  assert fresh_process[0] == "[]"
+
+
+def test_presets_import_as_modules_and_stay_light(fresh_process):
+  # The library reads its presets by import (no file paths), and reading one loads no
+  # TensorFlow, SeqIO or environment package.
+  assert fresh_process[1:3] == ["4 512 CartPole-v1 walker-stand", "[]"]
+
+
+def test_tensorflow_hides_accelerators(fresh_process):
+  assert fresh_process[3] == "[] True"
 
 
 def test_tokenize_demo_on_real_dm_control():

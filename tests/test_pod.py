@@ -4,15 +4,14 @@ rehearsal (N processes, prefixed output, the workers' exit status, signals passe
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import uuid
 
 import pytest
 
 from gato_jax import pod, train
-from helpers.scripts import ROOT, run_python
+from helpers import processes
+from helpers.scripts import run_python
 
 
 def test_slices_as_cloud_tpu_names_them():
@@ -146,29 +145,9 @@ def test_paper_ladder_runs_carry_their_slice_preset():
 # The local rehearsal: two processes of 4 fake devices each train tiny,smoke's (2, 2, 2) mesh.
 
 
-def _rehearsal(data_dir, workdir, *overrides):
-  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
-  env["XLA_FLAGS"] = pod.xla_flags_with_devices(os.environ.get("XLA_FLAGS", ""), None)
-  env["PYTHONPATH"] = str(ROOT)
-  argv = [
-    sys.executable,
-    "experiments/pod.py",
-    "--config=experiments/configs/gato.py:tiny,smoke",
-    "--dispatch=local",
-    "--hosts=2",
-    f"--workdir={workdir}",
-    f"--config.data.data_dir={data_dir}",
-    *overrides,
-  ]
-  return subprocess.Popen(
-    argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-  )
-
-
-def test_local_rehearsal_trains_on_two_processes(data_dir, tmp_path):
-  proc = _rehearsal(data_dir, tmp_path / "run")
-  out = proc.communicate(timeout=800)[0]
-  assert proc.returncode == 0, out[-3000:]
+def test_local_rehearsal_trains_on_two_processes(two_host_run):
+  returncode, out, workdir = two_host_run  # Shared with test_preemption.py (tests/conftest.py).
+  assert returncode == 0, out[-3000:]
   lines = out.splitlines()
   # Each worker runs the trainer with the shared flags plus its own place in the job.
   for i in range(2):
@@ -181,12 +160,16 @@ def test_local_rehearsal_trains_on_two_processes(data_dir, tmp_path):
     assert f"--config.mesh.num_processes=2 --config.mesh.process_id={i}" in started[0]
     assert f"[pod] worker {i} exited with status 0" in lines
     assert any(line.startswith(f"[worker {i}] ") for line in lines)
-  assert any(re.match(r"\[worker 0\] .*step 4/4 \| loss", line) for line in lines), out[-3000:]
-  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
+  steps = processes.TWO_HOST_STEPS
+  assert any(re.match(rf"\[worker 0\] .*step {steps}/{steps} \| loss", line) for line in lines), (
+    out[-3000:]
+  )
+  # The run's flags save only at the end; periodic saves of two processes: test_multihost.py.
+  assert os.listdir(workdir / "checkpoints") == [str(steps)]
 
 
 def test_sigterm_to_the_rehearsal_reaches_the_workers(data_dir, tmp_path):
-  proc = _rehearsal(data_dir, tmp_path / "run", "--config.train.steps=100000")
+  proc = processes.start_pod_rehearsal(data_dir, tmp_path / "run", "--config.train.steps=100000")
   lines, training = [], threading.Event()
 
   def read():

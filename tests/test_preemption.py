@@ -12,14 +12,14 @@ from gato_jax import train
 from gato_jax.data import mixture
 from gato_jax.training import metrics_log, preemption, profiler
 
+from helpers import processes
 from helpers.configs import smoke_config
-from helpers.processes import run_processes
 
 ROOT = pathlib.Path(__file__).parents[1]
 WORKER = ROOT / "tests" / "helpers" / "preempt_train.py"
-STEPS = 6
-# Checkpoints only at the end (and on preemption): a checkpoint before STEPS is the preemption's.
-FLAGS = (f"--config.train.steps={STEPS}", "--config.checkpoint.every_steps=100")
+# The flags of the shared two-host run (tests/conftest.py `two_host_run`), which the two-host test
+# resumes to: checkpoints only at the end (and on preemption).
+STEPS, FLAGS = processes.TWO_HOST_STEPS, processes.TWO_HOST_FLAGS
 
 
 def _config(data_dir, **overrides):
@@ -38,7 +38,11 @@ def _checkpoints(workdir) -> list[str]:
 
 def test_sigterm_on_one_process_saves_and_resumes_exactly(data_dir, tmp_path, monkeypatch):
   full = tmp_path / "full"
-  train.train_and_evaluate(_config(data_dir), str(full))
+  # The uninterrupted run also traces two steps: a profile changes no loss.
+  train.train_and_evaluate(_config(data_dir, **{"train.profile_steps": "2,2"}), str(full))
+  traces = list((full / profiler.PROFILE_DIR).glob("plugins/profile/*/*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  assert len(_losses(full)) == STEPS
   host_batch = mixture.MixtureIterator.host_batch
 
   def sigterm_at_batch_2(self, step):
@@ -63,12 +67,14 @@ def test_sigterm_on_one_process_saves_and_resumes_exactly(data_dir, tmp_path, mo
   assert _checkpoints(run) == ["3", str(STEPS)]
 
 
-def test_sigterm_to_one_of_two_hosts_stops_both_at_one_step(data_dir, tmp_path):
-  full, run = tmp_path / "full", tmp_path / "preempted"
-  for returncode, output in run_processes(WORKER, 2, data_dir, str(full), "-1", *FLAGS):
-    assert returncode == 0, output[-3000:]
+def test_sigterm_to_one_of_two_hosts_stops_both_at_one_step(data_dir, two_host_run, tmp_path):
+  # The uninterrupted run: the same launcher and flags on two hosts, started by the local pod
+  # rehearsal (test_pod.py checks its output).
+  returncode, output, full = two_host_run
+  assert returncode == 0, output[-3000:]
+  run = tmp_path / "preempted"
   # Process 1 alone is told, while it builds batch 1; process 0 learns it from the coordinator.
-  stopped = run_processes(WORKER, 2, data_dir, str(run), "1", *FLAGS)
+  stopped = processes.run_processes(WORKER, 2, data_dir, str(run), "1", *FLAGS)
   for returncode, output in stopped:
     assert returncode == train.PREEMPTED_EXIT_CODE, output[-3000:]
   (saved,) = _checkpoints(run)  # One step, the same on both processes (they save together).
@@ -80,23 +86,16 @@ def test_sigterm_to_one_of_two_hosts_stops_both_at_one_step(data_dir, tmp_path):
     )
   assert [step for step, _ in _losses(run)] == list(range(1, int(saved) + 1))
 
-  for returncode, output in run_processes(WORKER, 2, data_dir, str(run), "-1", *FLAGS):
+  for returncode, output in processes.run_processes(WORKER, 2, data_dir, str(run), "-1", *FLAGS):
     assert returncode == 0, output[-3000:]
   assert _losses(run) == _losses(full)
 
 
 def test_single_process_launcher_exits_with_the_code(data_dir, tmp_path):
-  ((returncode, output),) = run_processes(WORKER, 1, data_dir, str(tmp_path), "0", *FLAGS)
+  ((returncode, output),) = processes.run_processes(WORKER, 1, data_dir, str(tmp_path), "0", *FLAGS)
   assert returncode == train.PREEMPTED_EXIT_CODE == 42, output[-3000:]
   assert output.strip().splitlines()[-1].startswith("preempted: saved checkpoint 1 in ")
   assert _checkpoints(tmp_path) == ["1"]
-
-
-def test_profile_steps_write_a_trace(data_dir, tmp_path):
-  train.train_and_evaluate(_config(data_dir, **{"train.profile_steps": "2,2"}), str(tmp_path))
-  traces = list((tmp_path / profiler.PROFILE_DIR).glob("plugins/profile/*/*.xplane.pb"))
-  assert len(traces) == 1 and traces[0].stat().st_size > 0
-  assert len(_losses(tmp_path)) == STEPS
 
 
 @pytest.mark.parametrize("text", ["3", "0,2", "2,0", "a,b", "1,2,3"])

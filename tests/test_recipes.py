@@ -1,11 +1,12 @@
 """Recipes: expert recipes by task name, data preparation, and the generalist preset."""
 
 import json
+import os
 import pathlib
 
 import pytest
 
-from gato_jax import recipes, train
+from gato_jax import pod, recipes
 from gato_jax.configs import gato
 from gato_jax.data import presets
 from gato_jax.sources import example_sets, generation
@@ -54,56 +55,60 @@ def test_generalist_preset_spans_domains_with_experts():
     assert task in example_sets.list_tasks(registry.split_task_name(task)[0])
 
 
-def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
+def test_generalist_preset_builds_and_trains_on_tiny_data(tmp_path):
   data_dir = str(tmp_path / "data")
   subset = ("gymnax/CartPole-v1", "babyai/GoToRedBall", "vision_language/shapes_captions")
   for task in subset[:2]:
     generation.generate_task(
       task,
       data_dir,
-      num_episodes=3,
+      num_episodes=2,
       stats_episodes=2,
       policy="random",
       progress=lambda line: None,
     )
-  example_sets.generate_task(subset[2], data_dir, 12, progress=lambda line: None)
+  example_sets.generate_task(subset[2], data_dir, 8, progress=lambda line: None)
 
   config = gato.get_config("tiny,generalist")
   assert config.data.mixture == "generalist" and config.train.seq_len == 512
-  config.data.data_dir = data_dir
-  config.data.policy = "random"
-  config.data.mixture = ",".join(f"{task}=1" for task in subset)
-  config.train.steps = 2
-  config.train.batch_size = 8
-  config.checkpoint.async_save = False
-  config.log.every_steps = 1
-  config.log.tensorboard = False
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
-  records = metrics_log.read_metrics(workdir)
-  assert [r["step"] for r in records] == [1, 2]
-  domains = {key for record in records for key in record if key.startswith("loss/")}
-  assert domains == {"loss/gymnax", "loss/babyai", "loss/vision_language"}
+  # The preset's features this run exercises (the shapes below are only made smaller).
+  assert config.model.position_encoding == "rope" and config.model.value_init_correlation == 0.9
+  assert config.train.action_loss_vocab == "actions"
+  # The smallest shapes that still hold a BabyAI timestep (~150 tokens) and a caption's image.
+  overrides = {
+    "data.mixture": ",".join(f"{task}=1" for task in subset),
+    "data.policy": "random",
+    "data.prompt_tokens": 128,
+    "train.seq_len": 256,
+    # One step: the batch's budget sets the step's shapes, so each further step may compile anew.
+    # Its 8 rows draw every domain (data.seed 0).
+    "train.steps": 1,
+    "train.batch_size": 8,
+    "model.max_decode_length": 256,
+    "checkpoint.async_save": False,
+    "log.every_steps": 1,
+    "log.tensorboard": False,
+    # Random-policy data has no expert statistics to normalise control returns by.
+    "eval.tasks": subset[2],
+    "eval.non_control_examples": 2,
+  }
+  for key, value in overrides.items():
+    group, field = key.split(".")
+    config[group][field] = value
   # The caption baseline: the same recipe on captions alone, for the rows the mixture gave them.
   alone = recipes.alone_config(config, subset[2], share=1 / 3)
   assert alone.data.mixture == "vision_language/shapes_captions=1"
   assert alone.eval.tasks == "vision_language/shapes_captions"
+  # Never under two steps: the warm-up needs a step before the decay.
   assert (alone.train.steps, alone.optimizer.warmup_steps, alone.optimizer.decay_steps) == (2, 1, 2)
   assert config.data.mixture != alone.data.mixture  # A copy: the generalist's config is kept.
+
   # The launcher's alone stage before any evaluation (it may run beside `eval`): the caption
-  # task trained alone and scored, the comparison left to a rerun; then eval and alone, which
-  # set it beside the generalist's evaluation. Each stage's time is recorded.
-  overrides = {
-    "data.mixture": config.data.mixture,
-    "data.policy": "random",
-    "train.steps": 2,
-    "train.batch_size": 8,
-    "checkpoint.async_save": False,
-    "log.tensorboard": False,
-    # Random-policy data has no expert statistics to normalise control returns by.
-    "eval.tasks": subset[2],
-    "eval.non_control_examples": 4,
-  }
+  # task trained alone and scored, the comparison left to a rerun; then train, eval and alone,
+  # which set it beside the generalist's evaluation. Each stage's time is recorded. One device:
+  # the launcher's own default.
+  workdir = tmp_path / "run"
+  env = {"XLA_FLAGS": pod.xla_flags_with_devices(os.environ.get("XLA_FLAGS", ""), None)}
 
   def launch(stages):
     return run_python(
@@ -113,25 +118,30 @@ def test_generalist_preset_trains_two_steps_on_tiny_data(tmp_path):
       f"--data_dir={data_dir}",
       f"--stages={stages}",
       *(f"--config.{key}={value}" for key, value in overrides.items()),
+      env=env,
     ).stdout
 
   first = launch("alone")
   assert "vision_language/shapes_captions cider" in first and "--stages=eval" in first
-  assert not (tmp_path / "run" / "alone" / "comparison.json").exists()
-  launch("eval,alone")
-  comparison = json.loads((tmp_path / "run" / "alone" / "comparison.json").read_text())
+  assert not (workdir / "alone" / "comparison.json").exists()
+  launch("train,eval,alone")
+  (record,) = metrics_log.read_metrics(str(workdir))
+  assert record["step"] == 1
+  domains = {key for key in record if key.startswith("loss/")}
+  assert domains == {"loss/gymnax", "loss/babyai", "loss/vision_language"}
+  comparison = json.loads((workdir / "alone" / "comparison.json").read_text())
   assert list(comparison) == ["vision_language/shapes_captions"]
   row = comparison["vision_language/shapes_captions"]
   assert row["alone_steps"] == 2 and {"cider", "bleu4"} <= set(row["alone"])
   assert set(row["generalist"]) == set(row["alone"])
   assert (
     "| vision_language/shapes_captions | cider |"
-    in (tmp_path / "run" / "alone" / "comparison.md").read_text()
+    in (workdir / "alone" / "comparison.md").read_text()
   )
-  stages = [json.loads(line)["stage"] for line in open(tmp_path / "run" / "stage_times.jsonl")]
-  assert stages == ["alone", "eval", "alone"]
+  stages = [json.loads(line)["stage"] for line in open(workdir / "stage_times.jsonl")]
+  assert stages == ["alone", "train", "eval", "alone"]
   records = metrics_log.read_metrics(
-    str(tmp_path / "run" / "alone" / "gato.vision_language.shapes_captions")
+    str(workdir / "alone" / "gato.vision_language.shapes_captions")
   )
   assert {key for record in records for key in record if key.startswith("loss/")} == {
     "loss/vision_language"

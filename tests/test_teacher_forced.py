@@ -123,9 +123,16 @@ def test_the_tool_scores_stored_episodes_of_a_checkpoint(tmp_path):
     task, str(tmp_path), 2, seed=1, stats_episodes=2, progress=lambda _: None
   )
   config = gato.get_config("tiny")
+  # Windows of three BabyAI timesteps (~150 tokens each), so a window has repeats to count: the
+  # forward pass runs on half the default context.
+  config.train.seq_len = 512
   save_initial_state(config, tmp_path / "run", 5)
   out = tmp_path / "fidelity.json"
-  tool = ("tools/action_fidelity.py", "--config=experiments/configs/gato.py:tiny")
+  tool = (
+    "tools/action_fidelity.py",
+    "--config=experiments/configs/gato.py:tiny",
+    f"--config.train.seq_len={config.train.seq_len}",
+  )
   run = run_python(
     *tool,
     f"--config.data.data_dir={tmp_path}",

@@ -3,6 +3,7 @@
 import errno
 import os
 import pathlib
+import shutil
 import socket
 
 import orbax.checkpoint as ocp
@@ -26,9 +27,8 @@ def _losses(workdir: str) -> list[tuple[int, float]]:
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-def test_smoke_run_and_exact_resume(data_dir, tmp_path):
-  full = tmp_path / "full"
-  final = train.train_and_evaluate(smoke_config(data_dir), str(full))
+def test_smoke_run_and_exact_resume(data_dir, tmp_path, smoke_run):
+  full, final = smoke_run
   records = metrics_log.read_metrics(str(full))
   assert [r["step"] for r in records] == [1, 2, 3, 4]
   assert all(r["loss"] > 0 and r["action_tokens"] > 0 for r in records)
@@ -88,7 +88,7 @@ def _launch(workdir, data_dir, *overrides):
   )
 
 
-def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeypatch):
+def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeypatch, smoke_run):
   workdir, second = tmp_path / "run", []
   write = metrics_log.MetricsLogger.write
 
@@ -107,14 +107,13 @@ def test_second_trainer_on_a_running_workdir_refuses(data_dir, tmp_path, monkeyp
     " wait for it to finish or use another --workdir"
   )
   # The first run finished alone: its own four steps, each once, as an undisturbed run logs them.
-  train.train_and_evaluate(smoke_config(data_dir), str(tmp_path / "alone"))
-  assert _losses(str(workdir)) == _losses(str(tmp_path / "alone"))
+  assert _losses(str(workdir)) == _losses(str(smoke_run[0]))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
 
 
-def test_corrupt_newest_checkpoint_is_repaired_by_the_next_run(data_dir, tmp_path):
+def test_corrupt_newest_checkpoint_is_repaired_by_the_next_run(data_dir, tmp_path, smoke_run):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(smoke_config(data_dir), str(workdir))
+  shutil.copytree(smoke_run[0], workdir)  # A finished run's workdir.
   losses = _losses(str(workdir))
   for path in (workdir / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from gato_jax import tf_compat
+from gato_jax import pod, tf_compat
 from gato_jax import tokenizer as T
 from gato_jax.data import pipeline, presets, tasks
 from gato_jax.sources import generation
@@ -177,7 +177,12 @@ def _train(tmp_path, data_dir, mixture):
     "--config.mesh.rules=data_parallel",
     "--config.data.imports=user_tasks",
     f"--config.data.mixture={mixture}",
-    env={"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+    # One device: the mixture, not the mesh, is under test, and one device compiles the step
+    # fastest.
+    env={
+      "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+      "XLA_FLAGS": pod.xla_flags_with_devices(os.environ.get("XLA_FLAGS", ""), None),
+    },
     check=False,
   )
 

@@ -202,36 +202,38 @@ def apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     config.checkpoint.every_steps = 100
     config.log.every_steps = 20
   elif preset == "generalist":
-    # The CPU generalist (experiments/generalist.py): 18 control tasks over five domains (gymnax
-    # classic control and MinAtar, BabyAI, DM Control state and pixels), text and captions. A
-    # BabyAI timestep is ~150 tokens, a MinAtar one 102 and a 64x64 pixel one 18-22, so the
-    # context is 512 (the quickstart's 256 would hold one BabyAI step). The step computes logits
-    # and ResNet patches per batch shard (training.step.Budget), not per row: a batch's one text
-    # row and few image rows no longer size every row's work (README, "Generalist", measured).
+    # The CPU generalist (experiments/generalist.py): 14 control tasks over four domains (gymnax
+    # classic control, BabyAI, DM Control state and pixels), text and captions. A BabyAI timestep
+    # is ~150 tokens and a 64x64 pixel one 18-22, so the context is 512 (the quickstart's 256
+    # would hold one BabyAI step). The step computes logits and ResNet patches per batch shard
+    # (training.step.Budget), not per row: a batch's one text row and few image rows no longer
+    # size every row's work (docs/benchmarks.md, "Budgets per batch shard").
     # Rotary positions: without them (the paper's encodings) a small model took ~100 steps of
-    # CartPole-only batches to leave chance, with them 40 (README, "Generalist"). The peak rate is
+    # CartPole-only batches to leave chance, with them 40 (docs/generalist.md). The peak rate is
     # the `generalist` sweep's best (gato_jax/configs/sweep.py: 4e-3 had the lowest loss in
-    # every domain at 200 steps, against 2e-3 and 1e-3); 1,600 steps at ~6.1 s fill ~2.7 of the
-    # 3 hours.
+    # every domain at 200 steps, against 2e-3 and 1e-3). The quickstart's two levers against
+    # closed-loop drift (docs/training.md): action targets scored over the action ids (text and
+    # caption targets keep the whole vocabulary) and smooth value-bin embeddings, which the tied
+    # output head shares, so a continuous action's likely bins are neighbours.
     config.train.batch_size = 16
     config.train.seq_len = 512
-    config.train.steps = 1600
+    config.train.steps = 4000
+    config.train.action_loss_vocab = "actions"
     config.optimizer.warmup_steps = 100
-    config.optimizer.decay_steps = 1600
+    config.optimizer.decay_steps = 4000
     config.optimizer.peak_learning_rate = 4e-3
     config.model.stochastic_depth = 0.0
     config.model.position_encoding = "rope"
+    config.model.value_init_correlation = 0.9
     config.model.max_decode_length = 512
     config.data.mixture = "generalist"
     config.data.prompt_tokens = 256
     config.eval.prompt_tokens = 256
-    config.eval.episodes = 20  # Fewer than the paper's 50: 18 tasks of rollouts on two cores.
+    config.eval.episodes = 20  # Fewer than the paper's 50: 14 tasks of rollouts on two cores.
     # A pixel step renders a frame (~75 ms): 10 rendered 1,000-step episodes cost ~8 min a task.
-    # Freeway's episodes all last 2,500 steps at ~0.5 s a batched step of 20 (102-token
-    # observations): 10 episodes cost ~11 min.
-    config.eval.task_episodes = "dm_control_pixels=10,gymnax/Freeway-MinAtar=10"
+    config.eval.task_episodes = "dm_control_pixels=10"
     config.eval.batch_size = 20
-    config.checkpoint.every_steps = 100  # A 3-hour run stopped and continued loses little.
+    config.checkpoint.every_steps = 100  # A run stopped and continued loses little.
     config.log.every_steps = 20
   elif preset in SLICES:
     # The paper's batch (512 x 1024) on a TPU slice: FSDP over every chip, and the remat policy

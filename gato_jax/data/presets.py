@@ -72,9 +72,12 @@ PRESETS = {
   # reaches most of the expert's score within minutes on two cores.
   "quickstart": "gymnax/CartPole-v1=0.55,gymnax/Acrobot-v1=0.45",
   "control": "babyai=1,dm_control=1,gymnax=1",
-  # One set of weights over five control domains (18 tasks) plus text and captions: the CPU
+  # One set of weights over four control domains (14 tasks) plus text and captions: the CPU
   # generalist (experiments/generalist.py). Every task weighs the same, so a domain weighs as many
-  # tasks as it has. The order is the order in which its data is prepared.
+  # tasks as it has. The order is the order in which its data is prepared. MinAtar is left out:
+  # its four PPO experts take 10M steps each (hours apiece on two cores) and, in the 18-task run,
+  # the six-hour budget left them under-fitted (docs/generalist.md); `control` and any user
+  # mixture can still name them.
   "generalist": ",".join(
     f"{task}=1"
     for task in (
@@ -92,11 +95,6 @@ PRESETS = {
       "dm_control/walker-stand",
       "dm_control_pixels/cartpole-balance",
       "dm_control_pixels/walker-stand",
-      # A MinAtar timestep is 102 tokens (a cell is one token), ~5 to a 512-token row.
-      "gymnax/Breakout-MinAtar",
-      "gymnax/Asterix-MinAtar",
-      "gymnax/SpaceInvaders-MinAtar",
-      "gymnax/Freeway-MinAtar",
       "text/cpython_docs",
       "vision_language/shapes_captions",
     )

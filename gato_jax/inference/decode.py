@@ -3,9 +3,10 @@
 Prefill a context, then emit tokens one at a time, each with its logits masked to its valid id
 range. The paper's agent keeps past keys and values ("Transformer-XL memory",
 `ModelConfig.decode_cache="sliding"`) and decodes as many action tokens as the action spec needs
-(docs/design.md, Evaluation); captions and answers are text tokens decoded greedily the same way
-(`generate_text`). Each function below is jitted once per input shape: a rollout of fixed batch
-size compiles one `append_and_decode` (an agent's whole step) per padded context length.
+(docs/design.md, Evaluation): `CachedDecoder.act` at every step, `decode_action` in one shot;
+captions and answers are text tokens decoded greedily the same way (`generate_text`). Each
+function below is jitted once per input shape: a rollout of fixed batch size compiles one
+`append_and_decode` (an agent's whole step) per padded context length.
 
 Contexts are left-padded (segment id 0), so every row's newest token is the last column; padding
 never attends to or is attended by real tokens.
@@ -359,8 +360,6 @@ class CachedDecoder:
     # `act`'s last action token per row and its segment, which the cache does not hold yet.
     self.pending = None
     self.length = 0
-    # Each row's newest segment id: decoded tokens join it (left padding puts it last).
-    self.segment_ids = np.ones(self.batch_size, np.int32)
 
   def _reserve(self, num_tokens: int) -> None:
     limit = self.model.config.max_decode_length
@@ -376,7 +375,7 @@ class CachedDecoder:
     self.length += num_tokens
 
   def append(self, batch: Batch):
-    """Adds context tokens (a prompt, an observation ending with `|`); returns last logits [B, V]."""
+    """Adds context tokens without acting (e.g. a prompt); returns the newest logits [B, V]."""
     if batch.tokens.shape[0] != self.batch_size:
       raise ValueError(f"batch has {batch.tokens.shape[0]} rows, the decoder {self.batch_size}")
     self._reserve(batch.tokens.shape[1])
@@ -384,31 +383,7 @@ class CachedDecoder:
       batch = prepend_tokens(batch, self.pending[0][:, -1:], self.pending[1])
       self.pending = None
     logits, self.cache = prefill(self.params, self.cache, batch, model=self.model, last_only=True)
-    self.segment_ids = np.asarray(batch.segment_ids[:, -1], np.int32)
     return logits[:, -1]
-
-  def decode(self, last_logits, action_spec: Any, rng=None, temperature: float = 0.0):
-    """Decodes one action per row after `append`ed context ending with the separator.
-
-    Returns:
-      (action tree with leading batch dimension, int32 action ids [B, num_action_tokens])
-    """
-    if self.pending is not None:
-      raise ValueError("decode follows append: the previous action's last token is not in yet")
-    id_ranges = jnp.asarray(token_specs.action_token_id_ranges(action_spec))
-    self._reserve(id_ranges.shape[0])
-    rng = jax.random.key(0) if rng is None else rng
-    ids, self.cache = decode_tokens(
-      self.params,
-      self.cache,
-      last_logits,
-      id_ranges,
-      rng,
-      segment_ids=self.segment_ids,
-      model=self.model,
-      temperature=float(temperature),
-    )
-    return detokenize_action(np.asarray(ids), action_spec), ids
 
   @property
   def num_pending(self) -> int:
@@ -416,9 +391,10 @@ class CachedDecoder:
     return 0 if self.pending is None else 1
 
   def act(self, batch: Batch, action_spec: Any, rng=None, temperature: float = 0.0):
-    """`append` then `decode` in one jitted call (`append_and_decode`): what an agent does at
-    every environment step, at a fraction of the cost. The action's last token goes into the
-    cache with the next call's batch (`num_pending` columns ahead of it).
+    """Appends `batch` (context ending with the separator) and decodes one action per row after
+    it, in one jitted call (`append_and_decode`): what an agent does at every environment step.
+    The action's last token goes into the cache with the next call's batch (`num_pending`
+    columns ahead of it).
 
     Returns:
       (int32 action ids [B, num_action_tokens] on the device, the first action token's logits
@@ -439,8 +415,8 @@ class CachedDecoder:
       temperature=float(temperature),
       id_window=action_id_window(action_spec),
     )
-    self.segment_ids = np.asarray(batch.segment_ids[:, -1], np.int32)
-    self.pending = (ids, self.segment_ids)
+    # Each row's newest segment (left padding puts it last): the action tokens joined it.
+    self.pending = (ids, np.asarray(batch.segment_ids[:, -1], np.int32))
     return ids, logits
 
 
@@ -452,10 +428,14 @@ def decode_action(
   rng=None,
   temperature: float = 0.0,
 ):
-  """One-shot: prefill a left-padded `context` ending with `|` and decode the action after it.
+  """One-shot: prefill a left-padded `context` ending with `|` and decode the action after it
+  (`CachedDecoder.act` on a fresh cache).
 
   Returns:
     (detokenised action tree with leading batch dimension, int32 ids [B, num_action_tokens])
   """
-  decoder = CachedDecoder(model_config, params, context.tokens.shape[0])
-  return decoder.decode(decoder.append(context), action_spec, rng, temperature)
+  ids, _ = CachedDecoder(model_config, params, context.tokens.shape[0]).act(
+    context, action_spec, rng, temperature
+  )
+  ids = np.asarray(ids)
+  return detokenize_action(ids, action_spec), ids

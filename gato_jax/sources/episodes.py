@@ -18,8 +18,7 @@ backend: a task whose environment steps a batch on device (gymnax: `env.batch(ro
 `BATCH_ROWS` episodes at once, with a pure-JAX policy (`policy.batch_agent()`, the PPO experts)
 acting for every row in one jitted call; other tasks play one episode after another on the host.
 An episode's outcome depends on its seed alone either way, not on the rows it shared. This module
-has no
-TensorFlow; `gato_jax.data.rlds_io` stores and reads them as TFDS datasets, and
+has no TensorFlow; `gato_jax.data.rlds_io` stores and reads them as TFDS datasets, and
 `gato_jax.data.stats` holds the statistics (re-exported here for the episode makers).
 """
 
@@ -156,8 +155,10 @@ def recorded_baseline(
   environment version or seed, or fewer episodes): the expert's training measured both
   baselines, and the task's statistics take them instead of playing the episodes again.
 
-  Records from before they named their seed, task and version were all measured from seed 0 in
-  the expert's own task (whose summary holds them) with the environment of its recipe.
+  Records from before they named their seed and task were all measured from seed 0 in the
+  expert's own task (whose summary holds them), and are read so. A record that does not name its
+  environment version counts as measured in an environment without one: it is reused only where
+  `env.version` is None, and measured again in a versioned environment.
   """
   if not isinstance(record, dict) or not {"mean_return", "std_return", "num_episodes"} <= set(
     record

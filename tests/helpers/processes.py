@@ -33,3 +33,32 @@ def run_processes(
   ]
   outputs = [p.communicate(timeout=timeout)[0] for p in procs]
   return [(p.returncode, output) for p, output in zip(procs, outputs)]
+
+
+# The two-host run that tests/conftest.py's `two_host_run` makes once for test_pod.py (the local
+# rehearsal's output) and test_preemption.py (the uninterrupted losses a preempted run must
+# resume to): six steps of tiny,smoke, a checkpoint only at the end, so any checkpoint before
+# that is a preemption's.
+TWO_HOST_STEPS = 6
+TWO_HOST_FLAGS = (f"--config.train.steps={TWO_HOST_STEPS}", "--config.checkpoint.every_steps=100")
+
+
+def start_pod_rehearsal(data_dir: str, workdir: pathlib.Path, *overrides: str) -> subprocess.Popen:
+  """Starts `experiments/pod.py --dispatch=local --hosts=2` on tiny,smoke (two processes of 4
+  fake devices train its (2, 2, 2) mesh) with config `overrides`; stdout and stderr piped."""
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  env["XLA_FLAGS"] = pod.xla_flags_with_devices(os.environ.get("XLA_FLAGS", ""), None)
+  env["PYTHONPATH"] = str(ROOT)
+  argv = [
+    sys.executable,
+    "experiments/pod.py",
+    "--config=experiments/configs/gato.py:tiny,smoke",
+    "--dispatch=local",
+    "--hosts=2",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+    *overrides,
+  ]
+  return subprocess.Popen(
+    argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
