@@ -39,6 +39,7 @@ from ml_collections import config_flags
 
 from gato_jax import files, launch, recipes, sharding
 from gato_jax.data import catalogue, pipeline, presets
+from gato_jax.envs import registry
 from gato_jax.evaluation import evaluator, reports
 
 _WORKDIR = flags.DEFINE_string("workdir", "~/.cache/gato_jax/generalist", "Run directory.")
@@ -127,6 +128,17 @@ def train_alone(cfg, workdir: str) -> str:
   return table
 
 
+def control_episodes(tasks) -> dict[str, int]:
+  """Stored episodes each control task of `tasks` gets: --pixel_episodes for DM Control from
+  pixels, else --episodes."""
+  examples = set(registry.example_domains())
+  return {
+    task: _PIXEL_EPISODES.value if task.startswith("dm_control_pixels/") else _EPISODES.value
+    for task in tasks
+    if catalogue.domain_of(task) not in examples
+  }
+
+
 def record_stage(workdir: str, stage: str, seconds: float) -> None:
   """Appends a stage's wall time (one JSON line) to workdir/stage_times.jsonl."""
   line = {"stage": stage, "seconds": round(seconds, 1), "cpus": os.cpu_count()}
@@ -145,16 +157,18 @@ def main(argv):
   data_dir = os.path.expanduser(_DATA_DIR.value)
   cfg = _CONFIG.value
   cfg.data.data_dir = data_dir
+  episodes = control_episodes(presets.preset_tasks(cfg.data.mixture))
+  # Every stage reads the first --episodes (--pixel_episodes) of each control task's stored
+  # episodes, so a data_dir holding more (or the quickstart's fewer, extended here) serves this
+  # run's data exactly; the config's own entries come last and win.
+  counts = ",".join(f"{task}={n}" for task, n in episodes.items())
+  cfg.data.task_max_episodes = ",".join(filter(None, [counts, cfg.data.task_max_episodes]))
   # Before the data stage's expert training, the first JAX computation.
   sharding.initialize_from_config(cfg)
   for stage in (s for s in STAGES if s in _STAGES.value):
     stage_start = time.time()
     if stage == "data":
       tasks = presets.preset_tasks(cfg.data.mixture)
-      episodes = {
-        task: _PIXEL_EPISODES.value if task.startswith("dm_control_pixels/") else _EPISODES.value
-        for task in tasks
-      }
       recipes.prepare_data(tasks, data_dir, episodes, _SCENES.value)
     elif stage == "train":
       recipes.train(cfg, workdir)

@@ -48,6 +48,9 @@ CONTROL_TASKS = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1")
 def _config(data_dir: str):
   config = gato.get_config("small,quickstart")
   config.data.data_dir = data_dir
+  # The first --episodes of each task's stored episodes: a data_dir where a larger run (the
+  # generalist) stored more serves the quickstart's data unchanged.
+  config.data.max_episodes_per_task = _EPISODES.value
   if _STEPS.value:
     config.train.steps = config.optimizer.decay_steps = _STEPS.value
   if _EVAL_EPISODES.value:

@@ -331,6 +331,16 @@ def test_generation_resumes_and_is_deterministic(tmp_path, monkeypatch):
     _assert_trees_equal(a, b)
   again = generation.generate_task(task, str(tmp_path / "a"), **kwargs)
   assert again.status == "existing" and again.tokens == resumed.tokens
+  # A smaller request is served by the stored set (runs read its first episodes); a larger one
+  # makes the larger set, whose first episodes are the smaller set's.
+  fewer = generation.generate_task(task, str(tmp_path / "a"), **dict(kwargs, num_episodes=3))
+  assert fewer.status == "existing; runs read the first 3" and fewer.episodes == 5
+  calls[:] = []
+  more = generation.generate_task(task, str(tmp_path / "b"), **dict(kwargs, num_episodes=7))
+  assert more.status == "regenerated" and more.episodes == 7
+  assert calls == [E.episode_seed(3, task, i) for i in range(7)]  # Statistics were kept.
+  for a, b in zip(read(resumed.dataset_dir), read(more.dataset_dir)[:5], strict=True):
+    _assert_trees_equal(a, b)
   with pytest.raises(ValueError, match="generated with"):
     generation.generate_task(task, str(tmp_path / "a"), **dict(kwargs, seed=4))
   with pytest.raises(LookupError, match="no expert"):

@@ -152,6 +152,46 @@ def test_mixture_weights_open_no_store_and_the_built_in_reader_matches_seqio(dat
     pipeline.register_run_tasks(catalogue.DEFAULT_DATA_DIR)  # Back to the default for others.
 
 
+def test_a_run_reads_the_first_stored_episodes_of_a_larger_set(data_dir, tmp_path):
+  from gato_jax.data import rlds_io, stats
+
+  derived = str(tmp_path / "derived")
+  data = ml_collections.ConfigDict(
+    {
+      "data_dir": data_dir,
+      "derived_dir": derived,
+      "mixture": "babyai=1",
+      "max_episodes_per_task": 3,
+      "task_max_episodes": "babyai/GoToLocal=9",
+    }
+  )
+  task = "babyai/GoToRedBall"
+  try:
+    run = pipeline.open_run_data(data)
+    assert pipeline.episode_limit(data, task) == 3
+    assert pipeline.episode_limit(data, "babyai/GoToLocal") == 9
+    info = catalogue.task_info(task)
+    assert info.stored_items("train") == 6
+    limited, whole = run.stores[task], pipeline.task_store(task, data)
+    assert limited.directory == pipeline.store_dir(derived, task, limit=3)
+    assert limited.directory.endswith("train-first3") and len(whole) > len(limited)
+    # The first three stored episodes that pass the filter: the whole store's first items.
+    threshold = stats.return_threshold(stats.load_stats(data_dir, task), info.filter_fraction)
+    first = list(rlds_io.read_episodes(info.source))[:3]
+    assert len(limited) == sum(float(e["episode_metadata"]["return"]) >= threshold for e in first)
+    for item in range(len(limited)):
+      assert np.array_equal(limited.read(item).tokens, whole.read(item).tokens)
+    # A limit the stored set does not exceed reads the whole set's store.
+    assert run.stores["babyai/GoToLocal"].directory == pipeline.store_dir(
+      derived, "babyai/GoToLocal"
+    )
+    data.task_max_episodes = "babyai=x"
+    with pytest.raises(ValueError, match="data.task_max_episodes entry 'babyai=x' must be"):
+      pipeline.episode_limit(data, task)
+  finally:
+    pipeline.register_run_tasks(catalogue.DEFAULT_DATA_DIR)  # Back to the default for others.
+
+
 # In a new process: open a run's data and report which of TensorFlow and SeqIO were imported.
 OPEN = """
 import json, sys

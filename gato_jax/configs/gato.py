@@ -84,7 +84,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.data.prompt_probability = 0.25  # Share of sequences prompted with another episode.
   config.data.prompt_end_fraction = 0.5  # Of prompts, the share taken from an episode's end.
   config.data.prompt_tokens = 256  # Prompt budget (at most half the context).
-  config.data.max_episodes_per_task = 0  # 0: all; otherwise sample from at most this many per task.
+  # 0: all; N: each task's first N stored episodes (examples), counted before the return filter,
+  # so a run reads what a data stage with --episodes=N stored even where a larger one stored more.
+  config.data.max_episodes_per_task = 0
+  config.data.task_max_episodes = ""  # Per task or domain: "dm_control_pixels=20,gymnax=300".
   # Comma-separated modules imported after the built-in tasks are registered for data_dir and
   # before data.mixture is resolved: they may register seqio Tasks and Mixtures of their own.
   config.data.imports = ""

@@ -25,6 +25,7 @@ import difflib
 import functools
 import glob
 import hashlib
+import json
 import os
 import re
 import sys
@@ -59,6 +60,22 @@ def domain_of(name: str) -> str:
   return name.split("/", 1)[0] if "/" in name else name.split(".", 1)[0]
 
 
+def count_for(task: str, spec: str, default: int, setting: str) -> int:
+  """`spec`'s count for `task`, else for its domain, else `default`: the per-task form of a
+  config's counts ("dm_control_pixels=10,gymnax/CartPole-v1=50").
+
+  Raises:
+    ValueError: naming `setting` for an entry that is not <task or domain>=<positive integer>.
+  """
+  counts = {}
+  for entry in filter(None, (e.strip() for e in spec.split(","))):
+    name, _, count = entry.partition("=")
+    if not count.strip().isdigit() or int(count) < 1:
+      raise ValueError(f"{setting} entry {entry!r} must be <task or domain>=<positive integer>")
+    counts[name.strip()] = int(count)
+  return counts.get(task, counts.get(domain_of(task), default))
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
   """What the catalogue knows of one task.
@@ -75,8 +92,9 @@ class TaskInfo:
       evaluation can play or score it).
     from_seqio: whether user code registered the task the plain SeqIO way (`seqio_task_info`),
       so its examples come from its own DataSource and preprocessors.
-    reader: `(split) -> TokenGroups` read straight from the source with the numpy tokenizer
-      (the built-in tasks); None: through the task's SeqIO Task (gato_jax.data.tasks).
+    reader: `(split, limit) -> TokenGroups` read straight from the source with the numpy
+      tokenizer (the built-in tasks), from the first `limit` stored items alone (counted before
+      the filter; None: all); None: through the task's SeqIO Task (gato_jax.data.tasks).
   """
 
   name: str
@@ -88,7 +106,7 @@ class TaskInfo:
   filter_fraction: float | None = None
   builtin: bool = False
   from_seqio: bool = False
-  reader: Callable[[str], Iterator[TokenGroup]] | None = dataclasses.field(
+  reader: Callable[[str, int | None], Iterator[TokenGroup]] | None = dataclasses.field(
     default=None, compare=False, repr=False
   )
 
@@ -124,6 +142,17 @@ class TaskInfo:
         with open(path, "rb") as f:
           parts.append(hashlib.sha256(f.read()).hexdigest())
     return store_lib.fingerprint(*parts)
+
+  def stored_items(self, split: str) -> int | None:
+    """Items (episodes, examples) in `split` of a generated dataset directory; None: unknown."""
+    info = os.path.join(os.path.expanduser(self.source), "dataset_info.json")
+    if not os.path.isfile(info):
+      return None
+    with open(info) as f:
+      splits = {s.get("name"): s for s in json.load(f).get("splits", [])}
+    if split not in splits:
+      return None
+    return sum(int(n) for n in splits[split].get("shardLengths", []))
 
   @property
   def stats_data_dir(self) -> str:

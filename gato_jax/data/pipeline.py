@@ -29,7 +29,13 @@ from gato_jax.data import catalogue, mixture, presets, sequences, tasks
 from gato_jax.data import store as store_lib
 
 # Config fields that older configs (e.g. ones saved with a checkpoint) may lack: name -> default.
-_DEFAULTS = {"derived_dir": "", "policy": "expert", "imports": ""}
+_DEFAULTS = {
+  "derived_dir": "",
+  "policy": "expert",
+  "imports": "",
+  "max_episodes_per_task": 0,
+  "task_max_episodes": "",
+}
 
 
 def _field(data, name: str) -> Any:
@@ -59,17 +65,35 @@ def derived_dir(data) -> str:
   )
 
 
-def store_dir(derived_dir: str, name: str, split: str = "train") -> str:
-  """Where a task's derived store lives, in a folder named by its file-safe SeqIO name."""
+def episode_limit(data, task: str) -> int | None:
+  """How many of `task`'s stored episodes (or examples) the run reads: `data.task_max_episodes`'
+  count for the task or its domain, else `data.max_episodes_per_task`; None: all of them.
+
+  A run reads the first N a data stage stored, so runs that generated different --episodes
+  share one dataset: its first N episodes are the N episodes a smaller run generated.
+  """
+  spec, default = _field(data, "task_max_episodes"), _field(data, "max_episodes_per_task")
+  return catalogue.count_for(task, spec, default, "data.task_max_episodes") or None
+
+
+def store_dir(derived_dir: str, name: str, split: str = "train", limit: int | None = None) -> str:
+  """Where a task's derived store lives, in a folder named by its file-safe SeqIO name: `split`,
+  or `<split>-first<limit>` for a store of the first `limit` stored items."""
+  folder = f"{split}-first{limit}" if limit else split
   return os.path.join(
-    os.path.expanduser(derived_dir), catalogue.seqio_name(catalogue.canonical_name(name)), split
+    os.path.expanduser(derived_dir), catalogue.seqio_name(catalogue.canonical_name(name)), folder
   )
 
 
 def open_store(
-  name: str, derived_dir: str, split: str = "train", rebuild: bool = False
+  name: str,
+  derived_dir: str,
+  split: str = "train",
+  rebuild: bool = False,
+  limit: int | None = None,
 ) -> store_lib.TaskStore:
-  """A task's derived store, built first if it is missing, stale or `rebuild` is set.
+  """A task's derived store (of its first `limit` stored items alone; None: all), built first if
+  it is missing, stale or `rebuild` is set.
 
   Raises:
     store_lib.StoreError: naming the task and the file, if a store's files are corrupt.
@@ -77,8 +101,13 @@ def open_store(
   """
   info = catalogue.task_info(name)
   name = info.name
-  directory = store_dir(derived_dir, name, split)
+  stored = info.stored_items(split)
+  if limit and stored is not None and limit >= stored:
+    limit = None  # Nothing to cut: the whole set's store serves.
+  directory = store_dir(derived_dir, name, split, limit)
   fingerprint = info.fingerprint(split)
+  if limit:
+    fingerprint = store_lib.fingerprint(fingerprint, "first", limit)
   meta = store_lib.read_meta(directory)
   if rebuild or meta is None or meta.get("fingerprint") != fingerprint:
     if not info.has_data():
@@ -88,7 +117,11 @@ def open_store(
       )
     logging.info("building the derived store of %s (%s) at %s", name, split, directory)
     return store_lib.build(
-      name, tasks.iter_token_groups(name, split), directory, fingerprint, repair=rebuild
+      name,
+      tasks.iter_token_groups(name, split, limit=limit),
+      directory,
+      fingerprint,
+      repair=rebuild,
     )
   return store_lib.TaskStore(directory, name)
 
@@ -158,13 +191,11 @@ class RunData:
     one, so the same config gives the same global batches on any number of hosts).
     """
     data = self.data
-    limit = data.max_episodes_per_task or None
     num_shards = mixture.data_shards(data.num_shards)
     host_shards = mixture.host_shards(batch_size, num_shards, process_index, process_count)
     pools = {
       shard: {
-        name: store_lib.Pool.shard(self.stores[name], shard, num_shards, limit)
-        for name in self.weights
+        name: store_lib.Pool.shard(self.stores[name], shard, num_shards) for name in self.weights
       }
       for shard in host_shards
     }
@@ -212,5 +243,5 @@ def open_run_data(data) -> RunData:
     data,
     weights,
     {name: catalogue.task_info(name) for name in weights},
-    {name: open_store(name, folder) for name in weights},
+    {name: open_store(name, folder, limit=episode_limit(data, name)) for name in weights},
   )

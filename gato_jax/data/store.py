@@ -375,11 +375,11 @@ class Pool:
   items: np.ndarray
 
   @classmethod
-  def shard(cls, store: TaskStore, index: int = 0, count: int = 1, limit: int | None = None):
-    """Items index, index + count, ... (at most `limit` of them)."""
+  def shard(cls, store: TaskStore, index: int = 0, count: int = 1):
+    """Items index, index + count, ..."""
     if not 0 <= index < count:
       raise ValueError(f"shard index {index} is outside [0, {count}) for task {store.task}")
-    return cls(store, np.arange(index, len(store), count)[:limit])
+    return cls(store, np.arange(index, len(store), count))
 
   def __len__(self) -> int:
     return len(self.items)

@@ -25,6 +25,7 @@ importable from here as well, as user code has always imported them.
 """
 
 import functools
+import itertools
 import os
 import re
 import sys
@@ -155,12 +156,16 @@ def read_episode_groups(
   key_map: Mapping[str, str] | None = None,
   stats_task: str | None = None,
   filter_fraction: float | None = None,
+  limit: int | None = None,
 ) -> Iterator[TokenGroup]:
   """The (filtered) RLDS episodes of a control task as TokenGroups, tokenized by numpy as they
   are read: the same groups as its SeqIO Task's, without the round trip through TensorFlow
-  ops (the built-in tasks' `TaskInfo.reader`)."""
+  ops (the built-in tasks' `TaskInfo.reader`). `limit`: of the first `limit` stored episodes
+  alone, counted before the filter (None: all)."""
   tf = tf_compat.import_tensorflow()
-  dataset = _episode_source(source, data_dir, key_map, stats_task, filter_fraction, split, False)
+  dataset = _episode_source(
+    source, data_dir, key_map, stats_task, filter_fraction, split, False, limit=limit
+  )
   inputs = _episode_inputs(observation_spec, action_spec, task)
   dataset = dataset.map(
     lambda episode: tuple(inputs(episode)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -198,11 +203,17 @@ def _episode_source(
   split: str,
   shuffle_files: bool,
   seed=None,
+  limit: int | None = None,
 ):
   del shuffle_files, seed  # Stored order is kept: the mixture does its own seeded sampling.
   tf = tf_compat.import_tensorflow()
   data_dir = os.path.expanduser(data_dir) if data_dir else None
-  dataset = rlds_io.load_dataset(source, split, data_dir, key_map).map(_flat_episode)
+  dataset = rlds_io.load_dataset(source, split, data_dir, key_map)
+  if limit:
+    # Before the filter: a stored set's first N episodes are the N a smaller --episodes run
+    # generated (episode i's seed depends on i alone), so they pass or fail alike.
+    dataset = dataset.take(limit)
+  dataset = dataset.map(_flat_episode)
   if filter_fraction is not None and stats_task is not None:
     stats = stats_lib.load_stats(data_dir or os.path.expanduser(DEFAULT_DATA_DIR), stats_task)
     threshold = stats_lib.return_threshold(stats, filter_fraction)
@@ -333,12 +344,19 @@ def _example_source(
 
 
 def read_example_groups(
-  kind: str, source: str, split: str, data_dir: str | None = None, text_key: str = "text"
+  kind: str,
+  source: str,
+  split: str,
+  data_dir: str | None = None,
+  text_key: str = "text",
+  limit: int | None = None,
 ) -> Iterator[TokenGroup]:
-  """A text, captioning or VQA set's examples as TokenGroups, tokenized by numpy as they are
-  read (see `read_episode_groups`)."""
+  """A text, captioning or VQA set's examples (the first `limit` alone; None: all) as
+  TokenGroups, tokenized by numpy as they are read (see `read_episode_groups`)."""
   tf = tf_compat.import_tensorflow()
   dataset = _example_source(kind, source, data_dir, text_key, split, False)
+  if limit:
+    dataset = dataset.take(limit)
   for example in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
     yield _token_group(_tokenize_example_numpy(kind, example["text"], example.get("image")))
 
@@ -441,16 +459,24 @@ def register_example_task(
 
 
 def iter_token_groups(
-  name: str, split: str = "train", shard: tuple[int, int] | None = None
+  name: str,
+  split: str = "train",
+  shard: tuple[int, int] | None = None,
+  limit: int | None = None,
 ) -> Iterator[TokenGroup]:
   """A SeqIO Task's examples as TokenGroups, one at a time (the source of a derived store).
 
   `shard=(index, count)` reads only that shard (seqio.ShardInfo: whole files when the dataset has
-  enough of them, otherwise every count-th example).
+  enough of them, otherwise every count-th example). `limit` reads the task's first `limit`
+  stored items alone (None: all): a built-in control task's first episodes, counted before its
+  filter; another task's first examples.
   """
   info = task_info(name)
   if info.reader is not None and shard is None:
-    yield from info.reader(split)
+    yield from info.reader(split, limit)
+    return
+  if limit:
+    yield from itertools.islice(iter_token_groups(name, split, shard), limit)
     return
   tf_compat.import_tensorflow()
   import seqio

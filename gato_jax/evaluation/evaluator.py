@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from gato_jax import checkpoint, files, sharding
+from gato_jax.data import catalogue
 from gato_jax.sources import episodes as episodes_lib
 from gato_jax.envs import gymnax_envs, registry, runner
 from gato_jax.evaluation import model_agent, non_control, prompts, reports, rollouts, scores
@@ -81,15 +82,8 @@ def task_episodes(config: ml_collections.ConfigDict, task: str) -> int:
   Raises:
     ValueError: for an entry that is not name=positive integer.
   """
-  counts = {}
-  for entry in filter(None, (e.strip() for e in config.eval.get("task_episodes", "").split(","))):
-    name, _, count = entry.partition("=")
-    if not count.strip().isdigit() or int(count) < 1:
-      raise ValueError(
-        f"eval.task_episodes entry {entry!r} must be <task or domain>=<positive episodes>"
-      )
-    counts[name.strip()] = int(count)
-  return counts.get(task, counts.get(registry.domain_of(task), config.eval.episodes))
+  spec = config.eval.get("task_episodes", "")
+  return catalogue.count_for(task, spec, config.eval.episodes, "eval.task_episodes")
 
 
 def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
@@ -113,8 +107,6 @@ def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"unknown task {name!r} in eval.tasks; {domain} tasks: {known}")
       names.append(name)
     return names
-  from gato_jax.data import catalogue
-
   weights = _mixture_tasks(config)
   infos = [catalogue.task_info(n) for n in weights]
   names = sorted(info.name for info in infos if info.kind == "control" and info.builtin)
@@ -224,8 +216,14 @@ def evaluate_task(
   if agent is None:
     demos = []
     if config.eval.prompt_tokens:
+      from gato_jax.data import pipeline
+
       demos = prompts.load_demonstrations(
-        task, data_dir, config.eval.prompt_episodes, config.data.get("derived_dir", "")
+        task,
+        data_dir,
+        config.eval.prompt_episodes,
+        config.data.get("derived_dir", ""),
+        pipeline.episode_limit(config.data, task),
       )
     # Built (and its eval.prompt_from checked) even without a prompt budget; it then gives None.
     prompt_fn = prompts.PromptSampler(

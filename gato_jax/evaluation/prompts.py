@@ -31,12 +31,16 @@ def demonstrations_dir(data_dir: str, task: str) -> str:
 
 
 def load_demonstrations(
-  task: str, data_dir: str, max_episodes: int = 20, derived_dir: str = ""
+  task: str,
+  data_dir: str,
+  max_episodes: int = 20,
+  derived_dir: str = "",
+  limit: int | None = None,
 ) -> list[TokenGroup]:
   """Tokenized stored episodes of `task` that pass the filter (at most `max_episodes`).
 
-  They are the first episodes of the built-in task's derived store, the reader training uses
-  (built on first use; `derived_dir` as data.derived_dir).
+  They are the first episodes of the built-in task's derived store, the one training read
+  (built on first use; `derived_dir` as data.derived_dir, `limit` as `pipeline.episode_limit`).
 
   Raises:
     FileNotFoundError: if the task has no generated expert data.
@@ -52,7 +56,7 @@ def load_demonstrations(
     )
   pipeline.register_run_tasks(os.path.expanduser(data_dir))
   try:
-    stored = pipeline.open_store(task, pipeline.store_root(data_dir, derived_dir))
+    stored = pipeline.open_store(task, pipeline.store_root(data_dir, derived_dir), limit=limit)
   except ValueError as e:
     raise ValueError(
       f"no stored episode of {task!r} reaches the filter's return; there is no"

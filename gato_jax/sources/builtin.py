@@ -59,7 +59,9 @@ def _builtin_tokenize_preprocessor(dataset, task: str):
   return tasks.tokenize_preprocessor(dataset, *env_specs(task), task=task)
 
 
-def _read_control(split: str, task: str, source: str, data_dir: str, filter_fraction):
+def _read_control(
+  split: str, limit: int | None = None, *, task: str, source: str, data_dir: str, filter_fraction
+):
   observation_spec, action_spec = env_specs(task)
   return tasks.read_episode_groups(
     source,
@@ -70,6 +72,7 @@ def _read_control(split: str, task: str, source: str, data_dir: str, filter_frac
     data_dir,
     stats_task=task,
     filter_fraction=filter_fraction,
+    limit=limit,
   )
 
 
@@ -142,5 +145,5 @@ def register_builtin_tasks(
   return names
 
 
-def _read_examples(split: str, kind: str, source: str):
-  return tasks.read_example_groups(kind, source, split)
+def _read_examples(split: str, limit: int | None = None, *, kind: str, source: str):
+  return tasks.read_example_groups(kind, source, split, limit=limit)

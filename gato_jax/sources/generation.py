@@ -188,6 +188,7 @@ def generate_staged(
   write: Callable[[Callable[[str], Iterator[dict]]], None],
   request_keys: Iterable[str],
   stale_keys: Iterable[str] = (),
+  at_least_keys: Iterable[str] = (),
 ) -> tuple[dict, str]:
   """The resumable skeleton of every generator of stored data (episodes and example sets).
 
@@ -207,6 +208,9 @@ def generate_staged(
     request_keys: the manifest's keys that must match a finished dataset's record.
     stale_keys: the manifest's keys (e.g. the agent's version) whose change makes stored data
       and staged shards outdated: they are removed and the data is generated again.
+    at_least_keys: request keys (counts of items that are a function of their index alone)
+      where a finished dataset with more serves the request (its readers take the first ones),
+      and one with fewer is generated again at the requested size.
 
   Returns:
     (record, status): the manifest plus each counter summed over shards, and "generated",
@@ -216,7 +220,9 @@ def generate_staged(
     target = rlds_io.dataset_dir(data_dir, name, config)
     record_path = _meta_dir(data_dir, "generated", name, f"{config}.json")
     staging = _meta_dir(data_dir, "staging", name, config)
+    at_least = set(at_least_keys)
     request = {k: manifest[k] for k in request_keys}
+    exact = {k: v for k, v in request.items() if k not in at_least}
     stale = {k: manifest[k] for k in stale_keys}
     prepared = lambda: os.path.exists(os.path.join(target, "dataset_info.json"))
     status = "generated"
@@ -224,18 +230,19 @@ def generate_staged(
     if os.path.exists(record_path) and prepared():
       with open(record_path) as f:
         record = json.load(f)
-      if {k: record.get(k) for k in request} != request:
+      if {k: record.get(k) for k in exact} != exact:
         raise ValueError(
           f"{target} was generated with { ({k: record.get(k) for k in request}) }, not {request};"
           f" delete it and {record_path} to regenerate, or repeat the original flags"
         )
-      if {k: record.get(k) for k in stale} == stale:
+      short = {k: record.get(k) for k in at_least if (record.get(k) or 0) < manifest[k]}
+      if {k: record.get(k) for k in stale} == stale and not short:
         return record, "existing"
       logging.info(
         "%s was generated with %s, not %s: generating it again",
         target,
-        {k: record.get(k) for k in stale},
-        stale,
+        {k: record.get(k) for k in [*stale, *short]},
+        {**stale, **{k: manifest[k] for k in short}},
       )
       shutil.rmtree(target)
       os.remove(record_path)
@@ -376,8 +383,13 @@ def generate_task(
     write,
     ("task", "agent", "episodes", "seed"),
     ("agent_version", "env_version"),
+    # Episode i's seed depends on i alone (episode_seed), so a stored set's first N episodes
+    # are the N episodes of a smaller request: runs read them (data.max_episodes_per_task).
+    ("episodes",),
   )
   env.close()
+  if status == "existing" and record["episodes"] > num_episodes:
+    status = f"existing; runs read the first {num_episodes}"
   return TaskSummary(
     task,
     data_policy.name,
