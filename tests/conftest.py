@@ -7,12 +7,16 @@ import pytest
 
 # Sharding tests run on a (2, 2, 2) mesh of fake CPU devices; XLA reads this at first import.
 # Tests compile hundreds of small programs and run each briefly: LLVM's optimisation level 0
-# roughly halves XLA's compile time (tests/test_sharding.py: 109 -> 61 CPU-s). Results may
-# differ from optimised code in the last bits, so tests compare runs made under these same
-# flags, never a test run with a run of an unset XLA_FLAGS: launchers the tests start keep
-# them (helpers change only the device count: gato_jax.pod.xla_flags_with_devices).
+# roughly halves XLA's compile time (tests/test_sharding.py: 109 -> 61 CPU-s), and XLA:CPU's
+# older fusion emitters compile faster still (tests/test_decode.py and test_sharding.py:
+# 161 -> 84 CPU-s, test_model.py 115 -> 79; idle 2-core EPYC, 2026-12-07). Results may differ
+# from optimised code in the last bits, so tests compare runs made under these same flags,
+# never a test run with a run of an unset XLA_FLAGS: launchers the tests start keep them
+# (helpers change only the device count: gato_jax.pod.xla_flags_with_devices).
 os.environ.setdefault(
-  "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+  "XLA_FLAGS",
+  "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+  " --xla_cpu_use_fusion_emitters=false",
 )
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests use state observations only; without this dm_control probes for a display.
