@@ -172,7 +172,8 @@ def test_a_run_reads_the_first_stored_episodes_of_a_larger_set(data_dir, tmp_pat
     assert pipeline.episode_limit(data, "babyai/GoToLocal") == 9
     info = catalogue.task_info(task)
     assert info.stored_items("train") == 6
-    limited, whole = run.stores[task], pipeline.task_store(task, data)
+    limited, whole = run.stores[task], pipeline.open_store(task, derived)
+    assert pipeline.task_store(task, data).directory == limited.directory
     assert limited.directory == pipeline.store_dir(derived, task, limit=3)
     assert limited.directory.endswith("train-first3") and len(whole) > len(limited)
     # The first three stored episodes that pass the filter: the whole store's first items.

@@ -152,8 +152,10 @@ def mixture_weights(data, register: bool = True) -> dict[str, float]:
 
 
 def task_store(name: str, data, split: str = "train", rebuild: bool = False) -> store_lib.TaskStore:
-  """`open_store` of one registered task in the run's store folder (`derived_dir`)."""
-  return open_store(name, derived_dir(data), split, rebuild)
+  """The store of one registered task that a run with `data` reads (`open_store` in its store
+  folder, `derived_dir`): of the "train" split, its first `episode_limit` items."""
+  limit = episode_limit(data, name) if split == "train" else None
+  return open_store(name, derived_dir(data), split, rebuild, limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,10 +240,9 @@ def open_run_data(data) -> RunData:
   """Registers the run's tasks, resolves `data.mixture` and opens (building on first use) each
   task's derived store."""
   weights = mixture_weights(data)
-  folder = derived_dir(data)
   return RunData(
     data,
     weights,
     {name: catalogue.task_info(name) for name in weights},
-    {name: open_store(name, folder, limit=episode_limit(data, name)) for name in weights},
+    {name: task_store(name, data) for name in weights},
   )
