@@ -48,35 +48,35 @@ def test_path_layer_on_a_bucket(bucket):
     files.local_only(files.join(bucket, "data"), "data.data_dir", "copy it")
 
 
-def test_train_resume_and_evaluate_on_a_bucket(data_dir, bucket, gcs_emulator):
-  full = f"{bucket}/full"
-  train.train_and_evaluate(smoke_config(data_dir, **{"log.tensorboard": True}), full)
-  expected = _losses(full)
+def test_train_resume_and_evaluate_on_a_bucket(data_dir, bucket, gcs_emulator, smoke_run):
+  # The losses of the same config's undisturbed run on a local disk: a bucket run, stopped and
+  # resumed, must give them.
+  expected = _losses(str(smoke_run[0]))
   assert [step for step, _ in expected] == [1, 2, 3, 4]
-  assert files.listdir(f"{full}/checkpoints") == ["2", "4"]
-  (events,) = files.listdir(f"{full}/tensorboard")
-  assert events.startswith("events.out.tfevents.")
-  assert not files.exists(f"{full}/.lock")  # Released.
 
   # The launcher, stopped after step 2's checkpoint as a preemption would, then resumed.
-  interrupted = f"{bucket}/interrupted"
+  run = f"{bucket}/run"
   out = run_python(
     "experiments/train.py",
     "--config=experiments/configs/gato.py:tiny,smoke",
-    f"--workdir={interrupted}",
+    f"--workdir={run}",
     f"--config.data.data_dir={data_dir}",
     "--config.train.stop_at_step=2",
     check=False,
   )
   assert out.returncode == 0, out.stderr[-3000:]
-  assert f"full logs in {interrupted}/logs" in out.stderr
-  assert [step for step, _ in _losses(interrupted)] == [1, 2]
-  assert any(name.startswith("train.") for name in files.listdir(f"{interrupted}/logs"))
-  train.train_and_evaluate(smoke_config(data_dir), interrupted)
-  resumed = _losses(interrupted)
+  assert f"full logs in {run}/logs" in out.stderr
+  assert [step for step, _ in _losses(run)] == [1, 2]
+  assert any(name.startswith("train.") for name in files.listdir(f"{run}/logs"))
+  train.train_and_evaluate(smoke_config(data_dir, **{"log.tensorboard": True}), run)
+  resumed = _losses(run)
   assert [step for step, _ in resumed] == [1, 2, 3, 4]
   for (_, a), (_, b) in zip(resumed, expected):
     assert a == pytest.approx(b, rel=1e-5)
+  assert files.listdir(f"{run}/checkpoints") == ["2", "4"]
+  (events,) = files.listdir(f"{run}/tensorboard")
+  assert events.startswith("events.out.tfevents.")
+  assert not files.exists(f"{run}/.lock")  # Released.
   bucket_name = bucket.split("://")[1]
   assert not any(".lock" in name for name in gcs_emulator.objects(bucket_name))
 
@@ -93,11 +93,11 @@ def test_train_resume_and_evaluate_on_a_bucket(data_dir, bucket, gcs_emulator):
     max_steps=3,
     bootstrap_resamples=10,
   )
-  results = evaluator.evaluate(config, full)
+  results = evaluator.evaluate(config, run)
   assert results["step"] == 4
-  assert files.read_json(f"{full}/eval/4/results.json")["step"] == 4
-  assert "babyai/GoToRedBall" in files.read_text(f"{full}/eval/4/{reports.TABLE_FILE}")
-  assert files.read_bytes(f"{full}/eval/4/{reports.CHART_FILE}")[:8] == b"\x89PNG\r\n\x1a\n"
+  assert files.read_json(f"{run}/eval/4/results.json")["step"] == 4
+  assert "babyai/GoToRedBall" in files.read_text(f"{run}/eval/4/{reports.TABLE_FILE}")
+  assert files.read_bytes(f"{run}/eval/4/{reports.CHART_FILE}")[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 HOLD = (

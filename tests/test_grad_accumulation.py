@@ -1,4 +1,7 @@
-"""Gradient accumulation: `train.microbatches` gives the one large batch's update."""
+"""The train step: `train.microbatches` gives the one large batch's update, and the programs
+compiled per budget stay within the process's memory mappings."""
+
+import dataclasses
 
 import jax
 import numpy as np
@@ -8,6 +11,7 @@ from gato_jax import sharding
 from gato_jax import tokenizer as T
 from gato_jax.model import Batch, ModelConfig
 from gato_jax.training.optimizer import OptimizerConfig
+from gato_jax.training import step as step_lib
 from gato_jax.training.step import create_train_state, host_budget, make_train_step
 
 TINY = ModelConfig.from_size("tiny", stochastic_depth=0.0)
@@ -68,3 +72,21 @@ def test_microbatches_must_divide_the_batch():
     ValueError, match="train.microbatches=4 does not divide the global batch of 6"
   ):
     make_train_step(trainer, batch, 4)(state, batch, jax.random.key(0))
+
+
+def test_least_recently_used_programs_go_when_mappings_run_short(monkeypatch):
+  mesh = sharding.create_mesh((1, 1, 1), jax.devices()[:1])
+  state, trainer = create_train_state(TINY, OptimizerConfig(), mesh, "fsdp", jax.random.key(0))
+  batch = _batch()
+  budget = host_budget(trainer, batch)
+  budgets = [dataclasses.replace(budget, targets=budget.targets + 16 * i) for i in range(3)]
+  step = make_train_step(trainer, batch)
+  # As if each live program held 100 of a limit of 400 mappings: at most two stay live.
+  monkeypatch.setattr(step_lib, "memory_mappings", lambda: (100 * len(step.programs) + 1, 400))
+  losses = []
+  for b in (*budgets, budgets[0]):
+    copy = jax.tree.map(lambda x: x.copy(), state)  # Each step donates the state it is given.
+    losses.append(float(step(copy, batch, jax.random.key(1), b)[1]["loss"]))
+  assert list(step.programs) == [budgets[2], budgets[0]]
+  # A budget bounds the work, not the result; an evicted budget's program comes back the same.
+  np.testing.assert_allclose(losses, losses[0], rtol=1e-6)

@@ -7,8 +7,10 @@ initialiser under `jax.jit(out_shardings=...)`, so each device materialises only
 the old state.
 """
 
+import collections
 import dataclasses
 import functools
+import gc
 import math
 from typing import Any
 
@@ -376,6 +378,17 @@ def jit_train_step(
   )
 
 
+def memory_mappings() -> tuple[int, int] | None:
+  """(memory mappings this process holds, the kernel's limit per process); None off Linux."""
+  try:
+    with open("/proc/sys/vm/max_map_count") as f:
+      limit = int(f.read())
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f), limit
+  except (OSError, ValueError):
+    return None
+
+
 def make_train_step(trainer: Trainer, example_batch: Batch, microbatches: int = 1):
   """`train_step` jitted with explicit shardings and the old state donated.
 
@@ -384,17 +397,35 @@ def make_train_step(trainer: Trainer, example_batch: Batch, microbatches: int = 
   Returns:
     step(state, batch, rng, budget=None) -> (state, metrics), compiled once per distinct
     budget (`host_budget` buckets them); without one, logits at every position and every patch
-    slot through the ResNet.
+    slot through the ResNet. `step.programs` holds the live programs, newest use last.
   """
-  compiled = {}
+  # Each live XLA:CPU program holds thousands of memory mappings (its JIT-compiled code), and
+  # a long run meets dozens of budgets: the generalist on two cores died at step ~340 when
+  # LLVM could not map more (vm.max_map_count, 65,530). Before a new program, the least
+  # recently used ones go while the process holds over half the limit; one needed again comes
+  # back from the persistent compilation cache (gato_jax.launch), or compiles again.
+  programs = collections.OrderedDict()
 
   def step(state, batch, rng, budget: Budget | None = None):
-    if budget not in compiled:
-      compiled[budget] = jit_train_step(trainer, example_batch, budget, microbatches)
+    if budget in programs:
+      programs.move_to_end(budget)
+    else:
+      while programs and _over_mapping_budget():
+        _, evicted = programs.popitem(last=False)
+        evicted.clear_cache()
+        del evicted
+        gc.collect()  # Frees the program's code now, not at some later collection.
+      programs[budget] = jit_train_step(trainer, example_batch, budget, microbatches)
     with jax.set_mesh(trainer.mesh):
-      return compiled[budget](state, batch, rng)
+      return programs[budget](state, batch, rng)
 
+  step.programs = programs
   return step
+
+
+def _over_mapping_budget() -> bool:
+  mappings = memory_mappings()
+  return mappings is not None and mappings[0] > mappings[1] // 2
 
 
 def host_budget(
