@@ -217,14 +217,15 @@ def apply_preset(config: ml_collections.ConfigDict, preset: str) -> None:
     # every domain at 200 steps, against 2e-3 and 1e-3). The quickstart's two levers against
     # closed-loop drift (docs/training.md): action targets scored over the action ids (text and
     # caption targets keep the whole vocabulary) and smooth value-bin embeddings, which the tied
-    # output head shares, so a continuous action's likely bins are neighbours. 3,400 steps at the
-    # ~6.1 s a step measured on two idle cores (docs/benchmarks.md) fill ~5.8 of the 6 hours.
+    # output head shares, so a continuous action's likely bins are neighbours. 2,600 steps at the
+    # 6.4-7.9 s a step the 14-task run measured on two idle cores fill ~5 of the 6 hours
+    # (docs/generalist.md; 3,400 at the bench's earlier 6.1 s would have taken ~7).
     config.train.batch_size = 16
     config.train.seq_len = 512
-    config.train.steps = 3400
+    config.train.steps = 2600
     config.train.action_loss_vocab = "actions"
     config.optimizer.warmup_steps = 100
-    config.optimizer.decay_steps = 3400
+    config.optimizer.decay_steps = 2600
     config.optimizer.peak_learning_rate = 4e-3
     config.model.stochastic_depth = 0.0
     config.model.position_encoding = "rope"
