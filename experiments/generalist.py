@@ -131,11 +131,10 @@ def train_alone(cfg, workdir: str) -> str:
 def control_episodes(tasks) -> dict[str, int]:
   """Stored episodes each control task of `tasks` gets: --pixel_episodes for DM Control from
   pixels, else --episodes."""
-  examples = set(registry.example_domains())
   return {
     task: _PIXEL_EPISODES.value if task.startswith("dm_control_pixels/") else _EPISODES.value
     for task in tasks
-    if catalogue.domain_of(task) not in examples
+    if not registry.is_example_task(task)
   }
 
 

@@ -110,7 +110,7 @@ def prepare_data(
   data_dir = os.path.expanduser(data_dir)
   rows = []
   for task in tasks:
-    if registry.domain_of(task) in example_sets.domains():
+    if registry.is_example_task(task):
       example_sets.generate_task(task, data_dir, scenes)
       continue
     summary = ensure_expert(task)

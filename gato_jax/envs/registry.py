@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 # The one reading of a domain off a task's name lives with the task catalogue, which needs it
 # without environments.
-from gato_jax.data.catalogue import domain_of  # noqa: F401
+from gato_jax.data.catalogue import domain_of
 from gato_jax.envs import base, policies
 
 # Every domain: domain -> ("module" exposing TASKS, name of its `(task) -> Environment` factory),
@@ -70,6 +70,12 @@ def domains() -> list[str]:
 def example_domains() -> list[str]:
   """The domains of examples (gato_jax.sources.example_sets)."""
   return sorted(domain for domain, (_, factory) in _DOMAINS.items() if factory is None)
+
+
+def is_example_task(name: str) -> bool:
+  """Whether a task is made of stored examples (text, captions) rather than played in an
+  environment by an expert: its domain is an example domain."""
+  return domain_of(name) in example_domains()
 
 
 def split_task_name(name: str) -> tuple[str, str]:
