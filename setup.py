@@ -63,7 +63,7 @@ setuptools.setup(
     # CPU-only included, it compiles for a TPU slice that is not there (tools/aot_compile.py,
     # tests/test_aot.py). The default install and CI stay without it.
     "tpu": ["jax[tpu]==0.10.2"],
-    "test": ["pytest>=9"],
+    "test": ["pytest>=9", "pytest-xdist>=3.8"],
     "dev": ["ruff==0.17.6"],
     # metaworld 3.1.1 pins mujoco==3.3.0, which dm-control 1.0.50 (mujoco>=3.17) rejects:
     # install it in an environment of its own, without dm-control (README, "Optional extras").
