@@ -168,7 +168,9 @@ def main(argv):
     stage_start = time.time()
     if stage == "data":
       tasks = presets.preset_tasks(cfg.data.mixture)
-      recipes.prepare_data(tasks, data_dir, episodes, _SCENES.value)
+      recipes.prepare_data(
+        tasks, data_dir, episodes, _SCENES.value, action_noise=cfg.data.action_noise
+      )
     elif stage == "train":
       recipes.train(cfg, workdir)
     elif stage == "eval":

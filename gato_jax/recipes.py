@@ -20,7 +20,7 @@ import importlib
 import os
 from typing import Mapping, Sequence
 
-from gato_jax.envs import registry
+from gato_jax.envs import noise, registry
 
 _say = functools.partial(print, flush=True)  # Console lines for people, shown as they happen.
 
@@ -96,11 +96,13 @@ def prepare_data(
   episodes: int | Mapping[str, int],
   scenes: int = 2000,
   print_fn=_say,
+  action_noise: str = "",
   **generate_kwargs,
 ) -> list:
   """Each task's expert, then its data: `episodes` episodes of a control task (or
   `episodes[task]`), the examples of a text or vision-language task (`scenes` training scenes
-  for vision-language). Resumable.
+  for vision-language). Resumable. `action_noise` (config.data.action_noise's form) names the
+  control tasks whose expert acts with noise (`envs.noise`), and how much.
 
   Returns:
     The control tasks' generation summaries (generation.TaskSummary), in order.
@@ -118,7 +120,10 @@ def prepare_data(
       generation.end_progress()
       print_fn(expert_line(task, summary))
     count = episodes if isinstance(episodes, int) else episodes[task]
-    rows.append(generation.generate_task(task, data_dir, count, **generate_kwargs))
+    scale = noise.scale_for(task, action_noise)
+    rows.append(
+      generation.generate_task(task, data_dir, count, action_noise=scale, **generate_kwargs)
+    )
   if rows:
     generation.end_progress()
     print_fn(generation.format_table(rows))

@@ -78,6 +78,7 @@ def test_generalist_preset_builds_and_trains_on_tiny_data(tmp_path):
   overrides = {
     "data.mixture": ",".join(f"{task}=1" for task in subset),
     "data.policy": "random",
+    "data.action_noise": "",  # Random episodes have no expert action to perturb.
     "data.prompt_tokens": 128,
     "train.seq_len": 256,
     # One step: the batch's budget sets the step's shapes, so each further step may compile anew.

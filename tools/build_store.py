@@ -30,6 +30,11 @@ _POLICY = flags.DEFINE_enum(
   ["expert", "random"],
   "Whose episodes the built-in control tasks read (as data.policy).",
 )
+_ACTION_NOISE = flags.DEFINE_string(
+  "action_noise",
+  "",
+  "Tasks read from noisy demonstrations, per task or domain (as data.action_noise).",
+)
 _REBUILD = flags.DEFINE_bool("rebuild", False, "Rebuild even complete, fresh stores.")
 
 
@@ -43,6 +48,7 @@ def main(argv):
       "derived_dir": _DERIVED_DIR.value,
       "policy": _POLICY.value,
       "imports": ",".join(_IMPORTS.value),
+      "action_noise": _ACTION_NOISE.value,
       "mixture": _MIXTURE.value,
     }
   )

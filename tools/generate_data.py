@@ -3,11 +3,13 @@ r"""Generates expert (or random-policy) episodes of a domain's tasks as local TF
   python tools/generate_data.py --domain=babyai --tasks=GoToRedBall,BossLevel --episodes=1000
   python tools/generate_data.py --domain=dm_control --tasks=all --episodes=50 --policy=random
   python tools/generate_data.py --domain=atari --tasks=Pong --episodes=5 --policy=random  # no expert
+  python tools/generate_data.py --domain=dm_control --tasks=cartpole-balance --action_noise=0.3
   python tools/generate_data.py --domain=metaworld --episodes=20     # the metaworld extra (README)
   python tools/generate_data.py --domain=text                      # CPython documentation
   python tools/generate_data.py --domain=vision_language --episodes=20000   # scenes per task
 
-Each task becomes the TFDS dataset gato_<domain>[_random]/<task config> under --data_dir, with
+Each task becomes the TFDS dataset gato_<domain>[_random|_noise<value>]/<task config> under
+--data_dir (--action_noise: noisy demonstrations, gato_jax/envs/noise.py), with
 its statistics (expert and random mean returns over --stats_episodes each) in
 <data_dir>/gato_meta/stats/. Runs are resumable (rerun the same command after a kill; finished
 shards are kept) and deterministic given --seed. The example domains `text` and
@@ -43,6 +45,13 @@ _SHARD_EPISODES = flags.DEFINE_integer("shard_episodes", 100, "Episodes per resu
 _STATS_EPISODES = flags.DEFINE_integer(
   "stats_episodes", 50, "Episodes per policy for the task statistics."
 )
+_ACTION_NOISE = flags.DEFINE_float(
+  "action_noise",
+  0.0,
+  "Expert data only: execute each action with this noise (continuous values: Gaussian std;"
+  " discrete: probability of a random value) while storing the expert's own, into"
+  " gato_<domain>_noise<value> (a run reads it with --config.data.action_noise).",
+)
 flags.mark_flag_as_required("domain")
 
 
@@ -58,8 +67,10 @@ def main(argv):
       f"unknown domain {_DOMAIN.value!r}; control domains:"
       f" {registry.domains()}, example domains: {example_sets.domains()}"
     )
-  if examples and _POLICY.value != "expert":
-    raise app.UsageError(f"--policy applies to control domains, not {_DOMAIN.value}")
+  if examples and (_POLICY.value != "expert" or _ACTION_NOISE.value):
+    raise app.UsageError(
+      f"--policy and --action_noise apply to control domains, not {_DOMAIN.value}"
+    )
   known = (example_sets if examples else registry).list_tasks(_DOMAIN.value)
   if _TASKS.value == ["all"]:
     tasks = known
@@ -95,6 +106,7 @@ def main(argv):
         policy=_POLICY.value,
         shard_episodes=_SHARD_EPISODES.value,
         stats_episodes=_STATS_EPISODES.value,
+        action_noise=_ACTION_NOISE.value,
       )
     )
     print(

@@ -60,20 +60,36 @@ def domain_of(name: str) -> str:
   return name.split("/", 1)[0] if "/" in name else name.split(".", 1)[0]
 
 
-def count_for(task: str, spec: str, default: int, setting: str) -> int:
-  """`spec`'s count for `task`, else for its domain, else `default`: the per-task form of a
-  config's counts ("dm_control_pixels=10,gymnax/CartPole-v1=50").
+def value_for(task: str, spec: str, default: Any, setting: str, parse, form: str) -> Any:
+  """`spec`'s value for `task`, else for its domain, else `default`: the per-task form of a
+  config's setting ("dm_control_pixels=10,gymnax/CartPole-v1=50").
+
+  Args:
+    parse: the text after "=" -> the value; raises ValueError for a bad one.
+    form: what a value must be, for the error ("positive integer").
 
   Raises:
-    ValueError: naming `setting` for an entry that is not <task or domain>=<positive integer>.
+    ValueError: naming `setting` for an entry that is not <task or domain>=<form>.
   """
-  counts = {}
+  values = {}
   for entry in filter(None, (e.strip() for e in spec.split(","))):
-    name, _, count = entry.partition("=")
-    if not count.strip().isdigit() or int(count) < 1:
-      raise ValueError(f"{setting} entry {entry!r} must be <task or domain>=<positive integer>")
-    counts[name.strip()] = int(count)
-  return counts.get(task, counts.get(domain_of(task), default))
+    name, _, text = entry.partition("=")
+    try:
+      values[name.strip()] = parse(text.strip())
+    except ValueError:
+      raise ValueError(f"{setting} entry {entry!r} must be <task or domain>=<{form}>") from None
+  return values.get(task, values.get(domain_of(task), default))
+
+
+def _positive_int(text: str) -> int:
+  if not text.isdigit() or int(text) < 1:
+    raise ValueError(text)
+  return int(text)
+
+
+def count_for(task: str, spec: str, default: int, setting: str) -> int:
+  """`value_for` a positive count ("dm_control_pixels=10,gymnax/CartPole-v1=50")."""
+  return value_for(task, spec, default, setting, _positive_int, "positive integer")
 
 
 @dataclasses.dataclass(frozen=True)

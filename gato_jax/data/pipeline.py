@@ -35,6 +35,7 @@ _DEFAULTS = {
   "imports": "",
   "max_episodes_per_task": 0,
   "task_max_episodes": "",
+  "action_noise": "",
 }
 
 
@@ -126,21 +127,28 @@ def open_store(
   return store_lib.TaskStore(directory, name)
 
 
-def register_run_tasks(data_dir: str, policy: str = "expert", imports: str = "") -> None:
-  """What a run registers: the built-in tasks and presets for `data_dir` and `policy`, then the
-  modules of `imports` (comma-separated), which may add tasks and mixtures."""
+def register_run_tasks(
+  data_dir: str, policy: str = "expert", imports: str = "", action_noise: str = ""
+) -> None:
+  """What a run registers: the built-in tasks and presets for `data_dir`, `policy` and
+  `action_noise` (whose noisy demonstrations a control task reads), then the modules of
+  `imports` (comma-separated), which may add tasks and mixtures."""
   from gato_jax.sources import builtin  # The built-in tasks' specs come from their environments.
 
   modules = [m.strip() for m in imports.split(",") if m.strip()]
   # User modules may name the built-in tasks' SeqIO Tasks; without them no SeqIO is needed.
-  builtin.register_builtin_tasks(data_dir, policy, seqio_tasks=bool(modules))
+  builtin.register_builtin_tasks(
+    data_dir, policy, seqio_tasks=bool(modules), action_noise=action_noise
+  )
   for module in modules:
     importlib.import_module(module)
 
 
 def register_config_tasks(data) -> None:
-  """`register_run_tasks` for a run's `config.data` (data_dir, policy, imports)."""
-  register_run_tasks(data_dir(data), _field(data, "policy"), _field(data, "imports"))
+  """`register_run_tasks` for a run's `config.data` (data_dir, policy, imports, action_noise)."""
+  register_run_tasks(
+    data_dir(data), _field(data, "policy"), _field(data, "imports"), _field(data, "action_noise")
+  )
 
 
 def mixture_weights(data, register: bool = True) -> dict[str, float]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gato_jax.envs import base
+from gato_jax.tokenizer import specs as token_specs
 
 
 class PolicyGaveUp(Exception):
@@ -61,3 +62,26 @@ class RandomPolicy(Policy):
   def act(self, observation: Any) -> Any:
     del observation
     return self._env.random_action(self._rng)
+
+
+def zero_action(action_spec: Any) -> Any:
+  """Every action value 0: the middle of a continuous range, the first of a discrete one (also
+  the padding action of an RLDS episode's last step)."""
+  leaves = []
+  for _, leaf in token_specs.action_leaf_specs(action_spec):
+    dtype = np.int32 if isinstance(leaf, token_specs.DiscreteSpec) else np.float32
+    leaves.append(np.zeros(leaf.shape, dtype))
+  return token_specs.unflatten(action_spec, leaves)
+
+
+class ZeroPolicy(Policy):
+  """Always `zero_action`: a probe of the states a task drifts to when nothing steers it."""
+
+  name = "zero"
+
+  def __init__(self, env: base.Environment):
+    self._action = zero_action(env.action_spec)
+
+  def act(self, observation: Any) -> Any:
+    del observation
+    return self._action

@@ -216,14 +216,6 @@ def host_batch(make_env: Callable[[], base.Environment]) -> Callable[[int], Host
   return lambda num_envs: HostBatch([make_env() for _ in range(num_envs)])
 
 
-def _zero_action(action_spec: Any) -> Any:
-  leaves = []
-  for _, leaf in token_specs.action_leaf_specs(action_spec):
-    dtype = np.int32 if isinstance(leaf, token_specs.DiscreteSpec) else np.float32
-    leaves.append(np.zeros(leaf.shape, dtype))
-  return token_specs.unflatten(action_spec, leaves)
-
-
 def _stack(trees: list, spec: Any) -> Any:
   """Stacks a list of trees shaped like `spec` along a new time axis; text becomes object arrays."""
   columns = [[] for _ in token_specs.leaf_specs(spec)]
@@ -249,7 +241,7 @@ def _episode_tree(
 ) -> dict:
   """The RLDS episode of a recorded trajectory (layout in `sources.episodes`' docstring)."""
   # The extra last step carries the final observation; its action/reward are padding (RLDS).
-  actions = trajectory["actions"] + [_zero_action(env.action_spec)]
+  actions = trajectory["actions"] + [policies.zero_action(env.action_spec)]
   rewards = np.asarray(trajectory["rewards"] + [0.0], np.float32)
   discounts = [0.0 if t else 1.0 for t in trajectory["terminated"]] + [0.0 if terminated else 1.0]
   num_steps = len(trajectory["observations"])

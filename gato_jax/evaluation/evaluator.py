@@ -224,6 +224,7 @@ def evaluate_task(
         config.eval.prompt_episodes,
         config.data.get("derived_dir", ""),
         pipeline.episode_limit(config.data, task),
+        config.data.get("action_noise", ""),
       )
     # Built (and its eval.prompt_from checked) even without a prompt budget; it then gives None.
     prompt_fn = prompts.PromptSampler(

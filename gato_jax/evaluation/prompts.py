@@ -13,21 +13,8 @@ import os
 
 import numpy as np
 
-from gato_jax.data import rlds_io, sequences
-from gato_jax.envs import registry
+from gato_jax.data import sequences
 from gato_jax.tokenizer.timestep import TokenGroup
-
-
-def demonstrations_dir(data_dir: str, task: str) -> str:
-  """Where tools/generate_data.py writes a task's expert episodes."""
-  from gato_jax.sources import generation
-
-  domain, _ = registry.split_task_name(task)
-  return rlds_io.dataset_dir(
-    os.path.expanduser(data_dir),
-    generation.dataset_name(domain, "expert"),
-    rlds_io.config_name(task),
-  )
 
 
 def load_demonstrations(
@@ -36,25 +23,28 @@ def load_demonstrations(
   max_episodes: int = 20,
   derived_dir: str = "",
   limit: int | None = None,
+  action_noise: str = "",
 ) -> list[TokenGroup]:
   """Tokenized stored episodes of `task` that pass the filter (at most `max_episodes`).
 
   They are the first episodes of the built-in task's derived store, the one training read
-  (built on first use; `derived_dir` as data.derived_dir, `limit` as `pipeline.episode_limit`).
+  (built on first use; `derived_dir` as data.derived_dir, `limit` as `pipeline.episode_limit`,
+  `action_noise` as data.action_noise: a task trained on noisy demonstrations is prompted with
+  those of them that pass the filter, as its training prompts were).
 
   Raises:
     FileNotFoundError: if the task has no generated expert data.
   """
-  from gato_jax.data import pipeline
+  from gato_jax.data import catalogue, pipeline
 
-  source = demonstrations_dir(data_dir, task)
+  pipeline.register_run_tasks(os.path.expanduser(data_dir), action_noise=action_noise)
+  source = catalogue.task_info(task).source
   if not os.path.isfile(os.path.join(source, "dataset_info.json")):
     raise FileNotFoundError(
       f"no expert episodes of {task!r} to prompt with at {source}; generate them with"
       f" tools/generate_data.py --tasks=... --data_dir={data_dir}, or set eval.prompt_tokens=0"
       " for unprompted evaluation"
     )
-  pipeline.register_run_tasks(os.path.expanduser(data_dir))
   try:
     stored = pipeline.open_store(task, pipeline.store_root(data_dir, derived_dir), limit=limit)
   except ValueError as e:

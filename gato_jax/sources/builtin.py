@@ -18,7 +18,7 @@ from absl import logging
 
 from gato_jax.data import catalogue, presets, rlds_io, tasks
 from gato_jax.data import stats as stats_lib
-from gato_jax.envs import registry
+from gato_jax.envs import noise, registry
 from gato_jax.sources import example_sets, generation
 
 # The example tasks that train, and how their examples read.
@@ -77,18 +77,29 @@ def _read_control(
 
 
 def register_builtin_tasks(
-  data_dir: str = catalogue.DEFAULT_DATA_DIR, policy: str = "expert", seqio_tasks: bool = True
+  data_dir: str = catalogue.DEFAULT_DATA_DIR,
+  policy: str = "expert",
+  seqio_tasks: bool = True,
+  action_noise: str = "",
 ) -> list[str]:
   """Registers "<domain>/<task>" for every task of every registered domain, reading the
   datasets under `data_dir`, then the presets as seqio Mixtures over the tasks with data.
 
   `policy` picks whose generated episodes the control tasks read: "expert" (filtered at 80% of
   the expert's margin over random) or "random" (unfiltered; for tests and benchmarks).
+  `action_noise` ("dm_control=0.3,...", per task or domain; config.data.action_noise) makes a
+  named control task read the expert's demonstrations executed with that noise
+  (gato_jax.envs.noise), generated into a dataset of their own, filtered the same way.
   `seqio_tasks=False` adds only the catalogue entries, whose stores are built without SeqIO:
   importing TensorFlow and SeqIO costs a process about 10 CPU-seconds, which a run that names
   no SeqIO code (no `data.imports`) and finds its stores built need not pay. Once seqio is
   imported the SeqIO Tasks are registered anyway.
   """
+  if action_noise.strip() and policy != "expert":
+    raise ValueError(
+      f"action noise {action_noise!r} names noisy expert demonstrations; policy {policy!r}"
+      " episodes have none (set one or the other)"
+    )
   seqio_tasks = seqio_tasks or "seqio" in sys.modules
   expanded = os.path.expanduser(data_dir)
   for name in catalogue.builtin_tasks():  # Those of an earlier data directory or policy.
@@ -102,8 +113,9 @@ def register_builtin_tasks(
       logging.info("SeqIO tasks of domain %s not registered: %s", domain, e)
       continue
     for task in domain_tasks:
+      scale = noise.scale_for(task, action_noise)
       source = rlds_io.dataset_dir(
-        expanded, generation.dataset_name(domain, policy), rlds_io.config_name(task)
+        expanded, generation.dataset_name(domain, policy, scale), rlds_io.config_name(task)
       )
       names.append(task)
       tasks.add_control_task(

@@ -30,7 +30,7 @@ from absl import logging
 from gato_jax import files, tokenizer, workdir_lock
 from gato_jax.sources import episodes as episodes_lib
 from gato_jax.data import rlds_io
-from gato_jax.envs import policies, registry
+from gato_jax.envs import noise, policies, registry
 
 POLICIES = ("expert", "random")
 
@@ -51,9 +51,14 @@ class TaskSummary:
   dataset_dir: str = ""
 
 
-def dataset_name(domain: str, policy: str) -> str:
-  """ "gato_babyai" for expert data, "gato_babyai_random" for random-policy data."""
-  return f"gato_{domain}" if policy == "expert" else f"gato_{domain}_{policy}"
+def dataset_name(domain: str, policy: str, action_noise: float = 0.0) -> str:
+  """ "gato_babyai" for expert data, "gato_babyai_random" for random-policy data, and
+  "gato_dm_control_noise0p3" for expert episodes executed with action noise 0.3 (its own
+  dataset, so that noisy and clean episodes of a task are never mixed)."""
+  name = f"gato_{domain}" if policy == "expert" else f"gato_{domain}_{policy}"
+  if action_noise:
+    name += f"_noise{noise.check_scale(action_noise):g}".replace(".", "p")
+  return name
 
 
 def _meta_dir(data_dir: str, *parts: str) -> str:
@@ -299,6 +304,7 @@ def generate_task(
   shard_episodes: int = 100,
   stats_episodes: int = 50,
   progress: Callable[[str], None] = print_progress,
+  action_noise: float = 0.0,
 ) -> TaskSummary:
   """Generates (or resumes, or finds) `num_episodes` episodes of `task` as a TFDS dataset.
 
@@ -311,6 +317,9 @@ def generate_task(
     shard_episodes: episodes per staged shard (the unit of resumption).
     stats_episodes: episodes per policy for the task statistics (>= 50 for reported numbers).
     progress: receives a one-line progress message (at most one a second, and at each shard end).
+    action_noise: > 0: the expert's actions are executed with this noise
+      (`envs.noise.NoisyActions`) while the episodes store the expert's own, into the dataset
+      `dataset_name(domain, "expert", action_noise)`; the statistics stay the clean expert's.
 
   Returns:
     The task's TaskSummary.
@@ -320,12 +329,17 @@ def generate_task(
       f"episode counts must be positive: episodes={num_episodes},"
       f" shard_episodes={shard_episodes}, stats_episodes={stats_episodes}"
     )
+  action_noise = noise.check_scale(action_noise, task)
+  if action_noise and policy != "expert":
+    raise ValueError(f"action noise perturbs an expert's demonstrations, not {policy!r} episodes")
   start = time.time()
   env = registry.make_env(task)
   domain, _ = registry.split_task_name(task)
   data_policy = _make_policy(env, policy)  # Fails early when no expert is registered.
-  name, config = dataset_name(domain, policy), rlds_io.config_name(task)
+  name, config = dataset_name(domain, policy, action_noise), rlds_io.config_name(task)
   stats = ensure_stats(env, data_dir, seed, stats_episodes)
+  # The expert is made for `env` itself (a pixel task's expert reads its state), and acts in it.
+  data_env = noise.NoisyActions(env, action_noise) if action_noise else env
   num_shards = -(-num_episodes // shard_episodes)
   clock = {"done": 0, "made": 0, "start": time.time(), "last": 0.0}
 
@@ -333,11 +347,11 @@ def generate_task(
     indices = range(s * shard_episodes, min(num_episodes, (s + 1) * shard_episodes))
     clock["done"] = s * shard_episodes
     shard = {"items": [], "steps": 0, "tokens": 0}
-    rows = episodes_lib.batch_rows(env)
+    rows = episodes_lib.batch_rows(data_env)
     for first in range(0, len(indices), rows):  # Episodes side by side where the task can.
       chunk = indices[first : first + rows]
       seeds = [episodes_lib.episode_seed(seed, task, i) for i in chunk]
-      for outcome in episodes_lib.play(env, data_policy, seeds):
+      for outcome in episodes_lib.play(data_env, data_policy, seeds):
         shard["items"].append(outcome.episode)
         shard["steps"] += episodes_lib.num_actions(outcome.episode)
         shard["tokens"] += count_tokens(outcome.episode, env)
@@ -360,7 +374,8 @@ def generate_task(
       data_dir,
       name,
       config,
-      description=f"{num_episodes} episodes of {task} from {data_policy.name}, seed {seed}.",
+      description=f"{num_episodes} episodes of {task} from {data_policy.name}, seed {seed}"
+      + (f", executed with action noise {action_noise:g}." if action_noise else "."),
     )
 
   manifest = {
@@ -373,6 +388,8 @@ def generate_task(
     "seed": seed,
     "shard_episodes": shard_episodes,
   }
+  if action_noise:  # Records of clean data, older ones included, have no such key.
+    manifest["action_noise"] = action_noise
   record, status = generate_staged(
     data_dir,
     name,
@@ -381,7 +398,7 @@ def generate_task(
     {"train": num_shards},
     make_shard,
     write,
-    ("task", "agent", "episodes", "seed"),
+    ("task", "agent", "episodes", "seed", *(["action_noise"] if action_noise else [])),
     ("agent_version", "env_version"),
     # Episode i's seed depends on i alone (episode_seed), so a stored set's first N episodes
     # are the N episodes of a smaller request: runs read them (data.max_episodes_per_task).
