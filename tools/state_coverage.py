@@ -33,6 +33,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "JSON lines: one per task and obse
 flags.mark_flag_as_required("tasks")
 
 PROBES = ("random", "zero", "expert")
+flags.register_validator(
+  "probes", lambda names: set(names) <= set(PROBES), f"--probes takes {', '.join(PROBES)}"
+)
 
 
 def make_probe(name: str, env):
@@ -47,9 +50,6 @@ def make_probe(name: str, env):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  unknown = sorted(set(_PROBES.value) - set(PROBES))
-  if unknown:
-    raise app.UsageError(f"unknown probes {unknown}; probes: {', '.join(PROBES)}")
   from gato_jax.data import rlds_io
   from gato_jax.envs import registry
   from gato_jax.evaluation import rollouts
