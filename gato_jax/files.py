@@ -166,6 +166,9 @@ def write_bytes(path: Any, payload: bytes) -> str:
     except Exception as e:  # gcsfs raises HttpError, OSError and more for one failed upload.
       raise OSError(f"could not write {path}: {_first_line(e)}") from e
     return path
+  # `~` expanded as every read does: else "~/run" (a flag the shell left alone) is written to a
+  # folder named "~" under the working directory, where no reader looks.
+  path = os.path.expanduser(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(f"{path}.tmp", "wb") as f:
     f.write(payload)
@@ -185,6 +188,7 @@ def append_bytes(path: Any, data: bytes) -> None:
     except Exception as e:  # gcsfs raises HttpError, OSError and more for one failed upload.
       raise OSError(f"could not append to {path}: {_first_line(e)}") from e
     return
+  path = os.path.expanduser(path)
   fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
   try:
     size = os.fstat(fd).st_size

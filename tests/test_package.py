@@ -1,5 +1,7 @@
 """Package-level promises: light imports, TensorFlow kept off accelerators, the demo runs."""
 
+import os
+
 import pytest
 
 from gato_jax import files
@@ -132,3 +134,16 @@ def test_launchers_keep_compiled_programs_across_runs(tmp_path):
   assert any(cache.iterdir())
   # One named by the environment is kept.
   assert run({**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}) == str(tmp_path / "mine")
+
+
+def test_local_paths_with_a_tilde_are_written_where_they_are_read(tmp_path, monkeypatch):
+  # A flag such as --output_dir=~/run reaches the library unexpanded (the shell expands `~` only
+  # at a word's start): what the path layer writes there must be what it reads back.
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  monkeypatch.chdir(tmp_path)
+  files.write_json("~/run/results.json", {"step": 1})
+  files.append_bytes("~/run/log.jsonl", b"{}\n")
+  assert files.exists("~/run/results.json")
+  assert files.read_json("~/run/results.json") == {"step": 1}
+  assert sorted(os.listdir(tmp_path / "home" / "run")) == ["log.jsonl", "results.json"]
+  assert not (tmp_path / "~").exists()

@@ -377,7 +377,7 @@ def evaluate(
       f"nothing to evaluate: mixture {config.data.mixture!r} has no control, text"
       " or vision-language task with data; set eval.tasks"
     )
-  out_dir = output_dir or reports.results_dir(workdir, step)
+  out_dir = files.resolve(output_dir) if output_dir else reports.results_dir(workdir, step)
   done = TaskResults(out_dir, config, params) if jax.process_count() == 1 else None
   per_task, stats, timing = {}, {}, {}
   data_dir = os.path.expanduser(config.data.data_dir)
