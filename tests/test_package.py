@@ -1,4 +1,5 @@
-"""Package-level promises: light imports, TensorFlow kept off accelerators, the demo runs."""
+"""Package-level promises: light imports, TensorFlow kept off accelerators, the demo runs, the
+launchers' logs and compiled programs kept, the path layer writing where it reads."""
 
 import os
 
